@@ -1,0 +1,136 @@
+"""The fallback cascade: try providers in a strategy's order until one answers.
+
+Retryable failures (timeouts, connection errors, 429, 5xx, errors inside 200
+bodies, malformed answers, 401/403) move on to the next provider. A client
+error goes back to the caller at once, except a context-length 400, which moves
+on to a provider with a larger configured context window. One deadline bounds
+everything, waits for ``Retry-After`` included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
+
+from .errors import AllProvidersFailed, ContextLengthExceeded, ProviderError, ProviderTimeout
+from .providers import OpenAICompatProvider
+from .result import Attempt
+from .state import RouterState, now
+
+log = logging.getLogger("llmroute")
+
+T = TypeVar("T")
+Call = Callable[[OpenAICompatProvider, float], Awaitable[T]]
+
+
+class Cascade:
+    """One request's walk through the providers. Collects an ``Attempt`` per call."""
+
+    def __init__(
+        self, providers: Mapping[str, OpenAICompatProvider], state: RouterState, order: list[str],
+        *, deadline_s: float, retry_rounds: int,
+    ) -> None:
+        self.providers = providers
+        self.state = state
+        self.deadline = time.monotonic() + deadline_s
+        self.retry_rounds = retry_rounds
+        self.attempts: list[Attempt] = []
+        # Providers still cooling down from a Retry-After go last in the first round.
+        wall = now()
+        self.order = sorted(order, key=lambda n: state.cooldown_until(n) > wall)
+
+    def remaining_s(self) -> float:
+        return self.deadline - time.monotonic()
+
+    async def run(self, call: Call[T]) -> tuple[OpenAICompatProvider, T]:
+        """Return the first provider that answered and its answer, or raise."""
+        queue = self.order
+        min_context: int | None = None
+        for round_number in range(self.retry_rounds + 1):
+            retry_next: list[str] = []
+            for name in queue:
+                provider = self.providers[name]
+                if min_context is not None and (provider.config.context_window or 0) <= min_context:
+                    continue
+                if self.remaining_s() <= 0:
+                    raise AllProvidersFailed(self.attempts, deadline_exceeded=True)
+                if not await self._wait_cooldown(provider):
+                    retry_next.append(name)
+                    continue
+                try:
+                    return provider, await self._attempt(provider, call)
+                except ContextLengthExceeded as exc:
+                    window = provider.config.context_window or 0
+                    if not any((p.config.context_window or 0) > window for p in self.providers.values()):
+                        exc.attempts = self.attempts
+                        raise
+                    min_context = window
+                except ProviderError as exc:
+                    if not exc.retryable:
+                        exc.attempts = self.attempts
+                        raise
+                    if exc.kind != "auth":  # a rejected key stays rejected
+                        retry_next.append(name)
+            queue = retry_next
+            if not queue:
+                break
+            if round_number < self.retry_rounds:
+                log.info("retrying %d provider(s), round %d", len(queue), round_number + 2)
+        raise AllProvidersFailed(self.attempts, deadline_exceeded=self.remaining_s() <= 0)
+
+    async def _wait_cooldown(self, provider: OpenAICompatProvider) -> bool:
+        """Honour a provider's Retry-After: wait if it fits in the deadline, else skip it."""
+        wait_s = self.state.cooldown_until(provider.name) - now()
+        if wait_s <= 0:
+            return True
+        if wait_s < self.remaining_s():
+            await asyncio.sleep(wait_s)
+            return True
+        self.attempts.append(Attempt(
+            provider=provider.name, model=provider.model, ok=False, latency_ms=0.0, kind="cooling_down",
+            error=f"skipped: asked to wait {wait_s:.1f} s (Retry-After), longer than the deadline left",
+        ))
+        return False
+
+    async def _attempt(self, provider: OpenAICompatProvider, call: Call[T]) -> T:
+        timeout_s = min(provider.config.timeout_s, self.remaining_s())
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout_s):
+                value = await call(provider, timeout_s)
+        except TimeoutError:
+            error: ProviderError = ProviderTimeout(
+                message=f"no answer within {timeout_s:.1f} s", provider=provider.name, kind="timeout",
+            )
+            self._failed(provider, error, started)
+            raise error from None
+        except ProviderError as exc:
+            self._failed(provider, exc, started)
+            raise
+        self.attempts.append(Attempt(
+            provider=provider.name, model=provider.model, ok=True, latency_ms=_ms_since(started), status=200,
+        ))
+        return value
+
+    def _failed(self, provider: OpenAICompatProvider, error: ProviderError, started: float) -> None:
+        elapsed = _ms_since(started)
+        error.provider = provider.name
+        error.elapsed_ms = elapsed
+        self.attempts.append(Attempt(
+            provider=provider.name, model=provider.model, ok=False, latency_ms=elapsed, status=error.status,
+            kind=error.kind, error=error.message, retry_after_s=error.retry_after_s,
+        ))
+        self.state.record_failure(provider.name, error.kind, elapsed)
+        if error.retry_after_s:
+            self.state.set_cooldown(provider.name, now() + error.retry_after_s)
+        if error.kind == "auth":
+            log.error("provider %s is misconfigured: %s", provider.name, error.message)
+        else:
+            log.warning("provider %s failed: %s", provider.name, error)
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

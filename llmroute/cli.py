@@ -1,0 +1,248 @@
+"""The ``llmroute`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import urllib.parse
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__
+from .config import RouterConfig, default_config_path, load_config
+from .errors import ConfigError
+from .pricing import format_price_per_m, format_usd, parse_token_amount
+from .state import InMemoryState
+from .strategies import RouteRequest, RoutingStrategy, build_strategy
+
+app = typer.Typer(
+    help="Route LLM traffic to the right provider, fall back when one fails, and prove the savings.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+# Tables are wide; when output is piped, do not squeeze them into 80 columns.
+console = Console() if sys.stdout.isatty() else Console(width=200)
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _load(path: Optional[Path], *, strict_env: bool = True) -> RouterConfig:
+    try:
+        return load_config(path, strict_env=strict_env)
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+def _safe_url(url: str) -> str:
+    """The URL without any user:password part."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print(__version__)
+
+
+@app.command("check-config")
+def check_config(path: Annotated[Optional[Path], typer.Argument(help="Config file (default: ./llmroute.yaml or $LLMROUTE_CONFIG)")] = None) -> None:
+    """Validate a config file and print the effective routing table. Never prints a secret."""
+    config = _load(path)
+    weights = config.weights()
+    table = Table(title=f"Providers in {config.source}", title_justify="left")
+    for column in ("provider", "model", "base_url", "$/1M in", "$/1M out", "latency prior", "quality",
+                   "timeout (connect)", "context", "weight", "api key"):
+        table.add_column(column)
+    for name, p in config.providers.items():
+        key = "none" if p.api_key is None else (f"set from ${p.api_key_env}" if p.api_key_env else "set in file")
+        table.add_row(
+            name, p.model, _safe_url(p.base_url), f"{p.price_per_m.input:g}", f"{p.price_per_m.output:g}",
+            f"{p.latency_ms:g} ms", str(p.quality), f"{p.timeout_s:g} s ({p.connect_timeout_s:g} s)",
+            str(p.context_window or "-"), f"{weights[name]:g}", key,
+        )
+    console.print(table)
+    state = InMemoryState({n: p.latency_ms for n, p in config.providers.items()})
+    request = RouteRequest(input_tokens=500, output_tokens=config.expected_output_tokens)
+    routes = Table(title="Routing order (first choice, then fallbacks)", title_justify="left")
+    routes.add_column("strategy")
+    routes.add_column("order")
+    for name in RoutingStrategy:
+        order = build_strategy(name, config, state).order(request)
+        label = f"{name.value} (default)" if name == config.strategy else name.value
+        if name == RoutingStrategy.BALANCED:
+            label += " split " + "/".join(f"{weights[n]:g}" for n in config.providers)
+        routes.add_row(label, " → ".join(order))
+    console.print(routes)
+    console.print(
+        f"deadline {config.deadline_s:g} s, retry rounds {config.retry_rounds}, "
+        f"savings baseline: {config.baseline()}. [green]OK[/green]"
+    )
+
+
+@app.command()
+def plan(
+    monthly_tokens: Annotated[str, typer.Option(help="Tokens per month: 10M, 2.5B or a plain number")],
+    config: Annotated[Optional[Path], typer.Option(help="Config whose prices to use")] = None,
+    input_share: Annotated[float, typer.Option(help="Fraction of tokens that are input (prompt)")] = 0.5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Monthly cost of each strategy at a traffic volume, against the premium provider."""
+    from .plan import describe, plan as make_plan
+
+    try:
+        tokens = parse_token_amount(monthly_tokens)
+    except ValueError as exc:
+        _fail(f"--monthly-tokens: {exc}")
+    if not 0.0 <= input_share <= 1.0:
+        _fail("--input-share must be between 0 and 1")
+    cfg, source = _plan_config(config)
+    baseline, rows = make_plan(cfg, tokens, input_share)
+    if as_json:
+        console.print_json(json.dumps({
+            "monthly_tokens": tokens, "input_share": input_share, "baseline": baseline, "prices_from": source,
+            "strategies": [{"strategy": r.strategy, "share": r.share, "cost_usd": r.cost_usd, "total_usd": r.total_usd,
+                            "savings_usd": r.savings_usd, "savings_pct": r.savings_pct} for r in rows],
+        }))
+        return
+    console.print(f"[bold]Traffic Distribution Analysis[/bold]: {tokens:,} tokens/month, "
+                  f"{input_share:.0%} input, prices from {source}", highlight=False)
+    baseline_usd = rows[0].baseline_usd
+    console.print(f"100% {baseline} (baseline): {format_usd(baseline_usd)}/month; "
+                  f"{format_price_per_m(baseline_usd * 1e6 / tokens)} per 1M tokens", highlight=False)
+    for row in rows:
+        console.print(describe(row, tokens), highlight=False)
+
+
+def _plan_config(path: Optional[Path]) -> tuple[RouterConfig, str]:
+    if path is not None:
+        return _load(path, strict_env=False), str(path)
+    default = default_config_path()
+    if default.exists():
+        return _load(default, strict_env=False), str(default)
+    from .demo import emulated_config
+
+    cfg = emulated_config({"cerebras": "http://127.0.0.1:1/v1", "runpod": "http://127.0.0.1:1/v1"})
+    return cfg, "the seed's pair (emulator profiles)"
+
+
+@app.command()
+def emulate(
+    profile: Annotated[str, typer.Option(help="cerebras or runpod")] = "cerebras",
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one)")] = 8001,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    speed: Annotated[float, typer.Option(help="Run this many times faster than the real provider; inf answers at once")] = 1.0,
+    latency_ms: Annotated[Optional[float], typer.Option(help="Override the profile's median latency")] = None,
+    fault: Annotated[Optional[list[str]], typer.Option(help="Inject a fault at a rate, e.g. 503:0.1 (repeatable)")] = None,
+    retry_after: Annotated[float, typer.Option(help="Retry-After seconds sent with 429 and 503")] = 1.0,
+    api_key: Annotated[Optional[str], typer.Option(help="Require this bearer key (401 otherwise)", envvar="LLMROUTE_EMULATOR_KEY")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed for latency, text and fault rolls")] = 0,
+) -> None:
+    """Run a local OpenAI-compatible server that behaves like a paid provider."""
+    from .emulator import EmulatorSettings, FaultPlan, get_profile, parse_fault_rate, serve
+
+    try:
+        chosen = get_profile(profile)
+        rates = dict(parse_fault_rate(spec) for spec in fault or [])
+    except ValueError as exc:
+        _fail(str(exc))
+    if not speed > 0:
+        _fail("--speed must be > 0 (use inf for no latency)")
+    settings = EmulatorSettings(
+        profile=chosen, speed=speed, latency_ms=latency_ms, retry_after_s=retry_after, api_key=api_key,
+        seed=seed, faults=FaultPlan(rates, seed=seed),
+    )
+    serve(settings, host, port)
+
+
+@app.command()
+def demo(
+    config: Annotated[Optional[Path], typer.Option(help="Send the workload to the real providers in this config")] = None,
+    requests: Annotated[int, typer.Option(min=8, help="Requests per strategy")] = 200,
+    concurrency: Annotated[int, typer.Option(min=1)] = 16,
+    speed: Annotated[float, typer.Option(help="Emulators run this many times faster than real providers")] = 20.0,
+    max_tokens: Annotated[int, typer.Option(min=1)] = 300,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+) -> None:
+    """Route a lead-qualification / document-analysis workload through every strategy."""
+    from .demo import emulated_config, run_strategy, workload
+    from .emulator import EmulatorSettings, EmulatorThread, get_profile
+
+    emulators: dict[str, EmulatorThread] = {}
+    if config is not None:
+        cfg = _load(config)
+        outage = None
+        note = f"real providers from {config}; no injected fault"
+    else:
+        if not speed > 0:
+            _fail("--speed must be > 0")
+        for name in ("cerebras", "runpod"):
+            emulators[name] = EmulatorThread(EmulatorSettings(get_profile(name), speed=speed, seed=len(emulators)))
+        cfg = emulated_config({n: e.base_url for n, e in emulators.items()})
+        runpod = emulators["runpod"]
+        outage = (lambda: runpod.set_faults({"503": 1.0}), lambda: runpod.set_faults({}))
+        note = (f"emulated providers at {speed:g}x real speed (multiply latencies by {speed:g} for real time); "
+                "runpod answers 503 for the second quarter of each run")
+    # Fallbacks are the point of the demo; show them in the table, not as log lines.
+    logging.getLogger("llmroute").setLevel(logging.ERROR)
+    work = workload(requests)
+    summaries = []
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, transient=True, disable=as_json) as progress:
+            for strategy in RoutingStrategy:
+                task = progress.add_task(strategy.value, total=len(work))
+                run = asyncio.run(run_strategy(
+                    cfg, strategy, work, concurrency=concurrency, max_tokens=max_tokens, outage=outage,
+                    on_done=lambda task=task: progress.advance(task),
+                ))
+                summaries.append(run.summary(cfg))
+    finally:
+        for emulator in emulators.values():
+            emulator.stop()
+    if as_json:
+        print(json.dumps({"note": note, "baseline": cfg.baseline(), "strategies": summaries}, indent=2))
+        return
+    _print_demo(summaries, cfg, note)
+
+
+def _print_demo(summaries: list[dict], cfg: RouterConfig, note: str) -> None:
+    table = Table(title="llmroute demo", caption=note, title_justify="left")
+    for column in ("strategy", "requests", "split", "cost", "$/1M", f"savings vs {cfg.baseline()}",
+                   "p50 ms", "p95 ms", "fallbacks", "errors"):
+        table.add_column(column, justify="left" if column in ("strategy", "split") else "right")
+    for s in summaries:
+        served = sum(s["split"].values()) or 1
+        split = " ".join(f"{n} {c / served:.0%}" for n, c in sorted(s["split"].items()))
+        table.add_row(
+            s["strategy"], str(s["requests"]), split, f"${s['cost_usd']:.6f}", format_price_per_m(s["blended_per_m"]),
+            f"{s['savings_pct']:.0f}%", f"{s['p50_ms']:.0f}", f"{s['p95_ms']:.0f}", str(s["fallbacks"]),
+            f"[red]{s['errors']}[/red]" if s["errors"] else "0",
+        )
+    console.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

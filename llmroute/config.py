@@ -1,0 +1,293 @@
+"""Config schema, loading and validation.
+
+A config is one YAML file. ``${VAR}`` (or ``${VAR:-default}``) anywhere in a
+string is read from the environment before validation, so a missing variable
+is reported with the key that needed it. Every error names the file, the key
+path and the problem, and never the value of a secret.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ConfigError
+from .strategies.base import RoutingStrategy
+
+DEFAULT_CONFIG_NAME = "llmroute.yaml"
+CONFIG_ENV_VAR = "LLMROUTE_CONFIG"
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class Price(_Strict):
+    """US dollars per one million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+
+
+class ProviderConfig(_Strict):
+    base_url: str
+    api_key: SecretStr | None = None
+    model: str = Field(min_length=1)
+    price_per_m: Price
+    latency_ms: float = Field(default=1000.0, gt=0, description="prior until measured")
+    quality: int = 1
+    timeout_s: float = Field(default=30.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    context_window: int | None = Field(default=None, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+    max_connections: int = Field(default=256, gt=0)
+
+    _name: str = PrivateAttr(default="")
+    _api_key_env: str | None = PrivateAttr(default=None)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _connect_within_timeout(self) -> ProviderConfig:
+        if self.connect_timeout_s > self.timeout_s:
+            self.connect_timeout_s = self.timeout_s
+        return self
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def api_key_env(self) -> str | None:
+        """The environment variable the key came from, to show instead of the key."""
+        return self._api_key_env
+
+
+class RouterConfig(_Strict):
+    providers: dict[str, ProviderConfig] = Field(min_length=1)
+    strategy: RoutingStrategy = RoutingStrategy.BALANCED
+    balanced_weights: dict[str, float] | None = None
+    deadline_s: float = Field(default=60.0, gt=0, description="bounds the whole cascade")
+    retry_rounds: int = Field(default=1, ge=0, description="extra passes after every provider failed")
+    latency_alpha: float = Field(default=0.3, gt=0, le=1, description="EWMA weight of a new sample")
+    expected_output_tokens: int = Field(default=256, gt=0)
+    baseline_provider: str | None = None
+
+    _source: str | None = PrivateAttr(default=None)
+    _missing_env: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RouterConfig:
+        for name, provider in self.providers.items():
+            provider._name = name
+        if self.balanced_weights is not None:
+            for name, weight in self.balanced_weights.items():
+                if name not in self.providers:
+                    raise _KeyedError(
+                        f"balanced_weights.{name}",
+                        f"names unknown provider '{name}' (known: {', '.join(self.providers)})",
+                    )
+                if weight < 0:
+                    raise _KeyedError(f"balanced_weights.{name}", "must be >= 0")
+            if sum(self.balanced_weights.values()) <= 0:
+                raise _KeyedError("balanced_weights", "at least one weight must be > 0")
+        if self.baseline_provider is not None and self.baseline_provider not in self.providers:
+            raise _KeyedError("baseline_provider", f"names unknown provider '{self.baseline_provider}'")
+        return self
+
+    @property
+    def source(self) -> str | None:
+        """The file this config was read from, if any."""
+        return self._source
+
+    def weights(self) -> dict[str, float]:
+        """Balanced weights, defaulting to 80 for the cheapest provider and 20 shared by the rest.
+
+        With the seed's pair that is runpod 80 / cerebras 20. Providers left out of
+        ``balanced_weights`` get weight 0: they only serve as fallbacks.
+        """
+        if self.balanced_weights is not None:
+            return {name: float(self.balanced_weights.get(name, 0.0)) for name in self.providers}
+        if len(self.providers) == 1:
+            return {name: 100.0 for name in self.providers}
+        cheapest = min(self.providers, key=lambda n: _blended_price(self.providers[n]))
+        others = len(self.providers) - 1
+        return {name: 80.0 if name == cheapest else 20.0 / others for name in self.providers}
+
+    def baseline(self) -> str:
+        """The premium provider savings are measured against (the most expensive, unless set)."""
+        if self.baseline_provider is not None:
+            return self.baseline_provider
+        return max(self.providers, key=lambda n: _blended_price(self.providers[n]))
+
+
+class _KeyedError(ValueError):
+    """A cross-field check that knows which key is wrong."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem)
+        self.key = key
+        self.problem = problem
+
+
+def _blended_price(provider: ProviderConfig) -> float:
+    return (provider.price_per_m.input + provider.price_per_m.output) / 2
+
+
+def _interpolate(
+    node: Any, path: tuple[str, ...], env: Mapping[str, str], file: str | None,
+    strict: bool, used: dict[tuple[str, ...], str], missing: list[str],
+) -> Any:
+    if isinstance(node, dict):
+        return {k: _interpolate(v, (*path, str(k)), env, file, strict, used, missing) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, (*path, str(i)), env, file, strict, used, missing) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        var, default = match.group(1), match.group(2)
+        used[path] = var
+        if var in env and env[var] != "":
+            return env[var]
+        if default is not None:
+            return default
+        if strict:
+            raise ConfigError(f"environment variable {var} is not set", file=file, key=".".join(path))
+        missing.append(var)
+        return match.group(0)
+
+    return _ENV_REF.sub(substitute, node)
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    kind, message = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        return f"{message} (got {type(error.get('input')).__name__})"
+    return message.removeprefix("Value error, ")
+
+
+def _suggest(loc: tuple[Any, ...]) -> str:
+    """'did you mean' for a misspelt key, from the fields of the model at that depth."""
+    target: type[BaseModel] = RouterConfig
+    parts = iter(loc[:-1])
+    for part in parts:
+        field = target.model_fields.get(str(part))
+        if field is None:
+            return ""
+        annotation = field.annotation
+        if get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+            next(parts, None)  # the mapping's own key, e.g. a provider name
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        target = annotation
+    close = difflib.get_close_matches(str(loc[-1]), list(target.model_fields), n=1)
+    return f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(target.model_fields)}"
+
+
+def _from_validation_error(exc: ValidationError, file: str | None) -> ConfigError:
+    lines = []
+    first_key = None
+    for error in exc.errors(include_input=True, include_url=False):
+        loc = tuple(error["loc"])
+        ctx_error = (error.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, _KeyedError):
+            key, problem = ctx_error.key, ctx_error.problem
+        else:
+            key = ".".join(str(p) for p in loc) or "(top level)"
+            problem = _describe(error)
+            if error["type"] == "extra_forbidden":
+                problem += _suggest(loc)
+        first_key = first_key or key
+        lines.append(f"key '{key}': {problem}")
+    if len(lines) == 1:
+        return ConfigError(lines[0].split(": ", 1)[1], file=file, key=first_key)
+    return ConfigError(f"{len(lines)} problems:\n  " + "\n  ".join(lines), file=file, key=first_key)
+
+
+def parse_config(
+    data: Any, *, file: str | None = None, env: Mapping[str, str] | None = None, strict_env: bool = True,
+) -> RouterConfig:
+    """Validate an already-parsed config tree (what ``yaml.safe_load`` returns)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"expected a mapping at the top level, got {type(data).__name__}", file=file)
+    used: dict[tuple[str, ...], str] = {}
+    missing: list[str] = []
+    data = _interpolate(dict(data), (), os.environ if env is None else env, file, strict_env, used, missing)
+    try:
+        config = RouterConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _from_validation_error(exc, file) from None
+    config._source = file
+    config._missing_env = missing
+    for name, provider in config.providers.items():
+        provider._api_key_env = used.get(("providers", name, "api_key"))
+    return config
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV_VAR, DEFAULT_CONFIG_NAME))
+
+
+def load_config(
+    source: str | os.PathLike[str] | Mapping[str, Any] | RouterConfig | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    strict_env: bool = True,
+) -> RouterConfig:
+    """Load and validate a config from a path, a mapping, or pass a ``RouterConfig`` through.
+
+    ``strict_env=False`` leaves unset ``${VAR}`` references in place, for commands
+    such as ``plan`` that only need prices.
+    """
+    if isinstance(source, RouterConfig):
+        return source
+    if isinstance(source, Mapping):
+        return parse_config(source, env=env, strict_env=strict_env)
+    path = Path(source) if source is not None else default_config_path()
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=file) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc.__class__.__name__}", file=file) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"invalid YAML{where}: {problem}", file=file) from None
+    if data is None:
+        raise ConfigError("file is empty", file=file)
+    return parse_config(data, file=file, env=env, strict_env=strict_env)

@@ -1,0 +1,74 @@
+"""Which fault, if any, an emulated request suffers.
+
+A fault is chosen per request: the ``x-emulator-fault`` header wins; else a
+fault switched on through ``POST /_emulator/faults`` (all requests, or a rate);
+else the rates given on the command line (``--fault 503:0.1``).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+FAULTS: dict[str, str] = {
+    "429": "HTTP 429 with Retry-After",
+    "500": "HTTP 500",
+    "502": "HTTP 502",
+    "503": "HTTP 503 with Retry-After",
+    "504": "HTTP 504",
+    "hang": "accept the request and never answer (client timeout)",
+    "reset": "reset the connection (TCP RST) before answering",
+    "error_in_body": "HTTP 200 whose body is an error object (RunPod worker style)",
+    "malformed": "HTTP 200 with a truncated JSON body",
+    "stream_cut": "streams stop half-way, without data: [DONE] (non-streams: reset)",
+    "stream_cut_first": "streams stop before their first chunk",
+    "context_length": "HTTP 400: prompt longer than the context window",
+    "400": "HTTP 400 invalid request",
+    "401": "HTTP 401 invalid API key",
+    "404": "HTTP 404 model not found",
+    "422": "HTTP 422 unprocessable request",
+}
+
+HEADER = "x-emulator-fault"
+
+
+def check_fault(kind: str) -> str:
+    if kind not in FAULTS:
+        raise ValueError(f"unknown fault '{kind}' (known: {', '.join(FAULTS)})")
+    return kind
+
+
+def parse_fault_rate(spec: str) -> tuple[str, float]:
+    """'503:0.1' -> ('503', 0.1); '503' alone means every request."""
+    kind, _, rate_text = spec.partition(":")
+    try:
+        rate = float(rate_text) if rate_text else 1.0
+    except ValueError:
+        raise ValueError(f"fault rate in '{spec}' is not a number") from None
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"fault rate in '{spec}' must be between 0 and 1")
+    return check_fault(kind), rate
+
+
+@dataclass
+class FaultPlan:
+    rates: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for kind in self.rates:
+            check_fault(kind)
+        self._rng = random.Random(self.seed)
+
+    def set(self, rates: dict[str, float]) -> None:
+        for kind in rates:
+            check_fault(kind)
+        self.rates = dict(rates)
+
+    def choose(self, header: str | None) -> str | None:
+        if header:
+            return check_fault(header)
+        for kind, rate in self.rates.items():
+            if rate >= 1.0 or (rate > 0 and self._rng.random() < rate):
+                return kind
+        return None

@@ -1,0 +1,323 @@
+"""An OpenAI-compatible server that behaves like a paid provider, for tests, demos and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import socket
+import struct
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..tokens import count_message_tokens, count_tokens
+from .faults import HEADER, FaultPlan, check_fault
+from .profiles import Profile
+
+_WORDS = (
+    "the lead is qualified based on company size industry fit budget and timing "
+    "TechCorp operates in SaaS with 500 employees and a clear need for automation "
+    "recommend a follow up call with the head of operations within two weeks "
+    "the document describes revenue growth risks obligations and renewal terms "
+    "key findings include strong retention moderate churn and expansion potential"
+).split()
+
+HANG_S = 3600.0
+
+
+@dataclass
+class EmulatorSettings:
+    profile: Profile
+    speed: float = 1.0
+    """Latency is divided by this; ``inf`` answers at once."""
+    latency_ms: float | None = None
+    """Override of the profile's median latency."""
+    retry_after_s: float = 1.0
+    api_key: str | None = None
+    seed: int = 0
+    faults: FaultPlan = field(default_factory=FaultPlan)
+
+
+class Emulator:
+    """The request handlers and their counters."""
+
+    def __init__(self, settings: EmulatorSettings) -> None:
+        self.settings = settings
+        self.profile = settings.profile
+        self._rng = random.Random(settings.seed)
+        self.stats: dict[str, int] = {"requests": 0, "ok": 0}
+        self._bucket_started = time.monotonic()
+        self._bucket_tokens = 0
+
+    # -- app ----------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=8 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.chat_completions)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/_emulator/stats", self.get_stats)
+        app.router.add_post("/_emulator/faults", self.set_faults)
+        return app
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "profile": self.profile.name})
+
+    async def models(self, request: web.Request) -> web.Response:
+        model = {"id": self.profile.model, "object": "model", "created": 1700000000, "owned_by": self.profile.name}
+        return _json({"object": "list", "data": [model]})
+
+    async def get_stats(self, request: web.Request) -> web.Response:
+        return _json({**self.stats, "faults": self.settings.faults.rates})
+
+    async def set_faults(self, request: web.Request) -> web.Response:
+        """``{"faults": {"503": 1.0}}`` switches faults on; ``{"faults": {}}`` clears them."""
+        try:
+            body = orjson.loads(await request.read())
+            rates = {check_fault(str(k)): float(v) for k, v in (body.get("faults") or {}).items()}
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
+            return self._error(400, f"bad fault request: {exc}", "invalid_request_error")
+        self.settings.faults.set(rates)
+        return _json({"faults": rates})
+
+    # -- completions --------------------------------------------------------------
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, chat=True)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, chat=False)
+
+    async def _handle(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
+        self.stats["requests"] += 1
+        if self.settings.api_key is not None and request.headers.get("authorization") != f"Bearer {self.settings.api_key}":
+            return self._count("401", self._error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"))
+        try:
+            fault = self.settings.faults.choose(request.headers.get(HEADER))
+        except ValueError as exc:
+            return self._error(400, str(exc), "invalid_request_error")
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return self._error(400, "request body is not valid JSON", "invalid_request_error")
+        if not isinstance(body, dict):
+            return self._error(400, "request body must be a JSON object", "invalid_request_error")
+        if chat:
+            messages = body.get("messages")
+            if not isinstance(messages, list) or not messages:
+                return self._error(400, "'messages' must be a non-empty list", "invalid_request_error", param="messages")
+            prompt_tokens = count_message_tokens(m for m in messages if isinstance(m, dict))
+        else:
+            prompt = body.get("prompt")
+            if not isinstance(prompt, str):
+                return self._error(400, "'prompt' must be a string", "invalid_request_error", param="prompt")
+            prompt_tokens = count_tokens(prompt)
+        if prompt_tokens > self.profile.context_window and fault is None:
+            fault = "context_length"
+        if fault is not None:
+            self.stats[fault] = self.stats.get(fault, 0) + 1
+            early = await self._early_fault(request, fault, prompt_tokens)
+            if early is not None:
+                return early
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 512
+        low, high = self.profile.completion_tokens
+        target = max(1, min(int(max_tokens), self._rng.randint(low, high)))
+        pieces = self._completion(target)
+        completion_tokens = sum(count_tokens(p) for p in pieces)
+        latency_s = self._latency_s()
+        headers = self._ratelimit_headers(prompt_tokens + completion_tokens)
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return await self._stream(
+                request, body, chat, pieces, prompt_tokens, completion_tokens, latency_s, headers,
+                include_usage, fault,
+            )
+        if latency_s:
+            await asyncio.sleep(latency_s)
+        if fault in ("stream_cut", "stream_cut_first"):
+            _reset(request)
+            return web.Response()
+        text = "".join(pieces)
+        finish = "length" if completion_tokens >= int(max_tokens) else "stop"
+        choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+        payload = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}" if chat else f"cmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": self.profile.model,
+            "choices": [choice],
+            "usage": _usage(prompt_tokens, completion_tokens),
+            "system_fingerprint": f"emulated-{self.profile.name}",
+        }
+        self.stats["ok"] += 1
+        return _json(payload, headers=headers)
+
+    async def _early_fault(self, request: web.Request, fault: str, prompt_tokens: int) -> web.StreamResponse | None:
+        """Faults that happen before any answer; None for those that happen during one."""
+        # Retry-After runs at the emulator's speed, like its latency.
+        retry_s = 0.0 if math.isinf(self.settings.speed) else self.settings.retry_after_s / self.settings.speed
+        retry = {"Retry-After": f"{retry_s:.3g}"}
+        if fault == "429":
+            return self._error(429, "Requests per minute limit exceeded", "rate_limit_error", "rate_limit_exceeded", headers=retry)
+        if fault in ("500", "502", "504"):
+            return self._error(int(fault), "upstream worker error", "server_error")
+        if fault == "503":
+            return self._error(503, "service unavailable: no workers ready", "server_error", headers=retry)
+        if fault == "hang":
+            await asyncio.sleep(HANG_S)
+            return web.Response(status=504)
+        if fault == "reset":
+            _reset(request)
+            return web.Response()
+        if fault == "error_in_body":
+            return _json(self._error_body(500, "worker failed while generating", "InternalServerError"))
+        if fault == "malformed":
+            return web.Response(body=b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "mess', content_type="application/json")
+        if fault == "context_length":
+            message = (
+                f"This model's maximum context length is {self.profile.context_window} tokens. "
+                f"However, you requested {prompt_tokens} tokens in the messages."
+            )
+            return self._error(400, message, "invalid_request_error", "context_length_exceeded", param="messages")
+        if fault in ("400", "401", "404", "422"):
+            status = int(fault)
+            message = {400: "invalid request", 401: "Incorrect API key provided.",
+                       404: f"The model `{self.profile.model}` does not exist.", 422: "unprocessable request"}[status]
+            return self._error(status, message, "invalid_request_error")
+        return None
+
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], chat: bool, pieces: list[str],
+        prompt_tokens: int, completion_tokens: int, latency_s: float, headers: dict[str, str],
+        include_usage: bool, fault: str | None,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream", "Cache-Control": "no-cache", **headers,
+        })
+        ttft_s = latency_s * 0.3
+        per_piece_s = (latency_s - ttft_s) / max(1, len(pieces))
+        if ttft_s:
+            await asyncio.sleep(ttft_s)
+        await response.prepare(request)
+        if fault == "stream_cut_first":
+            _reset(request)
+            return response
+        cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+        base = {"id": cid, "object": "chat.completion.chunk" if chat else "text_completion",
+                "created": created, "model": self.profile.model}
+
+        def chunk(delta_text: str | None, finish: str | None = None, role: bool = False) -> bytes:
+            if chat:
+                delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
+                if delta_text is not None:
+                    delta["content"] = delta_text
+                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+            else:
+                choice = {"index": 0, "text": delta_text or "", "finish_reason": finish, "logprobs": None}
+            return b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n"
+
+        if chat:
+            await response.write(chunk(None, role=True))
+        cut_at = len(pieces) // 2 if fault == "stream_cut" else None
+        for i, piece in enumerate(pieces):
+            if cut_at is not None and i == cut_at:
+                _reset(request)
+                return response
+            if per_piece_s:
+                await asyncio.sleep(per_piece_s)
+            await response.write(chunk(piece))
+        finish = "length" if completion_tokens >= int(body.get("max_completion_tokens") or body.get("max_tokens") or 1 << 30) else "stop"
+        await response.write(chunk(None, finish=finish))
+        if include_usage:
+            usage_event = {**base, "choices": [], "usage": _usage(prompt_tokens, completion_tokens)}
+            await response.write(b"data: " + orjson.dumps(usage_event) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        self.stats["ok"] += 1
+        return response
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _latency_s(self) -> float:
+        if math.isinf(self.settings.speed):
+            return 0.0
+        median = self.settings.latency_ms if self.settings.latency_ms is not None else self.profile.latency_ms
+        sample = median * math.exp(self._rng.gauss(0.0, self.profile.latency_sigma))
+        return sample / 1000 / self.settings.speed
+
+    def _completion(self, target_tokens: int) -> list[str]:
+        """Word pieces (each with its leading space) adding up to ``target_tokens``."""
+        pieces: list[str] = []
+        total = 0
+        while total < target_tokens:
+            word = self._rng.choice(_WORDS)
+            piece = word if not pieces else " " + word
+            pieces.append(piece)
+            total += count_tokens(piece)
+        return pieces
+
+    def _ratelimit_headers(self, tokens: int) -> dict[str, str]:
+        if not self.profile.ratelimit_headers:
+            return {}
+        elapsed = time.monotonic() - self._bucket_started
+        if elapsed >= 60:
+            self._bucket_started, self._bucket_tokens, elapsed = time.monotonic(), 0, 0.0
+        self._bucket_tokens += tokens
+        limit_tokens, limit_requests = 1_000_000, 1_000_000
+        return {
+            "x-ratelimit-limit-requests-day": str(limit_requests),
+            "x-ratelimit-limit-tokens-minute": str(limit_tokens),
+            "x-ratelimit-remaining-requests-day": str(max(0, limit_requests - self.stats["requests"])),
+            "x-ratelimit-remaining-tokens-minute": str(max(0, limit_tokens - self._bucket_tokens)),
+            "x-ratelimit-reset-requests-day": f"{86400 - time.time() % 86400:.2f}",
+            "x-ratelimit-reset-tokens-minute": f"{60 - elapsed:.2f}",
+        }
+
+    def _error_body(self, status: int, message: str, error_type: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+        if self.profile.error_style == "vllm":
+            return {"object": "error", "message": message, "type": error_type, "param": param, "code": status}
+        return {"error": {"message": message, "type": error_type, "param": param, "code": code or str(status)}}
+
+    def _error(
+        self, status: int, message: str, error_type: str, code: str | None = None,
+        param: str | None = None, headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        return _json(self._error_body(status, message, error_type, code, param), status=status, headers=headers)
+
+    def _count(self, key: str, response: web.Response) -> web.Response:
+        self.stats[key] = self.stats.get(key, 0) + 1
+        return response
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def _json(payload: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json", headers=headers)
+
+
+def _reset(request: web.Request) -> None:
+    """Close the connection with a TCP RST, as a crashed worker or proxy does."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    transport.abort()

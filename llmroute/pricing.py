@@ -1,0 +1,71 @@
+"""Cost arithmetic: per request from ``usage``, and money and token formatting."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from .config import Price
+
+_AMOUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMbBtT]?)\s*$")
+_SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000, "b": 1_000_000_000, "t": 1_000_000_000_000}
+
+
+def cost_usd(price: Price, prompt_tokens: int, completion_tokens: int, cached_prompt_tokens: int = 0) -> float:
+    """US dollars for one request.
+
+    Cached prompt tokens are priced at ``cached_input`` when the provider reports
+    them and a price is set; otherwise they cost the same as other input tokens.
+    """
+    cached = min(cached_prompt_tokens, prompt_tokens) if price.cached_input is not None else 0
+    return (
+        (prompt_tokens - cached) * price.input
+        + cached * (price.cached_input or 0.0)
+        + completion_tokens * price.output
+    ) / 1_000_000
+
+
+def usage_tokens(usage: Mapping[str, Any] | None) -> tuple[int, int, int]:
+    """(prompt, completion, cached prompt) tokens from an OpenAI ``usage`` object."""
+    if not usage:
+        return 0, 0, 0
+    details = usage.get("prompt_tokens_details") or {}
+    return (
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+        int(details.get("cached_tokens") or 0) if isinstance(details, Mapping) else 0,
+    )
+
+
+def per_million(cost: float, tokens: int) -> float:
+    """Blended US dollars per one million tokens."""
+    return cost * 1_000_000 / tokens if tokens else 0.0
+
+
+def parse_token_amount(text: str) -> int:
+    """'10M' -> 10_000_000; accepts k, M, B, T (any case), decimals and plain numbers."""
+    match = _AMOUNT.match(str(text).replace(",", "").replace("_", ""))
+    if not match:
+        raise ValueError(f"'{text}' is not a token amount; use a number with an optional k, M, B or T suffix, e.g. 10M")
+    value = float(match.group(1)) * _SUFFIX[match.group(2).lower()]
+    if value <= 0:
+        raise ValueError(f"'{text}' must be greater than zero")
+    return round(value)
+
+
+def format_usd(amount: float) -> str:
+    """$1,000 for whole dollars, $0.36 for cents, more digits below a cent."""
+    rounded = round(amount, 2)
+    if abs(amount) >= 1 or (rounded != 0 and abs(amount - rounded) < 1e-9):
+        text = f"{rounded:,.2f}"
+        return "$" + (text[:-3] if text.endswith(".00") else text)
+    if amount == 0:
+        return "$0"
+    return f"${amount:.6f}".rstrip("0")
+
+
+def format_price_per_m(price: float) -> str:
+    """$0.036, $0.1, $2.5: a per-1M price with no trailing zeros."""
+    text = f"{price:.6f}".rstrip("0").rstrip(".")
+    return f"${text}"

@@ -1,0 +1,5 @@
+"""HTTP adapters for providers. Every provider llmroute supports speaks the OpenAI wire format."""
+
+from .openai_compat import OpenAICompatProvider, ProviderResponse
+
+__all__ = ["OpenAICompatProvider", "ProviderResponse"]

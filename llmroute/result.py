@@ -1,0 +1,88 @@
+"""What a routed request returns: the answer, what it cost, and what happened on the way."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# The seed returned a dict; these keys keep its callers working.
+_SEED_KEYS = {"result": "text"}
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One call to one provider inside a request's cascade."""
+
+    provider: str
+    model: str
+    ok: bool
+    latency_ms: float
+    status: int | None = None
+    kind: str = "ok"
+    error: str | None = None
+    retry_after_s: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class RouteResult:
+    """A successful routed request.
+
+    ``latency_ms`` is measured around the whole cascade, as the caller saw it.
+    ``cost_usd`` is computed from the provider's reported ``usage`` and its
+    configured prices; ``cost_per_m`` is that cost per one million tokens (the
+    provider's price when input and output cost the same).
+    """
+
+    text: str
+    provider: str
+    model: str
+    strategy: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_ms: float
+    cost_per_m: float
+    fallback: bool = False
+    original_error: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    ttft_ms: float | None = None
+    finish_reason: str | None = None
+    cached_prompt_tokens: int = 0
+    request_id: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+    """The provider's response body as received, unknown fields included."""
+    ratelimit: dict[str, str] = field(default_factory=dict)
+    """The provider's ``x-ratelimit-*`` headers, for rate-limit-aware routing."""
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    # Seed compatibility: result["result"], result["provider"], result.get("fallback", False).
+    def __getitem__(self, key: str) -> Any:
+        name = _SEED_KEYS.get(key, key)
+        if name not in self.__dataclass_fields__ and name != "total_tokens":
+            raise KeyError(key)
+        return getattr(self, name)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and (_SEED_KEYS.get(key, key) in self.__dataclass_fields__)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no raw body)."""
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "raw"}
+        data["attempts"] = [a.to_dict() for a in self.attempts]
+        data["result"] = self.text
+        return data

@@ -1,0 +1,259 @@
+"""LLMRouter: select providers with a strategy, call them through the cascade, return a result."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from .cascade import Cascade
+from .config import RouterConfig, load_config
+from .errors import ProviderError, StreamInterrupted
+from .pricing import cost_usd, per_million, usage_tokens
+from .providers import OpenAICompatProvider, ProviderResponse
+from .result import RouteResult
+from .state import InMemoryState, RouterState
+from .strategies import RouteRequest, RoutingStrategy, StrategyBase, build_strategy
+from .tokens import count_message_tokens, count_tokens
+
+CHAT_PATH = "/chat/completions"
+COMPLETIONS_PATH = "/completions"
+
+Messages = Sequence[Mapping[str, Any]]
+
+
+class LLMRouter:
+    """Routes OpenAI-style requests across the configured providers.
+
+    ``strategy`` is the default for every call (the config's ``strategy`` if not
+    given); any call may name another with ``strategy=``.
+    """
+
+    def __init__(
+        self,
+        strategy: RoutingStrategy | str | None = None,
+        config: str | os.PathLike[str] | Mapping[str, Any] | RouterConfig | None = None,
+        *,
+        state: RouterState | None = None,
+    ) -> None:
+        self.config = load_config(config)
+        self.default_strategy = RoutingStrategy(strategy or self.config.strategy)
+        self.state = state or InMemoryState(
+            {name: p.latency_ms for name, p in self.config.providers.items()}, alpha=self.config.latency_alpha,
+        )
+        self.providers = {name: OpenAICompatProvider(p) for name, p in self.config.providers.items()}
+        self._strategies: dict[RoutingStrategy, StrategyBase] = {}
+
+    def strategy(self, name: RoutingStrategy | str | None = None) -> StrategyBase:
+        """The strategy object for ``name`` (the default if None), built once."""
+        key = RoutingStrategy(name) if name is not None else self.default_strategy
+        built = self._strategies.get(key)
+        if built is None:
+            built = self._strategies[key] = build_strategy(key, self.config, self.state)
+        return built
+
+    async def __aenter__(self) -> LLMRouter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        for provider in self.providers.values():
+            await provider.aclose()
+
+    # -- public calls -------------------------------------------------------------
+
+    async def generate(self, prompt: str, max_tokens: int = 500, **params: Any) -> RouteResult:
+        """The seed's call: one user prompt in, one routed answer out."""
+        return await self.chat([{"role": "user", "content": prompt}], max_tokens=max_tokens, **params)
+
+    async def chat(
+        self, messages: Messages, *, strategy: RoutingStrategy | str | None = None,
+        extra_headers: Mapping[str, str] | None = None, **params: Any,
+    ) -> RouteResult:
+        """A full chat-completions request; ``params`` are passed to the provider as they are."""
+        body = {**params, "messages": list(messages)}
+        estimate = self._estimate(count_message_tokens(messages), params)
+        return await self._call(CHAT_PATH, body, estimate, strategy, extra_headers)
+
+    async def complete(
+        self, prompt: str, *, strategy: RoutingStrategy | str | None = None,
+        extra_headers: Mapping[str, str] | None = None, **params: Any,
+    ) -> RouteResult:
+        """A legacy ``/completions`` request."""
+        body = {**params, "prompt": prompt}
+        estimate = self._estimate(count_tokens(prompt), params)
+        return await self._call(COMPLETIONS_PATH, body, estimate, strategy, extra_headers)
+
+    def stream(
+        self, messages: Messages | None = None, *, prompt: str | None = None,
+        strategy: RoutingStrategy | str | None = None, extra_headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> RouteStream:
+        """Stream a chat completion. Iterate for chunks; ``.result`` is set when it ends."""
+        if messages is None:
+            if prompt is None:
+                raise TypeError("stream() needs messages or prompt")
+            messages = [{"role": "user", "content": prompt}]
+        body = {**params, "messages": list(messages), "stream": True}
+        options = dict(body.get("stream_options") or {})
+        options["include_usage"] = True  # cost needs usage, whatever the caller asked
+        body["stream_options"] = options
+        estimate = self._estimate(count_message_tokens(messages), params)
+        return RouteStream(self, body, estimate, strategy, extra_headers)
+
+    # -- internals ----------------------------------------------------------------
+
+    def _estimate(self, input_tokens: int, params: Mapping[str, Any]) -> RouteRequest:
+        output = params.get("max_completion_tokens") or params.get("max_tokens") or self.config.expected_output_tokens
+        return RouteRequest(input_tokens=input_tokens, output_tokens=int(output))
+
+    def _cascade(self, estimate: RouteRequest, strategy: RoutingStrategy | str | None) -> tuple[Cascade, str]:
+        chosen = self.strategy(strategy)
+        cascade = Cascade(
+            self.providers, self.state, chosen.order(estimate),
+            deadline_s=self.config.deadline_s, retry_rounds=self.config.retry_rounds,
+        )
+        return cascade, chosen.name.value
+
+    async def _call(
+        self, path: str, body: dict[str, Any], estimate: RouteRequest,
+        strategy: RoutingStrategy | str | None, extra_headers: Mapping[str, str] | None,
+    ) -> RouteResult:
+        cascade, strategy_name = self._cascade(estimate, strategy)
+        request_id = uuid.uuid4().hex
+        headers = {"x-request-id": request_id, **(extra_headers or {})}
+        started = time.perf_counter()
+
+        async def call(provider: OpenAICompatProvider, timeout_s: float) -> ProviderResponse:
+            return await provider.request(
+                path, {**body, "model": provider.model}, timeout_s=timeout_s, extra_headers=headers,
+            )
+
+        provider, response = await cascade.run(call)
+        self.state.record_success(provider.name, response.latency_ms)
+        choice = response.body["choices"][0] if response.body["choices"] else {}
+        text = (choice.get("message") or {}).get("content") if path == CHAT_PATH else choice.get("text")
+        return self._result(
+            provider, cascade, strategy_name, request_id, started,
+            text=text or "", usage=response.body.get("usage"), finish_reason=choice.get("finish_reason"),
+            raw=response.body, ratelimit=response.ratelimit,
+        )
+
+    def _result(
+        self, provider: OpenAICompatProvider, cascade: Cascade, strategy_name: str, request_id: str,
+        started: float, *, text: str, usage: Mapping[str, Any] | None, finish_reason: str | None,
+        raw: dict[str, Any], ratelimit: dict[str, str], ttft_ms: float | None = None,
+    ) -> RouteResult:
+        prompt_tokens, completion_tokens, cached = usage_tokens(usage)
+        cost = cost_usd(provider.config.price_per_m, prompt_tokens, completion_tokens, cached)
+        attempts = cascade.attempts
+        attempts[-1].prompt_tokens, attempts[-1].completion_tokens, attempts[-1].cost_usd = (
+            prompt_tokens, completion_tokens, cost,
+        )
+        failed = [a for a in attempts if not a.ok]
+        return RouteResult(
+            text=text, provider=provider.name, model=str(raw.get("model") or provider.model),
+            strategy=strategy_name, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            cost_usd=cost, latency_ms=(time.perf_counter() - started) * 1000,
+            cost_per_m=per_million(cost, prompt_tokens + completion_tokens),
+            fallback=bool(failed), original_error=_describe(failed[0]) if failed else None,
+            attempts=attempts, ttft_ms=ttft_ms, finish_reason=finish_reason, cached_prompt_tokens=cached,
+            request_id=request_id, raw=raw, ratelimit=ratelimit,
+        )
+
+
+def _describe(attempt: Any) -> str:
+    status = f" {attempt.status}" if attempt.status is not None else ""
+    return f"{attempt.provider}: {attempt.kind}{status}: {attempt.error}"
+
+
+class RouteStream:
+    """An async iterator of OpenAI chunk dicts, with ``result`` filled in at the end.
+
+    If a provider fails before its first chunk, the next one is tried and the
+    caller never sees the failure. A failure after chunks were delivered raises
+    ``StreamInterrupted`` (nothing can be taken back).
+    """
+
+    def __init__(
+        self, router: LLMRouter, body: dict[str, Any], estimate: RouteRequest,
+        strategy: RoutingStrategy | str | None, extra_headers: Mapping[str, str] | None,
+    ) -> None:
+        self._router = router
+        self._body = body
+        self._estimate = estimate
+        self._strategy = strategy
+        self._extra_headers = extra_headers
+        self.result: RouteResult | None = None
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._run()
+
+    async def _run(self) -> AsyncIterator[dict[str, Any]]:
+        router = self._router
+        cascade, strategy_name = router._cascade(self._estimate, self._strategy)
+        request_id = uuid.uuid4().hex
+        headers = {"x-request-id": request_id, **(self._extra_headers or {})}
+        started = time.perf_counter()
+        ratelimit: dict[str, str] = {}
+
+        async def open_stream(provider: OpenAICompatProvider, timeout_s: float) -> tuple[Any, dict[str, Any]]:
+            ratelimit.clear()
+            upstream = provider.stream(
+                CHAT_PATH, {**self._body, "model": provider.model}, timeout_s=timeout_s,
+                extra_headers=headers, ratelimit=ratelimit,
+            )
+            try:
+                first = await anext(upstream)
+            except StopAsyncIteration:
+                raise ProviderError(
+                    message="stream ended with no chunk", provider=provider.name, kind="stream_cut",
+                ) from None
+            except BaseException:
+                await upstream.aclose()
+                raise
+            return upstream, first
+
+        provider, (upstream, first) = await cascade.run(open_stream)
+        parts: list[str] = []
+        usage: Mapping[str, Any] | None = None
+        finish_reason: str | None = None
+        ttft_ms: float | None = None
+        last: dict[str, Any] = first
+        try:
+            chunk: dict[str, Any] | None = first
+            while chunk is not None:
+                last = chunk
+                for choice in chunk.get("choices") or ():
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        if ttft_ms is None:
+                            ttft_ms = (time.perf_counter() - started) * 1000
+                        parts.append(content)
+                    finish_reason = choice.get("finish_reason") or finish_reason
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                yield chunk
+                chunk = await anext(upstream, None)
+        except ProviderError as exc:
+            router.state.record_failure(provider.name, exc.kind, (time.perf_counter() - started) * 1000)
+            interrupted = StreamInterrupted(
+                message=f"stream failed after it started: {exc.message}", provider=provider.name,
+                status=exc.status, kind="stream_interrupted",
+            )
+            interrupted.attempts = cascade.attempts
+            raise interrupted from exc
+        finally:
+            await upstream.aclose()
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        router.state.record_success(provider.name, elapsed_ms)
+        self.result = router._result(
+            provider, cascade, strategy_name, request_id, started,
+            text="".join(parts), usage=usage, finish_reason=finish_reason,
+            raw={k: v for k, v in last.items() if k != "choices"}, ratelimit=dict(ratelimit),
+            ttft_ms=ttft_ms if ttft_ms is not None else elapsed_ms,
+        )

@@ -1,0 +1,120 @@
+"""Shared routing state: measured latency, outcomes, schedules and cool-downs.
+
+Strategies and the router read and write state only through ``RouterState``, so
+a store shared between gateway workers (Redis) can replace ``InMemoryState``
+without touching them. Methods are synchronous because they sit on the request
+path; a networked store keeps a local copy and syncs it in the background.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class ProviderStats:
+    """What the router has seen of one provider since start."""
+
+    latency_ms: float
+    """EWMA of measured latency; the config's prior until the first sample."""
+    samples: int = 0
+    successes: int = 0
+    failures: int = 0
+    failures_by_kind: dict[str, int] = field(default_factory=dict)
+    recent_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+    cooldown_until: float = 0.0
+    """Wall-clock time (``time.time()``) before which the provider asked not to be called."""
+
+    @property
+    def error_rate(self) -> float:
+        total = self.successes + self.failures
+        return self.failures / total if total else 0.0
+
+
+class RouterState(ABC):
+    """The small interface strategies and the router share."""
+
+    @abstractmethod
+    def latency_estimate_ms(self, provider: str) -> float:
+        """Current latency estimate: measured if any sample exists, else the prior."""
+
+    @abstractmethod
+    def record_success(self, provider: str, latency_ms: float) -> None: ...
+
+    @abstractmethod
+    def record_failure(self, provider: str, kind: str, latency_ms: float) -> None: ...
+
+    @abstractmethod
+    def next_count(self, key: str) -> int:
+        """An atomic counter (0, 1, 2, ...) per key, for deterministic schedules."""
+
+    @abstractmethod
+    def cooldown_until(self, provider: str) -> float: ...
+
+    @abstractmethod
+    def set_cooldown(self, provider: str, until: float) -> None: ...
+
+    @abstractmethod
+    def snapshot(self) -> dict[str, ProviderStats]: ...
+
+
+class InMemoryState(RouterState):
+    """Per-process state. Timeouts count toward latency: a provider that hangs must look slow."""
+
+    def __init__(self, latency_priors_ms: Mapping[str, float], alpha: float = 0.3) -> None:
+        self._alpha = alpha
+        self._stats = {name: ProviderStats(latency_ms=prior) for name, prior in latency_priors_ms.items()}
+        self._counters: dict[str, int] = {}
+
+    def _get(self, provider: str) -> ProviderStats:
+        stats = self._stats.get(provider)
+        if stats is None:
+            stats = self._stats[provider] = ProviderStats(latency_ms=1000.0)
+        return stats
+
+    def latency_estimate_ms(self, provider: str) -> float:
+        return self._get(provider).latency_ms
+
+    def _observe(self, stats: ProviderStats, latency_ms: float) -> None:
+        if stats.samples == 0:
+            stats.latency_ms = latency_ms
+        else:
+            stats.latency_ms += self._alpha * (latency_ms - stats.latency_ms)
+        stats.samples += 1
+        stats.recent_latency_ms.append(latency_ms)
+
+    def record_success(self, provider: str, latency_ms: float) -> None:
+        stats = self._get(provider)
+        stats.successes += 1
+        self._observe(stats, latency_ms)
+
+    def record_failure(self, provider: str, kind: str, latency_ms: float) -> None:
+        stats = self._get(provider)
+        stats.failures += 1
+        stats.failures_by_kind[kind] = stats.failures_by_kind.get(kind, 0) + 1
+        if kind == "timeout":
+            self._observe(stats, latency_ms)
+
+    def next_count(self, key: str) -> int:
+        value = self._counters.get(key, 0)
+        self._counters[key] = value + 1
+        return value
+
+    def cooldown_until(self, provider: str) -> float:
+        return self._get(provider).cooldown_until
+
+    def set_cooldown(self, provider: str, until: float) -> None:
+        stats = self._get(provider)
+        stats.cooldown_until = max(stats.cooldown_until, until)
+
+    def snapshot(self) -> dict[str, ProviderStats]:
+        return dict(self._stats)
+
+
+def now() -> float:
+    """Wall-clock seconds; cool-downs use wall time so a shared store can compare them."""
+    return time.time()

@@ -1,0 +1,46 @@
+"""Routing strategies: one small class per policy behind the ``Strategy`` interface."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .balanced import Balanced, smooth_weighted_schedule
+from .base import RouteRequest, RoutingStrategy, Strategy, StrategyBase
+from .cost import CostOptimized
+from .latency import LatencyOptimized
+from .quality import QualityOptimized
+
+if TYPE_CHECKING:
+    from ..config import RouterConfig
+    from ..state import RouterState
+
+STRATEGIES: dict[RoutingStrategy, type[StrategyBase]] = {
+    RoutingStrategy.COST_OPTIMIZED: CostOptimized,
+    RoutingStrategy.LATENCY_OPTIMIZED: LatencyOptimized,
+    RoutingStrategy.QUALITY_OPTIMIZED: QualityOptimized,
+    RoutingStrategy.BALANCED: Balanced,
+}
+
+
+def build_strategy(name: RoutingStrategy | str, config: RouterConfig, state: RouterState) -> StrategyBase:
+    """The strategy called ``name``; raises ``ValueError`` listing the valid names otherwise."""
+    try:
+        key = RoutingStrategy(name)
+    except ValueError:
+        valid = ", ".join(s.value for s in RoutingStrategy)
+        raise ValueError(f"unknown strategy '{name}' (valid: {valid})") from None
+    return STRATEGIES[key](config, state)
+
+
+__all__ = [
+    "Balanced",
+    "CostOptimized",
+    "LatencyOptimized",
+    "QualityOptimized",
+    "RouteRequest",
+    "RoutingStrategy",
+    "Strategy",
+    "StrategyBase",
+    "build_strategy",
+    "smooth_weighted_schedule",
+]

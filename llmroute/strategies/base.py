@@ -1,0 +1,57 @@
+"""The interface every routing strategy implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..config import RouterConfig
+    from ..state import RouterState
+
+
+class RoutingStrategy(StrEnum):
+    """Names a client can use in config, the Python API or the gateway's ``model`` field."""
+
+    COST_OPTIMIZED = "cost_optimized"
+    LATENCY_OPTIMIZED = "latency_optimized"
+    QUALITY_OPTIMIZED = "quality_optimized"
+    BALANCED = "balanced"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRequest:
+    """What a strategy may look at: the request's expected size, never its secrets."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+class Strategy(Protocol):
+    """Turns a request into an ordered list of provider names.
+
+    The first name is the first choice, the rest the fallback order. Every
+    configured provider appears exactly once, so the cascade can reach all of them.
+    """
+
+    name: RoutingStrategy
+
+    def order(self, request: RouteRequest) -> list[str]: ...
+
+
+class StrategyBase:
+    """Shared constructor: strategies read the config and the shared state, nothing else."""
+
+    name: RoutingStrategy
+
+    def __init__(self, config: RouterConfig, state: RouterState) -> None:
+        self.config = config
+        self.state = state
+
+    def expected_cost_usd(self, provider: str, request: RouteRequest) -> float:
+        price = self.config.providers[provider].price_per_m
+        return (request.input_tokens * price.input + request.output_tokens * price.output) / 1e6
+
+    def latency_ms(self, provider: str) -> float:
+        return self.state.latency_estimate_ms(provider)

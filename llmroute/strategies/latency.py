@@ -1,0 +1,14 @@
+"""latency_optimized: fastest first, by measured latency."""
+
+from __future__ import annotations
+
+from .base import RouteRequest, RoutingStrategy, StrategyBase
+
+
+class LatencyOptimized(StrategyBase):
+    """Lowest latency estimate first: the EWMA of recent requests, or the config prior before any."""
+
+    name = RoutingStrategy.LATENCY_OPTIMIZED
+
+    def order(self, request: RouteRequest) -> list[str]:
+        return sorted(self.config.providers, key=lambda n: (self.latency_ms(n), self.expected_cost_usd(n, request)))

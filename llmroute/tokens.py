@@ -1,0 +1,49 @@
+"""A token-count approximation that needs no download.
+
+Real tokenizers (tiktoken, Hugging Face) fetch their vocabularies at run time,
+which llmroute must not do. This counter splits text into words, numbers and
+punctuation, and counts a long word as one token per four characters, which
+tracks Llama-3 and cl100k counts within about 10-15% on English prose. It is
+used to estimate a request's input size before routing and by the emulator to
+fill ``usage``; real providers report their own exact counts, which is what
+cost is computed from.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+_PIECE = re.compile(r"[A-Za-z]+|\d{1,3}|[^\sA-Za-z\d]")
+
+# Chat templates add a few tokens per message (role header, separators).
+TOKENS_PER_MESSAGE = 4
+
+
+def count_tokens(text: str) -> int:
+    """Approximate number of tokens in ``text``."""
+    total = 0
+    for match in _PIECE.finditer(text):
+        n = match.end() - match.start()
+        total += 1 if n <= 4 else (n + 3) // 4
+    return total
+
+
+def message_text(content: Any) -> str:
+    """The text of an OpenAI message ``content`` (a string or a list of parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            part.get("text", "") for part in content if isinstance(part, Mapping)
+        )
+    return ""
+
+
+def count_message_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
+    """Approximate prompt tokens of a chat request, template overhead included."""
+    total = 0
+    for message in messages:
+        total += TOKENS_PER_MESSAGE + count_tokens(message_text(message.get("content")))
+    return total
