@@ -27,7 +27,7 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
 # Tables are wide; when output is piped, do not squeeze them into 80 columns.
-console = Console() if sys.stdout.isatty() else Console(width=200)
+console = Console() if sys.stdout.isatty() else Console(width=240)
 err = Console(stderr=True)
 
 
@@ -66,13 +66,13 @@ def check_config(path: Annotated[Optional[Path], typer.Argument(help="Config fil
     config = _load(path)
     weights = config.weights()
     table = Table(title=f"Providers in {config.source}", title_justify="left")
-    for column in ("provider", "model", "base_url", "$/1M in", "$/1M out", "latency prior", "quality",
+    for column in ("provider", "model", "base_url", "$/1M in / out", "latency prior", "quality",
                    "timeout (connect)", "context", "weight", "api key"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for name, p in config.providers.items():
         key = "none" if p.api_key is None else (f"set from ${p.api_key_env}" if p.api_key_env else "set in file")
         table.add_row(
-            name, p.model, _safe_url(p.base_url), f"{p.price_per_m.input:g}", f"{p.price_per_m.output:g}",
+            name, p.model, _safe_url(p.base_url), f"{p.price_per_m.input:g} / {p.price_per_m.output:g}",
             f"{p.latency_ms:g} ms", str(p.quality), f"{p.timeout_s:g} s ({p.connect_timeout_s:g} s)",
             str(p.context_window or "-"), f"{weights[name]:g}", key,
         )
@@ -86,7 +86,7 @@ def check_config(path: Annotated[Optional[Path], typer.Argument(help="Config fil
         order = build_strategy(name, config, state).order(request)
         label = f"{name.value} (default)" if name == config.strategy else name.value
         if name == RoutingStrategy.BALANCED:
-            label += " split " + "/".join(f"{weights[n]:g}" for n in config.providers)
+            label += ": " + " / ".join(f"{n} {w:g}" for n, w in sorted(weights.items(), key=lambda kv: -kv[1]))
         routes.add_row(label, " → ".join(order))
     console.print(routes)
     console.print(

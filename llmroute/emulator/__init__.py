@@ -62,11 +62,14 @@ class EmulatorThread:
     def emulator(self) -> Emulator:
         return self.running.emulator
 
-    def set_faults(self, rates: dict[str, float]) -> None:
-        """Switch faults on (``{"503": 1.0}``) or off (``{}``); applied before this returns."""
+    def set_faults(self, rates: dict[str, float], times: int | None = None) -> None:
+        """Switch faults on (``{"503": 1.0}``, optionally for ``times`` requests) or off (``{}``).
+
+        Applied before this returns.
+        """
 
         async def apply() -> None:
-            self.emulator.settings.faults.set(rates)
+            self.emulator.settings.faults.set(rates, times)
 
         asyncio.run_coroutine_threadsafe(apply(), self._loop).result()
 

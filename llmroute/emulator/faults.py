@@ -59,15 +59,23 @@ class FaultPlan:
         for kind in self.rates:
             check_fault(kind)
         self._rng = random.Random(self.seed)
+        self._left: int | None = None
 
-    def set(self, rates: dict[str, float]) -> None:
+    def set(self, rates: dict[str, float], times: int | None = None) -> None:
+        """Switch to ``rates``; with ``times``, only for the next that many requests."""
         for kind in rates:
             check_fault(kind)
         self.rates = dict(rates)
+        self._left = times
 
     def choose(self, header: str | None) -> str | None:
         if header:
             return check_fault(header)
+        if self._left is not None:
+            if self._left <= 0:
+                self.rates, self._left = {}, None
+                return None
+            self._left -= 1
         for kind, rate in self.rates.items():
             if rate >= 1.0 or (rate > 0 and self._rng.random() < rate):
                 return kind

@@ -77,14 +77,15 @@ class Emulator:
         return _json({**self.stats, "faults": self.settings.faults.rates})
 
     async def set_faults(self, request: web.Request) -> web.Response:
-        """``{"faults": {"503": 1.0}}`` switches faults on; ``{"faults": {}}`` clears them."""
+        """``{"faults": {"503": 1.0}, "times": 3}`` switches faults on (for 3 requests); ``{"faults": {}}`` clears them."""
         try:
             body = orjson.loads(await request.read())
             rates = {check_fault(str(k)): float(v) for k, v in (body.get("faults") or {}).items()}
+            times = None if body.get("times") is None else int(body["times"])
         except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
             return self._error(400, f"bad fault request: {exc}", "invalid_request_error")
-        self.settings.faults.set(rates)
-        return _json({"faults": rates})
+        self.settings.faults.set(rates, times)
+        return _json({"faults": rates, "times": times})
 
     # -- completions --------------------------------------------------------------
 

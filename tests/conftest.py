@@ -1,0 +1,66 @@
+"""Shared fixtures: emulated providers on loopback, and configs that point at them."""
+
+from __future__ import annotations
+
+import math
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from llmroute.emulator import EmulatorSettings, EmulatorThread, get_profile
+
+
+def emulator(profile: str, **settings: Any) -> EmulatorThread:
+    settings.setdefault("speed", math.inf)
+    return EmulatorThread(EmulatorSettings(get_profile(profile), **settings))
+
+
+@pytest.fixture(scope="session")
+def cerebras_emu() -> Iterator[EmulatorThread]:
+    with emulator("cerebras") as emu:
+        yield emu
+
+
+@pytest.fixture(scope="session")
+def runpod_emu() -> Iterator[EmulatorThread]:
+    with emulator("runpod", seed=1) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emus(cerebras_emu: EmulatorThread, runpod_emu: EmulatorThread) -> Iterator[dict[str, EmulatorThread]]:
+    """Both emulators, with any fault a test switched on cleared afterwards."""
+    yield {"cerebras": cerebras_emu, "runpod": runpod_emu}
+    cerebras_emu.set_faults({})
+    runpod_emu.set_faults({})
+
+
+def provider(base_url: str, profile: str, **overrides: Any) -> dict[str, Any]:
+    p = get_profile(profile)
+    return {
+        "base_url": base_url, "model": p.model, "price_per_m": dict(p.price_per_m),
+        "latency_ms": p.latency_ms, "quality": p.quality, "timeout_s": 5, **overrides,
+    }
+
+
+@pytest.fixture
+def seed_config(emus: dict[str, EmulatorThread]) -> dict[str, Any]:
+    """The seed's pair, pointed at the emulators (a fresh dict per test, free to edit)."""
+    return {
+        "providers": {
+            "cerebras": provider(emus["cerebras"].base_url, "cerebras"),
+            "runpod": provider(emus["runpod"].base_url, "runpod"),
+        },
+        "strategy": "balanced",
+        "balanced_weights": {"runpod": 80, "cerebras": 20},
+        "deadline_s": 20,
+    }
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
