@@ -249,3 +249,15 @@ async def test_router_loads_yaml_path(tmp_path: Any, seed_config: dict[str, Any]
         assert router.config.source == str(path)
         assert (await router.generate("hi")).provider == "runpod"
     assert load_config(path).providers["runpod"].timeout_s == 5
+
+
+async def test_connections_are_pooled_and_kept_alive() -> None:
+    with emulator("runpod") as emu:
+        config = {"providers": {"runpod": provider(emu.base_url, "runpod")}}
+        async with LLMRouter(config=config) as router:
+            for _ in range(20):
+                await router.generate("hi", max_tokens=5)
+            await asyncio.gather(*(router.generate("hi", max_tokens=5) for _ in range(8)))
+        stats = emu.emulator.stats
+    assert stats["requests"] == 28
+    assert stats["connections"] <= 8  # 20 sequential requests reused one connection

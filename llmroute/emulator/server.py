@@ -9,6 +9,7 @@ import socket
 import struct
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +51,8 @@ class Emulator:
         self.settings = settings
         self.profile = settings.profile
         self._rng = random.Random(settings.seed)
-        self.stats: dict[str, int] = {"requests": 0, "ok": 0}
+        self.stats: dict[str, int] = {"requests": 0, "ok": 0, "connections": 0}
+        self._peers: weakref.WeakSet[Any] = weakref.WeakSet()
         self._bucket_started = time.monotonic()
         self._bucket_tokens = 0
 
@@ -97,6 +99,10 @@ class Emulator:
 
     async def _handle(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
         self.stats["requests"] += 1
+        transport = request.transport
+        if transport is not None and transport not in self._peers:
+            self._peers.add(transport)  # counts connections, to show clients keep them alive
+            self.stats["connections"] += 1
         if self.settings.api_key is not None and request.headers.get("authorization") != f"Bearer {self.settings.api_key}":
             return self._count("401", self._error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"))
         try:
