@@ -241,6 +241,8 @@ class RouteStream:
                 chunk = await anext(upstream, None)
         except ProviderError as exc:
             router.state.record_failure(provider.name, exc.kind, (time.perf_counter() - started) * 1000)
+            last_attempt = cascade.attempts[-1]
+            last_attempt.ok, last_attempt.kind, last_attempt.error = False, "stream_interrupted", exc.message
             interrupted = StreamInterrupted(
                 message=f"stream failed after it started: {exc.message}", provider=provider.name,
                 status=exc.status, kind="stream_interrupted",

@@ -119,3 +119,23 @@ def test_demo_table_output() -> None:
     assert proc.returncode == 0, proc.stderr
     for word in ("cost_optimized", "latency_optimized", "quality_optimized", "balanced", "savings vs cerebras", "p95 ms"):
         assert word in proc.stdout
+
+
+def test_demo_with_a_config_sends_to_those_providers(tmp_path: Path) -> None:
+    import yaml
+
+    from .conftest import emulator, provider
+
+    with emulator("cerebras") as c, emulator("runpod") as r:
+        config = {"providers": {"cerebras": provider(c.base_url, "cerebras", api_key="${CEREBRAS_API_KEY}"),
+                                "runpod": provider(r.base_url, "runpod", api_key="${RUNPOD_API_KEY}")}}
+        path = tmp_path / "real.yaml"
+        path.write_text(yaml.safe_dump(config))
+        proc = llmroute("demo", "--config", str(path), "--requests", "20", "--json")
+        assert proc.returncode == 0, proc.stderr
+        served = c.emulator.stats["requests"] + r.emulator.stats["requests"]
+    data = json.loads(proc.stdout)
+    assert served == 4 * 20  # every request reached the configured providers
+    assert "no injected fault" in data["note"]
+    assert all(s["errors"] == 0 and s["fallbacks"] == 0 for s in data["strategies"])
+    assert SECRET not in proc.stdout + proc.stderr

@@ -55,6 +55,7 @@ async def test_stream_cut_after_first_chunk_raises(seed_config: dict[str, Any]) 
                 received.append(chunk)
     assert received  # the caller did get the first part
     assert info.value.provider == "runpod"
+    assert [(a.provider, a.ok, a.kind) for a in info.value.attempts] == [("runpod", False, "stream_interrupted")]
     assert stream.result is None
     assert router.state.snapshot()["runpod"].failures == 1
 
