@@ -1,12 +1,12 @@
 """A token-count approximation that needs no download.
 
 Real tokenizers (tiktoken, Hugging Face) fetch their vocabularies at run time,
-which llmroute must not do. This counter splits text into words, numbers and
-punctuation, and counts a long word as one token per four characters, which
-tracks Llama-3 and cl100k counts within about 10-15% on English prose. It is
-used to estimate a request's input size before routing and by the emulator to
-fill ``usage``; real providers report their own exact counts, which is what
-cost is computed from.
+which llmroute must not do. This counter splits text into words, numbers (up
+to three digits a token) and punctuation, and counts a word longer than four
+characters as one token per four characters: the usual shape of BPE counts on
+English text, but not any real tokenizer's exact count. It is used to estimate
+a request's size before routing and by the emulator to fill ``usage``; the cost
+of a real request always comes from the provider's own ``usage``.
 """
 
 from __future__ import annotations
