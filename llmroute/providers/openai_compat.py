@@ -78,23 +78,26 @@ class OpenAICompatProvider:
             return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=timeout_s)
         return aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect)
 
-    def _headers_for(self, extra: Mapping[str, str] | None) -> dict[str, str]:
-        return {**self._headers, **extra} if extra else self._headers
+    def _post(
+        self, path: str, body: dict[str, Any], timeout_s: float, extra_headers: Mapping[str, str] | None,
+        *, streaming: bool,
+    ) -> Any:
+        """The aiohttp request context manager for one call."""
+        return self._get_session().post(
+            self.config.base_url + path,
+            data=orjson.dumps(body),
+            headers={**self._headers, **extra_headers} if extra_headers else self._headers,
+            timeout=self._timeout(timeout_s, streaming=streaming),
+        )
 
     async def request(
         self, path: str, body: dict[str, Any], *, timeout_s: float,
         extra_headers: Mapping[str, str] | None = None,
     ) -> ProviderResponse:
         """POST ``body`` to ``path`` (e.g. ``/chat/completions``) and return a checked answer."""
-        session = self._get_session()
         started = time.perf_counter()
         try:
-            async with session.post(
-                self.config.base_url + path,
-                data=orjson.dumps(body),
-                headers=self._headers_for(extra_headers),
-                timeout=self._timeout(timeout_s, streaming=False),
-            ) as resp:
+            async with self._post(path, body, timeout_s, extra_headers, streaming=False) as resp:
                 raw = await resp.read()
                 return self._check(resp.status, raw, resp.headers, started)
         except ProviderError as exc:
@@ -129,15 +132,9 @@ class OpenAICompatProvider:
         before the first event. A stream that ends without ``[DONE]`` raises
         ``ProviderConnectionError(kind="stream_cut")``.
         """
-        session = self._get_session()
         started = time.perf_counter()
         try:
-            async with session.post(
-                self.config.base_url + path,
-                data=orjson.dumps(body),
-                headers=self._headers_for(extra_headers),
-                timeout=self._timeout(timeout_s, streaming=True),
-            ) as resp:
+            async with self._post(path, body, timeout_s, extra_headers, streaming=True) as resp:
                 if resp.status != 200:
                     self._check(resp.status, await resp.read(), resp.headers, started)  # raises
                 if ratelimit is not None:
