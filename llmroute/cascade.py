@@ -40,13 +40,18 @@ class Cascade:
         self.attempts: list[Attempt] = []
         # Providers still cooling down from a Retry-After go last in the first round.
         wall = now()
-        self.order = sorted(order, key=lambda n: state.cooldown_until(n) > wall)
+        cooling = [n for n in order if state.cooldown_until(n) > wall]
+        self.order = [n for n in order if n not in cooling] + cooling if cooling else order
 
     def remaining_s(self) -> float:
         return self.deadline - time.monotonic()
 
-    async def run(self, call: Call[T]) -> tuple[OpenAICompatProvider, T]:
-        """Return the first provider that answered and its answer, or raise."""
+    async def run(self, call: Call[T], *, call_keeps_timeout: bool = False) -> tuple[OpenAICompatProvider, T]:
+        """Return the first provider that answered and its answer, or raise.
+
+        ``call(provider, timeout_s)`` must finish within ``timeout_s``; unless
+        ``call_keeps_timeout`` says it enforces that itself, the cascade does.
+        """
         queue = self.order
         min_context: int | None = None
         for round_number in range(self.retry_rounds + 1):
@@ -61,7 +66,7 @@ class Cascade:
                     retry_next.append(name)
                     continue
                 try:
-                    return provider, await self._attempt(provider, call)
+                    return provider, await self._attempt(provider, call, call_keeps_timeout)
                 except ContextLengthExceeded as exc:
                     window = provider.config.context_window or 0
                     if not any((p.config.context_window or 0) > window for p in self.providers.values()):
@@ -95,12 +100,15 @@ class Cascade:
         ))
         return False
 
-    async def _attempt(self, provider: OpenAICompatProvider, call: Call[T]) -> T:
+    async def _attempt(self, provider: OpenAICompatProvider, call: Call[T], call_keeps_timeout: bool) -> T:
         timeout_s = min(provider.config.timeout_s, self.remaining_s())
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout_s):
+            if call_keeps_timeout:
                 value = await call(provider, timeout_s)
+            else:
+                async with asyncio.timeout(timeout_s):
+                    value = await call(provider, timeout_s)
         except TimeoutError:
             error: ProviderError = ProviderTimeout(
                 message=f"no answer within {timeout_s:.1f} s", provider=provider.name, kind="timeout",
@@ -123,7 +131,7 @@ class Cascade:
             provider=provider.name, model=provider.model, ok=False, latency_ms=elapsed, status=error.status,
             kind=error.kind, error=error.message, retry_after_s=error.retry_after_s,
         ))
-        self.state.record_failure(provider.name, error.kind, elapsed)
+        self.state.record_failure(provider.name, error.kind, elapsed, error.status)
         if error.retry_after_s:
             self.state.set_cooldown(provider.name, now() + error.retry_after_s)
         if error.kind == "auth":

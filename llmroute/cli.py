@@ -142,6 +142,30 @@ def _plan_config(path: Optional[Path]) -> tuple[RouterConfig, str]:
 
 
 @app.command()
+def serve(
+    config: Annotated[Optional[Path], typer.Option(help="Config file (default: ./llmroute.yaml or $LLMROUTE_CONFIG)")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one, with one worker)")] = 8080,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the port")] = 1,
+    insecure: Annotated[bool, typer.Option(help="Allow a non-loopback address without API keys")] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "warning",
+) -> None:
+    """Run the OpenAI-compatible gateway: point any OpenAI client at http://HOST:PORT/v1."""
+    from .gateway import serve as run
+
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        _fail(f"--log-level must be debug, info, warning or error, not '{log_level}'")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run(config, host, port, workers=workers, insecure=insecure)
+    except ConfigError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+@app.command()
 def emulate(
     profile: Annotated[str, typer.Option(help="cerebras or runpod")] = "cerebras",
     port: Annotated[int, typer.Option(help="Port (0 picks a free one)")] = 8001,

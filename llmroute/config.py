@@ -87,6 +87,32 @@ class ProviderConfig(_Strict):
         return self._api_key_env
 
 
+class GatewayKey(_Strict):
+    """A key a gateway client presents; ``id`` names it in logs, metrics and the ledger."""
+
+    id: str = Field(min_length=1)
+    key: SecretStr
+
+
+class GatewayConfig(_Strict):
+    api_keys: list[GatewayKey | SecretStr] = Field(default_factory=list)
+    """Keys clients must present as ``Authorization: Bearer``; also ``$LLMROUTE_API_KEYS`` (comma-separated)."""
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+
+    def keys(self, env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+        """(id, key) pairs from the config and the environment."""
+        pairs = []
+        for i, entry in enumerate(self.api_keys, 1):
+            if isinstance(entry, GatewayKey):
+                pairs.append((entry.id, entry.key.get_secret_value()))
+            else:
+                pairs.append((f"key-{i}", entry.get_secret_value()))
+        extra = (os.environ if env is None else env).get("LLMROUTE_API_KEYS", "")
+        for i, key in enumerate((k.strip() for k in extra.split(",") if k.strip()), 1):
+            pairs.append((f"env-{i}", key))
+        return [(kid, key) for kid, key in pairs if key]
+
+
 class RouterConfig(_Strict):
     providers: dict[str, ProviderConfig] = Field(min_length=1)
     strategy: RoutingStrategy = RoutingStrategy.BALANCED
@@ -96,6 +122,7 @@ class RouterConfig(_Strict):
     latency_alpha: float = Field(default=0.3, gt=0, le=1, description="EWMA weight of a new sample")
     expected_output_tokens: int = Field(default=256, gt=0)
     baseline_provider: str | None = None
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
 
     _source: str | None = PrivateAttr(default=None)
     _missing_env: list[str] = PrivateAttr(default_factory=list)

@@ -59,6 +59,8 @@ class RouteResult:
     """The provider's response body as received, unknown fields included."""
     ratelimit: dict[str, str] = field(default_factory=dict)
     """The provider's ``x-ratelimit-*`` headers, for rate-limit-aware routing."""
+    raw_json: bytes | None = None
+    """The provider's body byte for byte (non-streaming), for relaying it unchanged."""
 
     @property
     def total_tokens(self) -> int:
@@ -82,7 +84,7 @@ class RouteResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no raw body)."""
-        data = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "raw"}
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__ if name not in ("raw", "raw_json")}
         data["attempts"] = [a.to_dict() for a in self.attempts]
         data["result"] = self.text
         return data

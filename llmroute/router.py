@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
+import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -13,15 +13,20 @@ from .config import RouterConfig, load_config
 from .errors import ProviderError, StreamInterrupted
 from .pricing import cost_usd, per_million, usage_tokens
 from .providers import OpenAICompatProvider, ProviderResponse
-from .result import RouteResult
+from .result import Attempt, RouteResult
 from .state import InMemoryState, RouterState
 from .strategies import RouteRequest, RoutingStrategy, StrategyBase, build_strategy
-from .tokens import count_message_tokens, count_tokens
+from .tokens import estimate_message_tokens, estimate_tokens
 
 CHAT_PATH = "/chat/completions"
 COMPLETIONS_PATH = "/completions"
 
 Messages = Sequence[Mapping[str, Any]]
+
+
+def new_request_id() -> str:
+    """128 random bits as hex; ids need to be unique, not secret, so no system call per request."""
+    return f"{random.getrandbits(128):032x}"
 
 
 class LLMRouter:
@@ -75,18 +80,14 @@ class LLMRouter:
         extra_headers: Mapping[str, str] | None = None, **params: Any,
     ) -> RouteResult:
         """A full chat-completions request; ``params`` are passed to the provider as they are."""
-        body = {**params, "messages": list(messages)}
-        estimate = self._estimate(count_message_tokens(messages), params)
-        return await self._call(CHAT_PATH, body, estimate, strategy, extra_headers)
+        return await self.chat_request({**params, "messages": list(messages)}, strategy=strategy, extra_headers=extra_headers)
 
     async def complete(
         self, prompt: str, *, strategy: RoutingStrategy | str | None = None,
         extra_headers: Mapping[str, str] | None = None, **params: Any,
     ) -> RouteResult:
         """A legacy ``/completions`` request."""
-        body = {**params, "prompt": prompt}
-        estimate = self._estimate(count_tokens(prompt), params)
-        return await self._call(COMPLETIONS_PATH, body, estimate, strategy, extra_headers)
+        return await self.completion_request({**params, "prompt": prompt}, strategy=strategy, extra_headers=extra_headers)
 
     def stream(
         self, messages: Messages | None = None, *, prompt: str | None = None,
@@ -98,18 +99,45 @@ class LLMRouter:
             if prompt is None:
                 raise TypeError("stream() needs messages or prompt")
             messages = [{"role": "user", "content": prompt}]
-        body = {**params, "messages": list(messages), "stream": True}
-        options = dict(body.get("stream_options") or {})
-        options["include_usage"] = True  # cost needs usage, whatever the caller asked
-        body["stream_options"] = options
-        estimate = self._estimate(count_message_tokens(messages), params)
-        return RouteStream(self, body, estimate, strategy, extra_headers)
+        return self.stream_request({**params, "messages": list(messages)}, strategy=strategy, extra_headers=extra_headers)
+
+    # -- request bodies as they arrive (the gateway's entry points) -----------------
+
+    async def chat_request(
+        self, body: Mapping[str, Any], *, strategy: RoutingStrategy | str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> RouteResult:
+        """An OpenAI chat-completions body, every field passed through; ``model`` is set per provider."""
+        estimate = self._estimate(estimate_message_tokens(body["messages"]), body)
+        return await self._call(CHAT_PATH, body, estimate, strategy, extra_headers)
+
+    async def completion_request(
+        self, body: Mapping[str, Any], *, strategy: RoutingStrategy | str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> RouteResult:
+        """An OpenAI legacy completions body (``prompt`` a string)."""
+        estimate = self._estimate(estimate_tokens(str(body["prompt"])), body)
+        return await self._call(COMPLETIONS_PATH, body, estimate, strategy, extra_headers)
+
+    def stream_request(
+        self, body: Mapping[str, Any], *, strategy: RoutingStrategy | str | None = None,
+        extra_headers: Mapping[str, str] | None = None, path: str = CHAT_PATH,
+    ) -> RouteStream:
+        """Stream a chat (or, with ``path=COMPLETIONS_PATH``, a completions) body.
+
+        Usage is always requested upstream, so cost is known whatever the caller asked.
+        """
+        upstream = {**body, "stream": True, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
+        tokens = estimate_message_tokens(body["messages"]) if path == CHAT_PATH else estimate_tokens(str(body["prompt"]))
+        return RouteStream(self, upstream, self._estimate(tokens, body), strategy, extra_headers, path)
 
     # -- internals ----------------------------------------------------------------
 
     def _estimate(self, input_tokens: int, params: Mapping[str, Any]) -> RouteRequest:
-        output = params.get("max_completion_tokens") or params.get("max_tokens") or self.config.expected_output_tokens
-        return RouteRequest(input_tokens=input_tokens, output_tokens=int(output))
+        output = params.get("max_completion_tokens") or params.get("max_tokens")
+        if not isinstance(output, int) or output <= 0:
+            output = self.config.expected_output_tokens  # the provider judges bad values itself
+        return RouteRequest(input_tokens=input_tokens, output_tokens=output)
 
     def _cascade(self, estimate: RouteRequest, strategy: RoutingStrategy | str | None) -> tuple[Cascade, str]:
         chosen = self.strategy(strategy)
@@ -124,7 +152,7 @@ class LLMRouter:
         strategy: RoutingStrategy | str | None, extra_headers: Mapping[str, str] | None,
     ) -> RouteResult:
         cascade, strategy_name = self._cascade(estimate, strategy)
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
         headers = {"x-request-id": request_id, **(extra_headers or {})}
         started = time.perf_counter()
 
@@ -133,20 +161,20 @@ class LLMRouter:
                 path, {**body, "model": provider.model}, timeout_s=timeout_s, extra_headers=headers,
             )
 
-        provider, response = await cascade.run(call)
+        provider, response = await cascade.run(call, call_keeps_timeout=True)  # aiohttp's total timeout
         self.state.record_success(provider.name, response.latency_ms)
         choice = response.body["choices"][0] if response.body["choices"] else {}
         text = (choice.get("message") or {}).get("content") if path == CHAT_PATH else choice.get("text")
         return self._result(
             provider, cascade, strategy_name, request_id, started,
             text=text or "", usage=response.body.get("usage"), finish_reason=choice.get("finish_reason"),
-            raw=response.body, ratelimit=response.ratelimit,
+            raw=response.body, ratelimit=response.ratelimit, raw_json=response.raw_json,
         )
 
     def _result(
         self, provider: OpenAICompatProvider, cascade: Cascade, strategy_name: str, request_id: str,
         started: float, *, text: str, usage: Mapping[str, Any] | None, finish_reason: str | None,
-        raw: dict[str, Any], ratelimit: dict[str, str], ttft_ms: float | None = None,
+        raw: dict[str, Any], ratelimit: dict[str, str], ttft_ms: float | None = None, raw_json: bytes | None = None,
     ) -> RouteResult:
         prompt_tokens, completion_tokens, cached = usage_tokens(usage)
         cost = cost_usd(provider.config.price_per_m, prompt_tokens, completion_tokens, cached)
@@ -162,7 +190,7 @@ class LLMRouter:
             cost_per_m=per_million(cost, prompt_tokens + completion_tokens),
             fallback=bool(failed), original_error=_describe(failed[0]) if failed else None,
             attempts=attempts, ttft_ms=ttft_ms, finish_reason=finish_reason, cached_prompt_tokens=cached,
-            request_id=request_id, raw=raw, ratelimit=ratelimit,
+            request_id=request_id, raw=raw, ratelimit=ratelimit, raw_json=raw_json,
         )
 
 
@@ -182,13 +210,20 @@ class RouteStream:
     def __init__(
         self, router: LLMRouter, body: dict[str, Any], estimate: RouteRequest,
         strategy: RoutingStrategy | str | None, extra_headers: Mapping[str, str] | None,
+        path: str = CHAT_PATH,
     ) -> None:
         self._router = router
         self._body = body
         self._estimate = estimate
         self._strategy = strategy
         self._extra_headers = extra_headers
+        self._path = path
         self.result: RouteResult | None = None
+        # Known once the first chunk arrived, before it is handed out: what a gateway puts in headers.
+        self.provider: str | None = None
+        self.strategy_name: str | None = None
+        self.attempts: list[Attempt] = []
+        self.first_chunk_ms: float | None = None
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._run()
@@ -196,7 +231,7 @@ class RouteStream:
     async def _run(self) -> AsyncIterator[dict[str, Any]]:
         router = self._router
         cascade, strategy_name = router._cascade(self._estimate, self._strategy)
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
         headers = {"x-request-id": request_id, **(self._extra_headers or {})}
         started = time.perf_counter()
         ratelimit: dict[str, str] = {}
@@ -204,7 +239,7 @@ class RouteStream:
         async def open_stream(provider: OpenAICompatProvider, timeout_s: float) -> tuple[Any, dict[str, Any]]:
             ratelimit.clear()
             upstream = provider.stream(
-                CHAT_PATH, {**self._body, "model": provider.model}, timeout_s=timeout_s,
+                self._path, {**self._body, "model": provider.model}, timeout_s=timeout_s,
                 extra_headers=headers, ratelimit=ratelimit,
             )
             try:
@@ -219,17 +254,20 @@ class RouteStream:
             return upstream, first
 
         provider, (upstream, first) = await cascade.run(open_stream)
+        self.provider, self.strategy_name, self.attempts = provider.name, strategy_name, cascade.attempts
+        self.first_chunk_ms = (time.perf_counter() - started) * 1000
         parts: list[str] = []
         usage: Mapping[str, Any] | None = None
         finish_reason: str | None = None
         ttft_ms: float | None = None
         last: dict[str, Any] = first
+        chat = self._path == CHAT_PATH
         try:
             chunk: dict[str, Any] | None = first
             while chunk is not None:
                 last = chunk
                 for choice in chunk.get("choices") or ():
-                    content = (choice.get("delta") or {}).get("content")
+                    content = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
                     if content:
                         if ttft_ms is None:
                             ttft_ms = (time.perf_counter() - started) * 1000

@@ -26,6 +26,8 @@ class ProviderStats:
     failures: int = 0
     failures_by_kind: dict[str, int] = field(default_factory=dict)
     recent_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+    recent_failures: deque[tuple[float, str, int | None]] = field(default_factory=lambda: deque(maxlen=20))
+    """(wall time, kind, HTTP status) of the latest failures."""
     cooldown_until: float = 0.0
     """Wall-clock time (``time.time()``) before which the provider asked not to be called."""
 
@@ -46,7 +48,7 @@ class RouterState(ABC):
     def record_success(self, provider: str, latency_ms: float) -> None: ...
 
     @abstractmethod
-    def record_failure(self, provider: str, kind: str, latency_ms: float) -> None: ...
+    def record_failure(self, provider: str, kind: str, latency_ms: float, status: int | None = None) -> None: ...
 
     @abstractmethod
     def next_count(self, key: str) -> int:
@@ -92,9 +94,10 @@ class InMemoryState(RouterState):
         stats.successes += 1
         self._observe(stats, latency_ms)
 
-    def record_failure(self, provider: str, kind: str, latency_ms: float) -> None:
+    def record_failure(self, provider: str, kind: str, latency_ms: float, status: int | None = None) -> None:
         stats = self._get(provider)
         stats.failures += 1
+        stats.recent_failures.append((now(), kind, status))
         stats.failures_by_kind[kind] = stats.failures_by_kind.get(kind, 0) + 1
         if kind == "timeout":
             self._observe(stats, latency_ms)

@@ -47,3 +47,20 @@ def count_message_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
     for message in messages:
         total += TOKENS_PER_MESSAGE + count_tokens(message_text(message.get("content")))
     return total
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheaper estimate for routing decisions: about four characters per token.
+
+    Routing needs the order of magnitude of a request, and this runs on every
+    request, so it avoids the regex of ``count_tokens``.
+    """
+    return (len(text) + 3) // 4
+
+
+def estimate_message_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        total += TOKENS_PER_MESSAGE + estimate_tokens(content if isinstance(content, str) else message_text(content))
+    return total

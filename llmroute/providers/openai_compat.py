@@ -30,6 +30,7 @@ class ProviderResponse:
     status: int
     latency_ms: float
     ratelimit: dict[str, str] = field(default_factory=dict)
+    raw_json: bytes = b""
 
 
 def ratelimit_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -120,7 +121,9 @@ class OpenAICompatProvider:
             raise error
         if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
             raise self._classify.malformed("response has no 'choices' list")
-        return ProviderResponse(body=body, status=status, latency_ms=_elapsed_ms(started), ratelimit=ratelimit_headers(headers))
+        return ProviderResponse(
+            body=body, status=status, latency_ms=_elapsed_ms(started), ratelimit=ratelimit_headers(headers), raw_json=raw,
+        )
 
     async def stream(
         self, path: str, body: dict[str, Any], *, timeout_s: float,

@@ -1,0 +1,230 @@
+"""The OpenAI-compatible HTTP gateway: request handling on top of ``LLMRouter``.
+
+Handlers stay on the hot path, so there is no middleware: auth, body reading
+and error shaping are plain calls inside each handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..errors import AllProvidersFailed, ClientRequestError, ProviderError
+from ..result import RouteResult
+from ..router import CHAT_PATH, COMPLETIONS_PATH, LLMRouter
+from ..state import now
+from ..strategies import RoutingStrategy
+from .auth import KeyStore
+from .errors import all_failed_response, attempts_header, error_response, provider_error_response
+from .metrics import CONTENT_TYPE, Metrics
+from .streaming import stream_response
+
+log = logging.getLogger("llmroute.gateway")
+
+STRATEGY_HEADER = "x-llmroute-strategy"
+_STRATEGIES = {s.value: s for s in RoutingStrategy}
+_ROUTES = {"/v1/chat/completions": "POST", "/v1/completions": "POST", "/v1/models": "GET", "/health": "GET",
+           "/ready": "GET", "/metrics": "GET", "/router/state": "GET"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BadRequest(Exception):
+    """A request the gateway rejects itself, before any provider sees it."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+
+def result_headers(result: RouteResult) -> dict[str, str]:
+    return {
+        "x-llmroute-provider": result.provider,
+        "x-llmroute-strategy": result.strategy,
+        "x-llmroute-cost-usd": f"{result.cost_usd:.9f}",
+        "x-llmroute-latency-ms": f"{result.latency_ms:.2f}",
+        "x-llmroute-fallback": "true" if result.fallback else "false",
+        "x-llmroute-attempts": attempts_header(result.attempts),
+        "x-request-id": result.request_id or "",
+    }
+
+
+class Gateway:
+    def __init__(self, router: LLMRouter, *, keys: KeyStore | None = None, metrics: Metrics | None = None) -> None:
+        self.router = router
+        self.keys = keys if keys is not None else KeyStore(router.config.gateway.keys())
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.max_body_bytes = router.config.gateway.max_body_bytes
+        self._default_strategy = router.default_strategy.value
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_body_bytes)
+        app.router.add_post("/v1/chat/completions", self._guard(self.chat_completions))
+        app.router.add_post("/v1/completions", self._guard(self.completions))
+        app.router.add_get("/v1/models", self._guard(self.models))
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/ready", self.ready)
+        app.router.add_get("/metrics", self._guard(self.metrics_endpoint))
+        app.router.add_get("/router/state", self._guard(self.state))
+        app.router.add_route("*", "/{tail:.*}", self.not_found)
+        app.on_cleanup.append(self._close)
+        return app
+
+    async def _close(self, app: web.Application) -> None:
+        await self.router.aclose()
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _guard(self, handler: Handler) -> Handler:
+        """Auth first; then every failure leaves as an OpenAI-shaped error, never a traceback."""
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            if self.keys:
+                key_id = self.keys.check(request.headers.get("Authorization"))
+                if key_id is None:
+                    return error_response(401, "missing or invalid API key: send Authorization: Bearer <key>",
+                                          "invalid_request_error", "invalid_api_key")
+                request["key_id"] = key_id
+            try:
+                return await handler(request)
+            except BadRequest as exc:
+                return error_response(exc.status, exc.message, "invalid_request_error", exc.code, exc.param)
+            except AllProvidersFailed as exc:
+                return all_failed_response(exc)
+            except ProviderError as exc:
+                return provider_error_response(exc)
+            except Exception:
+                log.exception("unexpected error handling %s %s", request.method, request.path)
+                return error_response(500, "internal error in llmroute", "server_error", "internal_error")
+
+        return guarded
+
+    async def _read_json(self, request: web.Request) -> dict[str, Any]:
+        if request.content_length is not None and request.content_length > self.max_body_bytes:
+            raise BadRequest(413, f"request body is {request.content_length} bytes; the limit is {self.max_body_bytes}",
+                             code="request_too_large")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise BadRequest(413, f"request body is over the limit of {self.max_body_bytes} bytes",
+                             code="request_too_large") from None
+        if not raw:
+            raise BadRequest(400, "request body is empty; send a JSON object")
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(400, f"request body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise BadRequest(400, f"request body must be a JSON object, not {type(body).__name__}")
+        return body
+
+    def _strategy(self, request: web.Request, body: dict[str, Any]) -> str:
+        """The header wins; else a ``model`` that names a strategy; else the default."""
+        header = request.headers.get(STRATEGY_HEADER)
+        if header is not None:
+            if header not in _STRATEGIES:
+                raise BadRequest(400, f"unknown {STRATEGY_HEADER} '{header}' (valid: {', '.join(_STRATEGIES)})",
+                                 code="unknown_strategy")
+            return header
+        model = body.get("model")
+        return model if isinstance(model, str) and model in _STRATEGIES else self._default_strategy
+
+    def _extra_headers(self, request: web.Request) -> dict[str, str] | None:
+        request_id = request.headers.get("x-request-id")
+        return {"x-request-id": request_id} if request_id else None
+
+    # -- OpenAI endpoints -----------------------------------------------------------
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        body = await self._read_json(request)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest(400, "'messages' is required: a non-empty list of message objects", param="messages")
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                raise BadRequest(400, f"messages[{i}] must be an object with a 'role'", param=f"messages[{i}]")
+        return await self._complete(request, body, CHAT_PATH, "chat")
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        body = await self._read_json(request)
+        if not isinstance(body.get("prompt"), str):
+            raise BadRequest(400, "'prompt' is required and must be a string", param="prompt")
+        return await self._complete(request, body, COMPLETIONS_PATH, "completions")
+
+    async def _complete(self, request: web.Request, body: dict[str, Any], path: str, endpoint: str) -> web.StreamResponse:
+        strategy = self._strategy(request, body)
+        try:
+            if body.get("stream"):
+                return await stream_response(self, request, body, path, strategy, endpoint)
+            if path == CHAT_PATH:
+                result = await self.router.chat_request(body, strategy=strategy, extra_headers=self._extra_headers(request))
+            else:
+                result = await self.router.completion_request(body, strategy=strategy, extra_headers=self._extra_headers(request))
+        except (AllProvidersFailed, ClientRequestError, ProviderError) as exc:
+            self.metrics.observe_failures(getattr(exc, "attempts", []))
+            self.metrics.observe_error(strategy, type(exc).__name__)
+            raise
+        self.metrics.observe(result, endpoint)
+        body_json = result.raw_json if result.raw_json is not None else orjson.dumps(result.raw)
+        return web.Response(body=body_json, content_type="application/json", headers=result_headers(result))
+
+    async def models(self, request: web.Request) -> web.Response:
+        created = int(time.time())
+        data = [{"id": name, "object": "model", "created": created, "owned_by": "llmroute"} for name in _STRATEGIES]
+        return web.json_response({"object": "list", "data": data}, dumps=lambda o: orjson.dumps(o).decode())
+
+    # -- operations -----------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    def _usable(self) -> list[str]:
+        wall = now()
+        return [name for name in self.router.providers if self.router.state.cooldown_until(name) <= wall]
+
+    async def ready(self, request: web.Request) -> web.Response:
+        usable = self._usable()
+        return web.json_response({"ready": bool(usable), "usable_providers": usable}, status=200 if usable else 503)
+
+    async def metrics_endpoint(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def state(self, request: web.Request) -> web.Response:
+        """Per provider: what the router has measured and decided. Never a key or a header value."""
+        config = self.router.config
+        weights = config.weights()
+        wall = now()
+        providers = {}
+        for name, stats in self.router.state.snapshot().items():
+            if name not in config.providers:
+                continue
+            p = config.providers[name]
+            providers[name] = {
+                "model": p.model,
+                "latency_ms": round(stats.latency_ms, 3),
+                "latency_prior_ms": p.latency_ms,
+                "latency_samples": stats.samples,
+                "successes": stats.successes,
+                "failures": stats.failures,
+                "error_rate": round(stats.error_rate, 4),
+                "failures_by_kind": stats.failures_by_kind,
+                "recent_failures": [{"at": t, "kind": k, "status": s} for t, k, s in stats.recent_failures],
+                "cooling_down_s": round(max(0.0, stats.cooldown_until - wall), 3),
+                "weight": weights.get(name, 0.0),
+                "quality": p.quality,
+                "price_per_m": p.price_per_m.model_dump(exclude_none=True),
+            }
+        body = {"default_strategy": self._default_strategy, "strategies": list(_STRATEGIES), "providers": providers}
+        return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())
+
+    async def not_found(self, request: web.Request) -> web.Response:
+        expected = _ROUTES.get(request.path)
+        if expected is not None:
+            return error_response(405, f"{request.method} is not allowed on {request.path}; use {expected}",
+                                  code="method_not_allowed", headers={"Allow": expected})
+        return error_response(404, f"no route {request.method} {request.path}", code="not_found")

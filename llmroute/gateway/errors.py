@@ -1,0 +1,71 @@
+"""OpenAI-shaped error responses: every error the gateway returns looks like one from OpenAI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..errors import AllProvidersFailed, ClientRequestError, ProviderError
+from ..result import Attempt
+
+# Failures that mean "try again later" rather than "the providers are broken".
+_TRANSIENT = {"rate_limited", "cooling_down", "timeout"}
+
+
+def error_body(message: str, error_type: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def error_response(
+    status: int, message: str, error_type: str = "invalid_request_error", code: str | None = None,
+    param: str | None = None, headers: dict[str, str] | None = None,
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(error_body(message, error_type, code, param)), status=status,
+        content_type="application/json", headers=headers,
+    )
+
+
+def summarise(attempts: list[Attempt]) -> str:
+    """'runpod: server_error 503 (3 ms); cerebras: timeout (30000 ms)': no bodies, no secrets."""
+    return "; ".join(
+        f"{a.provider}: {a.kind}" + (f" {a.status}" if a.status is not None else "") + f" ({a.latency_ms:.0f} ms)"
+        for a in attempts
+    )
+
+
+def attempts_header(attempts: list[Attempt]) -> str:
+    """'runpod:503,cerebras:200': each provider tried, with its status or failure kind."""
+    return ",".join(f"{a.provider}:{a.status if a.status is not None else a.kind}" for a in attempts)
+
+
+def all_failed_response(exc: AllProvidersFailed) -> web.Response:
+    """503 when waiting should help (rate limits, cool-downs, timeouts, 503s), else 502."""
+    transient = all(a.kind in _TRANSIENT or a.status == 503 for a in exc.attempts)
+    status = 503 if transient or exc.deadline_exceeded else 502
+    retry_after = exc.retry_after_s
+    headers = {
+        "Retry-After": str(max(1, round(retry_after))) if retry_after else "1",
+        "x-llmroute-attempts": attempts_header(exc.attempts),
+    }
+    head = "overall deadline passed" if exc.deadline_exceeded else "all providers failed"
+    return error_response(
+        status, f"{head}: {summarise(exc.attempts)}", "upstream_error",
+        "deadline_exceeded" if exc.deadline_exceeded else "all_providers_failed", headers=headers,
+    )
+
+
+def provider_client_error_response(exc: ClientRequestError) -> web.Response:
+    """The provider's own verdict on a bad request, passed back with its status."""
+    return error_response(
+        exc.status or 400, exc.message, "invalid_request_error", exc.code or exc.kind,
+        headers={"x-llmroute-provider": exc.provider, "x-llmroute-attempts": attempts_header(exc.attempts)},
+    )
+
+
+def provider_error_response(exc: ProviderError) -> web.Response:
+    if isinstance(exc, ClientRequestError):
+        return provider_client_error_response(exc)
+    return error_response(502, str(exc), "upstream_error", exc.kind)

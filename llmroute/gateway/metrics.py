@@ -1,0 +1,89 @@
+"""Prometheus metrics, labelled by provider and strategy.
+
+Label children are cached per label set: ``labels()`` costs more than the
+increment itself, and this runs on every request.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from ..result import RouteResult
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None, collect_registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._collect = collect_registry if collect_registry is not None else self.registry
+        r = self.registry
+        self.requests = Counter("llmroute_requests", "Requests answered, by final provider",
+                                ["strategy", "provider", "endpoint"], registry=r)
+        self.errors = Counter("llmroute_errors", "Requests that got an error response",
+                              ["strategy", "code"], registry=r)
+        self.attempt_failures = Counter("llmroute_attempt_failures", "Failed provider attempts",
+                                        ["provider", "kind"], registry=r)
+        self.fallbacks = Counter("llmroute_fallbacks", "Requests answered by a provider other than the first choice",
+                                 ["strategy", "provider"], registry=r)
+        self.tokens = Counter("llmroute_tokens", "Tokens from provider usage", ["strategy", "provider", "type"], registry=r)
+        self.cost = Counter("llmroute_cost_usd", "US dollars spent, from usage and configured prices",
+                            ["strategy", "provider"], registry=r)
+        self.latency = Histogram("llmroute_request_latency_seconds", "Request latency as the client saw it",
+                                 ["strategy", "provider"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.ttft = Histogram("llmroute_time_to_first_token_seconds", "Streams: time to the first token",
+                              ["strategy", "provider"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+
+    def _for(self, strategy: str, provider: str, endpoint: str) -> tuple[Any, ...]:
+        key = (strategy, provider, endpoint)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(strategy, provider, endpoint),
+                self.tokens.labels(strategy, provider, "prompt"),
+                self.tokens.labels(strategy, provider, "completion"),
+                self.cost.labels(strategy, provider),
+                self.latency.labels(strategy, provider),
+            )
+        return children
+
+    def observe(self, result: RouteResult, endpoint: str) -> None:
+        requests, prompt, completion, cost, latency = self._for(result.strategy, result.provider, endpoint)
+        requests.inc()
+        prompt.inc(result.prompt_tokens)
+        completion.inc(result.completion_tokens)
+        cost.inc(result.cost_usd)
+        latency.observe(result.latency_ms / 1000)
+        if result.ttft_ms is not None:
+            self.ttft.labels(result.strategy, result.provider).observe(result.ttft_ms / 1000)
+        if result.fallback:
+            self.observe_failures(result.attempts)
+            self.fallbacks.labels(result.strategy, result.provider).inc()
+
+    def observe_failures(self, attempts: list[Any]) -> None:
+        for attempt in attempts:
+            if not attempt.ok:
+                self.attempt_failures.labels(attempt.provider, attempt.kind).inc()
+
+    def observe_error(self, strategy: str, code: str) -> None:
+        self.errors.labels(strategy, code).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self._collect)
+
+
+def multiprocess_registry() -> CollectorRegistry | None:
+    """With several workers, /metrics must add up every worker's numbers."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry

@@ -1,0 +1,121 @@
+"""``llmroute serve``: bind, check it is safe to, and run one or more worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ..config import RouterConfig, load_config
+from ..errors import ConfigError
+from .auth import KeyStore, is_loopback
+
+log = logging.getLogger("llmroute.gateway")
+
+
+def check_binding(host: str, keys: KeyStore, insecure: bool) -> None:
+    """Refuse to serve without keys on an address other machines can reach."""
+    if not keys and not is_loopback(host) and not insecure:
+        raise ConfigError(
+            f"refusing to listen on {host} without API keys: anyone who can reach it could spend your provider "
+            "credits. Set gateway.api_keys in the config or LLMROUTE_API_KEYS, bind to 127.0.0.1, or pass --insecure",
+        )
+
+
+def _run(main: Callable[[], Any]) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+
+
+async def run_gateway(config: RouterConfig, host: str, port: int, *, reuse_port: bool = False,
+                      ready: Callable[[int], None] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then let requests in flight finish (up to 10 s)."""
+    from ..router import LLMRouter
+    from .app import Gateway
+    from .metrics import Metrics, multiprocess_registry
+
+    gateway = Gateway(LLMRouter(config=config), metrics=Metrics(collect_registry=multiprocess_registry()))
+    runner = web.AppRunner(gateway.app(), access_log=None, handler_cancellation=True, shutdown_timeout=10.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=2048, reuse_port=reuse_port or None)
+    await site.start()
+    bound = runner.addresses[0][1]
+    if ready is not None:
+        ready(bound)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _announce(host: str, workers: int) -> Callable[[int], None]:
+    def ready(port: int) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        print(f"llmroute gateway listening on http://{shown}:{port} ({workers} worker{'s' if workers > 1 else ''})",
+              flush=True)
+
+    return ready
+
+
+def _worker(config_path: str | None, host: str, port: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    config = load_config(config_path)
+    _run(lambda: run_gateway(config, host, port, reuse_port=True))
+
+
+def serve(config_path: str | os.PathLike[str] | None, host: str, port: int, workers: int = 1,
+          insecure: bool = False) -> None:
+    """Validate, check the binding, then serve in this process or in ``workers`` processes."""
+    config = load_config(config_path)
+    check_binding(host, KeyStore(config.gateway.keys()), insecure)
+    if workers <= 1:
+        _run(lambda: run_gateway(config, host, port, ready=_announce(host, 1)))
+        return
+    if port == 0:
+        raise ConfigError("--workers above 1 needs an explicit --port: each worker binds the same one")
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise ConfigError("--workers above 1 needs SO_REUSEPORT, which this platform lacks")
+    # Every worker counts into files here; /metrics on any worker adds them all up.
+    metrics_dir = tempfile.mkdtemp(prefix="llmroute-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    context = multiprocessing.get_context("spawn")
+    path = str(config.source) if config.source else None
+    processes = [context.Process(target=_worker, args=(path, host, port), daemon=False) for _ in range(workers)]
+    for process in processes:
+        process.start()
+    _announce(host, workers)(port)
+
+    def forward(signum: int, frame: Any) -> None:
+        for process in processes:
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    for process in processes:
+        process.join()
+        code = code or (process.exitcode or 0)
+    for file in Path(metrics_dir).glob("*.db"):
+        file.unlink()
+    os.rmdir(metrics_dir)
+    if code:
+        sys.exit(code)

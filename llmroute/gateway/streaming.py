@@ -1,0 +1,76 @@
+"""SSE pass-through: fall back before the first byte, then relay each event as it arrives."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from ..errors import StreamInterrupted
+from .errors import attempts_header, error_body
+
+if TYPE_CHECKING:
+    from .app import Gateway
+
+DONE = b"data: [DONE]\n\n"
+
+
+def _event(payload: Any) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+async def stream_response(
+    gateway: Gateway, request: web.Request, body: dict[str, Any], path: str, strategy: str, endpoint: str,
+) -> web.StreamResponse:
+    """Stream one completion to the client.
+
+    Nothing is sent until a provider produced its first chunk, so every failure
+    before that falls back (or becomes an ordinary JSON error). Usage is always
+    requested upstream for cost; the usage-only chunk is passed on only to a
+    client that asked for it. If the client goes away, aiohttp cancels this
+    handler, and closing the router's stream closes the upstream connection.
+    """
+    wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    stream = gateway.router.stream_request(
+        body, strategy=strategy, extra_headers=gateway._extra_headers(request), path=path,
+    )
+    chunks = stream.__aiter__()
+    try:
+        first = await anext(chunks)  # the whole cascade happens here
+    except BaseException:
+        await chunks.aclose()  # type: ignore[attr-defined]
+        raise
+    fallback = any(not a.ok for a in stream.attempts)
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream",
+        "Cache-Control": "no-cache",
+        "x-llmroute-provider": stream.provider or "",
+        "x-llmroute-strategy": stream.strategy_name or strategy,
+        "x-llmroute-latency-ms": f"{stream.first_chunk_ms or 0.0:.2f}",
+        "x-llmroute-fallback": "true" if fallback else "false",
+        "x-llmroute-attempts": attempts_header(stream.attempts),
+    })
+    try:
+        await response.prepare(request)
+        chunk: dict[str, Any] | None = first
+        while chunk is not None:
+            if wants_usage or chunk.get("choices") or not chunk.get("usage"):
+                if not wants_usage and "usage" in chunk:
+                    chunk = {k: v for k, v in chunk.items() if k != "usage"}
+                await response.write(_event(chunk))
+            chunk = await anext(chunks, None)
+    except StreamInterrupted as exc:
+        gateway.metrics.observe_failures(exc.attempts)
+        gateway.metrics.observe_error(strategy, "StreamInterrupted")
+        message = f"the provider's stream failed after it started: {exc.message}"
+        await response.write(_event(error_body(message, "upstream_error", "stream_interrupted")))
+        await response.write_eof()
+        return response
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+    await response.write(DONE)
+    await response.write_eof()
+    if stream.result is not None:
+        gateway.metrics.observe(stream.result, endpoint)
+    return response
