@@ -44,14 +44,16 @@ def emulator_process(profile: str = "cerebras", speed: str = "inf") -> Iterator[
         proc.wait(timeout=10)
 
 
-def wrk(url: str, body: str, *, connections: int, seconds: int, threads: int = 1) -> dict[str, float]:
+def wrk(url: str, body: str, *, connections: int, seconds: int, threads: int = 1,
+        headers: dict[str, str] | None = None) -> dict[str, float]:
     """POST ``body`` to ``url`` with wrk; requests/s and latency percentiles in ms."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (Debian: apt-get install wrk)")
     script = (
         'wrk.method = "POST"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = [[{body}]]\n"
+        + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
+        +        f"wrk.body = [[{body}]]\n"
         "done = function(summary, latency, requests)\n"
         '  io.write(string.format("RESULT %f %f %f %d %d\\n", summary.requests / (summary.duration / 1e6),'
         " latency:percentile(50) / 1000, latency:percentile(99) / 1000,"

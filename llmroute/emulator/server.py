@@ -7,6 +7,7 @@ import math
 import random
 import socket
 import struct
+import threading
 import time
 import uuid
 import weakref
@@ -53,6 +54,10 @@ class Emulator:
         self._rng = random.Random(settings.seed)
         self.stats: dict[str, int] = {"requests": 0, "ok": 0, "connections": 0}
         self._peers: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.last_body: dict[str, Any] | None = None
+        """The last request body, as received: lets tests check what a client passed through."""
+        self.stream_abandoned = threading.Event()
+        """Set when a client went away in the middle of a stream."""
         self._bucket_started = time.monotonic()
         self._bucket_tokens = 0
 
@@ -115,6 +120,7 @@ class Emulator:
             return self._error(400, "request body is not valid JSON", "invalid_request_error")
         if not isinstance(body, dict):
             return self._error(400, "request body must be a JSON object", "invalid_request_error")
+        self.last_body = body
         if chat:
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:
@@ -203,7 +209,16 @@ class Emulator:
             return self._error(status, message, "invalid_request_error")
         return None
 
-    async def _stream(
+    async def _stream(self, request: web.Request, *args: Any) -> web.StreamResponse:
+        """Stream an answer; a client that leaves early is counted and signalled."""
+        try:
+            return await self._stream_events(request, *args)
+        except (asyncio.CancelledError, ConnectionError):
+            self.stats["streams_abandoned"] = self.stats.get("streams_abandoned", 0) + 1
+            self.stream_abandoned.set()
+            raise
+
+    async def _stream_events(
         self, request: web.Request, body: dict[str, Any], chat: bool, pieces: list[str],
         prompt_tokens: int, completion_tokens: int, latency_s: float, headers: dict[str, str],
         include_usage: bool, fault: str | None,

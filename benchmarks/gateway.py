@@ -1,0 +1,187 @@
+"""Gateway throughput and added latency, side by side in one run.
+
+    python benchmarks/gateway.py [--seconds 5] [--rounds 3] [--workers 1] [--litellm-venv .venv-litellm]
+
+Targets, all POST /v1/chat/completions with the same body, loaded by wrk:
+  (a) direct     the upstream itself: nginx returning a static chat completion
+  (b) llmroute   `llmroute serve` with the upstream as its only provider
+  (c) litellm    the LiteLLM proxy with the same upstream (if --litellm-venv has it; see setup_litellm.sh)
+  (d) forwarder  benchmarks/forwarder.py: read the body, POST it upstream with a pooled client, return it
+
+Each round loads every target at 1 and at 32 connections; rounds alternate
+targets so machine noise hits all alike; the table shows medians over rounds.
+Added latency is a target's p50 (or p99) minus the direct upstream's, at the
+same connection count. Needs nginx and wrk (Debian packages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from collections.abc import Iterator
+
+import httpx
+from _util import CHAT_BODY, machine, wrk
+
+HERE = Path(__file__).resolve().parent
+MASTER_KEY = "sk-bench-master-key"
+COMPLETION = (
+    '{"id":"chatcmpl-static","object":"chat.completion","created":1700000000,"model":"bench-model",'
+    '"choices":[{"index":0,"message":{"role":"assistant","content":"The lead is qualified: 500 employees, '
+    'SaaS, clear budget. Next step: a discovery call."},"finish_reason":"stop","logprobs":null}],'
+    '"usage":{"prompt_tokens":24,"completion_tokens":21,"total_tokens":45}}'
+)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, headers: dict[str, str] | None = None, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.post(url, content=CHAT_BODY, headers={"content-type": "application/json", **(headers or {})},
+                          timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not become ready")
+
+
+@contextmanager
+def process(args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[None]:
+    out = open(log, "w") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def nginx(tmp: Path, port: int) -> list[str]:
+    conf = tmp / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path {tmp};
+  server {{
+    listen 127.0.0.1:{port};
+    location = /v1/chat/completions {{ default_type application/json; return 200 '{COMPLETION}'; }}
+    location = /v1/models {{ default_type application/json; return 200 '{{"object":"list","data":[]}}'; }}
+  }}
+}}
+""")
+    return ["nginx", "-c", str(conf), "-p", str(tmp)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--litellm-venv", default=".venv-litellm")
+    args = parser.parse_args()
+    for tool in ("nginx", "wrk"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is not installed (Debian: apt-get install nginx-light wrk)")
+    tmp = Path(tempfile.mkdtemp(prefix="llmroute-bench-"))
+    ports = {name: free_port() for name in ("direct", "llmroute", "litellm", "forwarder")}
+    upstream = f"http://127.0.0.1:{ports['direct']}/v1"
+    (tmp / "llmroute.yaml").write_text(
+        f"providers:\n  upstream:\n    base_url: {upstream}\n    model: bench-model\n"
+        "    price_per_m: {input: 0.02, output: 0.02}\n"
+    )
+    (tmp / "litellm.yaml").write_text(
+        "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/bench-model\n"
+        f"      api_base: {upstream}\n      api_key: none\n"
+    )
+    litellm_bin = Path(args.litellm_venv) / "bin" / "litellm"
+    targets = {"direct": {}, "llmroute": {}, "forwarder": {}}
+    with ExitStack() as stack:
+        stack.enter_context(process(nginx(tmp, ports["direct"])))
+        wait_ready(upstream + "/chat/completions")
+        stack.enter_context(process(
+            [sys.executable, "-m", "llmroute.cli", "serve", "--config", str(tmp / "llmroute.yaml"),
+             "--port", str(ports["llmroute"]), "--workers", str(args.workers)], log=tmp / "llmroute.log"))
+        stack.enter_context(process(
+            [sys.executable, str(HERE / "forwarder.py"), upstream, str(ports["forwarder"]), str(args.workers)],
+            log=tmp / "forwarder.log"))
+        if litellm_bin.exists():
+            stack.enter_context(process(
+                [str(litellm_bin), "--config", str(tmp / "litellm.yaml"), "--port", str(ports["litellm"]),
+                 "--num_workers", str(args.workers)],
+                env={"LITELLM_MASTER_KEY": MASTER_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                     "LITELLM_LOG": "ERROR"}, log=tmp / "litellm.log"))
+            targets["litellm"] = {"Authorization": f"Bearer {MASTER_KEY}"}
+        else:
+            print(f"(LiteLLM skipped: {litellm_bin} not found; run benchmarks/setup_litellm.sh)")
+        for name, headers in targets.items():
+            wait_ready(f"http://127.0.0.1:{ports[name]}/v1/chat/completions", headers)
+        results: dict[tuple[str, int], list[dict[str, float]]] = {}
+        for _ in range(args.rounds):
+            for connections in (1, 32):
+                for name, headers in targets.items():
+                    body = CHAT_BODY.replace('"model":"m"', '"model":"bench"')
+                    r = wrk(f"http://127.0.0.1:{ports[name]}/v1/chat/completions", body,
+                            connections=connections, seconds=args.seconds, headers=headers)
+                    results.setdefault((name, connections), []).append(r)
+    report(results, targets, args)
+
+
+def report(results: dict[tuple[str, int], list[dict[str, float]]], targets: dict[str, dict[str, str]],
+           args: argparse.Namespace) -> None:
+    def med(name: str, connections: int, key: str) -> float:
+        return statistics.median(r[key] for r in results[(name, connections)])
+
+    print(f"machine: {machine()}")
+    print(f"wrk, 1 thread, {args.seconds} s per run, {args.rounds} rounds, medians; workers per proxy: {args.workers}")
+    print()
+    print("| target | conns | requests/s | p50 ms | p99 ms | added p50 ms | added p99 ms | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for connections in (1, 32):
+        base50, base99 = med("direct", connections, "p50_ms"), med("direct", connections, "p99_ms")
+        for name in targets:
+            p50, p99 = med(name, connections, "p50_ms"), med(name, connections, "p99_ms")
+            errors = sum(r["errors"] for r in results[(name, connections)])
+            added = "" if name == "direct" else f"{p50 - base50:.3f} | {p99 - base99:.3f}"
+            print(f"| {name} | {connections} | {med(name, connections, 'rps'):,.0f} | {p50:.3f} | {p99:.3f} | "
+                  f"{added or '- | -'} | {errors} |")
+    print()
+    ours32 = med("llmroute", 32, "rps")
+    print(f"llmroute / forwarder throughput at 32 connections: {ours32 / med('forwarder', 32, 'rps'):.2f}x (target >= 0.8)")
+    print(f"llmroute p99 / forwarder p99 at 32 connections: "
+          f"{med('llmroute', 32, 'p99_ms') / med('forwarder', 32, 'p99_ms'):.2f}x (target <= 1.25)")
+    print(f"llmroute added p50 at 1 connection: {med('llmroute', 1, 'p50_ms') - med('direct', 1, 'p50_ms'):.3f} ms "
+          "(target <= 0.5)")
+    if "litellm" in targets:
+        print(f"llmroute / LiteLLM throughput at 32 connections: {ours32 / med('litellm', 32, 'rps'):.1f}x (target >= 50)")
+
+
+if __name__ == "__main__":
+    main()
