@@ -7,6 +7,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import socket
 import sys
@@ -79,10 +80,10 @@ def _announce(host: str, workers: int) -> Callable[[int], None]:
     return ready
 
 
-def _worker(config_path: str | None, host: str, port: int) -> None:
+def _worker(config_path: str | None, host: str, port: int, ready: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     config = load_config(config_path)
-    _run(lambda: run_gateway(config, host, port, reuse_port=True))
+    _run(lambda: run_gateway(config, host, port, reuse_port=True, ready=ready.put))
 
 
 def serve(config_path: str | os.PathLike[str] | None, host: str, port: int, workers: int = 1,
@@ -102,9 +103,20 @@ def serve(config_path: str | os.PathLike[str] | None, host: str, port: int, work
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     context = multiprocessing.get_context("spawn")
     path = str(config.source) if config.source else None
-    processes = [context.Process(target=_worker, args=(path, host, port), daemon=False) for _ in range(workers)]
+    ready = context.Queue()
+    processes = [context.Process(target=_worker, args=(path, host, port, ready), daemon=False) for _ in range(workers)]
     for process in processes:
         process.start()
+    for _ in processes:  # announce only once every worker is listening
+        while True:
+            try:
+                ready.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if not all(p.is_alive() for p in processes):
+                    for p in processes:
+                        p.terminate()
+                    raise ConfigError("a gateway worker exited while starting; see its error above") from None
     _announce(host, workers)(port)
 
     def forward(signum: int, frame: Any) -> None:

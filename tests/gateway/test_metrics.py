@@ -1,0 +1,83 @@
+"""/metrics, parsed with prometheus-client's own parser, matches what was sent."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from llmroute.emulator import EmulatorThread
+
+from .conftest import RunningGateway
+
+CHAT = "/v1/chat/completions"
+
+
+def scrape(gateway: RunningGateway) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    text = httpx.get(gateway.base_url + "/metrics").text
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[sample.name][tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def total(samples: dict[tuple[tuple[str, str], ...], float], **match: str) -> float:
+    return sum(v for labels, v in samples.items() if all(dict(labels).get(k) == want for k, want in match.items()))
+
+
+def run_traffic(base_url: str, emus: dict[str, EmulatorThread]) -> dict[str, Any]:
+    sent: dict[str, Any] = {"requests": defaultdict(int), "prompt": 0, "completion": 0, "cost": 0.0, "fallbacks": 0}
+    with httpx.Client(base_url=base_url) as http:
+        for i in range(30):
+            if i == 10:
+                emus["runpod"].set_faults({"503": 1.0})
+            if i == 15:
+                emus["runpod"].set_faults({})
+            model = "cost_optimized" if i % 2 else "quality_optimized"
+            resp = http.post(CHAT, json={"model": model, "messages": [{"role": "user", "content": f"lead {i}"}],
+                                         "max_tokens": 30})
+            assert resp.status_code == 200
+            usage = resp.json()["usage"]
+            sent["requests"][(model, resp.headers["x-llmroute-provider"])] += 1
+            sent["prompt"] += usage["prompt_tokens"]
+            sent["completion"] += usage["completion_tokens"]
+            sent["cost"] += float(resp.headers["x-llmroute-cost-usd"])
+            sent["fallbacks"] += resp.headers["x-llmroute-fallback"] == "true"
+        bad = http.post(CHAT, content=b"{oops", headers={"content-type": "application/json"})
+        assert bad.status_code == 400
+    return sent
+
+
+def test_counters_match_what_was_sent(gateway: RunningGateway, emus: dict[str, EmulatorThread]) -> None:
+    sent = run_traffic(gateway.base_url, emus)
+    m = scrape(gateway)
+    for (strategy, provider), count in sent["requests"].items():
+        assert total(m["llmroute_requests_total"], strategy=strategy, provider=provider) == count
+    assert total(m["llmroute_requests_total"]) == 30
+    assert total(m["llmroute_tokens_total"], type="prompt") == sent["prompt"]
+    assert total(m["llmroute_tokens_total"], type="completion") == sent["completion"]
+    assert total(m["llmroute_cost_usd_total"]) == pytest.approx(sent["cost"], abs=1e-8)
+    assert total(m["llmroute_fallbacks_total"]) == sent["fallbacks"] >= 1
+    assert total(m["llmroute_attempt_failures_total"], provider="runpod", kind="server_error") >= 1
+    assert total(m["llmroute_request_latency_seconds_count"]) == 30
+    assert total(m["llmroute_request_latency_seconds_count"], strategy="cost_optimized") == 15
+
+
+def test_metrics_add_up_across_workers(
+    gateway_factory: Callable[..., RunningGateway], seed_config: dict[str, Any], emus: dict[str, EmulatorThread],
+) -> None:
+    from ..conftest import free_port
+
+    gw = gateway_factory(seed_config, "--workers", "2", port=free_port())
+    sent = 0
+    for _ in range(40):  # new connections, so the kernel spreads them over both workers
+        with httpx.Client() as http:
+            assert http.post(gw.base_url + CHAT, json={"messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+            sent += 1
+    for _ in range(3):  # whichever worker answers the scrape, it reports both
+        assert total(scrape(gw)["llmroute_requests_total"]) == sent
