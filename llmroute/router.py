@@ -161,7 +161,7 @@ class LLMRouter:
                 path, {**body, "model": provider.model}, timeout_s=timeout_s, extra_headers=headers,
             )
 
-        provider, response = await cascade.run(call, call_keeps_timeout=True)  # aiohttp's total timeout
+        provider, response = await cascade.run(call, call_keeps_timeout=True)  # request() applies timeout_s itself
         self.state.record_success(provider.name, response.latency_ms)
         choice = response.body["choices"][0] if response.body["choices"] else {}
         text = (choice.get("message") or {}).get("content") if path == CHAT_PATH else choice.get("text")

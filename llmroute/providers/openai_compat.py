@@ -1,6 +1,6 @@
 """One adapter for any OpenAI-compatible endpoint: Cerebras, RunPod's vLLM worker, plain vLLM.
 
-A pooled ``aiohttp`` session per provider keeps connections alive between
+A keep-alive connection pool per provider (``http.ConnectionPool``) carries the
 requests. Every failure leaves as a ``ProviderError`` whose ``kind`` says what
 happened; the router decides what to do about it.
 """
@@ -8,17 +8,18 @@ happened; the router decides what to do about it.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 
 from ..config import ProviderConfig
 from ..errors import ProviderConnectionError, ProviderError, ProviderTimeout
 from .errors import Classifier
+from .http import ConnectionPool, InvalidResponse, UpstreamClosed
 
 RATELIMIT_PREFIX = "x-ratelimit-"
 
@@ -34,7 +35,8 @@ class ProviderResponse:
 
 
 def ratelimit_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items() if k.lower().startswith(RATELIMIT_PREFIX)}
+    """The ``x-ratelimit-*`` headers (names already lower-cased by the client)."""
+    return {k: v for k, v in headers.items() if k.startswith(RATELIMIT_PREFIX)}
 
 
 class OpenAICompatProvider:
@@ -49,63 +51,39 @@ class OpenAICompatProvider:
         self._headers = {"content-type": "application/json", **config.headers}
         if secret:
             self._headers["authorization"] = f"Bearer {secret}"
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: ConnectionPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"<OpenAICompatProvider {self.name} model={self.model!r} base_url={self.config.base_url!r}>"
 
-    def _get_session(self) -> aiohttp.ClientSession:
+    def _get_pool(self) -> ConnectionPool:
         loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._loop is not loop:
-            connector = aiohttp.TCPConnector(
-                limit=self.config.max_connections, keepalive_timeout=60, ttl_dns_cache=300,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector, json_serialize=lambda o: orjson.dumps(o).decode(),
+        if self._pool is None or self._loop is not loop:
+            self._pool = ConnectionPool(
+                self.config.base_url, max_connections=self.config.max_connections,
+                connect_timeout_s=self.config.connect_timeout_s, headers=self._headers,
             )
             self._loop = loop
-        return self._session
+        return self._pool
 
     async def aclose(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
-
-    def _timeout(self, timeout_s: float, *, streaming: bool) -> aiohttp.ClientTimeout:
-        connect = min(self.config.connect_timeout_s, timeout_s)
-        if streaming:
-            # A stream may legitimately run long; what must not happen is silence.
-            return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=timeout_s)
-        return aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect)
-
-    def _post(
-        self, path: str, body: dict[str, Any], timeout_s: float, extra_headers: Mapping[str, str] | None,
-        *, streaming: bool,
-    ) -> Any:
-        """The aiohttp request context manager for one call."""
-        return self._get_session().post(
-            self.config.base_url + path,
-            data=orjson.dumps(body),
-            headers={**self._headers, **extra_headers} if extra_headers else self._headers,
-            timeout=self._timeout(timeout_s, streaming=streaming),
-        )
+        if self._pool is not None:
+            await self._pool.aclose()
+        self._pool = None
 
     async def request(
         self, path: str, body: dict[str, Any], *, timeout_s: float,
         extra_headers: Mapping[str, str] | None = None,
     ) -> ProviderResponse:
-        """POST ``body`` to ``path`` (e.g. ``/chat/completions``) and return a checked answer."""
+        """POST ``body`` to ``path`` (e.g. ``/chat/completions``) within ``timeout_s`` and return a checked answer."""
         started = time.perf_counter()
         try:
-            async with self._post(path, body, timeout_s, extra_headers, streaming=False) as resp:
-                raw = await resp.read()
-                return self._check(resp.status, raw, resp.headers, started)
-        except ProviderError as exc:
-            exc.elapsed_ms = _elapsed_ms(started)
-            raise
+            async with asyncio.timeout(timeout_s):
+                resp = await self._get_pool().post(path, orjson.dumps(body), extra_headers)
         except BaseException as exc:
             raise self._transport_error(exc, started) from None
+        return self._check(resp.status, resp.body, resp.headers, started)
 
     def _check(self, status: int, raw: bytes, headers: Mapping[str, str], started: float) -> ProviderResponse:
         try:
@@ -137,29 +115,34 @@ class OpenAICompatProvider:
         """
         started = time.perf_counter()
         try:
-            async with self._post(path, body, timeout_s, extra_headers, streaming=True) as resp:
-                if resp.status != 200:
-                    self._check(resp.status, await resp.read(), resp.headers, started)  # raises
-                if ratelimit is not None:
-                    ratelimit.update(ratelimit_headers(resp.headers))
-                data_lines: list[bytes] = []
-                async for line in resp.content:
-                    line = line.rstrip(b"\r\n")
-                    if line.startswith(b"data:"):
-                        data_lines.append(line[5:].strip())
-                        continue
-                    if line or not data_lines:
-                        continue  # comments, event names, keep-alives
-                    data = b"\n".join(data_lines)
-                    data_lines = []
+            async with asyncio.timeout(timeout_s):
+                resp = await self._get_pool().post_stream(path, orjson.dumps(body), extra_headers)
+        except BaseException as exc:
+            raise self._transport_error(exc, started) from None
+        try:
+            if resp.status != 200:
+                async with asyncio.timeout(timeout_s):
+                    raw = await resp.read()
+                self._check(resp.status, raw, resp.headers, started)  # raises
+            if ratelimit is not None:
+                ratelimit.update(ratelimit_headers(resp.headers))
+            pieces = resp.__aiter__()
+            decoder = SSEDecoder()
+            while True:
+                try:
+                    async with asyncio.timeout(timeout_s):  # what must not happen is silence
+                        piece = await anext(pieces)
+                except StopAsyncIteration:
+                    break
+                for data in decoder.feed(piece):
                     if data == b"[DONE]":
                         return
                     yield self._parse_event(data)
-                if data_lines and b"\n".join(data_lines) == b"[DONE]":
-                    return
-                raise ProviderConnectionError(
-                    message="stream ended before data: [DONE]", provider=self.name, status=200, kind="stream_cut",
-                )
+            if decoder.flush() == [b"[DONE]"]:
+                return
+            raise ProviderConnectionError(
+                message="stream ended before data: [DONE]", provider=self.name, status=200, kind="stream_cut",
+            )
         except ProviderError as exc:
             exc.elapsed_ms = _elapsed_ms(started)
             raise
@@ -167,6 +150,8 @@ class OpenAICompatProvider:
             raise
         except BaseException as exc:
             raise self._transport_error(exc, started) from None
+        finally:
+            await resp.aclose()
 
     def _parse_event(self, data: bytes) -> dict[str, Any]:
         try:
@@ -182,29 +167,58 @@ class OpenAICompatProvider:
         return event
 
     def _transport_error(self, exc: BaseException, started: float) -> BaseException:
-        """Map aiohttp/asyncio failures to provider errors; let cancellation through."""
+        """Map connection failures to provider errors; let cancellation and our own errors through."""
         elapsed = _elapsed_ms(started)
-        if isinstance(exc, asyncio.CancelledError) or not isinstance(exc, Exception):
+        if isinstance(exc, ProviderError):
+            exc.elapsed_ms = elapsed
             return exc
-        if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-            what = "connect timeout" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "timed out"
-            return ProviderTimeout(message=what, provider=self.name, kind="timeout", elapsed_ms=elapsed)
-        if isinstance(exc, aiohttp.ClientConnectorError):
-            return ProviderConnectionError(
-                message=f"cannot connect: {exc.os_error.strerror or exc.os_error}", provider=self.name,
-                kind="connect", elapsed_ms=elapsed,
-            )
-        if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError)):
-            return ProviderConnectionError(
-                message=f"connection lost: {type(exc).__name__}", provider=self.name,
-                kind="disconnected", elapsed_ms=elapsed,
-            )
-        if isinstance(exc, aiohttp.ClientError):
-            return ProviderConnectionError(
-                message=f"HTTP client error: {type(exc).__name__}", provider=self.name,
-                kind="connect", elapsed_ms=elapsed,
-            )
+        if not isinstance(exc, Exception):
+            return exc  # CancelledError, KeyboardInterrupt, GeneratorExit
+        if isinstance(exc, UpstreamClosed):
+            return ProviderConnectionError(message=str(exc), provider=self.name, kind="disconnected", elapsed_ms=elapsed)
+        if isinstance(exc, InvalidResponse):
+            return self._classify.malformed(str(exc), status=None)
+        if isinstance(exc, TimeoutError):
+            return ProviderTimeout(message="timed out", provider=self.name, kind="timeout", elapsed_ms=elapsed)
+        if isinstance(exc, ssl.SSLError):
+            return ProviderConnectionError(message=f"TLS error: {exc.reason or exc.__class__.__name__}",
+                                           provider=self.name, kind="connect", elapsed_ms=elapsed)
+        if isinstance(exc, OSError):
+            return ProviderConnectionError(message=f"cannot connect: {exc.strerror or exc.__class__.__name__}",
+                                           provider=self.name, kind="connect", elapsed_ms=elapsed)
         return exc
+
+
+class SSEDecoder:
+    """Server-sent events to their ``data`` payloads, whatever the byte chunking."""
+
+    __slots__ = ("_buffer", "_data")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._data: list[bytes] = []
+
+    def feed(self, piece: bytes) -> list[bytes]:
+        buffer = self._buffer + piece
+        *lines, self._buffer = buffer.split(b"\n")
+        events = []
+        for line in lines:
+            line = line.rstrip(b"\r")
+            if line.startswith(b"data:"):
+                self._data.append(line[5:].lstrip(b" "))
+            elif not line and self._data:
+                events.append(b"\n".join(self._data))
+                self._data = []
+            # comments (":"), "event:" and "id:" lines carry nothing llmroute needs
+        return events
+
+    def flush(self) -> list[bytes]:
+        """Whatever event the stream's end left unterminated."""
+        if self._buffer.startswith(b"data:"):
+            self._data.append(self._buffer[5:].strip())
+        self._buffer = b""
+        events, self._data = ([b"\n".join(self._data)] if self._data else []), []
+        return events
 
 
 def _elapsed_ms(started: float) -> float:

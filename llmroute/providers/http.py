@@ -1,0 +1,313 @@
+"""A lean HTTP/1.1 client for one upstream: keep-alive pool, JSON in, JSON or SSE out.
+
+Why not aiohttp's client: measured on the gateway's hot path it costs about
+90 µs of CPU per request, most of the time of a proxy hop (see
+docs/BENCHMARKS.md). llmroute only ever POSTs a body to a known base URL and
+reads a JSON or SSE answer, so this client does only that: one ``write`` per
+request, llhttp (``httptools``) to parse the answer, connections reused LIFO.
+TLS comes from ``ssl`` with the system's certificate store; HTTP proxies are
+not supported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import urllib.parse
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import httptools
+
+_QUEUE_HIGH = 64  # body pieces buffered before reading from the socket pauses
+
+
+class UpstreamClosed(ConnectionError):
+    """The upstream closed the connection before a complete answer."""
+
+
+class InvalidResponse(ConnectionError):
+    """Bytes that are not an HTTP/1.1 response."""
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    headers: dict[str, str]
+    """Lower-cased names."""
+    body: bytes
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; at most one request on it at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.reused = False
+        self._parser = httptools.HttpResponseParser(self)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.keep_alive = True
+        self.received_any = False
+        self.complete = False
+        self._body: list[bytes] = []
+        self._headers_done: asyncio.Future[None] = self._loop.create_future()
+        self._done: asyncio.Future[None] = self._loop.create_future()
+        self._queue: deque[bytes] | None = None
+        self._queue_waiter: asyncio.Future[None] | None = None
+        self._paused = False
+
+    # -- asyncio.Protocol -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.received_any = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(InvalidResponse(f"invalid HTTP response: {exc}"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.complete:
+            return
+        if self._headers_done.done() and "content-length" not in self.headers and "chunked" not in self.headers.get(
+                "transfer-encoding", ""):
+            self.on_message_complete()  # a body delimited by the connection closing
+            return
+        self._fail(UpstreamClosed("connection closed before the answer was complete") if exc is None
+                   else UpstreamClosed(f"connection lost: {exc.__class__.__name__}"))
+
+    # -- httptools callbacks --------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.status = self._parser.get_status_code()
+        self.keep_alive = self._parser.should_keep_alive()
+        if not self._headers_done.done():
+            self._headers_done.set_result(None)
+
+    def on_body(self, data: bytes) -> None:
+        if self._queue is None:
+            self._body.append(data)
+            return
+        self._queue.append(data)
+        self._wake()
+        if len(self._queue) > _QUEUE_HIGH and self.transport is not None and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        if not self._headers_done.done():
+            self._headers_done.set_result(None)
+        if not self._done.done():
+            self._done.set_result(None)
+        self._wake()
+
+    # -- use ------------------------------------------------------------------------
+
+    def _fail(self, exc: BaseException) -> None:
+        for future in (self._headers_done, self._done):
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: a streaming reader may never wait on both
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._queue_waiter is not None and not self._queue_waiter.done():
+            self._queue_waiter.set_result(None)
+
+    def send(self, data: bytes, *, streaming: bool) -> None:
+        if self.complete:
+            self._reset()
+            self.reused = True
+        if streaming:
+            self._queue = deque()
+        assert self.transport is not None
+        self.transport.write(data)
+
+    async def response(self) -> Response:
+        await self._done
+        return Response(self.status, self.headers, b"".join(self._body))
+
+    async def response_head(self) -> None:
+        await self._headers_done
+
+    async def body_pieces(self) -> AsyncIterator[bytes]:
+        """Decoded body pieces (chunked encoding undone) as they arrive."""
+        queue = self._queue
+        assert queue is not None
+        while True:
+            while queue:
+                if self._paused and len(queue) <= _QUEUE_HIGH // 2 and self.transport is not None:
+                    self._paused = False
+                    self.transport.resume_reading()
+                yield queue.popleft()
+            if self.complete:
+                return
+            if self._done.done():
+                self._done.result()  # raises the failure
+            self._queue_waiter = self._loop.create_future()
+            await self._queue_waiter
+            self._queue_waiter = None
+
+    @property
+    def reusable(self) -> bool:
+        return self.complete and self.keep_alive and not self.closed
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class ConnectionPool:
+    """Keep-alive connections to one ``base_url`` (scheme, host, port and path prefix)."""
+
+    def __init__(self, base_url: str, *, max_connections: int = 256, connect_timeout_s: float = 5.0,
+                 headers: Mapping[str, str] | None = None) -> None:
+        url = urllib.parse.urlsplit(base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"unsupported URL {base_url!r}")
+        self.host = url.hostname
+        self.port = url.port or (443 if url.scheme == "https" else 80)
+        self.path_prefix = url.path.rstrip("/")
+        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if url.scheme == "https" else None
+        default_port = self.port == (443 if self._ssl else 80)
+        host_header = self.host if default_port else f"{self.host}:{self.port}"
+        if ":" in self.host:
+            host_header = f"[{self.host}]" if default_port else f"[{self.host}]:{self.port}"
+        self._static_headers = encode_headers({"host": host_header, **(headers or {})})
+        self.connect_timeout_s = connect_timeout_s
+        self._idle: list[_Connection] = []
+        self._slots = asyncio.Semaphore(max_connections)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _request_bytes(self, path: str, body: bytes, extra_headers: Mapping[str, str] | None) -> bytes:
+        head = b"POST " + (self.path_prefix + path).encode() + b" HTTP/1.1\r\n" + self._static_headers
+        if extra_headers:
+            head += encode_headers(extra_headers)
+        return head + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+
+    async def _connection(self) -> _Connection:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                return conn
+        loop = asyncio.get_running_loop()
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(lambda: _Connection(loop), self.host, self.port, ssl=self._ssl,
+                                   server_hostname=self.host if self._ssl else None),
+            timeout=self.connect_timeout_s,
+        )
+        return conn
+
+    def _release(self, conn: _Connection) -> None:
+        if conn.reusable:
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    async def post(self, path: str, body: bytes, extra_headers: Mapping[str, str] | None = None) -> Response:
+        """POST and read the whole answer. A reused connection the upstream had
+        closed while idle is retried once on a fresh one, as nothing was received."""
+        data = self._request_bytes(path, body, extra_headers)
+        async with self._slots:
+            for _ in range(2):
+                conn = await self._connection()
+                try:
+                    conn.send(data, streaming=False)
+                    response = await conn.response()
+                except UpstreamClosed:
+                    conn.close()
+                    if conn.reused and not conn.received_any:
+                        continue
+                    raise
+                except BaseException:
+                    conn.close()  # cancelled or failed mid-answer: the connection's state is unknown
+                    raise
+                self._release(conn)
+                return response
+            raise UpstreamClosed("connection closed before the answer was complete")
+
+    async def post_stream(self, path: str, body: bytes,
+                          extra_headers: Mapping[str, str] | None = None) -> StreamingResponse:
+        """POST and return once the status and headers arrived; read the body from the result."""
+        data = self._request_bytes(path, body, extra_headers)
+        await self._slots.acquire()
+        try:
+            for attempt in range(2):
+                conn = await self._connection()
+                try:
+                    conn.send(data, streaming=True)
+                    await conn.response_head()
+                except UpstreamClosed:
+                    conn.close()
+                    if attempt == 0 and conn.reused and not conn.received_any:
+                        continue
+                    raise
+                except BaseException:
+                    conn.close()
+                    raise
+                return StreamingResponse(self, conn)
+            raise UpstreamClosed("connection closed before the answer was complete")
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _finish_stream(self, conn: _Connection) -> None:
+        self._release(conn)
+        self._slots.release()
+
+    async def aclose(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+
+class StreamingResponse:
+    """Status and headers now, body pieces as they come. Always ``aclose()`` it."""
+
+    def __init__(self, pool: ConnectionPool, conn: _Connection) -> None:
+        self._pool = pool
+        self._conn = conn
+        self.status = conn.status
+        self.headers = conn.headers
+        self._open = True
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._conn.body_pieces()
+
+    async def read(self) -> bytes:
+        return b"".join([piece async for piece in self])
+
+    async def aclose(self) -> None:
+        """Return the connection if the answer was read to the end; otherwise hang up on it."""
+        if not self._open:
+            return
+        self._open = False
+        if not self._conn.complete:
+            self._conn.close()
+        self._pool._finish_stream(self._conn)
+
+
+def encode_headers(headers: Mapping[str, str]) -> bytes:
+    """``name: value\\r\\n`` lines; refuses CR or LF, which would let a value inject headers."""
+    out = []
+    for name, value in headers.items():
+        line = f"{name}: {value}\r\n"
+        if "\r" in line[:-2] or "\n" in line[:-2]:
+            raise ValueError(f"header {name!r} contains a line break")
+        out.append(line)
+    return "".join(out).encode("latin-1")
