@@ -33,6 +33,7 @@ import httpx
 from _util import CHAT_BODY, machine, wrk
 
 HERE = Path(__file__).resolve().parent
+BODY = CHAT_BODY.replace('"model":"m"', '"model":"bench"')  # the name LiteLLM's config routes
 MASTER_KEY = "sk-bench-master-key"
 COMPLETION = (
     '{"id":"chatcmpl-static","object":"chat.completion","created":1700000000,"model":"bench-model",'
@@ -54,7 +55,7 @@ def wait_ready(url: str, headers: dict[str, str] | None = None, timeout_s: float
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            if httpx.post(url, content=CHAT_BODY, headers={"content-type": "application/json", **(headers or {})},
+            if httpx.post(url, content=BODY, headers={"content-type": "application/json", **(headers or {})},
                           timeout=5).status_code == 200:
                 return
         except httpx.HTTPError:
@@ -147,8 +148,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for connections in (1, 32):
                 for name, headers in targets.items():
-                    body = CHAT_BODY.replace('"model":"m"', '"model":"bench"')
-                    r = wrk(f"http://127.0.0.1:{ports[name]}/v1/chat/completions", body,
+                    r = wrk(f"http://127.0.0.1:{ports[name]}/v1/chat/completions", BODY,
                             connections=connections, seconds=args.seconds, headers=headers)
                     results.setdefault((name, connections), []).append(r)
     report(results, targets, args)

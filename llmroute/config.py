@@ -60,6 +60,8 @@ class ProviderConfig(_Strict):
     context_window: int | None = Field(default=None, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
     max_connections: int = Field(default=256, gt=0)
+    ca_bundle: str | None = None
+    """PEM file of CA certificates to trust instead of the system's (a self-hosted endpoint's private CA)."""
 
     _name: str = PrivateAttr(default="")
     _api_key_env: str | None = PrivateAttr(default=None)
@@ -70,6 +72,21 @@ class ProviderConfig(_Strict):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("headers")
+    @classmethod
+    def _single_line_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if any(c in name + text for c in "\r\n") or not name.strip():
+                raise ValueError(f"header {name!r} must be a non-empty name and a value without line breaks")
+        return value
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _readable_bundle(cls, value: str | None) -> str | None:
+        if value is not None and not os.path.isfile(value):
+            raise ValueError(f"file {value!r} does not exist")
+        return value
 
     @model_validator(mode="after")
     def _connect_within_timeout(self) -> ProviderConfig:

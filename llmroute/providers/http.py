@@ -177,14 +177,16 @@ class ConnectionPool:
     """Keep-alive connections to one ``base_url`` (scheme, host, port and path prefix)."""
 
     def __init__(self, base_url: str, *, max_connections: int = 256, connect_timeout_s: float = 5.0,
-                 headers: Mapping[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None, ca_bundle: str | None = None) -> None:
         url = urllib.parse.urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"unsupported URL {base_url!r}")
         self.host = url.hostname
         self.port = url.port or (443 if url.scheme == "https" else 80)
         self.path_prefix = url.path.rstrip("/")
-        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if url.scheme == "https" else None
+        self._ssl: ssl.SSLContext | None = (
+            ssl.create_default_context(cafile=ca_bundle) if url.scheme == "https" else None
+        )
         default_port = self.port == (443 if self._ssl else 80)
         host_header = self.host if default_port else f"{self.host}:{self.port}"
         if ":" in self.host:

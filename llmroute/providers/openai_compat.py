@@ -63,6 +63,7 @@ class OpenAICompatProvider:
             self._pool = ConnectionPool(
                 self.config.base_url, max_connections=self.config.max_connections,
                 connect_timeout_s=self.config.connect_timeout_s, headers=self._headers,
+                ca_bundle=self.config.ca_bundle,
             )
             self._loop = loop
         return self._pool
