@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from .errors import AllProvidersFailed, ContextLengthExceeded, ProviderError, ProviderTimeout
+from .pricing import Pricer
 from .providers import OpenAICompatProvider
 from .result import Attempt
 from .state import RouterState, now
@@ -31,10 +32,13 @@ class Cascade:
 
     def __init__(
         self, providers: Mapping[str, OpenAICompatProvider], state: RouterState, order: list[str],
-        *, deadline_s: float, retry_rounds: int,
+        *, deadline_s: float, retry_rounds: int, pricers: Mapping[str, Pricer],
     ) -> None:
         self.providers = providers
         self.state = state
+        self.pricers = pricers
+        self.open_mark = 0.0
+        """The ``Pricer.begin`` mark of the attempt that answered; the caller ends it."""
         self.deadline = time.monotonic() + deadline_s
         self.retry_rounds = retry_rounds
         self.attempts: list[Attempt] = []
@@ -102,6 +106,8 @@ class Cascade:
 
     async def _attempt(self, provider: OpenAICompatProvider, call: Call[T], call_keeps_timeout: bool) -> T:
         timeout_s = min(provider.config.timeout_s, self.remaining_s())
+        pricer = self.pricers[provider.name]
+        mark = pricer.begin()
         started = time.perf_counter()
         try:
             if call_keeps_timeout:
@@ -113,23 +119,33 @@ class Cascade:
             error: ProviderError = ProviderTimeout(
                 message=f"no answer within {timeout_s:.1f} s", provider=provider.name, kind="timeout",
             )
-            self._failed(provider, error, started)
+            self._failed(provider, error, started, pricer.end(mark))
             raise error from None
         except ProviderError as exc:
-            self._failed(provider, exc, started)
+            self._failed(provider, exc, started, pricer.end(mark))
+            raise
+        except asyncio.CancelledError:  # the caller went away: not the provider's fault, but it may be billed
+            self.attempts.append(Attempt(
+                provider=provider.name, model=provider.model, ok=False, latency_ms=_ms_since(started),
+                kind="cancelled", error="the caller cancelled the request", cost_usd=pricer.end(mark),
+                cost_basis=pricer.basis,
+            ))
             raise
         self.attempts.append(Attempt(
             provider=provider.name, model=provider.model, ok=True, latency_ms=_ms_since(started), status=200,
+            cost_basis=pricer.basis,
         ))
+        self.open_mark = mark
         return value
 
-    def _failed(self, provider: OpenAICompatProvider, error: ProviderError, started: float) -> None:
+    def _failed(self, provider: OpenAICompatProvider, error: ProviderError, started: float, cost: float) -> None:
         elapsed = _ms_since(started)
         error.provider = provider.name
         error.elapsed_ms = elapsed
         self.attempts.append(Attempt(
             provider=provider.name, model=provider.model, ok=False, latency_ms=elapsed, status=error.status,
-            kind=error.kind, error=error.message, retry_after_s=error.retry_after_s,
+            kind=error.kind, error=error.message, retry_after_s=error.retry_after_s, cost_usd=cost,
+            cost_basis=self.pricers[provider.name].basis,
         ))
         self.state.record_failure(provider.name, error.kind, elapsed, error.status)
         if error.retry_after_s:

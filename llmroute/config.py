@@ -52,7 +52,12 @@ class ProviderConfig(_Strict):
     base_url: str
     api_key: SecretStr | None = None
     model: str = Field(min_length=1)
-    price_per_m: Price
+    price_per_m: Price | None = None
+    """US$ per 1M tokens; with ``price_per_gpu_second`` too, only the routing estimate."""
+    price_per_gpu_second: float | None = Field(default=None, ge=0)
+    """Self-hosted billing (RunPod serverless): US$ per second of worker time."""
+    idle_share: float = Field(default=0.0, ge=0, lt=1)
+    """Share of billed worker time spent idle or cold-starting, not serving requests."""
     latency_ms: float = Field(default=1000.0, gt=0, description="prior until measured")
     quality: int = 1
     timeout_s: float = Field(default=30.0, gt=0)
@@ -92,7 +97,26 @@ class ProviderConfig(_Strict):
     def _connect_within_timeout(self) -> ProviderConfig:
         if self.connect_timeout_s > self.timeout_s:
             self.connect_timeout_s = self.timeout_s
+        if self.price_per_m is None and self.price_per_gpu_second is None:
+            raise ValueError("needs price_per_m, or price_per_gpu_second for a self-hosted endpoint")
         return self
+
+    @property
+    def gpu_priced(self) -> bool:
+        return self.price_per_gpu_second is not None
+
+    @property
+    def routing_price(self) -> Price:
+        """Per-1M prices strategies and plans compare.
+
+        A GPU-second provider without ``price_per_m`` is estimated from its
+        latency prior: one request of about 1,000 tokens occupying the worker
+        for ``latency_ms``. Reports show the effective price measured instead.
+        """
+        if self.price_per_m is not None:
+            return self.price_per_m
+        per_m = (self.price_per_gpu_second or 0.0) / (1 - self.idle_share) * (self.latency_ms / 1000) * 1000
+        return Price(input=per_m, output=per_m)
 
     @property
     def name(self) -> str:
@@ -130,6 +154,26 @@ class GatewayConfig(_Strict):
         return [(kid, key) for kid, key in pairs if key]
 
 
+class LedgerConfig(_Strict):
+    """Where every request is recorded. ``$LLMROUTE_LEDGER`` (a path, a DSN or ``off``) overrides it."""
+
+    enabled: bool = True
+    path: str | None = None
+    """SQLite file; default ``ledger.sqlite3`` in the user's data directory."""
+    dsn: SecretStr | None = None
+    """``postgresql://...`` selects the Postgres backend instead of SQLite."""
+    queue_size: int = Field(default=10_000, gt=0)
+    batch_size: int = Field(default=500, gt=0)
+    flush_interval_s: float = Field(default=0.1, gt=0, le=10)
+
+    @field_validator("dsn")
+    @classmethod
+    def _postgres_dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql:// (SQLite files go in ledger.path)")
+        return value
+
+
 class RouterConfig(_Strict):
     providers: dict[str, ProviderConfig] = Field(min_length=1)
     strategy: RoutingStrategy = RoutingStrategy.BALANCED
@@ -140,6 +184,7 @@ class RouterConfig(_Strict):
     expected_output_tokens: int = Field(default=256, gt=0)
     baseline_provider: str | None = None
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
 
     _source: str | None = PrivateAttr(default=None)
     _missing_env: list[str] = PrivateAttr(default_factory=list)
@@ -199,7 +244,8 @@ class _KeyedError(ValueError):
 
 
 def _blended_price(provider: ProviderConfig) -> float:
-    return (provider.price_per_m.input + provider.price_per_m.output) / 2
+    price = provider.routing_price
+    return (price.input + price.output) / 2
 
 
 def _interpolate(

@@ -108,7 +108,7 @@ async def run_strategy(
 ) -> StrategyRun:
     """Send ``requests`` through a fresh router; ``outage`` = (start, end) callbacks run at 25% and 50%."""
     run = StrategyRun(strategy.value)
-    baseline_price = config.providers[config.baseline()].price_per_m
+    baseline_price = config.providers[config.baseline()].routing_price
     limit = asyncio.Semaphore(concurrency)
     start_at, end_at = len(requests) // 4, len(requests) // 2
 

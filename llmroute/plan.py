@@ -39,7 +39,7 @@ class PlanRow:
 
 
 def provider_cost_usd(config: RouterConfig, provider: str, tokens: float, input_share: float) -> float:
-    price = config.providers[provider].price_per_m
+    price = config.providers[provider].routing_price
     return tokens * (input_share * price.input + (1 - input_share) * price.output) / 1e6
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from .config import Price
+from .config import Price, ProviderConfig
 
 _AMOUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMbBtT]?)\s*$")
 _SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000, "b": 1_000_000_000, "t": 1_000_000_000_000}
@@ -24,6 +25,60 @@ def cost_usd(price: Price, prompt_tokens: int, completion_tokens: int, cached_pr
         + cached * (price.cached_input or 0.0)
         + completion_tokens * price.output
     ) / 1_000_000
+
+
+class BusyClock:
+    """Shares a self-hosted worker's busy time among the requests in flight on it.
+
+    While k requests are in flight, each accrues 1/k of the elapsed time, so the
+    shares add up to the time the worker was busy (the union of the requests'
+    intervals), which is what a per-second bill charges. ``begin`` returns a
+    mark; ``end(mark)`` returns that request's share in seconds. O(1) each.
+    """
+
+    def __init__(self) -> None:
+        self._in_flight = 0
+        self._last = time.monotonic()
+        self._shared_s = 0.0
+        self.busy_s = 0.0
+
+    def _advance(self) -> None:
+        t = time.monotonic()
+        if self._in_flight:
+            elapsed = t - self._last
+            self._shared_s += elapsed / self._in_flight
+            self.busy_s += elapsed
+        self._last = t
+
+    def begin(self) -> float:
+        self._advance()
+        self._in_flight += 1
+        return self._shared_s
+
+    def end(self, mark: float) -> float:
+        self._advance()
+        self._in_flight = max(0, self._in_flight - 1)
+        return self._shared_s - mark
+
+
+class Pricer:
+    """Prices one provider's attempts: from tokens (``price_per_m``) or worker seconds (``price_per_gpu_second``)."""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        self.basis = "gpu_seconds" if config.gpu_priced else "tokens"
+        self._clock = BusyClock() if config.gpu_priced else None
+        self._usd_per_busy_s = (config.price_per_gpu_second or 0.0) / (1 - config.idle_share)
+
+    def begin(self) -> float:
+        return self._clock.begin() if self._clock is not None else 0.0
+
+    def end(self, mark: float, prompt_tokens: int = 0, completion_tokens: int = 0, cached_prompt_tokens: int = 0) -> float:
+        """The attempt's cost in US$. Call exactly once per ``begin``, whether the attempt succeeded or not."""
+        if self._clock is not None:
+            return self._clock.end(mark) * self._usd_per_busy_s
+        assert self.config.price_per_m is not None
+        return cost_usd(self.config.price_per_m, prompt_tokens, completion_tokens, cached_prompt_tokens)
 
 
 def usage_tokens(usage: Mapping[str, Any] | None) -> tuple[int, int, int]:

@@ -24,6 +24,8 @@ class Attempt:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    """What this attempt was billed: tokens it produced, or worker time on a GPU-second provider."""
+    cost_basis: str = "tokens"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

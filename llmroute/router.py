@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-import time
 import random
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from .cascade import Cascade
 from .config import RouterConfig, load_config
-from .errors import ProviderError, StreamInterrupted
-from .pricing import cost_usd, per_million, usage_tokens
+from .errors import AllProvidersFailed, ClientRequestError, ProviderError, StreamInterrupted
+from .ledger import Ledger, RequestContext, entry_from_failure, entry_from_result, open_ledger
+from .pricing import Pricer, per_million, usage_tokens
 from .providers import OpenAICompatProvider, ProviderResponse
 from .result import Attempt, RouteResult
 from .state import InMemoryState, RouterState
@@ -42,13 +44,20 @@ class LLMRouter:
         config: str | os.PathLike[str] | Mapping[str, Any] | RouterConfig | None = None,
         *,
         state: RouterState | None = None,
+        ledger: Ledger | bool | None = None,
     ) -> None:
+        """``ledger``: None records where the config says (by default SQLite in the user's data
+        directory), False records nothing, or pass an open ``Ledger``."""
         self.config = load_config(config)
         self.default_strategy = RoutingStrategy(strategy or self.config.strategy)
         self.state = state or InMemoryState(
             {name: p.latency_ms for name, p in self.config.providers.items()}, alpha=self.config.latency_alpha,
         )
         self.providers = {name: OpenAICompatProvider(p) for name, p in self.config.providers.items()}
+        self.pricers = {name: Pricer(p) for name, p in self.config.providers.items()}
+        self.ledger: Ledger | None = (
+            open_ledger(self.config) if ledger is None or ledger is True else (ledger or None)
+        )
         self._strategies: dict[RoutingStrategy, StrategyBase] = {}
 
     def strategy(self, name: RoutingStrategy | str | None = None) -> StrategyBase:
@@ -66,8 +75,12 @@ class LLMRouter:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close provider connections and commit what the ledger has queued."""
         for provider in self.providers.values():
             await provider.aclose()
+        if self.ledger is not None:
+            ledger, self.ledger = self.ledger, None
+            await asyncio.to_thread(ledger.close)
 
     # -- public calls -------------------------------------------------------------
 
@@ -77,51 +90,61 @@ class LLMRouter:
 
     async def chat(
         self, messages: Messages, *, strategy: RoutingStrategy | str | None = None,
-        extra_headers: Mapping[str, str] | None = None, **params: Any,
+        extra_headers: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None, **params: Any,
     ) -> RouteResult:
-        """A full chat-completions request; ``params`` are passed to the provider as they are."""
-        return await self.chat_request({**params, "messages": list(messages)}, strategy=strategy, extra_headers=extra_headers)
+        """A full chat-completions request; ``params`` are passed to the provider as they are.
+
+        ``tags`` label the request in the ledger (``{"team": "sales"}``), for ``llmroute report --by tag``.
+        """
+        return await self.chat_request({**params, "messages": list(messages)}, strategy=strategy,
+                                       extra_headers=extra_headers, context=_context(tags, params, "chat"))
 
     async def complete(
         self, prompt: str, *, strategy: RoutingStrategy | str | None = None,
-        extra_headers: Mapping[str, str] | None = None, **params: Any,
+        extra_headers: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None, **params: Any,
     ) -> RouteResult:
         """A legacy ``/completions`` request."""
-        return await self.completion_request({**params, "prompt": prompt}, strategy=strategy, extra_headers=extra_headers)
+        return await self.completion_request({**params, "prompt": prompt}, strategy=strategy,
+                                             extra_headers=extra_headers, context=_context(tags, params, "completions"))
 
     def stream(
         self, messages: Messages | None = None, *, prompt: str | None = None,
         strategy: RoutingStrategy | str | None = None, extra_headers: Mapping[str, str] | None = None,
-        **params: Any,
+        tags: Mapping[str, str] | None = None, **params: Any,
     ) -> RouteStream:
         """Stream a chat completion. Iterate for chunks; ``.result`` is set when it ends."""
         if messages is None:
             if prompt is None:
                 raise TypeError("stream() needs messages or prompt")
             messages = [{"role": "user", "content": prompt}]
-        return self.stream_request({**params, "messages": list(messages)}, strategy=strategy, extra_headers=extra_headers)
+        return self.stream_request({**params, "messages": list(messages)}, strategy=strategy,
+                                   extra_headers=extra_headers, context=_context(tags, params, "chat"))
 
     # -- request bodies as they arrive (the gateway's entry points) -----------------
 
     async def chat_request(
         self, body: Mapping[str, Any], *, strategy: RoutingStrategy | str | None = None,
-        extra_headers: Mapping[str, str] | None = None,
+        extra_headers: Mapping[str, str] | None = None, context: RequestContext | None = None,
     ) -> RouteResult:
-        """An OpenAI chat-completions body, every field passed through; ``model`` is set per provider."""
+        """An OpenAI chat-completions body, every field passed through; ``model`` is set per provider.
+
+        ``context`` (route, gateway key id, user, tags) goes to the ledger only.
+        """
         estimate = self._estimate(estimate_message_tokens(body["messages"]), body)
-        return await self._call(CHAT_PATH, body, estimate, strategy, extra_headers)
+        return await self._call(CHAT_PATH, body, estimate, strategy, extra_headers, context)
 
     async def completion_request(
         self, body: Mapping[str, Any], *, strategy: RoutingStrategy | str | None = None,
-        extra_headers: Mapping[str, str] | None = None,
+        extra_headers: Mapping[str, str] | None = None, context: RequestContext | None = None,
     ) -> RouteResult:
         """An OpenAI legacy completions body (``prompt`` a string)."""
         estimate = self._estimate(estimate_tokens(str(body["prompt"])), body)
-        return await self._call(COMPLETIONS_PATH, body, estimate, strategy, extra_headers)
+        return await self._call(COMPLETIONS_PATH, body, estimate, strategy, extra_headers, context)
 
     def stream_request(
         self, body: Mapping[str, Any], *, strategy: RoutingStrategy | str | None = None,
         extra_headers: Mapping[str, str] | None = None, path: str = CHAT_PATH,
+        context: RequestContext | None = None,
     ) -> RouteStream:
         """Stream a chat (or, with ``path=COMPLETIONS_PATH``, a completions) body.
 
@@ -129,7 +152,7 @@ class LLMRouter:
         """
         upstream = {**body, "stream": True, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
         tokens = estimate_message_tokens(body["messages"]) if path == CHAT_PATH else estimate_tokens(str(body["prompt"]))
-        return RouteStream(self, upstream, self._estimate(tokens, body), strategy, extra_headers, path)
+        return RouteStream(self, upstream, self._estimate(tokens, body), strategy, extra_headers, path, context)
 
     # -- internals ----------------------------------------------------------------
 
@@ -143,13 +166,34 @@ class LLMRouter:
         chosen = self.strategy(strategy)
         cascade = Cascade(
             self.providers, self.state, chosen.order(estimate),
-            deadline_s=self.config.deadline_s, retry_rounds=self.config.retry_rounds,
+            deadline_s=self.config.deadline_s, retry_rounds=self.config.retry_rounds, pricers=self.pricers,
         )
         return cascade, chosen.name.value
+
+    def _record_failure(
+        self, cascade: Cascade, strategy_name: str, request_id: str, started: float, exc: BaseException,
+        context: RequestContext | None, *, provider: str | None = None, ttft_ms: float | None = None,
+    ) -> None:
+        if self.ledger is None:
+            return
+        if isinstance(exc, StreamInterrupted):
+            status = "interrupted"
+        elif isinstance(exc, ClientRequestError):
+            status = "client_error"
+        elif isinstance(exc, (AllProvidersFailed, ProviderError)):
+            status = "failed"
+        else:
+            status = "cancelled"
+        self.ledger.record(entry_from_failure(
+            request_id=request_id, strategy=strategy_name, status=status, attempts=cascade.attempts,
+            latency_ms=(time.perf_counter() - started) * 1000, error=str(exc).split("\n")[0] or type(exc).__name__,
+            context=context, provider=provider, ttft_ms=ttft_ms,
+        ))
 
     async def _call(
         self, path: str, body: dict[str, Any], estimate: RouteRequest,
         strategy: RoutingStrategy | str | None, extra_headers: Mapping[str, str] | None,
+        context: RequestContext | None = None,
     ) -> RouteResult:
         cascade, strategy_name = self._cascade(estimate, strategy)
         request_id = new_request_id()
@@ -161,15 +205,22 @@ class LLMRouter:
                 path, {**body, "model": provider.model}, timeout_s=timeout_s, extra_headers=headers,
             )
 
-        provider, response = await cascade.run(call, call_keeps_timeout=True)  # request() applies timeout_s itself
+        try:
+            provider, response = await cascade.run(call, call_keeps_timeout=True)  # request() applies timeout_s
+        except (ProviderError, AllProvidersFailed, asyncio.CancelledError) as exc:
+            self._record_failure(cascade, strategy_name, request_id, started, exc, context)
+            raise
         self.state.record_success(provider.name, response.latency_ms)
         choice = response.body["choices"][0] if response.body["choices"] else {}
         text = (choice.get("message") or {}).get("content") if path == CHAT_PATH else choice.get("text")
-        return self._result(
+        result = self._result(
             provider, cascade, strategy_name, request_id, started,
             text=text or "", usage=response.body.get("usage"), finish_reason=choice.get("finish_reason"),
             raw=response.body, ratelimit=response.ratelimit, raw_json=response.raw_json,
         )
+        if self.ledger is not None:
+            self.ledger.record(entry_from_result(result, context))
+        return result
 
     def _result(
         self, provider: OpenAICompatProvider, cascade: Cascade, strategy_name: str, request_id: str,
@@ -177,7 +228,7 @@ class LLMRouter:
         raw: dict[str, Any], ratelimit: dict[str, str], ttft_ms: float | None = None, raw_json: bytes | None = None,
     ) -> RouteResult:
         prompt_tokens, completion_tokens, cached = usage_tokens(usage)
-        cost = cost_usd(provider.config.price_per_m, prompt_tokens, completion_tokens, cached)
+        cost = self.pricers[provider.name].end(cascade.open_mark, prompt_tokens, completion_tokens, cached)
         attempts = cascade.attempts
         attempts[-1].prompt_tokens, attempts[-1].completion_tokens, attempts[-1].cost_usd = (
             prompt_tokens, completion_tokens, cost,
@@ -192,6 +243,12 @@ class LLMRouter:
             attempts=attempts, ttft_ms=ttft_ms, finish_reason=finish_reason, cached_prompt_tokens=cached,
             request_id=request_id, raw=raw, ratelimit=ratelimit, raw_json=raw_json,
         )
+
+
+def _context(tags: Mapping[str, str] | None, params: Mapping[str, Any], endpoint: str) -> RequestContext | None:
+    user = params.get("user")
+    return RequestContext(endpoint=endpoint, user=user if isinstance(user, str) else None,
+                          tags=[f"{k}={v}" for k, v in (tags or {}).items()])
 
 
 def _describe(attempt: Any) -> str:
@@ -210,9 +267,10 @@ class RouteStream:
     def __init__(
         self, router: LLMRouter, body: dict[str, Any], estimate: RouteRequest,
         strategy: RoutingStrategy | str | None, extra_headers: Mapping[str, str] | None,
-        path: str = CHAT_PATH,
+        path: str = CHAT_PATH, context: RequestContext | None = None,
     ) -> None:
         self._router = router
+        self._context = context
         self._body = body
         self._estimate = estimate
         self._strategy = strategy
@@ -253,7 +311,11 @@ class RouteStream:
                 raise
             return upstream, first
 
-        provider, (upstream, first) = await cascade.run(open_stream)
+        try:
+            provider, (upstream, first) = await cascade.run(open_stream)
+        except (ProviderError, AllProvidersFailed, asyncio.CancelledError) as exc:
+            router._record_failure(cascade, strategy_name, request_id, started, exc, self._context)
+            raise
         self.provider, self.strategy_name, self.attempts = provider.name, strategy_name, cascade.attempts
         self.first_chunk_ms = (time.perf_counter() - started) * 1000
         parts: list[str] = []
@@ -286,7 +348,15 @@ class RouteStream:
                 status=exc.status, kind="stream_interrupted",
             )
             interrupted.attempts = cascade.attempts
+            self._bill_partial(provider, cascade, parts, usage)
+            router._record_failure(cascade, strategy_name, request_id, started, interrupted, self._context,
+                                   provider=provider.name, ttft_ms=ttft_ms)
             raise interrupted from exc
+        except BaseException as exc:  # the consumer stopped early or was cancelled: the tokens so far were billed
+            self._bill_partial(provider, cascade, parts, usage)
+            router._record_failure(cascade, strategy_name, request_id, started, exc, self._context,
+                                   provider=provider.name, ttft_ms=ttft_ms)
+            raise
         finally:
             await upstream.aclose()
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -297,3 +367,17 @@ class RouteStream:
             raw={k: v for k, v in last.items() if k != "choices"}, ratelimit=dict(ratelimit),
             ttft_ms=ttft_ms if ttft_ms is not None else elapsed_ms,
         )
+        if router.ledger is not None:
+            router.ledger.record(entry_from_result(self.result, self._context))
+
+    def _bill_partial(
+        self, provider: OpenAICompatProvider, cascade: Cascade, parts: list[str], usage: Mapping[str, Any] | None,
+    ) -> None:
+        """A stream that stopped early was still billed for what it generated: estimate it from the text."""
+        if usage:
+            prompt, completion, cached = usage_tokens(usage)
+        else:
+            prompt, completion, cached = self._estimate.input_tokens, estimate_tokens("".join(parts)), 0
+        attempt = cascade.attempts[-1]
+        attempt.prompt_tokens, attempt.completion_tokens = prompt, completion
+        attempt.cost_usd = self._router.pricers[provider.name].end(cascade.open_mark, prompt, completion, cached)

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import math
+import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from llmroute.emulator import EmulatorSettings, EmulatorThread, get_profile
+
+# Every router records to the default ledger (the user's data directory): keep the tests' traffic out of
+# the real one. Set before any router or gateway process starts, so child processes inherit it.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="llmroute-tests-data-")
+os.environ.pop("LLMROUTE_LEDGER", None)
 
 
 def emulator(profile: str, **settings: Any) -> EmulatorThread:

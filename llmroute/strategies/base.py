@@ -50,7 +50,7 @@ class StrategyBase:
         self.state = state
 
     def expected_cost_usd(self, provider: str, request: RouteRequest) -> float:
-        price = self.config.providers[provider].price_per_m
+        price = self.config.providers[provider].routing_price
         return (request.input_tokens * price.input + request.output_tokens * price.output) / 1e6
 
     def latency_ms(self, provider: str) -> float:

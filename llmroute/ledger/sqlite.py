@@ -1,0 +1,115 @@
+"""SQLite ledger: the default, one file in the user's data directory, WAL mode.
+
+WAL with ``synchronous=NORMAL`` makes each committed batch survive the process
+being killed (the OS has the pages); only a power loss can cost the last
+commits. Several processes (gateway workers) can share one file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .schema import MIGRATIONS, SCHEMA_TABLE, LedgerError, latest_version
+from .store import INSERT_SQL, PriceRow, Store
+
+_MAGIC = b"SQLite format 3\x00"
+
+
+class SQLiteStore(Store):
+    dialect = "sqlite"
+    day_expr = "date(ts, 'unixepoch')"
+    tag_source = "requests r, json_each(r.tags) t"
+
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+        self.path = Path(path).expanduser()
+        self.where = str(self.path)
+        _check_file(self.path, must_exist=readonly)
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=10.0)
+            self._db.execute("PRAGMA busy_timeout = 10000")
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = NORMAL")
+            self._migrate(readonly)
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"{self.where}: cannot use this ledger database: {exc}") from None
+
+    def _migrate(self, readonly: bool) -> None:
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and SCHEMA_TABLE not in tables:
+            shown = ", ".join(sorted(tables)[:5])
+            raise LedgerError(f"{self.where}: not an llmroute ledger (it holds other tables: {shown}); "
+                              "refusing to write into it. Point ledger.path at another file")
+        if readonly:
+            if not tables:
+                raise LedgerError(f"{self.where}: empty database, no ledger in it yet")
+            self._check_version()
+            return
+        self._db.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see it done
+        try:
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (version INTEGER NOT NULL)")
+            version = self._check_version()
+            if version == 0:
+                self._db.execute(f"INSERT INTO {SCHEMA_TABLE} (version) VALUES (0)")
+            for number, statements in enumerate(MIGRATIONS[self.dialect][version:], version + 1):
+                for sql in statements:
+                    self._db.execute(sql)
+                self._db.execute(f"UPDATE {SCHEMA_TABLE} SET version = ?", (number,))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _check_version(self) -> int:
+        row = self._db.execute(f"SELECT max(version) FROM {SCHEMA_TABLE}").fetchone()
+        version = int(row[0] or 0) if row else 0
+        if version > latest_version(self.dialect):
+            raise LedgerError(f"{self.where}: written by a newer llmroute (schema version {version}; "
+                              f"this one knows up to {latest_version(self.dialect)}). Upgrade llmroute")
+        return version
+
+    def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(INSERT_SQL, rows)
+
+    def put_prices(self, prices: Iterable[PriceRow], ts: float) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO prices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(p.provider, p.input_per_m, p.output_per_m, p.cached_input_per_m, p.per_gpu_second, p.idle_share,
+                  p.quality, p.latency_prior_ms, ts) for p in prices],
+            )
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"{self.where}: cannot read the ledger: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _check_file(path: Path, *, must_exist: bool) -> None:
+    if path.is_dir():
+        raise LedgerError(f"{path}: is a directory; ledger.path must name a file")
+    if not path.exists():
+        if must_exist:
+            raise LedgerError(f"{path}: no ledger here yet (nothing has been recorded)")
+        return
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise LedgerError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if head and head != _MAGIC:
+        raise LedgerError(f"{path}: not a SQLite database (it may be corrupt, or another kind of file); "
+                          "move it away or point ledger.path elsewhere")

@@ -1,0 +1,77 @@
+"""The storage interface every ledger backend implements, and what they share.
+
+Kept small on purpose: append rows, upsert prices, run a read query. Reports,
+replay and plans are SQL over the ``requests`` table, written once with ``?``
+placeholders and a few dialect snippets.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .entry import COLUMNS, LedgerEntry
+
+_ATTEMPTS = COLUMNS.index("attempts")
+_TAGS = COLUMNS.index("tags")
+
+
+@dataclass(frozen=True, slots=True)
+class PriceRow:
+    """A provider's prices as they were when traffic was recorded, for reports without a config."""
+
+    provider: str
+    input_per_m: float | None
+    output_per_m: float | None
+    cached_input_per_m: float | None
+    per_gpu_second: float | None
+    idle_share: float
+    quality: int
+    latency_prior_ms: float
+
+
+class Store(ABC):
+    """A ledger backend. Not thread-safe: the writer thread owns the one that writes."""
+
+    dialect: str
+    where: str
+    """The file or DSN (without password), for messages."""
+
+    # Dialect snippets used by the read queries.
+    day_expr: str
+    tag_source: str
+    """A FROM-clause fragment that yields one row per (request, tag) with the tag as ``tag``."""
+
+    @abstractmethod
+    def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Append rows (``serialise`` output) in one transaction."""
+
+    @abstractmethod
+    def put_prices(self, prices: Iterable[PriceRow], ts: float) -> None: ...
+
+    @abstractmethod
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read query written with ``?`` placeholders."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def prices(self) -> dict[str, PriceRow]:
+        rows = self.fetch("SELECT provider, input_per_m, output_per_m, cached_input_per_m, per_gpu_second, "
+                          "idle_share, quality, latency_prior_ms FROM prices")
+        return {r[0]: PriceRow(*r) for r in rows}
+
+
+def serialise(entry: LedgerEntry) -> tuple[Any, ...]:
+    """The row as stored: attempts and tags as JSON text."""
+    row = list(entry.row())
+    row[_ATTEMPTS] = orjson.dumps(row[_ATTEMPTS]).decode()
+    row[_TAGS] = orjson.dumps(row[_TAGS]).decode() if row[_TAGS] else None
+    return tuple(row)
+
+
+INSERT_SQL = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
