@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .config import RouterConfig, default_config_path, load_config
+from .config import ProviderConfig, RouterConfig, default_config_path, load_config
 from .errors import ConfigError
 from .pricing import format_price_per_m, format_usd, parse_token_amount
 from .state import InMemoryState
@@ -54,6 +54,14 @@ def _safe_url(url: str) -> str:
     return url
 
 
+def _price_text(p: ProviderConfig) -> str:
+    per_m = f"{p.price_per_m.input:g} / {p.price_per_m.output:g}" if p.price_per_m else ""
+    if p.price_per_gpu_second is None:
+        return per_m
+    gpu = f"${p.price_per_gpu_second:g}/GPU-s" + (f" (+{p.idle_share:.0%} idle)" if p.idle_share else "")
+    return f"{gpu}; routing estimate {per_m}" if per_m else gpu
+
+
 @app.command()
 def version() -> None:
     """Print the version."""
@@ -66,13 +74,13 @@ def check_config(path: Annotated[Optional[Path], typer.Argument(help="Config fil
     config = _load(path)
     weights = config.weights()
     table = Table(title=f"Providers in {config.source}", title_justify="left")
-    for column in ("provider", "model", "base_url", "$/1M in / out", "latency prior", "quality",
+    for column in ("provider", "model", "base_url", "price ($/1M in / out)", "latency prior", "quality",
                    "timeout (connect)", "context", "weight", "api key"):
         table.add_column(column, overflow="fold")
     for name, p in config.providers.items():
         key = "none" if p.api_key is None else (f"set from ${p.api_key_env}" if p.api_key_env else "set in file")
         table.add_row(
-            name, p.model, _safe_url(p.base_url), f"{p.price_per_m.input:g} / {p.price_per_m.output:g}",
+            name, p.model, _safe_url(p.base_url), _price_text(p),
             f"{p.latency_ms:g} ms", str(p.quality), f"{p.timeout_s:g} s ({p.connect_timeout_s:g} s)",
             str(p.context_window or "-"), f"{weights[name]:g}", key,
         )
@@ -270,3 +278,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+from . import cli_ledger  # noqa: E402,F401  (registers the ledger commands on ``app``)

@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from ..errors import AllProvidersFailed, ClientRequestError, ProviderError
+from ..ledger import RequestContext, parse_tags
 from ..result import RouteResult
 from ..router import CHAT_PATH, COMPLETIONS_PATH, LLMRouter
 from ..state import now
@@ -27,6 +28,7 @@ from .streaming import stream_response
 log = logging.getLogger("llmroute.gateway")
 
 STRATEGY_HEADER = "x-llmroute-strategy"
+TAGS_HEADER = "x-llmroute-tags"
 _STRATEGIES = {s.value: s for s in RoutingStrategy}
 _ROUTES = {"/v1/chat/completions": "POST", "/v1/completions": "POST", "/v1/models": "GET", "/health": "GET",
            "/ready": "GET", "/metrics": "GET", "/router/state": "GET"}
@@ -61,6 +63,9 @@ class Gateway:
         self.metrics = metrics if metrics is not None else Metrics()
         self.max_body_bytes = router.config.gateway.max_body_bytes
         self._default_strategy = router.default_strategy.value
+        if router.ledger is not None:
+            router.ledger.on_drop = self.metrics.ledger_dropped.inc
+            router.ledger.on_written = self.metrics.ledger_written.inc
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body_bytes)
@@ -156,15 +161,28 @@ class Gateway:
             raise BadRequest(400, "'prompt' is required and must be a string", param="prompt")
         return await self._complete(request, body, COMPLETIONS_PATH, "completions")
 
+    def _context(self, request: web.Request, body: dict[str, Any], endpoint: str) -> RequestContext:
+        """What the ledger records about who asked: key id, user, tags, and the route they named."""
+        user = body.get("user")
+        model = body.get("model")
+        return RequestContext(
+            route=model if isinstance(model, str) else None, endpoint=endpoint, key_id=request.get("key_id"),
+            user=user if isinstance(user, str) else None,
+            tags=parse_tags(request.headers.get(TAGS_HEADER), body.get("metadata")),
+        )
+
     async def _complete(self, request: web.Request, body: dict[str, Any], path: str, endpoint: str) -> web.StreamResponse:
         strategy = self._strategy(request, body)
+        context = self._context(request, body, endpoint)
         try:
             if body.get("stream"):
-                return await stream_response(self, request, body, path, strategy, endpoint)
+                return await stream_response(self, request, body, path, strategy, endpoint, context)
             if path == CHAT_PATH:
-                result = await self.router.chat_request(body, strategy=strategy, extra_headers=self._extra_headers(request))
+                result = await self.router.chat_request(body, strategy=strategy, extra_headers=self._extra_headers(request),
+                                                        context=context)
             else:
-                result = await self.router.completion_request(body, strategy=strategy, extra_headers=self._extra_headers(request))
+                result = await self.router.completion_request(body, strategy=strategy,
+                                                              extra_headers=self._extra_headers(request), context=context)
         except (AllProvidersFailed, ClientRequestError, ProviderError) as exc:
             self.metrics.observe_failures(getattr(exc, "attempts", []))
             self.metrics.observe_error(strategy, type(exc).__name__)
@@ -217,7 +235,8 @@ class Gateway:
                 "cooling_down_s": round(max(0.0, stats.cooldown_until - wall), 3),
                 "weight": weights.get(name, 0.0),
                 "quality": p.quality,
-                "price_per_m": p.price_per_m.model_dump(exclude_none=True),
+                "price_per_m": p.price_per_m.model_dump(exclude_none=True) if p.price_per_m else None,
+                "price_per_gpu_second": p.price_per_gpu_second,
             }
         body = {"default_strategy": self._default_strategy, "strategies": list(_STRATEGIES), "providers": providers}
         return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())

@@ -38,6 +38,9 @@ class Metrics:
                                  ["strategy", "provider"], buckets=LATENCY_BUCKETS_S, registry=r)
         self.ttft = Histogram("llmroute_time_to_first_token_seconds", "Streams: time to the first token",
                               ["strategy", "provider"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.ledger_written = Counter("llmroute_ledger_written", "Requests committed to the ledger", registry=r)
+        self.ledger_dropped = Counter("llmroute_ledger_dropped",
+                                      "Ledger entries dropped because the write queue was full", registry=r)
         self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
 
     def _for(self, strategy: str, provider: str, endpoint: str) -> tuple[Any, ...]:

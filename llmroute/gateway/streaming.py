@@ -11,6 +11,7 @@ from ..errors import StreamInterrupted
 from .errors import attempts_header, error_body
 
 if TYPE_CHECKING:
+    from ..ledger import RequestContext
     from .app import Gateway
 
 DONE = b"data: [DONE]\n\n"
@@ -22,6 +23,7 @@ def _event(payload: Any) -> bytes:
 
 async def stream_response(
     gateway: Gateway, request: web.Request, body: dict[str, Any], path: str, strategy: str, endpoint: str,
+    context: RequestContext | None = None,
 ) -> web.StreamResponse:
     """Stream one completion to the client.
 
@@ -33,7 +35,7 @@ async def stream_response(
     """
     wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     stream = gateway.router.stream_request(
-        body, strategy=strategy, extra_headers=gateway._extra_headers(request), path=path,
+        body, strategy=strategy, extra_headers=gateway._extra_headers(request), path=path, context=context,
     )
     chunks = stream.__aiter__()
     try:

@@ -1,0 +1,183 @@
+"""Commands that read the ledger: ``report`` and ``replay``."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from .cli import _fail, app, console, err
+from .config import RouterConfig, default_config_path, load_config
+from .errors import ConfigError, LLMRouteError
+from .ledger import Store, ledger_location, open_store
+from .ledger.store import PriceRow
+from .pricing import format_price_per_m, format_usd
+
+LedgerOption = Annotated[Optional[str], typer.Option(
+    "--ledger", help="SQLite file or postgresql:// DSN (default: the config's, $LLMROUTE_LEDGER, or the user data dir)")]
+ConfigOption = Annotated[Optional[Path], typer.Option(help="Config for prices and the ledger location")]
+
+
+def _config_or_none(path: Optional[Path]) -> RouterConfig | None:
+    candidate = path if path is not None else default_config_path()
+    if path is None and not candidate.exists():
+        return None
+    try:
+        return load_config(candidate, strict_env=False)
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise
+
+
+def open_ledger_store(ledger: Optional[str], config: RouterConfig | None) -> Store:
+    location = ledger or ledger_location(config)
+    if location is None:
+        _fail("the ledger is switched off ($LLMROUTE_LEDGER=off or ledger.enabled: false); pass --ledger")
+    try:
+        return open_store(location, readonly=True)  # type: ignore[arg-type]
+    except LLMRouteError as exc:
+        _fail(str(exc))
+        raise
+
+
+def ledger_prices(store: Store, config: RouterConfig | None) -> dict[str, PriceRow]:
+    """Prices from the config when given, else as the ledger noted them when traffic was recorded."""
+    from .ledger import price_rows
+
+    prices = store.prices()
+    if config is not None:
+        prices.update({p.provider: p for p in price_rows(config)})
+    return prices
+
+
+def pick_baseline(prices: dict[str, PriceRow], config: RouterConfig | None, name: Optional[str]) -> PriceRow | None:
+    if name is None and config is not None:
+        name = config.baseline()
+    if name is None:
+        priced = [p for p in prices.values() if p.input_per_m is not None and p.output_per_m is not None]
+        return max(priced, key=lambda p: p.input_per_m + p.output_per_m) if priced else None  # type: ignore[operator]
+    if name not in prices:
+        _fail(f"--baseline: no provider '{name}' in the config or the ledger (known: {', '.join(sorted(prices))})")
+    if prices[name].input_per_m is None:
+        _fail(f"--baseline: provider '{name}' has no price_per_m to price tokens with")
+    return prices[name]
+
+
+@app.command()
+def report(
+    since: Annotated[Optional[str], typer.Option(help="Time span back from now: 30m, 12h, 7d, 4w (default 30d)")] = None,
+    from_: Annotated[Optional[str], typer.Option("--from", help="Start date (YYYY-MM-DD or ISO date-time, UTC)")] = None,
+    to: Annotated[Optional[str], typer.Option(help="End date, inclusive for a plain date")] = None,
+    by: Annotated[str, typer.Option(help="provider, strategy, model, tag, key, user, day, route or status")] = "provider",
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+    plot: Annotated[Optional[Path], typer.Option(help="Write spend per day and cumulative savings to FILE.png or FILE.html")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="Provider to price the same tokens on (default: the premium one)")] = None,
+    ledger: LedgerOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Requests, tokens, spend, blended $/1M, latency, fallbacks and savings, from the ledger."""
+    from .report import GROUPS, build_report, daily_by_provider, provider_prices, window
+
+    if fmt not in ("table", "json", "csv"):
+        _fail(f"--format must be table, json or csv, not '{fmt}'")
+    if by not in GROUPS:
+        _fail(f"--by must be one of {', '.join(GROUPS)}, not '{by}'")
+    try:
+        lo, hi = window(since, from_, to)
+    except ValueError as exc:
+        _fail(str(exc))
+    cfg = _config_or_none(config)
+    store = open_ledger_store(ledger, cfg)
+    try:
+        prices = ledger_prices(store, cfg)
+        base = pick_baseline(prices, cfg, baseline)
+        rows, total = build_report(store, by, lo, hi, base)
+        effective = provider_prices(store, prices, lo, hi)
+        daily = daily_by_provider(store, lo, hi) if plot is not None else []
+    except LLMRouteError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    base_name = base.provider if base is not None else "none"
+    if fmt == "json":
+        print(json.dumps({"by": by, "from": lo, "to": hi, "baseline": base_name, "ledger": store.where,
+                          "groups": [r.to_dict() for r in rows], "total": total.to_dict(),
+                          "prices": [vars_of(p) for p in effective]}, indent=2))
+    elif fmt == "csv":
+        print(_csv([r.to_dict() for r in [*rows, total]]), end="")
+    else:
+        _print_report(rows, total, effective, by, base_name, store.where)
+    if plot is not None:
+        _plot(plot, daily, base, by, rows, total)
+
+
+def vars_of(obj: object) -> dict[str, object]:
+    return {name: getattr(obj, name) for name in obj.__slots__}  # type: ignore[attr-defined]
+
+
+def _csv(rows: list[dict[str, object]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _print_report(rows: list, total: object, effective: list, by: str, base_name: str, where: str) -> None:
+    table = Table(title=f"Spend by {by} (ledger: {where})", title_justify="left",
+                  caption=f"savings: the same tokens priced on {base_name}")
+    for column in (by, "requests", "failed", "tokens", "spend", "$/1M", f"{base_name} would cost", "saved",
+                   "p50 ms", "p95 ms", "fallback rate"):
+        table.add_column(column, justify="left" if column == by else "right")
+    for row in [*rows, total]:
+        spend = format_usd(row.cost_usd)
+        if row.unknown_cost_requests:
+            spend += f" (+{row.unknown_cost_requests} unpriced)"
+        elif row.gpu_priced_requests:
+            spend += " (GPU-s est.)"
+        table.add_row(
+            f"[bold]{row.group}[/bold]" if row is total else row.group, f"{row.requests:,}", f"{row.failed:,}",
+            f"{row.tokens:,}", spend, format_price_per_m(row.blended_per_m), format_usd(row.baseline_usd),
+            f"{format_usd(row.savings_usd)} ({row.savings_pct:.0f}%)", _ms(row.p50_ms), _ms(row.p95_ms),
+            f"{row.fallback_rate:.1%}",
+        )
+    console.print(table)
+    prices = Table(title="Prices: configured and effective", title_justify="left")
+    for column in ("provider", "configured", "effective $/1M", "worker busy time", "tokens served"):
+        prices.add_column(column, justify="left" if column in ("provider", "configured") else "right")
+    for p in effective:
+        prices.add_row(p.provider, p.configured,
+                       format_price_per_m(p.effective_per_m) if p.effective_per_m is not None else "unknown (no traffic)",
+                       f"{p.busy_s:,.1f} s" if p.busy_s is not None else "-", f"{p.tokens:,}")
+    console.print(prices)
+
+
+def _plot(path: Path, daily: list, base: PriceRow | None, by: str, rows: list, total: object) -> None:
+    from .plots import spend_chart, write_chart
+    from .report import baseline_cost
+
+    points = [(day, provider, cost, baseline_cost(base, prompt, completion, cached))
+              for day, provider, cost, prompt, completion, cached in daily]
+    if not points:
+        _fail("--plot: no requests in this period to plot")
+    title = "llmroute: spend per day by provider, and cumulative savings"
+    table = "<table border=1 cellpadding=4><tr>" + "".join(
+        f"<th>{html.escape(h)}</th>" for h in (by, "requests", "spend US$", "baseline US$", "saved US$")) + "</tr>"
+    for row in [*rows, total]:
+        table += (f"<tr><td>{html.escape(row.group)}</td><td>{row.requests}</td><td>{row.cost_usd:.6f}</td>"
+                  f"<td>{row.baseline_usd:.6f}</td><td>{row.savings_usd:.6f}</td></tr>")
+    try:
+        write_chart(path, spend_chart(points, title), title, table + "</table>")
+    except (LLMRouteError, OSError) as exc:
+        _fail(str(exc))
+    err.print(f"wrote {path}", highlight=False)
