@@ -105,21 +105,39 @@ def check_config(path: Annotated[Optional[Path], typer.Argument(help="Config fil
 
 @app.command()
 def plan(
-    monthly_tokens: Annotated[str, typer.Option(help="Tokens per month: 10M, 2.5B or a plain number")],
+    monthly_tokens: Annotated[Optional[str], typer.Option(help="Tokens per month: 10M, 2.5B or a plain number")] = None,
     config: Annotated[Optional[Path], typer.Option(help="Config whose prices to use")] = None,
-    input_share: Annotated[float, typer.Option(help="Fraction of tokens that are input (prompt)")] = 0.5,
+    input_share: Annotated[Optional[float], typer.Option(help="Fraction of tokens that are input (default 0.5)")] = None,
+    from_ledger: Annotated[bool, typer.Option("--from-ledger", help="Take volume and input share from the ledger")] = False,
+    since: Annotated[Optional[str], typer.Option(help="With --from-ledger: the period to read (default 30d)")] = None,
+    ledger: Annotated[Optional[str], typer.Option(help="With --from-ledger: SQLite file or postgresql:// DSN")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """Monthly cost of each strategy at a traffic volume, against the premium provider."""
     from .plan import describe, plan as make_plan
 
-    try:
-        tokens = parse_token_amount(monthly_tokens)
-    except ValueError as exc:
-        _fail(f"--monthly-tokens: {exc}")
+    cfg, source = _plan_config(config)
+    volume_note = ""
+    if from_ledger:
+        from .cli_ledger import ledger_volume
+
+        if monthly_tokens is not None:
+            _fail("use either --monthly-tokens or --from-ledger, not both")
+        explicit = config is not None or default_config_path().exists()
+        tokens, measured_share, volume_note, noted = ledger_volume(ledger, cfg if explicit else None, since)
+        if not explicit and noted is not None:
+            cfg, source = noted, "the prices noted in the ledger"
+        input_share = measured_share if input_share is None else input_share
+    else:
+        if monthly_tokens is None:
+            _fail("give --monthly-tokens (e.g. 10M), or --from-ledger to use the traffic the ledger recorded")
+        try:
+            tokens = parse_token_amount(monthly_tokens)  # type: ignore[arg-type]
+        except ValueError as exc:
+            _fail(f"--monthly-tokens: {exc}")
+    input_share = 0.5 if input_share is None else input_share
     if not 0.0 <= input_share <= 1.0:
         _fail("--input-share must be between 0 and 1")
-    cfg, source = _plan_config(config)
     baseline, rows = make_plan(cfg, tokens, input_share)
     if as_json:
         console.print_json(json.dumps({
@@ -130,6 +148,8 @@ def plan(
         return
     console.print(f"[bold]Traffic Distribution Analysis[/bold]: {tokens:,} tokens/month, "
                   f"{input_share:.0%} input, prices from {source}", highlight=False)
+    if volume_note:
+        console.print(f"volume and input share from {volume_note}", highlight=False)
     baseline_usd = rows[0].baseline_usd
     console.print(f"100% {baseline} (baseline): {format_usd(baseline_usd)}/month; "
                   f"{format_price_per_m(baseline_usd * 1e6 / tokens)} per 1M tokens", highlight=False)

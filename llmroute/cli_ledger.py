@@ -181,3 +181,133 @@ def _plot(path: Path, daily: list, base: PriceRow | None, by: str, rows: list, t
     except (LLMRouteError, OSError) as exc:
         _fail(str(exc))
     err.print(f"wrote {path}", highlight=False)
+
+
+def config_from_ledger(prices: dict[str, PriceRow]) -> RouterConfig:
+    """A config holding the prices the ledger noted, for replays and plans run without the config file."""
+    from .config import parse_config
+
+    providers = {}
+    for p in prices.values():
+        entry: dict[str, object] = {"base_url": "http://127.0.0.1:1/v1", "model": p.provider,
+                                    "quality": p.quality, "latency_ms": p.latency_prior_ms, "idle_share": p.idle_share}
+        if p.input_per_m is not None and p.output_per_m is not None:
+            entry["price_per_m"] = {"input": p.input_per_m, "output": p.output_per_m,
+                                    **({"cached_input": p.cached_input_per_m} if p.cached_input_per_m is not None else {})}
+        if p.per_gpu_second is not None:
+            entry["price_per_gpu_second"] = p.per_gpu_second
+        providers[p.provider] = entry
+    if not providers:
+        _fail("the ledger has no prices noted and no config was given: pass --config")
+    return parse_config({"providers": providers}, file="(prices noted in the ledger)")
+
+
+def parse_weights(text: str, providers: list[str]) -> dict[str, float]:
+    """'runpod=70,cerebras=30' -> {'runpod': 70.0, 'cerebras': 30.0}, checked against the providers."""
+    weights: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if name not in providers:
+            _fail(f"--weights: unknown provider '{name}' (known: {', '.join(providers)})")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            _fail(f"--weights: '{part}' needs a number after '=', e.g. {name}=70")
+        if weights[name] < 0:
+            _fail(f"--weights: {name} must be >= 0")
+    if not weights or sum(weights.values()) <= 0:
+        _fail("--weights: give at least one positive weight, e.g. runpod=70,cerebras=30")
+    return weights
+
+
+@app.command()
+def replay(
+    strategy: Annotated[str, typer.Option(help="Strategy to replay the logged traffic under")],
+    weights: Annotated[Optional[str], typer.Option(help="Weights for balanced, e.g. runpod=70,cerebras=30")] = None,
+    since: Annotated[Optional[str], typer.Option(help="Time span back from now (default 30d)")] = None,
+    from_: Annotated[Optional[str], typer.Option("--from", help="Start date")] = None,
+    to: Annotated[Optional[str], typer.Option(help="End date")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the latency draws")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    ledger: LedgerOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """What the logged traffic would have cost, and likely waited, under another strategy or split."""
+    from .replay import replay as run_replay
+    from .report import provider_prices, window
+    from .strategies import RoutingStrategy
+
+    try:
+        name = RoutingStrategy(strategy)
+    except ValueError:
+        _fail(f"--strategy must be one of {', '.join(s.value for s in RoutingStrategy)}, not '{strategy}'")
+    try:
+        lo, hi = window(since, from_, to)
+    except ValueError as exc:
+        _fail(str(exc))
+    cfg = _config_or_none(config)
+    store = open_ledger_store(ledger, cfg)
+    try:
+        prices = ledger_prices(store, cfg)
+        cfg = cfg or config_from_ledger(prices)
+        if weights is not None:
+            if name != RoutingStrategy.BALANCED:
+                _fail("--weights only applies to --strategy balanced")
+            cfg = cfg.model_copy(update={"balanced_weights": parse_weights(weights, list(cfg.providers))})
+        effective = {p.provider: p.effective_per_m for p in provider_prices(store, prices, lo, hi)
+                     if p.busy_s is not None and p.effective_per_m is not None}
+        result = run_replay(store, cfg, name, lo, hi, effective_per_m=effective, seed=seed)
+    except LLMRouteError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps({"actual": result.actual.to_dict(), "estimate": result.estimate.to_dict(),
+                          "latency_source": result.latency_source}, indent=2))
+        return
+    if not result.actual.requests:
+        _fail("no successful requests in the ledger for this period", code=1)
+    table = Table(title=f"Replay of {result.actual.requests:,} logged requests", title_justify="left")
+    for column in ("", "split", "cost", "$/1M", "p50 ms", "p95 ms"):
+        table.add_column(column, justify="left" if column in ("", "split") else "right")
+    for outcome in (result.actual, result.estimate):
+        split = " / ".join(f"{n} {c / outcome.requests:.0%}" for n, c in outcome.split.most_common())
+        table.add_row(outcome.label, split, format_usd(outcome.cost_usd), format_price_per_m(outcome.blended_per_m),
+                      _ms(outcome.p50_ms), _ms(outcome.p95_ms))
+    console.print(table)
+    delta = result.estimate.cost_usd - result.actual.cost_usd
+    pct = 100 * delta / result.actual.cost_usd if result.actual.cost_usd else 0.0
+    console.print(f"would have cost {format_usd(abs(delta))} {'more' if delta >= 0 else 'less'} "
+                  f"({abs(pct):.0f}%) than what was spent. Latencies: "
+                  + "; ".join(f"{n} {s}" for n, s in result.latency_source.items()), highlight=False)
+
+
+def ledger_volume(
+    ledger: Optional[str], config: RouterConfig | None, since: Optional[str],
+) -> tuple[int, float, str, RouterConfig | None]:
+    """(tokens per 30 days, input share, description, a config of the prices the ledger noted)."""
+    from .report import window
+
+    try:
+        lo, hi = window(since, None, None)
+    except ValueError as exc:
+        _fail(str(exc))
+    store = open_ledger_store(ledger, config)
+    try:
+        first, last, prompt, completion = store.fetch(
+            "SELECT MIN(ts), MAX(ts), SUM(prompt_tokens), SUM(completion_tokens) FROM requests "
+            "WHERE status = 'ok' AND ts >= ? AND ts < ?", (lo, hi))[0]
+        noted = store.prices()
+    except LLMRouteError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    tokens = int(prompt or 0) + int(completion or 0)
+    if not tokens:
+        _fail("the ledger has no answered requests in this period to plan from", code=1)
+    span_s = max(float(last) - float(first), 3600.0)  # at least an hour, so one burst does not extrapolate wildly
+    monthly = round(tokens * 30 * 86400 / span_s)
+    described = (f"the ledger ({store.where}): {tokens:,} tokens over {span_s / 86400:.2f} days, "
+                 f"scaled to 30 days")
+    return monthly, int(prompt or 0) / tokens, described, config_from_ledger(noted) if noted else None

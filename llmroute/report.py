@@ -122,7 +122,7 @@ def _group_sql(store: Store, by: str) -> tuple[str, str]:
     return f"COALESCE({column[by]}, '(none)')", "requests"
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile of sorted values."""
     rank = max(0, min(len(values) - 1, int(q * len(values) + 0.999999) - 1))
     return values[rank]
@@ -164,8 +164,8 @@ def _row(group: str, sums: list[object], latencies: list[float], baseline: Price
         group=group, requests=int(count), failed=int(failed), prompt_tokens=int(prompt),
         completion_tokens=int(completion), cost_usd=float(cost), unknown_cost_requests=int(unknown),
         gpu_priced_requests=int(gpu), fallbacks=int(fallbacks),
-        p50_ms=_percentile(latencies, 0.50) if latencies else None,
-        p95_ms=_percentile(latencies, 0.95) if latencies else None,
+        p50_ms=percentile(latencies, 0.50) if latencies else None,
+        p95_ms=percentile(latencies, 0.95) if latencies else None,
         baseline_usd=baseline_cost(baseline, int(prompt), int(completion), int(cached)),
     )
 
