@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Annotated, Optional
@@ -17,7 +18,8 @@ from rich.table import Table
 
 from . import __version__
 from .config import ProviderConfig, RouterConfig, default_config_path, load_config
-from .errors import ConfigError
+from .errors import ConfigError, LLMRouteError
+from .ledger import Ledger, open_store, price_rows
 from .pricing import format_price_per_m, format_usd, parse_token_amount
 from .state import InMemoryState
 from .strategies import RouteRequest, RoutingStrategy, build_strategy
@@ -204,6 +206,7 @@ def emulate(
     retry_after: Annotated[float, typer.Option(help="Retry-After seconds sent with 429 and 503")] = 1.0,
     api_key: Annotated[Optional[str], typer.Option(help="Require this bearer key (401 otherwise)", envvar="LLMROUTE_EMULATOR_KEY")] = None,
     seed: Annotated[int, typer.Option(help="Random seed for latency, text and fault rolls")] = 0,
+    prompt_cache: Annotated[bool, typer.Option(help="Report repeated message prefixes as cached prompt tokens")] = False,
 ) -> None:
     """Run a local OpenAI-compatible server that behaves like a paid provider."""
     from .emulator import EmulatorSettings, FaultPlan, get_profile, parse_fault_rate, serve
@@ -217,7 +220,7 @@ def emulate(
         _fail("--speed must be > 0 (use inf for no latency)")
     settings = EmulatorSettings(
         profile=chosen, speed=speed, latency_ms=latency_ms, retry_after_s=retry_after, api_key=api_key,
-        seed=seed, faults=FaultPlan(rates, seed=seed),
+        seed=seed, faults=FaultPlan(rates, seed=seed), prompt_cache=prompt_cache,
     )
     serve(settings, host, port)
 
@@ -230,6 +233,8 @@ def demo(
     speed: Annotated[float, typer.Option(help="Emulators run this many times faster than real providers")] = 20.0,
     max_tokens: Annotated[int, typer.Option(min=1)] = 300,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+    ledger: Annotated[Optional[Path], typer.Option(
+        help="Record the emulated run in this SQLite ledger (real providers always record where the config says)")] = None,
 ) -> None:
     """Route a lead-qualification / document-analysis workload through every strategy."""
     from .demo import emulated_config, run_strategy, workload
@@ -254,6 +259,14 @@ def demo(
     logging.getLogger("llmroute").setLevel(logging.ERROR)
     work = workload(requests)
     summaries = []
+    # Emulated traffic stays out of the user's real ledger unless asked for.
+    demo_ledger: Ledger | bool | None = None if config is not None else False
+    if config is None and ledger is not None:
+        try:
+            demo_ledger = Ledger(open_store(str(ledger)))
+            demo_ledger.store.put_prices(price_rows(cfg), time.time())
+        except LLMRouteError as exc:
+            _fail(str(exc))
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err, transient=True, disable=as_json) as progress:
@@ -261,12 +274,15 @@ def demo(
                 task = progress.add_task(strategy.value, total=len(work))
                 run = asyncio.run(run_strategy(
                     cfg, strategy, work, concurrency=concurrency, max_tokens=max_tokens, outage=outage,
-                    on_done=lambda task=task: progress.advance(task),
+                    on_done=lambda task=task: progress.advance(task), ledger=demo_ledger,
                 ))
                 summaries.append(run.summary(cfg))
     finally:
         for emulator in emulators.values():
             emulator.stop()
+        if isinstance(demo_ledger, Ledger):
+            demo_ledger.close()
+            err.print(f"recorded in {ledger}: see `llmroute report --ledger {ledger}`", highlight=False)
     if as_json:
         print(json.dumps({"note": note, "baseline": cfg.baseline(), "strategies": summaries}, indent=2))
         return

@@ -20,6 +20,7 @@ from .config import RouterConfig, load_config
 from .errors import LLMRouteError
 from .pricing import cost_usd, per_million
 from .result import RouteResult
+from .ledger import Ledger
 from .router import LLMRouter
 from .strategies import RoutingStrategy
 
@@ -104,7 +105,7 @@ def _percentile(sorted_values: list[float], pct: float) -> float:
 async def run_strategy(
     config: RouterConfig, strategy: RoutingStrategy, requests: list[list[dict[str, str]]], *,
     concurrency: int, max_tokens: int, outage: tuple[Callable[[], None], Callable[[], None]] | None = None,
-    on_done: Callable[[], None] | None = None,
+    on_done: Callable[[], None] | None = None, ledger: Ledger | bool | None = None,
 ) -> StrategyRun:
     """Send ``requests`` through a fresh router; ``outage`` = (start, end) callbacks run at 25% and 50%."""
     run = StrategyRun(strategy.value)
@@ -125,7 +126,7 @@ async def run_strategy(
             if on_done:
                 on_done()
 
-    async with LLMRouter(strategy=strategy, config=config) as router:
+    async with LLMRouter(strategy=strategy, config=config, ledger=ledger) as router:
         tasks = []
         for i, messages in enumerate(requests):
             if outage and i == start_at:

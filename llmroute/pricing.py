@@ -110,7 +110,11 @@ def parse_token_amount(text: str) -> int:
 
 
 def format_usd(amount: float) -> str:
-    """$1,000 for whole dollars, $0.36 for cents, more digits below a cent."""
+    """$1,000 for whole dollars, $0.36 for cents, more digits below a cent; -$0.02 below zero."""
+    if amount < 0 and round(amount, 6) != 0:
+        return "-" + format_usd(-amount)
+    if abs(amount) < 5e-7:
+        return "$0"
     rounded = round(amount, 2)
     if abs(amount) >= 1 or (rounded != 0 and abs(amount - rounded) < 1e-9):
         text = f"{rounded:,.2f}"

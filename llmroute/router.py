@@ -47,7 +47,7 @@ class LLMRouter:
         ledger: Ledger | bool | None = None,
     ) -> None:
         """``ledger``: None records where the config says (by default SQLite in the user's data
-        directory), False records nothing, or pass an open ``Ledger``."""
+        directory), False records nothing, or pass an open ``Ledger`` (which the caller then closes)."""
         self.config = load_config(config)
         self.default_strategy = RoutingStrategy(strategy or self.config.strategy)
         self.state = state or InMemoryState(
@@ -55,9 +55,8 @@ class LLMRouter:
         )
         self.providers = {name: OpenAICompatProvider(p) for name, p in self.config.providers.items()}
         self.pricers = {name: Pricer(p) for name, p in self.config.providers.items()}
-        self.ledger: Ledger | None = (
-            open_ledger(self.config) if ledger is None or ledger is True else (ledger or None)
-        )
+        self._owns_ledger = ledger is None or ledger is True
+        self.ledger: Ledger | None = open_ledger(self.config) if self._owns_ledger else (ledger or None)
         self._strategies: dict[RoutingStrategy, StrategyBase] = {}
 
     def strategy(self, name: RoutingStrategy | str | None = None) -> StrategyBase:
@@ -78,7 +77,7 @@ class LLMRouter:
         """Close provider connections and commit what the ledger has queued."""
         for provider in self.providers.values():
             await provider.aclose()
-        if self.ledger is not None:
+        if self.ledger is not None and self._owns_ledger:
             ledger, self.ledger = self.ledger, None
             await asyncio.to_thread(ledger.close)
 

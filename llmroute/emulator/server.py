@@ -43,6 +43,8 @@ class EmulatorSettings:
     api_key: str | None = None
     seed: int = 0
     faults: FaultPlan = field(default_factory=FaultPlan)
+    prompt_cache: bool = False
+    """Report repeated message prefixes as ``usage.prompt_tokens_details.cached_tokens``, as OpenAI does."""
 
 
 class Emulator:
@@ -59,6 +61,8 @@ class Emulator:
         self.stream_abandoned = threading.Event()
         """Set when a client went away in the middle of a stream."""
         self._bucket_started = time.monotonic()
+        self._seen_prefixes: dict[int, int] = {}
+        """hash of a message-list prefix -> its prompt tokens, for prompt caching."""
         self._bucket_tokens = 0
 
     # -- app ----------------------------------------------------------------------
@@ -126,11 +130,13 @@ class Emulator:
             if not isinstance(messages, list) or not messages:
                 return self._error(400, "'messages' must be a non-empty list", "invalid_request_error", param="messages")
             prompt_tokens = count_message_tokens(m for m in messages if isinstance(m, dict))
+            cached_tokens = self._cached(messages) if self.settings.prompt_cache else 0
         else:
             prompt = body.get("prompt")
             if not isinstance(prompt, str):
                 return self._error(400, "'prompt' must be a string", "invalid_request_error", param="prompt")
             prompt_tokens = count_tokens(prompt)
+            cached_tokens = 0
         if prompt_tokens > self.profile.context_window and fault is None:
             fault = "context_length"
         if fault is not None:
@@ -149,7 +155,7 @@ class Emulator:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return await self._stream(
                 request, body, chat, pieces, prompt_tokens, completion_tokens, latency_s, headers,
-                include_usage, fault,
+                include_usage, fault, cached_tokens,
             )
         if latency_s:
             await asyncio.sleep(latency_s)
@@ -169,7 +175,7 @@ class Emulator:
             "created": int(time.time()),
             "model": self.profile.model,
             "choices": [choice],
-            "usage": _usage(prompt_tokens, completion_tokens),
+            "usage": _usage(prompt_tokens, completion_tokens, cached_tokens),
             "system_fingerprint": f"emulated-{self.profile.name}",
         }
         self.stats["ok"] += 1
@@ -221,7 +227,7 @@ class Emulator:
     async def _stream_events(
         self, request: web.Request, body: dict[str, Any], chat: bool, pieces: list[str],
         prompt_tokens: int, completion_tokens: int, latency_s: float, headers: dict[str, str],
-        include_usage: bool, fault: str | None,
+        include_usage: bool, fault: str | None, cached_tokens: int = 0,
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream", "Cache-Control": "no-cache", **headers,
@@ -262,7 +268,7 @@ class Emulator:
         finish = "length" if completion_tokens >= int(body.get("max_completion_tokens") or body.get("max_tokens") or 1 << 30) else "stop"
         await response.write(chunk(None, finish=finish))
         if include_usage:
-            usage_event = {**base, "choices": [], "usage": _usage(prompt_tokens, completion_tokens)}
+            usage_event = {**base, "choices": [], "usage": _usage(prompt_tokens, completion_tokens, cached_tokens)}
             await response.write(b"data: " + orjson.dumps(usage_event) + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
@@ -317,14 +323,31 @@ class Emulator:
     ) -> web.Response:
         return _json(self._error_body(status, message, error_type, code, param), status=status, headers=headers)
 
+    def _cached(self, messages: list[Any]) -> int:
+        """Tokens of the longest message prefix seen before; remembers this request's prefixes."""
+        cached = 0
+        tokens = 0
+        key = 0
+        for message in messages:
+            key = hash((key, orjson.dumps(message, option=orjson.OPT_SORT_KEYS)))
+            tokens += count_message_tokens([message]) if isinstance(message, dict) else 0
+            if key in self._seen_prefixes:
+                cached = tokens
+            elif len(self._seen_prefixes) < 100_000:
+                self._seen_prefixes[key] = tokens
+        return min(cached, tokens)
+
     def _count(self, key: str, response: web.Response) -> web.Response:
         self.stats[key] = self.stats.get(key, 0) + 1
         return response
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+def _usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
+    usage: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                             "total_tokens": prompt_tokens + completion_tokens}
+    if cached_tokens:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    return usage
 
 
 def _json(payload: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
