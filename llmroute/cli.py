@@ -312,8 +312,10 @@ def main() -> None:
         sys.exit(130)
 
 
-if __name__ == "__main__":
-    main()
-
-
 from . import cli_ledger  # noqa: E402,F401  (registers the ledger commands on ``app``)
+
+if __name__ == "__main__":
+    # Run as ``python -m llmroute.cli``: use the importable module's ``app``, which the ledger commands joined.
+    from llmroute.cli import main as _main
+
+    _main()
