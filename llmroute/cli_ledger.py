@@ -82,7 +82,7 @@ def report(
     config: ConfigOption = None,
 ) -> None:
     """Requests, tokens, spend, blended $/1M, latency, fallbacks and savings, from the ledger."""
-    from .report import GROUPS, build_report, daily_by_provider, provider_prices, window
+    from .report import GROUPS, build_report, daily_by_provider, window
 
     if fmt not in ("table", "json", "csv"):
         _fail(f"--format must be table, json or csv, not '{fmt}'")
@@ -97,8 +97,8 @@ def report(
     try:
         prices = ledger_prices(store, cfg)
         base = pick_baseline(prices, cfg, baseline)
-        rows, total = build_report(store, by, lo, hi, base)
-        effective = provider_prices(store, prices, lo, hi)
+        built = build_report(store, by, lo, hi, base, prices)
+        rows, total, effective = built.rows, built.total, built.prices
         daily = daily_by_provider(store, lo, hi) if plot is not None else []
     except LLMRouteError as exc:
         _fail(str(exc))
@@ -235,7 +235,7 @@ def replay(
 ) -> None:
     """What the logged traffic would have cost, and likely waited, under another strategy or split."""
     from .replay import replay as run_replay
-    from .report import provider_prices, window
+    from .report import build_report, window
     from .strategies import RoutingStrategy
 
     try:
@@ -255,7 +255,7 @@ def replay(
             if name != RoutingStrategy.BALANCED:
                 _fail("--weights only applies to --strategy balanced")
             cfg = cfg.model_copy(update={"balanced_weights": parse_weights(weights, list(cfg.providers))})
-        effective = {p.provider: p.effective_per_m for p in provider_prices(store, prices, lo, hi)
+        effective = {p.provider: p.effective_per_m for p in build_report(store, "provider", lo, hi, None, prices).prices
                      if p.busy_s is not None and p.effective_per_m is not None}
         result = run_replay(store, cfg, name, lo, hi, effective_per_m=effective, seed=seed)
     except LLMRouteError as exc:

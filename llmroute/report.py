@@ -10,8 +10,11 @@ from __future__ import annotations
 import re
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+
+import orjson
 
 from .ledger import Store
 from .ledger.store import PriceRow
@@ -109,17 +112,22 @@ def window(since: str | None, start: str | None, end: str | None, now: float | N
     return now - parse_span(since or "30d"), now + 1
 
 
-def _group_sql(store: Store, by: str) -> tuple[str, str]:
-    """(expression, FROM clause) for a grouping."""
+def _group_expr(store: Store, by: str) -> str:
+    """The SQL expression a grouping groups by (tags are split in Python)."""
     column = {"provider": "provider", "strategy": "strategy", "model": "model", "key": "key_id",
               "user": "user_id", "route": "route", "status": "status"}
     if by == "day":
-        return store.day_expr, "requests"
+        return store.day_number_expr
     if by == "tag":
-        return "t.value", store.tag_source
+        return "tags"
     if by not in column:
         raise ValueError(f"--by must be one of {', '.join(GROUPS)}, not '{by}'")
-    return f"COALESCE({column[by]}, '(none)')", "requests"
+    return f"COALESCE({column[by]}, '(none)')"
+
+
+def day_label(day_number: object) -> str:
+    """Days since the epoch (what the stores group by: cheaper than formatting every row) -> YYYY-MM-DD."""
+    return time.strftime("%Y-%m-%d", time.gmtime(int(day_number) * 86400))  # type: ignore[call-overload]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -128,45 +136,112 @@ def percentile(values: list[float], q: float) -> float:
     return values[rank]
 
 
+# The sums every report row needs, in ``_row``'s order.
+SUMS = (
+    "COUNT(*), SUM(CASE WHEN status = 'ok' THEN 0 ELSE 1 END), SUM(prompt_tokens), SUM(completion_tokens), "
+    "SUM(cached_tokens), SUM(COALESCE(cost_usd, 0)), SUM(CASE WHEN cost_usd IS NULL THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN cost_basis = 'gpu_seconds' THEN 1 ELSE 0 END), SUM(CASE WHEN fallback THEN 1 ELSE 0 END)"
+)
+
+
+def fetch_parallel(store: Store, queries: dict[str, tuple[str, tuple[object, ...]]]) -> dict[str, list[tuple]]:
+    """Run independent read queries at once, one connection each: each is a full scan, and the
+    database does the work without holding the GIL, so two cores finish them in about the time of one."""
+    names = list(queries)
+    if len(names) == 1:
+        return {names[0]: store.fetch(*queries[names[0]])}
+
+    def run(name: str) -> list[tuple]:
+        reader = store.reader()
+        try:
+            return reader.fetch(*queries[name])
+        finally:
+            reader.close()
+
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        futures = {name: pool.submit(run, name) for name in names[1:]}
+        results = {names[0]: store.fetch(*queries[names[0]])}
+        results.update({name: future.result() for name, future in futures.items()})
+    return results
+
+
+@dataclass(slots=True)
+class Report:
+    rows: list[ReportRow]
+    total: ReportRow
+    prices: list[ProviderPrice]
+
+
 def build_report(
-    store: Store, by: str, lo: float, hi: float, baseline: PriceRow | None,
-) -> tuple[list[ReportRow], ReportRow]:
-    """(one row per group, the total), over requests with ``lo <= ts < hi``."""
-    expr, source = _group_sql(store, by)
-    prefix = "r." if by == "tag" else ""
-    sums = (
-        f"COUNT(*), SUM(CASE WHEN {prefix}status = 'ok' THEN 0 ELSE 1 END), SUM({prefix}prompt_tokens), "
-        f"SUM({prefix}completion_tokens), SUM({prefix}cached_tokens), SUM(COALESCE({prefix}cost_usd, 0)), "
-        f"SUM(CASE WHEN {prefix}cost_usd IS NULL THEN 1 ELSE 0 END), "
-        f"SUM(CASE WHEN {prefix}cost_basis = 'gpu_seconds' THEN 1 ELSE 0 END), "
-        f"SUM(CASE WHEN {prefix}fallback THEN 1 ELSE 0 END)"
-    )
-    where = f"WHERE {prefix}ts >= ? AND {prefix}ts < ?"
-    grouped = store.fetch(f"SELECT {expr} AS g, {sums} FROM {source} {where} GROUP BY {expr} ORDER BY 1", (lo, hi))
-    latencies: dict[str, list[float]] = defaultdict(list)
+    store: Store, by: str, lo: float, hi: float, baseline: PriceRow | None, prices: dict[str, PriceRow] | None = None,
+) -> Report:
+    """Groups, the total and each provider's configured and effective price, over ``lo <= ts < hi``."""
+    expr = _group_expr(store, by)
+    window_sql = "FROM requests WHERE ts >= ? AND ts < ?"
+    window_params = (lo, hi)
+    by_provider = "COALESCE(provider, '(none)')"
+    queries: dict[str, tuple[str, tuple[object, ...]]] = {
+        # Sums by provider give the total and each provider's effective price, whatever the grouping.
+        "providers": (f"SELECT {by_provider}, {SUMS} {window_sql} GROUP BY {by_provider}", window_params),
+        "latencies": (f"SELECT {expr}, latency_ms {window_sql}", window_params),
+    }
+    if by != "provider":
+        # Tags: group by the tag set (few distinct ones); each set's sums then go to each of its tags.
+        queries["groups"] = (f"SELECT {expr}, {SUMS} {window_sql} GROUP BY {expr}", window_params)
+    results = fetch_parallel(store, queries)
+    if by == "tag":
+        results["groups"] = _explode_tags(results["groups"])
+    latencies: dict[object, list[float]] = defaultdict(list)
     every: list[float] = []
-    for group, latency in store.fetch(f"SELECT {expr}, {prefix}latency_ms FROM {source} {where}", (lo, hi)):
-        latencies[str(group)].append(latency)
-    if by != "tag":
-        every = [v for values in latencies.values() for v in values]
+    if by == "tag":
+        split: dict[str | None, list[str]] = {}
+        for tags, latency in results["latencies"]:
+            names = split.get(tags)
+            if names is None:
+                names = split[tags] = _tag_names(tags)
+            for name in names:
+                latencies[name].append(latency)
+            every.append(latency)
     else:
-        every = [r[0] for r in store.fetch(f"SELECT latency_ms FROM requests WHERE ts >= ? AND ts < ?", (lo, hi))]
-    rows = [_row(str(g), rest, latencies[str(g)], baseline) for g, *rest in grouped]
-    total_sums = store.fetch(f"SELECT {sums.replace('r.', '')} FROM requests WHERE ts >= ? AND ts < ?", (lo, hi))[0]
-    total = _row("total", list(total_sums), every, baseline)
-    return rows, total
+        for group, latency in results["latencies"]:
+            latencies[group].append(latency)
+    label = day_label if by == "day" else str
+    providers = results["providers"]
+    grouped = sorted(results.get("groups", providers), key=lambda r: (r[0] is None, r[0]))
+    rows = [_row(label(g), list(rest), latencies[g], baseline) for g, *rest in grouped]
+    if by != "tag":  # the groups' latencies are sorted runs now, which the total's sort merges cheaply
+        every = [v for values in latencies.values() for v in values]
+    total = _row("total", [sum((r[i] or 0) for r in providers) for i in range(1, 10)], every, baseline)
+    served = {r[0]: (int(r[3] or 0) + int(r[4] or 0), r[6]) for r in providers if r[0] != "(none)"}
+    return Report(rows, total, provider_prices(store, prices or {}, lo, hi, served))
+
+
+def _tag_names(tags: str | None) -> list[str]:
+    """The distinct tags in a stored tag set (JSON text); none for an untagged request."""
+    return list(dict.fromkeys(str(t) for t in orjson.loads(tags))) if tags else []
+
+
+def _explode_tags(tag_sets: list[tuple]) -> list[tuple]:
+    """Rows of (tag set JSON, sums...) -> rows of (tag, sums...), a request counted once under each of its tags."""
+    per_tag: dict[str, list[float]] = {}
+    for tags, *sums in tag_sets:
+        for tag in _tag_names(tags):
+            acc = per_tag.setdefault(tag, [0] * len(sums))
+            for i, value in enumerate(sums):
+                acc[i] += value or 0
+    return [(tag, *sums) for tag, sums in per_tag.items()]
 
 
 def _row(group: str, sums: list[object], latencies: list[float], baseline: PriceRow | None) -> ReportRow:
     count, failed, prompt, completion, cached, cost, unknown, gpu, fallbacks = (v or 0 for v in sums)
     latencies.sort()
     return ReportRow(
-        group=group, requests=int(count), failed=int(failed), prompt_tokens=int(prompt),
-        completion_tokens=int(completion), cost_usd=float(cost), unknown_cost_requests=int(unknown),
-        gpu_priced_requests=int(gpu), fallbacks=int(fallbacks),
+        group=group, requests=int(count), failed=int(failed), prompt_tokens=int(prompt),  # type: ignore[call-overload]
+        completion_tokens=int(completion), cost_usd=float(cost), unknown_cost_requests=int(unknown),  # type: ignore[call-overload,arg-type]
+        gpu_priced_requests=int(gpu), fallbacks=int(fallbacks),  # type: ignore[call-overload]
         p50_ms=percentile(latencies, 0.50) if latencies else None,
         p95_ms=percentile(latencies, 0.95) if latencies else None,
-        baseline_usd=baseline_cost(baseline, int(prompt), int(completion), int(cached)),
+        baseline_usd=baseline_cost(baseline, int(prompt), int(completion), int(cached)),  # type: ignore[call-overload]
     )
 
 
@@ -196,19 +271,16 @@ def busy_seconds(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def provider_prices(store: Store, prices: dict[str, PriceRow], lo: float, hi: float) -> list[ProviderPrice]:
-    """Configured against effective prices. For GPU-second providers the effective $/1M comes from the
-    worker's busy time (the union of its requests' intervals) and the tokens it served."""
+def provider_prices(
+    store: Store, prices: dict[str, PriceRow], lo: float, hi: float, served: dict[str, tuple[int, float | None]],
+) -> list[ProviderPrice]:
+    """Configured against effective prices. ``served`` is (tokens, cost) per provider. For GPU-second
+    providers the effective $/1M comes from the worker's busy time (the union of its requests'
+    intervals) and the tokens it served."""
     out = []
-    served = dict(store.fetch(
-        "SELECT provider, SUM(prompt_tokens + completion_tokens) FROM requests "
-        "WHERE ts >= ? AND ts < ? AND provider IS NOT NULL GROUP BY provider", (lo, hi)))
-    costs = dict(store.fetch(
-        "SELECT provider, SUM(cost_usd) FROM requests WHERE ts >= ? AND ts < ? AND provider IS NOT NULL "
-        "GROUP BY provider", (lo, hi)))
     for name in sorted(set(prices) | set(served)):
         price = prices.get(name)
-        tokens = int(served.get(name) or 0)
+        tokens, cost = served.get(name, (0, None))
         if price is not None and price.per_gpu_second is not None:
             spans = store.fetch("SELECT ts - latency_ms / 1000.0, ts FROM requests WHERE provider = ? "
                                 "AND ts >= ? AND ts < ?", (name, lo, hi))
@@ -220,7 +292,6 @@ def provider_prices(store: Store, prices: dict[str, PriceRow], lo: float, hi: fl
             continue
         configured = (f"${price.input_per_m:g} in / ${price.output_per_m:g} out per 1M"
                       if price is not None and price.input_per_m is not None else "unknown (not in config)")
-        cost = costs.get(name)
         out.append(ProviderPrice(name, configured, float(cost) * 1e6 / tokens if tokens and cost is not None else None,
                                  None, tokens))
     return out
@@ -228,7 +299,7 @@ def provider_prices(store: Store, prices: dict[str, PriceRow], lo: float, hi: fl
 
 def daily_by_provider(store: Store, lo: float, hi: float) -> list[tuple[str, str, float, int, int, int]]:
     """(day, provider, cost, prompt, completion, cached) for the plot."""
-    return [(str(d), str(p), float(c or 0), int(pt or 0), int(ct or 0), int(ca or 0)) for d, p, c, pt, ct, ca in store.fetch(
-        f"SELECT {store.day_expr} AS d, COALESCE(provider, '(none)'), SUM(COALESCE(cost_usd, 0)), SUM(prompt_tokens), "
-        f"SUM(completion_tokens), SUM(cached_tokens) FROM requests WHERE ts >= ? AND ts < ? "
+    return [(day_label(d), str(p), float(c or 0), int(pt or 0), int(ct or 0), int(ca or 0)) for d, p, c, pt, ct, ca in store.fetch(
+        f"SELECT {store.day_number_expr} AS d, COALESCE(provider, '(none)'), SUM(COALESCE(cost_usd, 0)), "
+        f"SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens) FROM requests WHERE ts >= ? AND ts < ? "
         f"GROUP BY d, COALESCE(provider, '(none)') ORDER BY d", (lo, hi))]

@@ -23,10 +23,10 @@ def redact_dsn(dsn: str) -> str:
 
 class PostgresStore(Store):
     dialect = "postgres"
-    day_expr = "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
-    tag_source = "requests r, jsonb_array_elements_text(r.tags::jsonb) AS t(value)"
+    day_number_expr = "CAST(FLOOR(ts / 86400) AS INTEGER)"
 
     def __init__(self, dsn: str, *, readonly: bool = False) -> None:
+        self._dsn = dsn
         self.where = redact_dsn(dsn)
         try:
             import psycopg
@@ -91,6 +91,9 @@ class PostgresStore(Store):
 
     def close(self) -> None:
         self._db.close()
+
+    def reader(self) -> PostgresStore:
+        return PostgresStore(self._dsn, readonly=True)
 
 
 def _pg(sql: str) -> str:

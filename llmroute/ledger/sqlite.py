@@ -20,8 +20,7 @@ _MAGIC = b"SQLite format 3\x00"
 
 class SQLiteStore(Store):
     dialect = "sqlite"
-    day_expr = "date(ts, 'unixepoch')"
-    tag_source = "requests r, json_each(r.tags) t"
+    day_number_expr = "CAST(ts / 86400 AS INTEGER)"
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path).expanduser()
@@ -96,6 +95,9 @@ class SQLiteStore(Store):
 
     def close(self) -> None:
         self._db.close()
+
+    def reader(self) -> SQLiteStore:
+        return SQLiteStore(self.path, readonly=True)
 
 
 def _check_file(path: Path, *, must_exist: bool) -> None:

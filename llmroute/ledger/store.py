@@ -42,9 +42,8 @@ class Store(ABC):
     """The file or DSN (without password), for messages."""
 
     # Dialect snippets used by the read queries.
-    day_expr: str
-    tag_source: str
-    """A FROM-clause fragment that yields one row per (request, tag) with the tag as ``tag``."""
+    day_number_expr: str
+    """Whole days since the Unix epoch (UTC) of ``ts``."""
 
     @abstractmethod
     def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -59,6 +58,10 @@ class Store(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    @abstractmethod
+    def reader(self) -> Store:
+        """Another read-only connection to the same ledger, for a query run in parallel."""
 
     def prices(self) -> dict[str, PriceRow]:
         rows = self.fetch("SELECT provider, input_per_m, output_per_m, cached_input_per_m, per_gpu_second, "
