@@ -112,7 +112,7 @@ def main() -> None:
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (Debian: apt-get install nginx-light wrk)")
     tmp = Path(tempfile.mkdtemp(prefix="llmroute-bench-"))
-    ports = {name: free_port() for name in ("direct", "llmroute", "litellm", "forwarder")}
+    ports = {name: free_port() for name in ("direct", "llmroute", "llmroute+ledger", "litellm", "forwarder")}
     upstream = f"http://127.0.0.1:{ports['direct']}/v1"
     (tmp / "llmroute.yaml").write_text(
         f"providers:\n  upstream:\n    base_url: {upstream}\n    model: bench-model\n"
@@ -123,13 +123,16 @@ def main() -> None:
         f"      api_base: {upstream}\n      api_key: none\n"
     )
     litellm_bin = Path(args.litellm_venv) / "bin" / "litellm"
-    targets = {"direct": {}, "llmroute": {}, "forwarder": {}}
+    targets = {"direct": {}, "llmroute": {}, "llmroute+ledger": {}, "forwarder": {}}
     with ExitStack() as stack:
         stack.enter_context(process(nginx(tmp, ports["direct"])))
         wait_ready(upstream + "/chat/completions")
-        stack.enter_context(process(
-            [sys.executable, "-m", "llmroute.cli", "serve", "--config", str(tmp / "llmroute.yaml"),
-             "--port", str(ports["llmroute"]), "--workers", str(args.workers)], log=tmp / "llmroute.log"))
+        # Without and with the cost ledger (SQLite in the temporary folder), to measure what recording costs.
+        for name, ledger in (("llmroute", "off"), ("llmroute+ledger", str(tmp / "ledger.sqlite3"))):
+            stack.enter_context(process(
+                [sys.executable, "-m", "llmroute.cli", "serve", "--config", str(tmp / "llmroute.yaml"),
+                 "--port", str(ports[name]), "--workers", str(args.workers)],
+                env={"LLMROUTE_LEDGER": ledger}, log=tmp / f"{name}.log"))
         stack.enter_context(process(
             [sys.executable, str(HERE / "forwarder.py"), upstream, str(ports["forwarder"]), str(args.workers)],
             log=tmp / "forwarder.log"))
@@ -179,6 +182,8 @@ def report(results: dict[tuple[str, int], list[dict[str, float]]], targets: dict
           f"{med('llmroute', 32, 'p99_ms') / med('forwarder', 32, 'p99_ms'):.2f}x (target <= 1.25)")
     print(f"llmroute added p50 at 1 connection: {med('llmroute', 1, 'p50_ms') - med('direct', 1, 'p50_ms'):.3f} ms "
           "(target <= 0.5)")
+    print(f"llmroute with the ledger / without, throughput at 32 connections: "
+          f"{med('llmroute+ledger', 32, 'rps') / ours32:.2f}x (target >= 0.90)")
     if "litellm" in targets:
         print(f"llmroute / LiteLLM throughput at 32 connections: {ours32 / med('litellm', 32, 'rps'):.1f}x (target >= 50)")
 

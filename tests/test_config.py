@@ -149,3 +149,36 @@ def test_secrets_never_in_repr_errors_or_logs(tmp_path: Path, caplog: pytest.Log
         load_config(write(tmp_path, text), env=SEED_ENV)
     assert SECRET not in str(info.value)
     assert SECRET not in caplog.text
+
+
+def test_gpu_second_pricing_and_ledger_keys(tmp_path: Path) -> None:
+    text = SEED_YAML.replace(
+        "    price_per_m: {input: 0.02, output: 0.02}\n",
+        "    price_per_gpu_second: 0.00076\n    idle_share: 0.2\n",
+    ) + "ledger:\n  path: /tmp/x.sqlite3\n  flush_interval_s: 0.5\n"
+    config = load_config(write(tmp_path, text), env=SEED_ENV)
+    runpod = config.providers["runpod"]
+    assert runpod.gpu_priced and runpod.price_per_m is None
+    # Routing estimate before any measurement: 1,000 tokens in the latency prior, idle share included.
+    assert runpod.routing_price.input == pytest.approx(0.00076 / 0.8 * 1.2 * 1000)
+    assert config.ledger.path == "/tmp/x.sqlite3" and config.ledger.flush_interval_s == 0.5
+
+
+@pytest.mark.parametrize(("replace", "key", "problem"), [
+    ("    price_per_m: {input: 0.02, output: 0.02}\n", "providers.runpod",
+     "needs price_per_m, or price_per_gpu_second"),
+    ("    price_per_m: {input: 0.02, output: 0.02}\n", "providers.runpod.idle_share",
+     "less than 1"),
+    ("strategy: balanced\n", "ledger.dsn", "must start with postgresql://"),
+    ("strategy: balanced\n", "ledger.queue_size", "greater than 0"),
+])
+def test_pricing_and_ledger_errors_name_the_key(tmp_path: Path, replace: str, key: str, problem: str) -> None:
+    extra = {"providers.runpod": "", "providers.runpod.idle_share": "    price_per_gpu_second: 0.001\n    idle_share: 1.5\n",
+             "ledger.dsn": "strategy: balanced\nledger: {dsn: 'mysql://x'}\n",
+             "ledger.queue_size": "strategy: balanced\nledger: {queue_size: 0}\n"}[key]
+    path = write(tmp_path, SEED_YAML.replace(replace, extra))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env=SEED_ENV)
+    message = str(info.value)
+    assert str(path) in message and f"key '{key}'" in message and problem in message
+    assert "mysql://x" not in message or key != "ledger.dsn"
