@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from ..result import Attempt, RouteResult
 
 # Column order shared by every store.
@@ -67,8 +69,13 @@ class LedgerEntry:
     error: str | None = None
 
     def row(self) -> tuple[Any, ...]:
-        """Values in ``COLUMNS`` order, attempts and tags still as objects."""
-        return tuple(getattr(self, name) for name in COLUMNS)
+        """Values in ``COLUMNS`` order, attempts and tags as JSON text. Spelt out: this runs per request."""
+        return (
+            self.ts, self.request_id, self.endpoint, self.route, self.strategy, self.provider, self.model,
+            self.status, self.prompt_tokens, self.completion_tokens, self.cached_tokens, self.cost_usd,
+            self.cost_basis, self.latency_ms, self.ttft_ms, self.fallback, orjson.dumps(self.attempts).decode(),
+            self.key_id, self.user_id, orjson.dumps(self.tags).decode() if self.tags else None, self.error,
+        )
 
 
 def _billed(attempts: Sequence[Attempt]) -> tuple[float | None, str]:

@@ -12,12 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from .entry import COLUMNS, LedgerEntry
 
-_ATTEMPTS = COLUMNS.index("attempts")
-_TAGS = COLUMNS.index("tags")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +67,7 @@ class Store(ABC):
 
 def serialise(entry: LedgerEntry) -> tuple[Any, ...]:
     """The row as stored: attempts and tags as JSON text."""
-    row = list(entry.row())
-    row[_ATTEMPTS] = orjson.dumps(row[_ATTEMPTS]).decode()
-    row[_TAGS] = orjson.dumps(row[_TAGS]).decode() if row[_TAGS] else None
-    return tuple(row)
+    return entry.row()
 
 
 INSERT_SQL = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"

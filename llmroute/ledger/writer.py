@@ -13,9 +13,9 @@ loses none.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -24,9 +24,6 @@ from .store import Store, serialise
 
 log = logging.getLogger("llmroute.ledger")
 
-_STOP = object()
-
-
 class Ledger:
     def __init__(
         self, store: Store, *, queue_size: int = 10_000, batch_size: int = 500, flush_interval_s: float = 0.1,
@@ -34,6 +31,7 @@ class Ledger:
     ) -> None:
         self.store = store
         self.where = store.where
+        self.queue_size = queue_size
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.on_drop = on_drop
@@ -41,22 +39,29 @@ class Ledger:
         self.written = 0
         self.dropped = 0
         self.failed = 0
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        # A deque, not a queue.Queue: appending takes no lock and wakes no thread. The writer wakes on
+        # its own every flush_interval_s and takes everything, so a busy gateway pays no thread
+        # hand-off per request (a Queue's notify per put cost about a third of the throughput).
+        self._buffer: deque[LedgerEntry] = deque()
+        self._wake = threading.Event()
+        self._waiters: list[threading.Event] = []
+        self._waiters_lock = threading.Lock()
         self._last_drop_log = 0.0
+        self._stopping = False
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="llmroute-ledger", daemon=True)
         self._thread.start()
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        return len(self._buffer)
 
     def record(self, entry: LedgerEntry) -> None:
         """Queue an entry for writing. Never blocks."""
-        try:
-            self._queue.put_nowait(entry)
-        except queue.Full:
+        if len(self._buffer) >= self.queue_size or self._stopping:
             self._drop()
+        else:
+            self._buffer.append(entry)
 
     def _drop(self) -> None:
         self.dropped += 1
@@ -65,15 +70,18 @@ class Ledger:
         wall = time.monotonic()
         if wall - self._last_drop_log >= 10.0:
             self._last_drop_log = wall
-            log.warning("ledger queue full (%d entries): dropped %d entries so far; the writer to %s cannot keep up",
-                        self._queue.maxsize, self.dropped, self.where)
+            why = "the ledger is closed" if self._stopping else f"queue full ({self.queue_size} entries)"
+            log.warning("ledger %s: dropped %d entries so far; the writer to %s cannot keep up",
+                        why, self.dropped, self.where)
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until everything recorded before this call is committed. False on timeout."""
         if self._closed:
             return True
         done = threading.Event()
-        self._queue.put(done, timeout=timeout_s)
+        with self._waiters_lock:
+            self._waiters.append(done)
+        self._wake.set()
         return done.wait(timeout_s)
 
     def close(self, timeout_s: float = 30.0) -> None:
@@ -81,41 +89,32 @@ class Ledger:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
+        self._stopping = True
+        self._wake.set()
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             log.error("ledger writer to %s did not finish within %.0f s; %d entries not written",
-                      self.where, timeout_s, self._queue.qsize())
+                      self.where, timeout_s, len(self._buffer))
         else:
             self.store.close()
 
     def _run(self) -> None:
-        stop = False
-        while not stop:
-            item = self._queue.get()  # idle: sleep until there is something to write
-            batch: list[tuple[Any, ...]] = []
-            waiters: list[threading.Event] = []
-            deadline = time.monotonic() + self.flush_interval_s
-            while True:
-                if item is _STOP:
-                    stop = True
-                elif isinstance(item, threading.Event):
-                    waiters.append(item)
-                else:
-                    batch.append(serialise(item))
-                if stop or waiters or len(batch) >= self.batch_size:
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    item = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
-            if batch:
+        while True:
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            stopping = self._stopping
+            with self._waiters_lock:
+                waiters, self._waiters = self._waiters, []
+            # Everything recorded before those waiters asked is in the buffer now: take it all.
+            while self._buffer:
+                batch = []
+                while self._buffer and len(batch) < self.batch_size:
+                    batch.append(serialise(self._buffer.popleft()))
                 self._write(batch)
             for waiter in waiters:
                 waiter.set()
+            if stopping:
+                return
 
     def _write(self, rows: list[tuple[Any, ...]]) -> None:
         try:

@@ -138,3 +138,14 @@ def test_close_commits_everything_queued(tmp_path: Path) -> None:
     ledger.close()
     db = sqlite3.connect(tmp_path / "l.sqlite3")
     assert db.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 1200
+
+
+def test_row_follows_the_column_order() -> None:
+    import dataclasses
+
+    from llmroute.ledger import COLUMNS
+
+    e = entry(3)
+    assert [f.name for f in dataclasses.fields(LedgerEntry)] == list(COLUMNS)
+    row = e.row()
+    assert row[COLUMNS.index("request_id")] == "req-3" and row[COLUMNS.index("tags")] == '["team=sales"]'
