@@ -65,18 +65,24 @@ def wait_ready(url: str, headers: dict[str, str] | None = None, timeout_s: float
 
 
 @contextmanager
-def process(args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[None]:
+def process(args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[int]:
     out = open(log, "w") if log else subprocess.DEVNULL
     proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        yield
+        yield proc.pid
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) a process has used: steadier than wall time on a shared machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def nginx(tmp: Path, port: int) -> list[str]:
@@ -128,8 +134,9 @@ def main() -> None:
         stack.enter_context(process(nginx(tmp, ports["direct"])))
         wait_ready(upstream + "/chat/completions")
         # Without and with the cost ledger (SQLite in the temporary folder), to measure what recording costs.
+        pids: dict[str, int] = {}
         for name, ledger in (("llmroute", "off"), ("llmroute+ledger", str(tmp / "ledger.sqlite3"))):
-            stack.enter_context(process(
+            pids[name] = stack.enter_context(process(
                 [sys.executable, "-m", "llmroute.cli", "serve", "--config", str(tmp / "llmroute.yaml"),
                  "--port", str(ports[name]), "--workers", str(args.workers)],
                 env={"LLMROUTE_LEDGER": ledger}, log=tmp / f"{name}.log"))
@@ -151,8 +158,11 @@ def main() -> None:
         for _ in range(args.rounds):
             for connections in (1, 32):
                 for name, headers in targets.items():
+                    before = cpu_s(pids[name]) if name in pids else 0.0
                     r = wrk(f"http://127.0.0.1:{ports[name]}/v1/chat/completions", BODY,
                             connections=connections, seconds=args.seconds, headers=headers)
+                    if name in pids:
+                        r["cpu_us_per_request"] = (cpu_s(pids[name]) - before) * 1e6 / max(1, r["requests"])
                     results.setdefault((name, connections), []).append(r)
     report(results, targets, args)
 
@@ -184,6 +194,11 @@ def report(results: dict[tuple[str, int], list[dict[str, float]]], targets: dict
           "(target <= 0.5)")
     print(f"llmroute with the ledger / without, throughput at 32 connections: "
           f"{med('llmroute+ledger', 32, 'rps') / ours32:.2f}x (target >= 0.90)")
+    for connections in (1, 32):
+        plain, ledger = med("llmroute", connections, "cpu_us_per_request"), med("llmroute+ledger", connections,
+                                                                                "cpu_us_per_request")
+        print(f"gateway CPU per request at {connections} connection(s): {plain:.0f} µs without the ledger, "
+              f"{ledger:.0f} µs with it: capacity with / without {plain / ledger:.2f}x")
     if "litellm" in targets:
         print(f"llmroute / LiteLLM throughput at 32 connections: {ours32 / med('litellm', 32, 'rps'):.1f}x (target >= 50)")
 

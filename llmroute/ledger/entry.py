@@ -68,12 +68,19 @@ class LedgerEntry:
     tags: list[str] = field(default_factory=list)
     error: str | None = None
 
+    def _attempts_json(self) -> str | None:
+        """None when the first attempt answered: the row itself is that attempt (most rows, and the cheapest)."""
+        attempts = self.attempts
+        if len(attempts) == 1 and attempts[0].ok and self.status == "ok":
+            return None
+        return orjson.dumps(attempts).decode()
+
     def row(self) -> tuple[Any, ...]:
         """Values in ``COLUMNS`` order, attempts and tags as JSON text. Spelt out: this runs per request."""
         return (
             self.ts, self.request_id, self.endpoint, self.route, self.strategy, self.provider, self.model,
             self.status, self.prompt_tokens, self.completion_tokens, self.cached_tokens, self.cost_usd,
-            self.cost_basis, self.latency_ms, self.ttft_ms, self.fallback, orjson.dumps(self.attempts).decode(),
+            self.cost_basis, self.latency_ms, self.ttft_ms, self.fallback, self._attempts_json(),
             self.key_id, self.user_id, orjson.dumps(self.tags).decode() if self.tags else None, self.error,
         )
 

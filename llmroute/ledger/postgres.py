@@ -6,8 +6,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .schema import MIGRATIONS, SCHEMA_TABLE, LedgerError, latest_version
 from .entry import COLUMNS
+from .schema import MIGRATIONS, SCHEMA_TABLE, LedgerError, latest_version
 from .store import INSERT_SQL, PriceRow, Store
 
 _FALLBACK = COLUMNS.index("fallback")
@@ -66,10 +66,13 @@ class PostgresStore(Store):
                     self._db.execute(sql)
                 self._db.execute(f"UPDATE {SCHEMA_TABLE} SET version = %s", (number,))
 
-    def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        fallback = _FALLBACK  # SQLite stores 0/1, Postgres a boolean
+    def write(self, values: list[Any], rows: int) -> None:
+        width = len(COLUMNS)
+        tuples = [values[i * width:(i + 1) * width] for i in range(rows)]
+        for row in tuples:
+            row[_FALLBACK] = bool(row[_FALLBACK])  # SQLite stores 0/1, Postgres a boolean
         with self._db.transaction(), self._db.cursor() as cur:
-            cur.executemany(_pg(INSERT_SQL), [(*r[:fallback], bool(r[fallback]), *r[fallback + 1:]) for r in rows])
+            cur.executemany(_pg(INSERT_SQL), tuples)
 
     def put_prices(self, prices: Iterable[PriceRow], ts: float) -> None:
         with self._db.transaction(), self._db.cursor() as cur:

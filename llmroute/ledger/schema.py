@@ -35,7 +35,7 @@ CREATE TABLE requests (
     latency_ms DOUBLE PRECISION NOT NULL,
     ttft_ms DOUBLE PRECISION,
     fallback {bool} NOT NULL,
-    attempts TEXT NOT NULL,
+    attempts TEXT,
     key_id TEXT,
     user_id TEXT,
     tags TEXT,

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .schema import MIGRATIONS, SCHEMA_TABLE, LedgerError, latest_version
 from .entry import COLUMNS
+from .schema import MIGRATIONS, SCHEMA_TABLE, LedgerError, latest_version
 from .store import PriceRow, Store
 
 _MAGIC = b"SQLite format 3\x00"
@@ -82,15 +82,16 @@ class SQLiteStore(Store):
                               f"this one knows up to {latest_version(self.dialect)}). Upgrade llmroute")
         return version
 
-    def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    def write(self, values: list[Any], rows: int) -> None:
         # One multi-row INSERT per chunk, not executemany: the sqlite3 module releases and retakes the
         # GIL around every statement step, and under load each retake makes the event loop thread give
         # way; one step per chunk keeps the writer from convoying the request path.
+        width = len(COLUMNS)
         with self._db:
             self._db.execute("BEGIN")
-            for start in range(0, len(rows), _ROWS_PER_INSERT):
-                chunk = rows[start:start + _ROWS_PER_INSERT]
-                self._db.execute(_insert_many(len(chunk)), [v for row in chunk for v in row])
+            for start in range(0, rows, _ROWS_PER_INSERT):
+                count = min(_ROWS_PER_INSERT, rows - start)
+                self._db.execute(_insert_many(count), values[start * width:(start + count) * width])
 
     def put_prices(self, prices: Iterable[PriceRow], ts: float) -> None:
         with self._db:

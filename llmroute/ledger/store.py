@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .entry import COLUMNS, LedgerEntry
+from .entry import COLUMNS
 
 
 
@@ -42,8 +42,8 @@ class Store(ABC):
     """Whole days since the Unix epoch (UTC) of ``ts``."""
 
     @abstractmethod
-    def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Append rows (``serialise`` output) in one transaction."""
+    def write(self, values: list[Any], rows: int) -> None:
+        """Append ``rows`` rows in one transaction; ``values`` holds them flat, ``COLUMNS`` values per row."""
 
     @abstractmethod
     def put_prices(self, prices: Iterable[PriceRow], ts: float) -> None: ...
@@ -63,11 +63,6 @@ class Store(ABC):
         rows = self.fetch("SELECT provider, input_per_m, output_per_m, cached_input_per_m, per_gpu_second, "
                           "idle_share, quality, latency_prior_ms FROM prices")
         return {r[0]: PriceRow(*r) for r in rows}
-
-
-def serialise(entry: LedgerEntry) -> tuple[Any, ...]:
-    """The row as stored: attempts and tags as JSON text."""
-    return entry.row()
 
 
 INSERT_SQL = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"

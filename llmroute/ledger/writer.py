@@ -1,6 +1,6 @@
-"""Ledger writes off the request path: a bounded queue drained in batches by one thread.
+"""Ledger writes off the request path: a bounded buffer drained in batches by one thread.
 
-``record`` never blocks and never waits for the disk. If the queue is full the
+``record`` never blocks and never waits for the disk. If the buffer is full the
 entry is dropped, counted (``dropped``, and the gateway's
 ``llmroute_ledger_dropped_total``) and logged: never silently.
 
@@ -15,12 +15,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .entry import LedgerEntry
-from .store import Store, serialise
+from .entry import COLUMNS, LedgerEntry
+from .store import Store
 
 log = logging.getLogger("llmroute.ledger")
 
@@ -39,10 +38,13 @@ class Ledger:
         self.written = 0
         self.dropped = 0
         self.failed = 0
-        # A deque, not a queue.Queue: appending takes no lock and wakes no thread. The writer wakes on
-        # its own every flush_interval_s and takes everything, so a busy gateway pays no thread
-        # hand-off per request (a Queue's notify per put cost about a third of the throughput).
-        self._buffer: deque[LedgerEntry] = deque()
+        # Rows are flattened into one list as they are recorded: the writer swaps the list out and hands
+        # it to the database in a few statements, so it needs the GIL only briefly per batch. A
+        # queue.Queue (a notify per put) or per-row work on the writer thread made the request path
+        # give way to the writer thread on every request under load.
+        self._values: list[Any] = []
+        self._rows = 0
+        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._waiters: list[threading.Event] = []
         self._waiters_lock = threading.Lock()
@@ -54,14 +56,17 @@ class Ledger:
 
     @property
     def pending(self) -> int:
-        return len(self._buffer)
+        return self._rows
 
     def record(self, entry: LedgerEntry) -> None:
-        """Queue an entry for writing. Never blocks."""
-        if len(self._buffer) >= self.queue_size or self._stopping:
-            self._drop()
-        else:
-            self._buffer.append(entry)
+        """Queue an entry for writing. Never blocks (the lock is only ever held for a list append or swap)."""
+        row = entry.row()
+        with self._lock:
+            if self._rows < self.queue_size and not self._stopping:
+                self._values.extend(row)
+                self._rows += 1
+                return
+        self._drop()
 
     def _drop(self) -> None:
         self.dropped += 1
@@ -94,7 +99,7 @@ class Ledger:
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             log.error("ledger writer to %s did not finish within %.0f s; %d entries not written",
-                      self.where, timeout_s, len(self._buffer))
+                      self.where, timeout_s, self._rows)
         else:
             self.store.close()
 
@@ -106,23 +111,25 @@ class Ledger:
             with self._waiters_lock:
                 waiters, self._waiters = self._waiters, []
             # Everything recorded before those waiters asked is in the buffer now: take it all.
-            while self._buffer:
-                batch = []
-                while self._buffer and len(batch) < self.batch_size:
-                    batch.append(serialise(self._buffer.popleft()))
-                self._write(batch)
+            with self._lock:
+                values, rows = self._values, self._rows
+                self._values, self._rows = [], 0
+            width = len(COLUMNS)
+            for start in range(0, rows, self.batch_size):
+                count = min(self.batch_size, rows - start)
+                self._write(values[start * width:(start + count) * width], count)
             for waiter in waiters:
                 waiter.set()
             if stopping:
                 return
 
-    def _write(self, rows: list[tuple[Any, ...]]) -> None:
+    def _write(self, values: list[Any], rows: int) -> None:
         try:
-            self.store.write(rows)
+            self.store.write(values, rows)
         except Exception as exc:  # a full disk or a locked file must not kill the writer
-            self.failed += len(rows)
-            log.error("ledger: could not write %d entries to %s: %s", len(rows), self.where, exc)
+            self.failed += rows
+            log.error("ledger: could not write %d entries to %s: %s", rows, self.where, exc)
             return
-        self.written += len(rows)
+        self.written += rows
         if self.on_written is not None:
-            self.on_written(len(rows))
+            self.on_written(rows)

@@ -43,14 +43,19 @@ def test_fresh_file_is_migrated_once_in_wal_mode(tmp_path: Path) -> None:
 
 def test_entries_round_trip_with_attempts_and_tags(tmp_path: Path) -> None:
     ledger = Ledger(open_store(str(tmp_path / "l.sqlite3")))
-    for i in range(3):
+    for i in range(2):
         ledger.record(entry(i))
+    fallback = [Attempt(provider="cerebras", model="c", ok=False, latency_ms=3.0, status=503, kind="server_error",
+                        error="overloaded"), Attempt(provider="runpod", model="m", ok=True, latency_ms=12.0, status=200)]
+    ledger.record(entry(2, attempts=fallback, fallback=True))
     assert ledger.flush()
     rows = ledger.store.fetch("SELECT request_id, cost_usd, attempts, tags, fallback FROM requests ORDER BY id")
     ledger.close()
     assert [r[0] for r in rows] == ["req-0", "req-1", "req-2"]
-    assert rows[0][1] == 6e-7
-    assert '"provider":"runpod"' in rows[0][2] and rows[0][3] == '["team=sales"]' and rows[0][4] == 0
+    assert rows[0][1] == 6e-7 and rows[0][3] == '["team=sales"]' and rows[0][4] == 0
+    assert rows[0][2] is None  # answered by its first attempt: the row is that attempt
+    assert '"provider":"cerebras"' in rows[2][2] and '"status":503' in rows[2][2] and '"error":"overloaded"' in rows[2][2]
+    assert rows[2][4] == 1
     assert ledger.written == 3 and ledger.dropped == 0
 
 
