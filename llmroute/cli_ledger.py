@@ -46,6 +46,20 @@ def open_ledger_store(ledger: Optional[str], config: RouterConfig | None) -> Sto
         raise
 
 
+def _open_period(
+    since: Optional[str], from_: Optional[str], to: Optional[str], ledger: Optional[str], config: Optional[Path],
+) -> tuple[float, float, RouterConfig | None, Store]:
+    """The period asked for, the config if any, and the ledger opened read-only; exits with a message on bad input."""
+    from .report import window
+
+    try:
+        lo, hi = window(since, from_, to)
+    except ValueError as exc:
+        _fail(str(exc))
+    cfg = _config_or_none(config)
+    return lo, hi, cfg, open_ledger_store(ledger, cfg)
+
+
 def ledger_prices(store: Store, config: RouterConfig | None) -> dict[str, PriceRow]:
     """Prices from the config when given, else as the ledger noted them when traffic was recorded."""
     from .ledger import price_rows
@@ -82,18 +96,13 @@ def report(
     config: ConfigOption = None,
 ) -> None:
     """Requests, tokens, spend, blended $/1M, latency, fallbacks and savings, from the ledger."""
-    from .report import GROUPS, build_report, daily_by_provider, window
+    from .report import GROUPS, build_report, daily_by_provider
 
     if fmt not in ("table", "json", "csv"):
         _fail(f"--format must be table, json or csv, not '{fmt}'")
     if by not in GROUPS:
         _fail(f"--by must be one of {', '.join(GROUPS)}, not '{by}'")
-    try:
-        lo, hi = window(since, from_, to)
-    except ValueError as exc:
-        _fail(str(exc))
-    cfg = _config_or_none(config)
-    store = open_ledger_store(ledger, cfg)
+    lo, hi, cfg, store = _open_period(since, from_, to, ledger, config)
     try:
         prices = ledger_prices(store, cfg)
         base = pick_baseline(prices, cfg, baseline)
@@ -235,19 +244,14 @@ def replay(
 ) -> None:
     """What the logged traffic would have cost, and likely waited, under another strategy or split."""
     from .replay import replay as run_replay
-    from .report import build_report, window
+    from .report import build_report
     from .strategies import RoutingStrategy
 
     try:
         name = RoutingStrategy(strategy)
     except ValueError:
         _fail(f"--strategy must be one of {', '.join(s.value for s in RoutingStrategy)}, not '{strategy}'")
-    try:
-        lo, hi = window(since, from_, to)
-    except ValueError as exc:
-        _fail(str(exc))
-    cfg = _config_or_none(config)
-    store = open_ledger_store(ledger, cfg)
+    lo, hi, cfg, store = _open_period(since, from_, to, ledger, config)
     try:
         prices = ledger_prices(store, cfg)
         cfg = cfg or config_from_ledger(prices)
