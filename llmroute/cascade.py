@@ -32,7 +32,7 @@ class Cascade:
 
     def __init__(
         self, providers: Mapping[str, OpenAICompatProvider], state: RouterState, order: list[str],
-        *, deadline_s: float, retry_rounds: int, pricers: Mapping[str, Pricer],
+        *, deadline_s: float, retry_rounds: int, pricers: Mapping[str, Pricer], max_retry_wait_s: float = 1.0,
     ) -> None:
         self.providers = providers
         self.state = state
@@ -41,6 +41,7 @@ class Cascade:
         """The ``Pricer.begin`` mark of the attempt that answered; the caller ends it."""
         self.deadline = time.monotonic() + deadline_s
         self.retry_rounds = retry_rounds
+        self.max_retry_wait_s = max_retry_wait_s
         self.attempts: list[Attempt] = []
         # Providers still cooling down from a Retry-After go last in the first round.
         wall = now()
@@ -66,6 +67,8 @@ class Cascade:
                     continue
                 if self.remaining_s() <= 0:
                     raise AllProvidersFailed(self.attempts, deadline_exceeded=True)
+                if not self._breaker_allows(provider):
+                    continue  # open: not tried again in this request either
                 if not await self._wait_cooldown(provider):
                     retry_next.append(name)
                     continue
@@ -90,17 +93,30 @@ class Cascade:
                 log.info("retrying %d provider(s), round %d", len(queue), round_number + 2)
         raise AllProvidersFailed(self.attempts, deadline_exceeded=self.remaining_s() <= 0)
 
+    def _breaker_allows(self, provider: OpenAICompatProvider) -> bool:
+        """An open breaker skips the provider at once (a comparison, no I/O), noting when it will probe."""
+        breaker = self.state.breaker(provider.name)
+        if breaker.allow():
+            return True
+        retry_s = breaker.retry_in_s()
+        self.attempts.append(Attempt(
+            provider=provider.name, model=provider.model, ok=False, latency_ms=0.0, kind="circuit_open",
+            error=f"skipped: circuit open ({breaker.last_reason}); next probe in {retry_s:.1f} s",
+            retry_after_s=retry_s,
+        ))
+        return False
+
     async def _wait_cooldown(self, provider: OpenAICompatProvider) -> bool:
-        """Honour a provider's Retry-After: wait if it fits in the deadline, else skip it."""
+        """Honour a provider's Retry-After: wait if it is short and fits in the deadline, else skip it."""
         wait_s = self.state.cooldown_until(provider.name) - now()
         if wait_s <= 0:
             return True
-        if wait_s < self.remaining_s():
+        if wait_s <= self.max_retry_wait_s and wait_s < self.remaining_s():
             await asyncio.sleep(wait_s)
             return True
         self.attempts.append(Attempt(
             provider=provider.name, model=provider.model, ok=False, latency_ms=0.0, kind="cooling_down",
-            error=f"skipped: asked to wait {wait_s:.1f} s (Retry-After), longer than the deadline left",
+            error=f"skipped: asked to wait {wait_s:.1f} s (Retry-After)", retry_after_s=wait_s,
         ))
         return False
 

@@ -250,7 +250,7 @@ def demo(
             _fail("--speed must be > 0")
         for name in ("cerebras", "runpod"):
             emulators[name] = EmulatorThread(EmulatorSettings(get_profile(name), speed=speed, seed=len(emulators)))
-        cfg = emulated_config({n: e.base_url for n, e in emulators.items()})
+        cfg = emulated_config({n: e.base_url for n, e in emulators.items()}, speed)
         runpod = emulators["runpod"]
         outage = (lambda: runpod.set_faults({"503": 1.0}), lambda: runpod.set_faults({}))
         note = (f"emulated providers at {speed:g}x real speed (multiply latencies by {speed:g} for real time); "

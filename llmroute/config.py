@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from .breaker import BreakerSettings
 from .errors import ConfigError
 from .strategies.base import RoutingStrategy
 
@@ -65,6 +66,8 @@ class ProviderConfig(_Strict):
     context_window: int | None = Field(default=None, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
     max_connections: int = Field(default=256, gt=0)
+    breaker: BreakerConfig | None = None
+    """Overrides the top-level ``breaker`` settings for this provider."""
     ca_bundle: str | None = None
     """PEM file of CA certificates to trust instead of the system's (a self-hosted endpoint's private CA)."""
 
@@ -128,6 +131,22 @@ class ProviderConfig(_Strict):
         return self._api_key_env
 
 
+class BreakerConfig(_Strict):
+    """When a provider is taken out of rotation, and how it is let back in."""
+
+    failures: int = Field(default=5, gt=0, description="failures within window_s that open the breaker")
+    window_s: float = Field(default=10.0, gt=0)
+    error_rate: float = Field(default=0.5, gt=0, le=1, description="error rate that opens it, over min_requests")
+    min_requests: int = Field(default=20, gt=0)
+    consecutive_timeouts: int = Field(default=2, gt=0)
+    open_s: float = Field(default=5.0, gt=0, description="time open before a probe; doubles while probes fail")
+    max_open_s: float = Field(default=60.0, gt=0)
+    half_open_probes: int = Field(default=1, gt=0)
+
+    def settings(self) -> BreakerSettings:
+        return BreakerSettings(**self.model_dump())
+
+
 class GatewayKey(_Strict):
     """A key a gateway client presents; ``id`` names it in logs, metrics and the ledger."""
 
@@ -183,6 +202,8 @@ class RouterConfig(_Strict):
     latency_alpha: float = Field(default=0.3, gt=0, le=1, description="EWMA weight of a new sample")
     expected_output_tokens: int = Field(default=256, gt=0)
     baseline_provider: str | None = None
+    max_retry_wait_s: float = Field(default=1.0, ge=0, description="longest Retry-After the cascade waits out")
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
 
@@ -226,6 +247,9 @@ class RouterConfig(_Strict):
         cheapest = min(self.providers, key=lambda n: _blended_price(self.providers[n]))
         others = len(self.providers) - 1
         return {name: 80.0 if name == cheapest else 20.0 / others for name in self.providers}
+
+    def breaker_settings(self) -> dict[str, BreakerSettings]:
+        return {name: (p.breaker or self.breaker).settings() for name, p in self.providers.items()}
 
     def baseline(self) -> str:
         """The premium provider savings are measured against (the most expensive, unless set)."""

@@ -141,8 +141,11 @@ async def run_strategy(
     return run
 
 
-def emulated_config(base_urls: dict[str, str]) -> RouterConfig:
-    """A config for the shipped emulator profiles at the given addresses."""
+def emulated_config(base_urls: dict[str, str], speed: float = 1.0) -> RouterConfig:
+    """A config for the shipped emulator profiles at the given addresses.
+
+    Emulators run ``speed`` times faster than real providers, so the breaker's clocks run faster too.
+    """
     from .emulator import get_profile
 
     providers = {}
@@ -152,4 +155,6 @@ def emulated_config(base_urls: dict[str, str]) -> RouterConfig:
             "base_url": url, "model": profile.model, "price_per_m": profile.price_per_m,
             "latency_ms": profile.latency_ms, "quality": profile.quality, "context_window": profile.context_window,
         }
-    return load_config({"providers": providers, "strategy": "balanced"})
+    scale = 1.0 if speed == float("inf") or speed <= 0 else speed
+    breaker = {"open_s": 5.0 / scale, "max_open_s": 10.0 / scale, "window_s": 10.0 / scale}
+    return load_config({"providers": providers, "strategy": "balanced", "breaker": breaker})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import time
@@ -19,6 +20,8 @@ from .result import Attempt, RouteResult
 from .state import InMemoryState, RouterState
 from .strategies import RouteRequest, RoutingStrategy, StrategyBase, build_strategy
 from .tokens import estimate_message_tokens, estimate_tokens
+
+log = logging.getLogger("llmroute")
 
 CHAT_PATH = "/chat/completions"
 COMPLETIONS_PATH = "/completions"
@@ -52,6 +55,7 @@ class LLMRouter:
         self.default_strategy = RoutingStrategy(strategy or self.config.strategy)
         self.state = state or InMemoryState(
             {name: p.latency_ms for name, p in self.config.providers.items()}, alpha=self.config.latency_alpha,
+            breakers=self.config.breaker_settings(), on_breaker_change=_log_breaker,
         )
         self.providers = {name: OpenAICompatProvider(p) for name, p in self.config.providers.items()}
         self.pricers = {name: Pricer(p) for name, p in self.config.providers.items()}
@@ -166,6 +170,7 @@ class LLMRouter:
         cascade = Cascade(
             self.providers, self.state, chosen.order(estimate),
             deadline_s=self.config.deadline_s, retry_rounds=self.config.retry_rounds, pricers=self.pricers,
+            max_retry_wait_s=self.config.max_retry_wait_s,
         )
         return cascade, chosen.name.value
 
@@ -242,6 +247,11 @@ class LLMRouter:
             attempts=attempts, ttft_ms=ttft_ms, finish_reason=finish_reason, cached_prompt_tokens=cached,
             request_id=request_id, raw=raw, ratelimit=ratelimit, raw_json=raw_json,
         )
+
+
+def _log_breaker(provider: str, state: str, reason: str) -> None:
+    level = logging.WARNING if state == "open" else logging.INFO
+    log.log(level, "circuit breaker for %s is now %s: %s", provider, state, reason)
 
 
 def _context(tags: Mapping[str, str] | None, params: Mapping[str, Any], endpoint: str) -> RequestContext | None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
+from .breaker import BreakerSettings, CircuitBreaker
 
 
 @dataclass(slots=True)
@@ -63,14 +65,26 @@ class RouterState(ABC):
     @abstractmethod
     def snapshot(self) -> dict[str, ProviderStats]: ...
 
+    @abstractmethod
+    def breaker(self, provider: str) -> CircuitBreaker:
+        """The provider's circuit breaker; ``record_success``/``record_failure`` feed it."""
+
 
 class InMemoryState(RouterState):
     """Per-process state. Timeouts count toward latency: a provider that hangs must look slow."""
 
-    def __init__(self, latency_priors_ms: Mapping[str, float], alpha: float = 0.3) -> None:
+    def __init__(
+        self, latency_priors_ms: Mapping[str, float], alpha: float = 0.3, *,
+        breakers: Mapping[str, BreakerSettings] | None = None,
+        on_breaker_change: Callable[[str, str, str], None] | None = None,
+    ) -> None:
         self._alpha = alpha
         self._stats = {name: ProviderStats(latency_ms=prior) for name, prior in latency_priors_ms.items()}
         self._counters: dict[str, int] = {}
+        self._breaker_settings = dict(breakers or {})
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self.on_breaker_change = on_breaker_change
+        """Called with (provider, new state, reason) on every transition: metrics and logs hang here."""
 
     def _get(self, provider: str) -> ProviderStats:
         stats = self._stats.get(provider)
@@ -93,6 +107,7 @@ class InMemoryState(RouterState):
         stats = self._get(provider)
         stats.successes += 1
         self._observe(stats, latency_ms)
+        self.breaker(provider).on_success()
 
     def record_failure(self, provider: str, kind: str, latency_ms: float, status: int | None = None) -> None:
         stats = self._get(provider)
@@ -101,6 +116,7 @@ class InMemoryState(RouterState):
         stats.failures_by_kind[kind] = stats.failures_by_kind.get(kind, 0) + 1
         if kind == "timeout":
             self._observe(stats, latency_ms)
+        self.breaker(provider).on_failure(kind)
 
     def next_count(self, key: str) -> int:
         value = self._counters.get(key, 0)
@@ -116,6 +132,16 @@ class InMemoryState(RouterState):
 
     def snapshot(self) -> dict[str, ProviderStats]:
         return dict(self._stats)
+
+    def breaker(self, provider: str) -> CircuitBreaker:
+        breaker = self._breakers.get(provider)
+        if breaker is None:
+            def changed(state: str, reason: str, provider: str = provider) -> None:
+                if self.on_breaker_change is not None:
+                    self.on_breaker_change(provider, state, reason)
+
+            breaker = self._breakers[provider] = CircuitBreaker(self._breaker_settings.get(provider), changed)
+        return breaker
 
 
 def now() -> float:

@@ -11,7 +11,7 @@ from ..errors import AllProvidersFailed, ClientRequestError, ProviderError
 from ..result import Attempt
 
 # Failures that mean "try again later" rather than "the providers are broken".
-_TRANSIENT = {"rate_limited", "cooling_down", "timeout"}
+_TRANSIENT = {"rate_limited", "cooling_down", "timeout", "circuit_open"}
 
 
 def error_body(message: str, error_type: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:

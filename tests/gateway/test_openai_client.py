@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -91,15 +93,12 @@ def test_async_streaming(gateway: RunningGateway) -> None:
     assert asyncio.run(run())
 
 
-def test_fallback_mid_run(gateway: RunningGateway, emus: dict[str, EmulatorThread]) -> None:
-    c = client(gateway)
-    providers, fallbacks = [], 0
-    for i in range(60):
-        if i == 20:
-            emus["runpod"].set_faults({"503": 1.0})
-        if i == 40:
-            emus["runpod"].set_faults({})
-        stream = i % 3 == 0
+def test_fallback_mid_run(gateway_factory: Callable[..., RunningGateway], seed_config: dict[str, Any],
+                          emus: dict[str, EmulatorThread]) -> None:
+    seed_config["breaker"] = {"open_s": 0.2}
+    c = client(gateway_factory(seed_config))
+
+    def ask(stream: bool) -> tuple[str, bool]:
         if stream:
             with c.chat.completions.with_streaming_response.create(
                     model="cost_optimized", messages=[{"role": "user", "content": "hi"}], stream=True) as resp:
@@ -108,12 +107,24 @@ def test_fallback_mid_run(gateway: RunningGateway, emus: dict[str, EmulatorThrea
         else:
             headers = c.chat.completions.with_raw_response.create(
                 model="cost_optimized", messages=[{"role": "user", "content": "hi"}]).headers
-        providers.append(headers["x-llmroute-provider"])
-        fallbacks += headers["x-llmroute-fallback"] == "true"
+        return headers["x-llmroute-provider"], headers["x-llmroute-fallback"] == "true"
+
+    providers, fallbacks = [], 0
+    for i in range(40):
+        if i == 20:
+            emus["runpod"].set_faults({"503": 1.0})
+        provider, fell_back = ask(stream=i % 3 == 0)
+        providers.append(provider)
+        fallbacks += fell_back
+    emus["runpod"].set_faults({})
     assert providers[:20] == ["runpod"] * 20
     assert set(providers[20:40]) == {"cerebras"}  # every request still answered
     assert fallbacks >= 1
-    assert providers[-1] == "runpod"  # back once RunPod recovered
+    # Once RunPod recovers, the breaker's probe finds it healthy and traffic returns.
+    deadline = time.monotonic() + 10
+    while ask(stream=False)[0] != "runpod":
+        assert time.monotonic() < deadline, "traffic did not return to runpod"
+    assert [ask(stream=bool(i % 2))[0] for i in range(5)] == ["runpod"] * 5
 
 
 def test_completions_and_models(gateway: RunningGateway, emus: dict[str, EmulatorThread]) -> None:

@@ -1,0 +1,145 @@
+"""Circuit breakers: notice an outage once, then route around it without waiting on the dead provider.
+
+closed -> open when, within ``window_s``: ``failures`` failures, or an error rate of
+``error_rate`` over at least ``min_requests``, or ``consecutive_timeouts`` timeouts in a
+row. open -> half-open after ``open_s`` (doubling up to ``max_open_s`` while probes keep
+failing). half-open lets ``half_open_probes`` requests through; a success closes the
+breaker, a failure opens it again. Checking a breaker is a comparison and a counter:
+skipping an open provider costs microseconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"
+STATE_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
+
+# Failures that say nothing about the provider's health: the request was at fault, or the caller left.
+NOT_HEALTH = frozenset({"bad_request", "context_length", "not_found", "unprocessable", "cancelled", "client_error"})
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    failures: int = 5
+    window_s: float = 10.0
+    error_rate: float = 0.5
+    min_requests: int = 20
+    consecutive_timeouts: int = 2
+    open_s: float = 5.0
+    max_open_s: float = 60.0
+    half_open_probes: int = 1
+    probe_timeout_s: float = 30.0
+    """A probe whose outcome never came (its caller left) frees its slot after this long."""
+
+
+class CircuitBreaker:
+    def __init__(self, settings: BreakerSettings | None = None,
+                 on_change: Callable[[str, str], None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings or BreakerSettings()
+        self.state = CLOSED
+        self.changed_at = clock()
+        self.open_until = 0.0
+        self.opened = 0
+        self.last_reason = ""
+        self._open_s = self.settings.open_s
+        self._outcomes: deque[tuple[float, bool]] = deque()  # (time, failed) within the window
+        self._failures_in_window = 0
+        self._consecutive_timeouts = 0
+        self._probes: deque[float] = deque()
+        self._clock = clock
+        self._on_change = on_change
+
+    def allow(self) -> bool:
+        """May a request go to this provider now? Counts a half-open probe when it says yes."""
+        if self.state == CLOSED:
+            return True
+        now = self._clock()
+        if self.state == OPEN:
+            if now < self.open_until:
+                return False
+            self._move(HALF_OPEN, "open period over: probing", now)
+        while self._probes and now - self._probes[0] > self.settings.probe_timeout_s:
+            self._probes.popleft()
+        if len(self._probes) < self.settings.half_open_probes:
+            self._probes.append(now)
+            return True
+        return False
+
+    def retry_in_s(self) -> float:
+        """Seconds until this breaker lets a probe through (0 if it would now)."""
+        if self.state != OPEN:
+            return 0.0
+        return max(0.0, self.open_until - self._clock())
+
+    def on_success(self) -> None:
+        now = self._clock()
+        self._consecutive_timeouts = 0
+        if self.state != CLOSED:
+            if self._probes:
+                self._probes.popleft()
+            self._open_s = self.settings.open_s
+            self._outcomes.clear()
+            self._failures_in_window = 0
+            self._move(CLOSED, "probe succeeded", now)
+            return
+        self._add(now, failed=False)
+
+    def on_failure(self, kind: str) -> None:
+        if kind in NOT_HEALTH:
+            return
+        now = self._clock()
+        self._consecutive_timeouts = self._consecutive_timeouts + 1 if kind == "timeout" else 0
+        if self.state == HALF_OPEN:
+            if self._probes:
+                self._probes.popleft()
+            self._open_s = min(self._open_s * 2, self.settings.max_open_s)
+            self._open(now, f"probe failed ({kind})")
+            return
+        if self.state == OPEN:
+            return
+        self._add(now, failed=True)
+        s = self.settings
+        total = len(self._outcomes)
+        if self._consecutive_timeouts >= s.consecutive_timeouts:
+            self._open(now, f"{self._consecutive_timeouts} timeouts in a row")
+        elif self._failures_in_window >= s.failures:
+            self._open(now, f"{self._failures_in_window} failures in {s.window_s:g} s (last: {kind})")
+        elif total >= s.min_requests and self._failures_in_window / total >= s.error_rate:
+            self._open(now, f"error rate {self._failures_in_window / total:.0%} over {total} requests")
+
+    def force(self, healthy: bool, reason: str) -> None:
+        """An active health check's verdict: close an open breaker, or open a closed one."""
+        now = self._clock()
+        if healthy and self.state != CLOSED:
+            self._open_s = self.settings.open_s
+            self._outcomes.clear()
+            self._failures_in_window = 0
+            self._probes.clear()
+            self._move(CLOSED, reason, now)
+        elif not healthy and self.state != OPEN:
+            self._open(now, reason)
+
+    def _add(self, now: float, failed: bool) -> None:
+        outcomes = self._outcomes
+        outcomes.append((now, failed))
+        self._failures_in_window += failed
+        horizon = now - self.settings.window_s
+        while outcomes and outcomes[0][0] < horizon:
+            self._failures_in_window -= outcomes.popleft()[1]
+
+    def _open(self, now: float, reason: str) -> None:
+        self.open_until = now + self._open_s
+        self.opened += 1
+        self._probes.clear()
+        self._move(OPEN, reason, now)
+
+    def _move(self, state: str, reason: str, now: float) -> None:
+        if state == self.state and state != OPEN:
+            return
+        self.state, self.changed_at, self.last_reason = state, now, reason
+        if self._on_change is not None:
+            self._on_change(state, reason)
