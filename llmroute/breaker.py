@@ -4,7 +4,9 @@ closed -> open when, within ``window_s``: ``failures`` failures, or an error rat
 ``error_rate`` over at least ``min_requests``, or ``consecutive_timeouts`` timeouts in a
 row. open -> half-open after ``open_s`` (doubling up to ``max_open_s`` while probes keep
 failing). half-open lets ``half_open_probes`` requests through; a success closes the
-breaker, a failure opens it again. Checking a breaker is a comparison and a counter:
+breaker, a failure opens it again. Outcomes of attempts sent before the breaker last
+changed state are ignored: a request that was in flight when it opened says nothing
+about the provider after. Checking a breaker is a comparison and a counter:
 skipping an open provider costs microseconds.
 """
 
@@ -75,7 +77,13 @@ class CircuitBreaker:
             return 0.0
         return max(0.0, self.open_until - self._clock())
 
-    def on_success(self) -> None:
+    def _stale(self, started_at: float | None) -> bool:
+        """An attempt sent before the last change of state says nothing about the provider since."""
+        return started_at is not None and started_at < self.changed_at
+
+    def on_success(self, started_at: float | None = None) -> None:
+        if self._stale(started_at):
+            return
         now = self._clock()
         self._consecutive_timeouts = 0
         if self.state != CLOSED:
@@ -88,8 +96,8 @@ class CircuitBreaker:
             return
         self._add(now, failed=False)
 
-    def on_failure(self, kind: str) -> None:
-        if kind in NOT_HEALTH:
+    def on_failure(self, kind: str, started_at: float | None = None) -> None:
+        if kind in NOT_HEALTH or self._stale(started_at):
             return
         now = self._clock()
         self._consecutive_timeouts = self._consecutive_timeouts + 1 if kind == "timeout" else 0

@@ -39,6 +39,8 @@ class Cascade:
         self.pricers = pricers
         self.open_mark = 0.0
         """The ``Pricer.begin`` mark of the attempt that answered; the caller ends it."""
+        self.open_started_at = 0.0
+        """When (``time.monotonic()``) the attempt that answered began, for the breaker."""
         self.deadline = time.monotonic() + deadline_s
         self.retry_rounds = retry_rounds
         self.max_retry_wait_s = max_retry_wait_s
@@ -125,6 +127,7 @@ class Cascade:
         pricer = self.pricers[provider.name]
         mark = pricer.begin()
         started = time.perf_counter()
+        started_at = time.monotonic()
         try:
             if call_keeps_timeout:
                 value = await call(provider, timeout_s)
@@ -135,10 +138,10 @@ class Cascade:
             error: ProviderError = ProviderTimeout(
                 message=f"no answer within {timeout_s:.1f} s", provider=provider.name, kind="timeout",
             )
-            self._failed(provider, error, started, pricer.end(mark))
+            self._failed(provider, error, started, pricer.end(mark), started_at)
             raise error from None
         except ProviderError as exc:
-            self._failed(provider, exc, started, pricer.end(mark))
+            self._failed(provider, exc, started, pricer.end(mark), started_at)
             raise
         except asyncio.CancelledError:  # the caller went away: not the provider's fault, but it may be billed
             self.attempts.append(Attempt(
@@ -152,9 +155,11 @@ class Cascade:
             cost_basis=pricer.basis,
         ))
         self.open_mark = mark
+        self.open_started_at = started_at
         return value
 
-    def _failed(self, provider: OpenAICompatProvider, error: ProviderError, started: float, cost: float) -> None:
+    def _failed(self, provider: OpenAICompatProvider, error: ProviderError, started: float, cost: float,
+                started_at: float) -> None:
         elapsed = _ms_since(started)
         error.provider = provider.name
         error.elapsed_ms = elapsed
@@ -163,7 +168,7 @@ class Cascade:
             kind=error.kind, error=error.message, retry_after_s=error.retry_after_s, cost_usd=cost,
             cost_basis=self.pricers[provider.name].basis,
         ))
-        self.state.record_failure(provider.name, error.kind, elapsed, error.status)
+        self.state.record_failure(provider.name, error.kind, elapsed, error.status, started_at)
         if error.retry_after_s:
             self.state.set_cooldown(provider.name, now() + error.retry_after_s)
         if error.kind == "auth":

@@ -156,5 +156,6 @@ def emulated_config(base_urls: dict[str, str], speed: float = 1.0) -> RouterConf
             "latency_ms": profile.latency_ms, "quality": profile.quality, "context_window": profile.context_window,
         }
     scale = 1.0 if speed == float("inf") or speed <= 0 else speed
-    breaker = {"open_s": 5.0 / scale, "max_open_s": 10.0 / scale, "window_s": 10.0 / scale}
+    # A short run: probe a failed provider after 1 s (real time), so traffic returns soon after the outage.
+    breaker = {"open_s": 1.0 / scale, "max_open_s": 5.0 / scale, "window_s": 10.0 / scale}
     return load_config({"providers": providers, "strategy": "balanced", "breaker": breaker})

@@ -214,7 +214,7 @@ class LLMRouter:
         except (ProviderError, AllProvidersFailed, asyncio.CancelledError) as exc:
             self._record_failure(cascade, strategy_name, request_id, started, exc, context)
             raise
-        self.state.record_success(provider.name, response.latency_ms)
+        self.state.record_success(provider.name, response.latency_ms, cascade.open_started_at)
         choice = response.body["choices"][0] if response.body["choices"] else {}
         text = (choice.get("message") or {}).get("content") if path == CHAT_PATH else choice.get("text")
         result = self._result(
@@ -349,7 +349,8 @@ class RouteStream:
                 yield chunk
                 chunk = await anext(upstream, None)
         except ProviderError as exc:
-            router.state.record_failure(provider.name, exc.kind, (time.perf_counter() - started) * 1000)
+            router.state.record_failure(provider.name, exc.kind, (time.perf_counter() - started) * 1000,
+                                        started_at=cascade.open_started_at)
             last_attempt = cascade.attempts[-1]
             last_attempt.ok, last_attempt.kind, last_attempt.error = False, "stream_interrupted", exc.message
             interrupted = StreamInterrupted(
@@ -369,7 +370,7 @@ class RouteStream:
         finally:
             await upstream.aclose()
         elapsed_ms = (time.perf_counter() - started) * 1000
-        router.state.record_success(provider.name, elapsed_ms)
+        router.state.record_success(provider.name, elapsed_ms, cascade.open_started_at)
         self.result = router._result(
             provider, cascade, strategy_name, request_id, started,
             text="".join(parts), usage=usage, finish_reason=finish_reason,

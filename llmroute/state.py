@@ -47,10 +47,13 @@ class RouterState(ABC):
         """Current latency estimate: measured if any sample exists, else the prior."""
 
     @abstractmethod
-    def record_success(self, provider: str, latency_ms: float) -> None: ...
+    def record_success(self, provider: str, latency_ms: float, started_at: float | None = None) -> None:
+        """``started_at`` (``time.monotonic()`` when the attempt began) lets the breaker ignore
+        outcomes of attempts sent before its last change of state."""
 
     @abstractmethod
-    def record_failure(self, provider: str, kind: str, latency_ms: float, status: int | None = None) -> None: ...
+    def record_failure(self, provider: str, kind: str, latency_ms: float, status: int | None = None,
+                       started_at: float | None = None) -> None: ...
 
     @abstractmethod
     def next_count(self, key: str) -> int:
@@ -103,20 +106,21 @@ class InMemoryState(RouterState):
         stats.samples += 1
         stats.recent_latency_ms.append(latency_ms)
 
-    def record_success(self, provider: str, latency_ms: float) -> None:
+    def record_success(self, provider: str, latency_ms: float, started_at: float | None = None) -> None:
         stats = self._get(provider)
         stats.successes += 1
         self._observe(stats, latency_ms)
-        self.breaker(provider).on_success()
+        self.breaker(provider).on_success(started_at)
 
-    def record_failure(self, provider: str, kind: str, latency_ms: float, status: int | None = None) -> None:
+    def record_failure(self, provider: str, kind: str, latency_ms: float, status: int | None = None,
+                       started_at: float | None = None) -> None:
         stats = self._get(provider)
         stats.failures += 1
         stats.recent_failures.append((now(), kind, status))
         stats.failures_by_kind[kind] = stats.failures_by_kind.get(kind, 0) + 1
         if kind == "timeout":
             self._observe(stats, latency_ms)
-        self.breaker(provider).on_failure(kind)
+        self.breaker(provider).on_failure(kind, started_at)
 
     def next_count(self, key: str) -> int:
         value = self._counters.get(key, 0)

@@ -97,7 +97,7 @@ def test_emulate_rejects_bad_options() -> None:
 
 
 def test_demo_runs_every_strategy_with_an_outage() -> None:
-    proc = llmroute("demo", "--requests", "80", "--speed", "200", "--json", env={k: v for k, v in os.environ.items()})
+    proc = llmroute("demo", "--requests", "80", "--speed", "10", "--json", env={k: v for k, v in os.environ.items()})
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     rows = {s["strategy"]: s for s in data["strategies"]}
