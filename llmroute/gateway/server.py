@@ -59,12 +59,12 @@ async def run_gateway(config: RouterConfig, host: str, port: int, *, reuse_port:
     # Everything built so far lives as long as the process: keep the collector from rescanning it.
     gc.collect()
     gc.freeze()
-    if ready is not None:
-        ready(bound)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before announcing: a SIGTERM right after must shut down cleanly
         loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready(bound)
     try:
         await stop.wait()
     finally:
