@@ -14,11 +14,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..breaker import STATE_VALUE
 from ..errors import AllProvidersFailed, ClientRequestError, ProviderError
 from ..ledger import RequestContext, parse_tags
 from ..result import RouteResult
 from ..router import CHAT_PATH, COMPLETIONS_PATH, LLMRouter
-from ..state import now
+from ..state import InMemoryState, now
 from ..strategies import RoutingStrategy
 from .auth import KeyStore
 from .errors import all_failed_response, attempts_header, error_response, provider_error_response
@@ -63,9 +64,19 @@ class Gateway:
         self.metrics = metrics if metrics is not None else Metrics()
         self.max_body_bytes = router.config.gateway.max_body_bytes
         self._default_strategy = router.default_strategy.value
+        if isinstance(router.state, InMemoryState):
+            router.state.on_breaker_change = self._breaker_changed
+            for name in router.providers:
+                self.metrics.breaker_state.labels(name).set(0)
         if router.ledger is not None:
             router.ledger.on_drop = self.metrics.ledger_dropped.inc
             router.ledger.on_written = self.metrics.ledger_written.inc
+
+    def _breaker_changed(self, provider: str, state: str, reason: str) -> None:
+        self.metrics.breaker_state.labels(provider).set(STATE_VALUE[state])
+        self.metrics.breaker_transitions.labels(provider, state).inc()
+        level = logging.WARNING if state == "open" else logging.INFO
+        log.log(level, "circuit breaker for %s is now %s: %s", provider, state, reason)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body_bytes)
@@ -203,7 +214,9 @@ class Gateway:
 
     def _usable(self) -> list[str]:
         wall = now()
-        return [name for name in self.router.providers if self.router.state.cooldown_until(name) <= wall]
+        state = self.router.state
+        return [name for name in self.router.providers
+                if state.cooldown_until(name) <= wall and state.breaker(name).state != "open"]
 
     async def ready(self, request: web.Request) -> web.Response:
         usable = self._usable()
@@ -233,6 +246,7 @@ class Gateway:
                 "failures_by_kind": stats.failures_by_kind,
                 "recent_failures": [{"at": t, "kind": k, "status": s} for t, k, s in stats.recent_failures],
                 "cooling_down_s": round(max(0.0, stats.cooldown_until - wall), 3),
+                "breaker": self._breaker_state(name),
                 "weight": weights.get(name, 0.0),
                 "quality": p.quality,
                 "price_per_m": p.price_per_m.model_dump(exclude_none=True) if p.price_per_m else None,
@@ -240,6 +254,11 @@ class Gateway:
             }
         body = {"default_strategy": self._default_strategy, "strategies": list(_STRATEGIES), "providers": providers}
         return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())
+
+    def _breaker_state(self, provider: str) -> dict[str, Any]:
+        breaker = self.router.state.breaker(provider)
+        return {"state": breaker.state, "since_s": round(time.monotonic() - breaker.changed_at, 3),
+                "reason": breaker.last_reason, "retry_in_s": round(breaker.retry_in_s(), 3), "opened": breaker.opened}
 
     async def not_found(self, request: web.Request) -> web.Response:
         expected = _ROUTES.get(request.path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..result import RouteResult
@@ -41,6 +41,10 @@ class Metrics:
         self.ledger_written = Counter("llmroute_ledger_written", "Requests committed to the ledger", registry=r)
         self.ledger_dropped = Counter("llmroute_ledger_dropped",
                                       "Ledger entries dropped because the write queue was full", registry=r)
+        self.breaker_state = Gauge("llmroute_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open",
+                                   ["provider"], registry=r, multiprocess_mode="max")
+        self.breaker_transitions = Counter("llmroute_breaker_transitions", "Circuit breaker changes of state",
+                                           ["provider", "state"], registry=r)
         self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
 
     def _for(self, strategy: str, provider: str, endpoint: str) -> tuple[Any, ...]:
