@@ -33,6 +33,7 @@ class Cascade:
     def __init__(
         self, providers: Mapping[str, OpenAICompatProvider], state: RouterState, order: list[str],
         *, deadline_s: float, retry_rounds: int, pricers: Mapping[str, Pricer], max_retry_wait_s: float = 1.0,
+        tokens_needed: int = 0,
     ) -> None:
         self.providers = providers
         self.state = state
@@ -45,10 +46,11 @@ class Cascade:
         self.retry_rounds = retry_rounds
         self.max_retry_wait_s = max_retry_wait_s
         self.attempts: list[Attempt] = []
-        # Providers still cooling down from a Retry-After go last in the first round.
+        self.tokens_needed = tokens_needed
+        # Providers cooling down from a Retry-After, or about to hit their rate limit, go last.
         wall = now()
-        cooling = [n for n in order if state.cooldown_until(n) > wall]
-        self.order = [n for n in order if n not in cooling] + cooling if cooling else order
+        later = [n for n in order if state.cooldown_until(n) > wall or not state.ratelimit(n).headroom(tokens_needed)]
+        self.order = [n for n in order if n not in later] + later if later else order
 
     def remaining_s(self) -> float:
         return self.deadline - time.monotonic()
@@ -125,6 +127,7 @@ class Cascade:
     async def _attempt(self, provider: OpenAICompatProvider, call: Call[T], call_keeps_timeout: bool) -> T:
         timeout_s = min(provider.config.timeout_s, self.remaining_s())
         pricer = self.pricers[provider.name]
+        self.state.ratelimit(provider.name).spend(self.tokens_needed)
         mark = pricer.begin()
         started = time.perf_counter()
         started_at = time.monotonic()

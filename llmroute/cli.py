@@ -207,6 +207,7 @@ def emulate(
     api_key: Annotated[Optional[str], typer.Option(help="Require this bearer key (401 otherwise)", envvar="LLMROUTE_EMULATOR_KEY")] = None,
     seed: Annotated[int, typer.Option(help="Random seed for latency, text and fault rolls")] = 0,
     prompt_cache: Annotated[bool, typer.Option(help="Report repeated message prefixes as cached prompt tokens")] = False,
+    tokens_per_minute: Annotated[Optional[int], typer.Option(help="Enforce a token bucket (prompt + max_tokens per request)")] = None,
 ) -> None:
     """Run a local OpenAI-compatible server that behaves like a paid provider."""
     from .emulator import EmulatorSettings, FaultPlan, get_profile, parse_fault_rate, serve
@@ -220,7 +221,7 @@ def emulate(
         _fail("--speed must be > 0 (use inf for no latency)")
     settings = EmulatorSettings(
         profile=chosen, speed=speed, latency_ms=latency_ms, retry_after_s=retry_after, api_key=api_key,
-        seed=seed, faults=FaultPlan(rates, seed=seed), prompt_cache=prompt_cache,
+        seed=seed, faults=FaultPlan(rates, seed=seed), prompt_cache=prompt_cache, tokens_per_minute=tokens_per_minute,
     )
     serve(settings, host, port)
 

@@ -171,6 +171,7 @@ class LLMRouter:
             self.providers, self.state, chosen.order(estimate),
             deadline_s=self.config.deadline_s, retry_rounds=self.config.retry_rounds, pricers=self.pricers,
             max_retry_wait_s=self.config.max_retry_wait_s,
+            tokens_needed=estimate.input_tokens + estimate.output_tokens,
         )
         return cascade, chosen.name.value
 
@@ -215,6 +216,8 @@ class LLMRouter:
             self._record_failure(cascade, strategy_name, request_id, started, exc, context)
             raise
         self.state.record_success(provider.name, response.latency_ms, cascade.open_started_at)
+        if response.ratelimit:
+            self.state.ratelimit(provider.name).update(response.ratelimit)
         choice = response.body["choices"][0] if response.body["choices"] else {}
         text = (choice.get("message") or {}).get("content") if path == CHAT_PATH else choice.get("text")
         result = self._result(
@@ -371,6 +374,8 @@ class RouteStream:
             await upstream.aclose()
         elapsed_ms = (time.perf_counter() - started) * 1000
         router.state.record_success(provider.name, elapsed_ms, cascade.open_started_at)
+        if ratelimit:
+            router.state.ratelimit(provider.name).update(ratelimit)
         self.result = router._result(
             provider, cascade, strategy_name, request_id, started,
             text="".join(parts), usage=usage, finish_reason=finish_reason,

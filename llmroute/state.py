@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .breaker import BreakerSettings, CircuitBreaker
+from .ratelimit import RateLimitWindow
 
 
 @dataclass(slots=True)
@@ -69,6 +70,10 @@ class RouterState(ABC):
     def snapshot(self) -> dict[str, ProviderStats]: ...
 
     @abstractmethod
+    def ratelimit(self, provider: str) -> RateLimitWindow:
+        """What the provider's ``x-ratelimit-*`` headers said, less what was sent since."""
+
+    @abstractmethod
     def breaker(self, provider: str) -> CircuitBreaker:
         """The provider's circuit breaker; ``record_success``/``record_failure`` feed it."""
 
@@ -86,6 +91,7 @@ class InMemoryState(RouterState):
         self._counters: dict[str, int] = {}
         self._breaker_settings = dict(breakers or {})
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._ratelimits: dict[str, RateLimitWindow] = {}
         self.on_breaker_change = on_breaker_change
         """Called with (provider, new state, reason) on every transition: metrics and logs hang here."""
 
@@ -136,6 +142,12 @@ class InMemoryState(RouterState):
 
     def snapshot(self) -> dict[str, ProviderStats]:
         return dict(self._stats)
+
+    def ratelimit(self, provider: str) -> RateLimitWindow:
+        window = self._ratelimits.get(provider)
+        if window is None:
+            window = self._ratelimits[provider] = RateLimitWindow()
+        return window
 
     def breaker(self, provider: str) -> CircuitBreaker:
         breaker = self._breakers.get(provider)

@@ -43,6 +43,8 @@ class EmulatorSettings:
     api_key: str | None = None
     seed: int = 0
     faults: FaultPlan = field(default_factory=FaultPlan)
+    tokens_per_minute: int | None = None
+    """Enforce a Cerebras-style token bucket: each request charges prompt + max_tokens; over it, 429."""
     prompt_cache: bool = False
     """Report repeated message prefixes as ``usage.prompt_tokens_details.cached_tokens``, as OpenAI does."""
 
@@ -145,6 +147,9 @@ class Emulator:
             if early is not None:
                 return early
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 512
+        limited = self._charge_bucket(prompt_tokens + int(max_tokens))
+        if limited is not None:
+            return limited
         low, high = self.profile.completion_tokens
         target = max(1, min(int(max_tokens), self._rng.randint(low, high)))
         pieces = self._completion(target)
@@ -295,14 +300,31 @@ class Emulator:
             total += count_tokens(piece)
         return pieces
 
+    def _charge_bucket(self, tokens: int) -> web.Response | None:
+        """With ``tokens_per_minute`` set: charge the request, or answer 429 as Cerebras does when it would overflow."""
+        limit = self.settings.tokens_per_minute
+        if limit is None:
+            return None
+        elapsed = time.monotonic() - self._bucket_started
+        if elapsed >= 60:
+            self._bucket_started, self._bucket_tokens, elapsed = time.monotonic(), 0, 0.0
+        if self._bucket_tokens + tokens > limit:
+            self.stats["429"] = self.stats.get("429", 0) + 1
+            headers = {**self._ratelimit_headers(0), "Retry-After": f"{60 - elapsed:.3g}"}
+            return self._error(429, "Tokens per minute limit exceeded", "rate_limit_error", "rate_limit_exceeded",
+                               headers=headers)
+        self._bucket_tokens += tokens
+        return None
+
     def _ratelimit_headers(self, tokens: int) -> dict[str, str]:
         if not self.profile.ratelimit_headers:
             return {}
         elapsed = time.monotonic() - self._bucket_started
         if elapsed >= 60:
             self._bucket_started, self._bucket_tokens, elapsed = time.monotonic(), 0, 0.0
-        self._bucket_tokens += tokens
-        limit_tokens, limit_requests = 1_000_000, 1_000_000
+        if self.settings.tokens_per_minute is None:
+            self._bucket_tokens += tokens
+        limit_tokens, limit_requests = self.settings.tokens_per_minute or 1_000_000, 1_000_000
         return {
             "x-ratelimit-limit-requests-day": str(limit_requests),
             "x-ratelimit-limit-tokens-minute": str(limit_tokens),
