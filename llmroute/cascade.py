@@ -40,6 +40,8 @@ class Cascade:
         self.pricers = pricers
         self.open_mark = 0.0
         """The ``Pricer.begin`` mark of the attempt that answered; the caller ends it."""
+        self.current: str | None = None
+        """The provider being called right now (a hedge goes to another)."""
         self.open_started_at = 0.0
         """When (``time.monotonic()``) the attempt that answered began, for the breaker."""
         self.deadline = time.monotonic() + deadline_s
@@ -128,6 +130,7 @@ class Cascade:
         timeout_s = min(provider.config.timeout_s, self.remaining_s())
         pricer = self.pricers[provider.name]
         self.state.ratelimit(provider.name).spend(self.tokens_needed)
+        self.current = provider.name
         mark = pricer.begin()
         started = time.perf_counter()
         started_at = time.monotonic()
@@ -178,6 +181,38 @@ class Cascade:
             log.error("provider %s is misconfigured: %s", provider.name, error.message)
         else:
             log.warning("provider %s failed: %s", provider.name, error)
+
+
+async def race(primary: Cascade, make_secondary: Callable[[Cascade], Cascade], call: Call[T], delay_s: float,
+               *, call_keeps_timeout: bool = False) -> tuple[Cascade, OpenAICompatProvider, T]:
+    """Hedge: if ``primary`` has no answer after ``delay_s``, run a second cascade beside it and take
+    whichever answers first; the other is cancelled, and its attempt stays in the winner's list."""
+    first = asyncio.ensure_future(primary.run(call, call_keeps_timeout=call_keeps_timeout))
+    done, _ = await asyncio.wait({first}, timeout=delay_s)
+    if done:
+        return (primary, *first.result())
+    secondary = make_secondary(primary)
+    tasks = {first: primary, asyncio.ensure_future(secondary.run(call, call_keeps_timeout=call_keeps_timeout)): secondary}
+    pending = set(tasks)
+    winner: asyncio.Future[tuple[OpenAICompatProvider, T]] | None = None
+    try:
+        while pending and winner is None:
+            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            winner = next((t for t in finished if not t.cancelled() and t.exception() is None), None)
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    if winner is None:
+        errors = [t.exception() for t in tasks]
+        merged = primary.attempts + secondary.attempts
+        for error in errors:
+            error.attempts = merged  # type: ignore[union-attr]
+        raise next((e for e in errors if not isinstance(e, AllProvidersFailed)), errors[0])  # type: ignore[misc]
+    won = tasks[winner]
+    lost = secondary if won is primary else primary
+    won.attempts = lost.attempts + won.attempts  # the answer's attempt stays last
+    return (won, *winner.result())
 
 
 def _ms_since(started: float) -> float:

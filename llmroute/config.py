@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -147,6 +147,16 @@ class BreakerConfig(_Strict):
         return BreakerSettings(**self.model_dump())
 
 
+class HedgeConfig(_Strict):
+    """Send a slow request to the next provider too, and take whichever answers first."""
+
+    strategies: list[RoutingStrategy] = Field(default_factory=list)
+    """Strategies that hedge; empty: none (hedging costs a second call when it fires)."""
+    after_ms: float | Literal["p95"] = 500.0
+    """A fixed delay, or ``p95``: the first provider's measured p95 latency (``after_ms`` fallback: 500)."""
+    min_samples: int = Field(default=20, gt=0, description="latency samples before p95 is trusted")
+
+
 class GatewayKey(_Strict):
     """A key a gateway client presents; ``id`` names it in logs, metrics and the ledger."""
 
@@ -204,6 +214,7 @@ class RouterConfig(_Strict):
     baseline_provider: str | None = None
     max_retry_wait_s: float = Field(default=1.0, ge=0, description="longest Retry-After the cascade waits out")
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    hedge: HedgeConfig = Field(default_factory=HedgeConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
 

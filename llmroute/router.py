@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from .cascade import Cascade
+from .cascade import Cascade, race
 from .config import RouterConfig, load_config
 from .errors import AllProvidersFailed, ClientRequestError, ProviderError, StreamInterrupted
 from .ledger import Ledger, RequestContext, entry_from_failure, entry_from_result, open_ledger
@@ -175,6 +175,37 @@ class LLMRouter:
         )
         return cascade, chosen.name.value
 
+    def _hedge_delay_s(self, strategy_name: str, cascade: Cascade) -> float | None:
+        """How long to wait before hedging this request; None when its strategy does not hedge."""
+        hedge = self.config.hedge
+        if strategy_name not in hedge.strategies or len(cascade.order) < 2:
+            return None
+        if hedge.after_ms == "p95":
+            recent = sorted(self.state.snapshot()[cascade.order[0]].recent_latency_ms)
+            if len(recent) >= hedge.min_samples:
+                return recent[int(0.95 * (len(recent) - 1))] / 1000
+            return 0.5
+        return float(hedge.after_ms) / 1000
+
+    def _hedge_cascade(self, primary: Cascade, estimate: RouteRequest) -> Cascade:
+        """The hedge's cascade: the same order without the provider the primary is waiting on."""
+        return Cascade(
+            self.providers, self.state, [n for n in primary.order if n != primary.current],
+            deadline_s=max(0.001, primary.remaining_s()), retry_rounds=0, pricers=self.pricers,
+            max_retry_wait_s=self.config.max_retry_wait_s, tokens_needed=estimate.input_tokens + estimate.output_tokens,
+        )
+
+    def _bill_hedge_loser(self, attempts: list[Attempt], estimate: RouteRequest) -> None:
+        """The cancelled side of a hedge was billed too: its worker time, or at least the prompt it read."""
+        for attempt in attempts:
+            if attempt.kind != "cancelled":
+                continue
+            attempt.kind = "hedge_cancelled"
+            price = self.config.providers[attempt.provider].price_per_m
+            if attempt.cost_basis == "tokens" and price is not None:
+                attempt.prompt_tokens = estimate.input_tokens
+                attempt.cost_usd = estimate.input_tokens * price.input / 1e6
+
     def _record_failure(
         self, cascade: Cascade, strategy_name: str, request_id: str, started: float, exc: BaseException,
         context: RequestContext | None, *, provider: str | None = None, ttft_ms: float | None = None,
@@ -190,7 +221,8 @@ class LLMRouter:
         else:
             status = "cancelled"
         self.ledger.record(entry_from_failure(
-            request_id=request_id, strategy=strategy_name, status=status, attempts=cascade.attempts,
+            request_id=request_id, strategy=strategy_name, status=status,
+            attempts=getattr(exc, "attempts", None) or cascade.attempts,
             latency_ms=(time.perf_counter() - started) * 1000, error=str(exc).split("\n")[0] or type(exc).__name__,
             context=context, provider=provider, ttft_ms=ttft_ms,
         ))
@@ -211,7 +243,13 @@ class LLMRouter:
             )
 
         try:
-            provider, response = await cascade.run(call, call_keeps_timeout=True)  # request() applies timeout_s
+            delay_s = self._hedge_delay_s(strategy_name, cascade)
+            if delay_s is None:
+                provider, response = await cascade.run(call, call_keeps_timeout=True)  # request() applies timeout_s
+            else:
+                cascade, provider, response = await race(
+                    cascade, lambda c: self._hedge_cascade(c, estimate), call, delay_s, call_keeps_timeout=True)
+                self._bill_hedge_loser(cascade.attempts, estimate)
         except (ProviderError, AllProvidersFailed, asyncio.CancelledError) as exc:
             self._record_failure(cascade, strategy_name, request_id, started, exc, context)
             raise
@@ -240,7 +278,7 @@ class LLMRouter:
         attempts[-1].prompt_tokens, attempts[-1].completion_tokens, attempts[-1].cost_usd = (
             prompt_tokens, completion_tokens, cost,
         )
-        failed = [a for a in attempts if not a.ok]
+        failed = [a for a in attempts if not a.ok and a.kind != "hedge_cancelled"]
         return RouteResult(
             text=text, provider=provider.name, model=str(raw.get("model") or provider.model),
             strategy=strategy_name, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
