@@ -49,6 +49,51 @@ class Price(_Strict):
     cached_input: float | None = Field(default=None, ge=0)
 
 
+class BreakerConfig(_Strict):
+    """When a provider is taken out of rotation, and how it is let back in."""
+
+    failures: int = Field(default=5, gt=0, description="failures within window_s that open the breaker")
+    window_s: float = Field(default=10.0, gt=0)
+    error_rate: float = Field(default=0.5, gt=0, le=1, description="error rate that opens it, over min_requests")
+    min_requests: int = Field(default=20, gt=0)
+    consecutive_timeouts: int = Field(default=2, gt=0)
+    open_s: float = Field(default=5.0, gt=0, description="time open before a probe; doubles while probes fail")
+    max_open_s: float = Field(default=60.0, gt=0)
+    half_open_probes: int = Field(default=1, gt=0)
+
+    def settings(self) -> BreakerSettings:
+        return BreakerSettings(**self.model_dump())
+
+
+class HedgeConfig(_Strict):
+    """Send a slow request to the next provider too, and take whichever answers first."""
+
+    strategies: list[RoutingStrategy] = Field(default_factory=list)
+    """Strategies that hedge; empty: none (hedging costs a second call when it fires)."""
+    after_ms: float | Literal["p95"] = 500.0
+    """A fixed delay, or ``p95``: the first provider's measured p95 latency (``after_ms`` fallback: 500)."""
+    min_samples: int = Field(default=20, gt=0, description="latency samples before p95 is trusted")
+
+
+class HealthCheckConfig(_Strict):
+    """Probe a provider in the background, so breakers open and close without spending user requests."""
+
+    path: str = "/models"
+    """Relative to ``base_url``: ``/models`` is ``{base_url}/models``."""
+    interval_s: float = Field(default=10.0, gt=0)
+    timeout_s: float = Field(default=2.0, gt=0)
+    failures: int = Field(default=2, gt=0, description="failed checks in a row that open the breaker")
+
+
+class ColdStartConfig(_Strict):
+    """A serverless endpoint that scales to zero answers its first request after idling very slowly."""
+
+    idle_s: float | None = Field(default=None, gt=0, description="idle this long: expect a cold start")
+    factor: float = Field(default=3.0, gt=1, description="latency this many times the recent p95 means cold")
+    warm_s: float = Field(default=30.0, gt=0, description="how long latency-sensitive strategies avoid it")
+    keep_warm_s: float | None = Field(default=None, gt=0, description="ping it when idle this long (costs money)")
+
+
 class ProviderConfig(_Strict):
     base_url: str
     api_key: SecretStr | None = None
@@ -68,6 +113,8 @@ class ProviderConfig(_Strict):
     max_connections: int = Field(default=256, gt=0)
     breaker: BreakerConfig | None = None
     """Overrides the top-level ``breaker`` settings for this provider."""
+    health_check: HealthCheckConfig | None = None
+    cold_start: ColdStartConfig = Field(default_factory=ColdStartConfig)
     ca_bundle: str | None = None
     """PEM file of CA certificates to trust instead of the system's (a self-hosted endpoint's private CA)."""
 
@@ -129,32 +176,6 @@ class ProviderConfig(_Strict):
     def api_key_env(self) -> str | None:
         """The environment variable the key came from, to show instead of the key."""
         return self._api_key_env
-
-
-class BreakerConfig(_Strict):
-    """When a provider is taken out of rotation, and how it is let back in."""
-
-    failures: int = Field(default=5, gt=0, description="failures within window_s that open the breaker")
-    window_s: float = Field(default=10.0, gt=0)
-    error_rate: float = Field(default=0.5, gt=0, le=1, description="error rate that opens it, over min_requests")
-    min_requests: int = Field(default=20, gt=0)
-    consecutive_timeouts: int = Field(default=2, gt=0)
-    open_s: float = Field(default=5.0, gt=0, description="time open before a probe; doubles while probes fail")
-    max_open_s: float = Field(default=60.0, gt=0)
-    half_open_probes: int = Field(default=1, gt=0)
-
-    def settings(self) -> BreakerSettings:
-        return BreakerSettings(**self.model_dump())
-
-
-class HedgeConfig(_Strict):
-    """Send a slow request to the next provider too, and take whichever answers first."""
-
-    strategies: list[RoutingStrategy] = Field(default_factory=list)
-    """Strategies that hedge; empty: none (hedging costs a second call when it fires)."""
-    after_ms: float | Literal["p95"] = 500.0
-    """A fixed delay, or ``p95``: the first provider's measured p95 latency (``after_ms`` fallback: 500)."""
-    min_samples: int = Field(default=20, gt=0, description="latency samples before p95 is trusted")
 
 
 class GatewayKey(_Strict):

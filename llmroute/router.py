@@ -13,11 +13,12 @@ from typing import Any
 from .cascade import Cascade, race
 from .config import RouterConfig, load_config
 from .errors import AllProvidersFailed, ClientRequestError, ProviderError, StreamInterrupted
+from .health import HealthMonitor
 from .ledger import Ledger, RequestContext, entry_from_failure, entry_from_result, open_ledger
 from .pricing import Pricer, per_million, usage_tokens
 from .providers import OpenAICompatProvider, ProviderResponse
 from .result import Attempt, RouteResult
-from .state import InMemoryState, RouterState
+from .state import ColdStartSettings, InMemoryState, RouterState
 from .strategies import RouteRequest, RoutingStrategy, StrategyBase, build_strategy
 from .tokens import estimate_message_tokens, estimate_tokens
 
@@ -56,9 +57,12 @@ class LLMRouter:
         self.state = state or InMemoryState(
             {name: p.latency_ms for name, p in self.config.providers.items()}, alpha=self.config.latency_alpha,
             breakers=self.config.breaker_settings(), on_breaker_change=_log_breaker,
+            cold_starts={name: ColdStartSettings(p.cold_start.idle_s, p.cold_start.factor, p.cold_start.warm_s)
+                         for name, p in self.config.providers.items()},
         )
         self.providers = {name: OpenAICompatProvider(p) for name, p in self.config.providers.items()}
         self.pricers = {name: Pricer(p) for name, p in self.config.providers.items()}
+        self.health = HealthMonitor(self)
         self._owns_ledger = ledger is None or ledger is True
         self.ledger: Ledger | None = open_ledger(self.config) if self._owns_ledger else (ledger or None)
         self._strategies: dict[RoutingStrategy, StrategyBase] = {}
@@ -78,7 +82,8 @@ class LLMRouter:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close provider connections and commit what the ledger has queued."""
+        """Stop health checks, close provider connections and commit what the ledger has queued."""
+        await self.health.aclose()
         for provider in self.providers.values():
             await provider.aclose()
         if self.ledger is not None and self._owns_ledger:
@@ -232,6 +237,7 @@ class LLMRouter:
         strategy: RoutingStrategy | str | None, extra_headers: Mapping[str, str] | None,
         context: RequestContext | None = None,
     ) -> RouteResult:
+        self.health.ensure_started()
         cascade, strategy_name = self._cascade(estimate, strategy)
         request_id = new_request_id()
         headers = {"x-request-id": request_id, **(extra_headers or {})}
@@ -338,6 +344,7 @@ class RouteStream:
 
     async def _run(self) -> AsyncIterator[dict[str, Any]]:
         router = self._router
+        router.health.ensure_started()
         cascade, strategy_name = router._cascade(self._estimate, self._strategy)
         request_id = new_request_id()
         headers = {"x-request-id": request_id, **(self._extra_headers or {})}

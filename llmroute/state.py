@@ -8,6 +8,7 @@ path; a networked store keeps a local copy and syncs it in the background.
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 
 from .breaker import BreakerSettings, CircuitBreaker
 from .ratelimit import RateLimitWindow
+
+log = logging.getLogger("llmroute")
 
 
 @dataclass(slots=True)
@@ -33,6 +36,11 @@ class ProviderStats:
     """(wall time, kind, HTTP status) of the latest failures."""
     cooldown_until: float = 0.0
     """Wall-clock time (``time.time()``) before which the provider asked not to be called."""
+    last_success: float = 0.0
+    """``time.monotonic()`` of the last answer; 0 before any."""
+    warming_until: float = 0.0
+    """``time.monotonic()`` until which a detected cold start is assumed to last."""
+    cold_starts: int = 0
 
     @property
     def error_rate(self) -> float:
@@ -70,6 +78,11 @@ class RouterState(ABC):
     def snapshot(self) -> dict[str, ProviderStats]: ...
 
     @abstractmethod
+    def warming(self, provider: str) -> bool:
+        """Is the provider cold (a latency spike, or idle past its ``cold_start.idle_s``)? Latency-sensitive
+        strategies send traffic elsewhere meanwhile."""
+
+    @abstractmethod
     def ratelimit(self, provider: str) -> RateLimitWindow:
         """What the provider's ``x-ratelimit-*`` headers said, less what was sent since."""
 
@@ -85,6 +98,7 @@ class InMemoryState(RouterState):
         self, latency_priors_ms: Mapping[str, float], alpha: float = 0.3, *,
         breakers: Mapping[str, BreakerSettings] | None = None,
         on_breaker_change: Callable[[str, str, str], None] | None = None,
+        cold_starts: Mapping[str, ColdStartSettings] | None = None,
     ) -> None:
         self._alpha = alpha
         self._stats = {name: ProviderStats(latency_ms=prior) for name, prior in latency_priors_ms.items()}
@@ -92,6 +106,7 @@ class InMemoryState(RouterState):
         self._breaker_settings = dict(breakers or {})
         self._breakers: dict[str, CircuitBreaker] = {}
         self._ratelimits: dict[str, RateLimitWindow] = {}
+        self._cold = dict(cold_starts or {})
         self.on_breaker_change = on_breaker_change
         """Called with (provider, new state, reason) on every transition: metrics and logs hang here."""
 
@@ -115,8 +130,25 @@ class InMemoryState(RouterState):
     def record_success(self, provider: str, latency_ms: float, started_at: float | None = None) -> None:
         stats = self._get(provider)
         stats.successes += 1
-        self._observe(stats, latency_ms)
+        cold = self._cold.get(provider)
+        recent = stats.recent_latency_ms
+        if cold is not None and len(recent) >= 20 and latency_ms > cold.factor * _p95(recent):
+            # A cold start: note it, and keep the outlier out of the latency estimate.
+            stats.cold_starts += 1
+            stats.warming_until = time.monotonic() + cold.warm_s
+            log.warning("%s looks cold: %.0f ms, over %.1fx its recent p95", provider, latency_ms, cold.factor)
+        else:
+            self._observe(stats, latency_ms)
+        stats.last_success = time.monotonic()
         self.breaker(provider).on_success(started_at)
+
+    def warming(self, provider: str) -> bool:
+        stats = self._get(provider)
+        wall = time.monotonic()
+        if wall < stats.warming_until:
+            return True
+        cold = self._cold.get(provider)
+        return bool(cold and cold.idle_s and stats.last_success and wall - stats.last_success > cold.idle_s)
 
     def record_failure(self, provider: str, kind: str, latency_ms: float, status: int | None = None,
                        started_at: float | None = None) -> None:
@@ -158,6 +190,18 @@ class InMemoryState(RouterState):
 
             breaker = self._breakers[provider] = CircuitBreaker(self._breaker_settings.get(provider), changed)
         return breaker
+
+
+@dataclass(frozen=True, slots=True)
+class ColdStartSettings:
+    idle_s: float | None = None
+    factor: float = 3.0
+    warm_s: float = 30.0
+
+
+def _p95(values: deque[float]) -> float:
+    ordered = sorted(values)
+    return ordered[int(0.95 * (len(ordered) - 1))]
 
 
 def now() -> float:

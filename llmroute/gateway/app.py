@@ -88,8 +88,12 @@ class Gateway:
         app.router.add_get("/metrics", self._guard(self.metrics_endpoint))
         app.router.add_get("/router/state", self._guard(self.state))
         app.router.add_route("*", "/{tail:.*}", self.not_found)
+        app.on_startup.append(self._start)
         app.on_cleanup.append(self._close)
         return app
+
+    async def _start(self, app: web.Application) -> None:
+        self.router.health.ensure_started()  # health checks run from start-up, not from the first request
 
     async def _close(self, app: web.Application) -> None:
         await self.router.aclose()

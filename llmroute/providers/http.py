@@ -197,8 +197,9 @@ class ConnectionPool:
         self._slots = asyncio.Semaphore(max_connections)
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _request_bytes(self, path: str, body: bytes, extra_headers: Mapping[str, str] | None) -> bytes:
-        head = b"POST " + (self.path_prefix + path).encode() + b" HTTP/1.1\r\n" + self._static_headers
+    def _request_bytes(self, path: str, body: bytes, extra_headers: Mapping[str, str] | None,
+                       method: bytes = b"POST") -> bytes:
+        head = method + b" " + (self.path_prefix + path).encode() + b" HTTP/1.1\r\n" + self._static_headers
         if extra_headers:
             head += encode_headers(extra_headers)
         return head + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
@@ -222,10 +223,15 @@ class ConnectionPool:
         else:
             conn.close()
 
-    async def post(self, path: str, body: bytes, extra_headers: Mapping[str, str] | None = None) -> Response:
+    async def get(self, path: str) -> Response:
+        """GET (health checks): the same connections, an empty body."""
+        return await self.post(path, b"", method=b"GET")
+
+    async def post(self, path: str, body: bytes, extra_headers: Mapping[str, str] | None = None,
+                   *, method: bytes = b"POST") -> Response:
         """POST and read the whole answer. A reused connection the upstream had
         closed while idle is retried once on a fresh one, as nothing was received."""
-        data = self._request_bytes(path, body, extra_headers)
+        data = self._request_bytes(path, body, extra_headers, method)
         async with self._slots:
             for _ in range(2):
                 conn = await self._connection()

@@ -68,6 +68,11 @@ class OpenAICompatProvider:
             self._loop = loop
         return self._pool
 
+    async def probe(self, path: str, timeout_s: float) -> int:
+        """GET ``path`` (a health check); the HTTP status, or raises on a transport failure."""
+        async with asyncio.timeout(timeout_s):
+            return (await self._get_pool().get(path)).status
+
     async def aclose(self) -> None:
         if self._pool is not None:
             await self._pool.aclose()

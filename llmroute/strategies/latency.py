@@ -6,9 +6,11 @@ from .base import RouteRequest, RoutingStrategy, StrategyBase
 
 
 class LatencyOptimized(StrategyBase):
-    """Lowest latency estimate first: the EWMA of recent requests, or the config prior before any."""
+    """Lowest latency estimate first: the EWMA of recent requests, or the config prior before any.
+    A provider warming up from a cold start goes last until it is warm."""
 
     name = RoutingStrategy.LATENCY_OPTIMIZED
 
     def order(self, request: RouteRequest) -> list[str]:
-        return sorted(self.config.providers, key=lambda n: (self.latency_ms(n), self.expected_cost_usd(n, request)))
+        return sorted(self.config.providers,
+                      key=lambda n: (self.state.warming(n), self.latency_ms(n), self.expected_cost_usd(n, request)))

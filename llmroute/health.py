@@ -1,0 +1,127 @@
+"""Background care of providers: active health checks, and keep-warm pings for endpoints that scale to zero.
+
+A health check (``GET {base_url}/models`` by default) closes an open breaker when
+the provider answers again, and opens it after ``failures`` failed checks in a row,
+so neither needs a user request to find out. A keep-warm ping is a one-token chat
+request sent when the provider has been idle for ``keep_warm_s``; it costs money,
+so it is priced and recorded in the ledger like any request (status ``keep_warm``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from .errors import ProviderError
+from .ledger import RequestContext, entry_from_failure
+from .result import Attempt
+
+if TYPE_CHECKING:
+    from .providers import OpenAICompatProvider
+    from .router import LLMRouter
+
+log = logging.getLogger("llmroute.health")
+
+PING = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+
+
+class HealthMonitor:
+    def __init__(self, router: LLMRouter) -> None:
+        self.router = router
+        self._tasks: list[asyncio.Task[None]] = []
+        self.started = False
+
+    def ensure_started(self) -> None:
+        """Start the background tasks the config asks for, once, on the running loop."""
+        if self.started:
+            return
+        self.started = True
+        for name, provider in self.router.providers.items():
+            config = provider.config
+            if config.health_check is not None:
+                self._tasks.append(asyncio.ensure_future(self._check_loop(provider)))
+            if config.cold_start.keep_warm_s is not None:
+                self._tasks.append(asyncio.ensure_future(self._keep_warm_loop(provider)))
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def check(self, provider: OpenAICompatProvider) -> str | None:
+        """One health check: None if healthy, else what went wrong."""
+        settings = provider.config.health_check
+        assert settings is not None
+        try:
+            status = await provider.probe(settings.path, settings.timeout_s)
+        except TimeoutError:
+            return f"no answer within {settings.timeout_s:g} s"
+        except (OSError, ProviderError) as exc:
+            return f"{type(exc).__name__}: {exc}"[:200]
+        return None if 200 <= status < 300 else f"HTTP {status}"
+
+    async def _check_loop(self, provider: OpenAICompatProvider) -> None:
+        settings = provider.config.health_check
+        assert settings is not None
+        failed = 0
+        breaker = self.router.state.breaker(provider.name)
+        while True:
+            problem = await self.check(provider)
+            if problem is None:
+                failed = 0
+                if breaker.state != "closed":
+                    breaker.force(True, "health check passed")
+            else:
+                failed += 1
+                log.warning("health check of %s failed (%d in a row): %s", provider.name, failed, problem)
+                if failed >= settings.failures and breaker.state != "open":
+                    breaker.force(False, f"{failed} health checks failed: {problem}")
+            await asyncio.sleep(settings.interval_s)
+
+    async def _keep_warm_loop(self, provider: OpenAICompatProvider) -> None:
+        keep_warm_s = provider.config.cold_start.keep_warm_s
+        assert keep_warm_s is not None
+        stats = self.router.state.snapshot
+        while True:
+            last = stats()[provider.name].last_success if provider.name in stats() else 0.0
+            idle_s = time.monotonic() - last if last else keep_warm_s
+            if idle_s >= keep_warm_s:
+                await self.ping(provider)
+                await asyncio.sleep(keep_warm_s)
+            else:
+                await asyncio.sleep(keep_warm_s - idle_s)
+
+    async def ping(self, provider: OpenAICompatProvider) -> Attempt:
+        """A one-token request that keeps a scale-to-zero worker warm; priced and recorded."""
+        router = self.router
+        pricer = router.pricers[provider.name]
+        mark = pricer.begin()
+        started = time.perf_counter()
+        attempt = Attempt(provider=provider.name, model=provider.model, ok=False, latency_ms=0.0,
+                          kind="keep_warm", cost_basis=pricer.basis)
+        try:
+            response = await provider.request("/chat/completions", {**PING, "model": provider.model},
+                                              timeout_s=provider.config.timeout_s)
+        except ProviderError as exc:
+            attempt.error, attempt.status = exc.message, exc.status
+            attempt.cost_usd = pricer.end(mark)
+            router.state.record_failure(provider.name, exc.kind, (time.perf_counter() - started) * 1000, exc.status)
+        else:
+            usage = response.body.get("usage") or {}
+            attempt.ok, attempt.status = True, 200
+            attempt.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            attempt.completion_tokens = int(usage.get("completion_tokens") or 0)
+            attempt.cost_usd = pricer.end(mark, attempt.prompt_tokens, attempt.completion_tokens)
+            router.state.record_success(provider.name, response.latency_ms)
+        attempt.latency_ms = (time.perf_counter() - started) * 1000
+        if router.ledger is not None:
+            router.ledger.record(entry_from_failure(
+                request_id=f"keep-warm-{time.time_ns():x}", strategy="keep_warm", status="keep_warm",
+                attempts=[attempt], latency_ms=attempt.latency_ms, error=attempt.error or "keep-warm ping",
+                context=RequestContext(route="keep_warm", endpoint="keep_warm"), provider=provider.name,
+                model=provider.model,
+            ))
+        return attempt
