@@ -17,7 +17,8 @@ from .errors import (
     StreamInterrupted,
 )
 from .result import Attempt, RouteResult
-from .router import LLMRouter, RouteStream
+from .router import LLMRouter
+from .stream import RouteStream
 from .state import InMemoryState, RouterState
 from .strategies import RoutingStrategy
 from .sync import SyncRouter

@@ -236,6 +236,8 @@ class RouterConfig(_Strict):
     max_retry_wait_s: float = Field(default=1.0, ge=0, description="longest Retry-After the cascade waits out")
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     hedge: HedgeConfig = Field(default_factory=HedgeConfig)
+    stream_resume: bool = False
+    """A stream whose provider fails after the first chunk continues on the next provider."""
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
 

@@ -7,7 +7,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .cascade import Cascade, race
@@ -19,6 +19,7 @@ from .pricing import Pricer, per_million, usage_tokens
 from .providers import OpenAICompatProvider, ProviderResponse
 from .result import Attempt, RouteResult
 from .state import ColdStartSettings, InMemoryState, RouterState
+from .stream import RouteStream
 from .strategies import RouteRequest, RoutingStrategy, StrategyBase, build_strategy
 from .tokens import estimate_message_tokens, estimate_tokens
 
@@ -118,15 +119,19 @@ class LLMRouter:
     def stream(
         self, messages: Messages | None = None, *, prompt: str | None = None,
         strategy: RoutingStrategy | str | None = None, extra_headers: Mapping[str, str] | None = None,
-        tags: Mapping[str, str] | None = None, **params: Any,
+        tags: Mapping[str, str] | None = None, resume: bool | None = None, **params: Any,
     ) -> RouteStream:
-        """Stream a chat completion. Iterate for chunks; ``.result`` is set when it ends."""
+        """Stream a chat completion. Iterate for chunks; ``.result`` is set when it ends.
+
+        ``resume`` (default: the config's ``stream_resume``) continues an answer on the next provider
+        when one fails mid-stream, instead of raising ``StreamInterrupted``.
+        """
         if messages is None:
             if prompt is None:
                 raise TypeError("stream() needs messages or prompt")
             messages = [{"role": "user", "content": prompt}]
         return self.stream_request({**params, "messages": list(messages)}, strategy=strategy,
-                                   extra_headers=extra_headers, context=_context(tags, params, "chat"))
+                                   extra_headers=extra_headers, context=_context(tags, params, "chat"), resume=resume)
 
     # -- request bodies as they arrive (the gateway's entry points) -----------------
 
@@ -152,7 +157,7 @@ class LLMRouter:
     def stream_request(
         self, body: Mapping[str, Any], *, strategy: RoutingStrategy | str | None = None,
         extra_headers: Mapping[str, str] | None = None, path: str = CHAT_PATH,
-        context: RequestContext | None = None,
+        context: RequestContext | None = None, resume: bool | None = None,
     ) -> RouteStream:
         """Stream a chat (or, with ``path=COMPLETIONS_PATH``, a completions) body.
 
@@ -160,7 +165,8 @@ class LLMRouter:
         """
         upstream = {**body, "stream": True, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
         tokens = estimate_message_tokens(body["messages"]) if path == CHAT_PATH else estimate_tokens(str(body["prompt"]))
-        return RouteStream(self, upstream, self._estimate(tokens, body), strategy, extra_headers, path, context)
+        return RouteStream(self, upstream, self._estimate(tokens, body), strategy, extra_headers, path, context,
+                           resume=self.config.stream_resume if resume is None else resume)
 
     # -- internals ----------------------------------------------------------------
 
@@ -179,6 +185,14 @@ class LLMRouter:
             tokens_needed=estimate.input_tokens + estimate.output_tokens,
         )
         return cascade, chosen.name.value
+
+    def _cascade_for(self, order: list[str], estimate: RouteRequest) -> Cascade:
+        """A cascade over a given order (a resumed stream's remaining providers)."""
+        return Cascade(
+            self.providers, self.state, order, deadline_s=self.config.deadline_s, retry_rounds=0,
+            pricers=self.pricers, max_retry_wait_s=self.config.max_retry_wait_s,
+            tokens_needed=estimate.input_tokens + estimate.output_tokens,
+        )
 
     def _hedge_delay_s(self, strategy_name: str, cascade: Cascade) -> float | None:
         """How long to wait before hedging this request; None when its strategy does not hedge."""
@@ -310,134 +324,3 @@ def _context(tags: Mapping[str, str] | None, params: Mapping[str, Any], endpoint
 def _describe(attempt: Any) -> str:
     status = f" {attempt.status}" if attempt.status is not None else ""
     return f"{attempt.provider}: {attempt.kind}{status}: {attempt.error}"
-
-
-class RouteStream:
-    """An async iterator of OpenAI chunk dicts, with ``result`` filled in at the end.
-
-    If a provider fails before its first chunk, the next one is tried and the
-    caller never sees the failure. A failure after chunks were delivered raises
-    ``StreamInterrupted`` (nothing can be taken back).
-    """
-
-    def __init__(
-        self, router: LLMRouter, body: dict[str, Any], estimate: RouteRequest,
-        strategy: RoutingStrategy | str | None, extra_headers: Mapping[str, str] | None,
-        path: str = CHAT_PATH, context: RequestContext | None = None,
-    ) -> None:
-        self._router = router
-        self._context = context
-        self._body = body
-        self._estimate = estimate
-        self._strategy = strategy
-        self._extra_headers = extra_headers
-        self._path = path
-        self.result: RouteResult | None = None
-        # Known once the first chunk arrived, before it is handed out: what a gateway puts in headers.
-        self.provider: str | None = None
-        self.strategy_name: str | None = None
-        self.attempts: list[Attempt] = []
-        self.first_chunk_ms: float | None = None
-
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        return self._run()
-
-    async def _run(self) -> AsyncIterator[dict[str, Any]]:
-        router = self._router
-        router.health.ensure_started()
-        cascade, strategy_name = router._cascade(self._estimate, self._strategy)
-        request_id = new_request_id()
-        headers = {"x-request-id": request_id, **(self._extra_headers or {})}
-        started = time.perf_counter()
-        ratelimit: dict[str, str] = {}
-
-        async def open_stream(provider: OpenAICompatProvider, timeout_s: float) -> tuple[Any, dict[str, Any]]:
-            ratelimit.clear()
-            upstream = provider.stream(
-                self._path, {**self._body, "model": provider.model}, timeout_s=timeout_s,
-                extra_headers=headers, ratelimit=ratelimit,
-            )
-            try:
-                first = await anext(upstream)
-            except StopAsyncIteration:
-                raise ProviderError(
-                    message="stream ended with no chunk", provider=provider.name, kind="stream_cut",
-                ) from None
-            except BaseException:
-                await upstream.aclose()
-                raise
-            return upstream, first
-
-        try:
-            provider, (upstream, first) = await cascade.run(open_stream)
-        except (ProviderError, AllProvidersFailed, asyncio.CancelledError) as exc:
-            router._record_failure(cascade, strategy_name, request_id, started, exc, self._context)
-            raise
-        self.provider, self.strategy_name, self.attempts = provider.name, strategy_name, cascade.attempts
-        self.first_chunk_ms = (time.perf_counter() - started) * 1000
-        parts: list[str] = []
-        usage: Mapping[str, Any] | None = None
-        finish_reason: str | None = None
-        ttft_ms: float | None = None
-        last: dict[str, Any] = first
-        chat = self._path == CHAT_PATH
-        try:
-            chunk: dict[str, Any] | None = first
-            while chunk is not None:
-                last = chunk
-                for choice in chunk.get("choices") or ():
-                    content = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
-                    if content:
-                        if ttft_ms is None:
-                            ttft_ms = (time.perf_counter() - started) * 1000
-                        parts.append(content)
-                    finish_reason = choice.get("finish_reason") or finish_reason
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-                yield chunk
-                chunk = await anext(upstream, None)
-        except ProviderError as exc:
-            router.state.record_failure(provider.name, exc.kind, (time.perf_counter() - started) * 1000,
-                                        started_at=cascade.open_started_at)
-            last_attempt = cascade.attempts[-1]
-            last_attempt.ok, last_attempt.kind, last_attempt.error = False, "stream_interrupted", exc.message
-            interrupted = StreamInterrupted(
-                message=f"stream failed after it started: {exc.message}", provider=provider.name,
-                status=exc.status, kind="stream_interrupted",
-            )
-            interrupted.attempts = cascade.attempts
-            self._bill_partial(provider, cascade, parts, usage)
-            router._record_failure(cascade, strategy_name, request_id, started, interrupted, self._context,
-                                   provider=provider.name, ttft_ms=ttft_ms)
-            raise interrupted from exc
-        except BaseException as exc:  # the consumer stopped early or was cancelled: the tokens so far were billed
-            self._bill_partial(provider, cascade, parts, usage)
-            router._record_failure(cascade, strategy_name, request_id, started, exc, self._context,
-                                   provider=provider.name, ttft_ms=ttft_ms)
-            raise
-        finally:
-            await upstream.aclose()
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        router.state.record_success(provider.name, elapsed_ms, cascade.open_started_at)
-        if ratelimit:
-            router.state.ratelimit(provider.name).update(ratelimit)
-        self.result = router._result(
-            provider, cascade, strategy_name, request_id, started,
-            text="".join(parts), usage=usage, finish_reason=finish_reason,
-            raw={k: v for k, v in last.items() if k != "choices"}, ratelimit=dict(ratelimit),
-            ttft_ms=ttft_ms if ttft_ms is not None else elapsed_ms,
-        )
-        if router.ledger is not None:
-            router.ledger.record(entry_from_result(self.result, self._context))
-
-    def _bill_partial(
-        self, provider: OpenAICompatProvider, cascade: Cascade, parts: list[str], usage: Mapping[str, Any] | None,
-    ) -> None:
-        """A stream that stopped early was still billed for what it generated: estimate it from the text."""
-        if usage:
-            prompt, completion, cached = usage_tokens(usage)
-        else:
-            prompt, completion, cached = self._estimate.input_tokens, estimate_tokens("".join(parts)), 0
-        attempt = cascade.attempts[-1]
-        attempt.prompt_tokens, attempt.completion_tokens = prompt, completion
-        attempt.cost_usd = self._router.pricers[provider.name].end(cascade.open_mark, prompt, completion, cached)

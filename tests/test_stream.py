@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from llmroute import AllProvidersFailed, LLMRouter, StreamInterrupted, SyncRouter
-from llmroute.emulator import EmulatorThread
 
 from .test_router import SEED_PROMPT, primary_first
 

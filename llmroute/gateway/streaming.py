@@ -34,8 +34,11 @@ async def stream_response(
     handler, and closing the router's stream closes the upstream connection.
     """
     wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    resume_header = request.headers.get("x-llmroute-resume")
+    resume = None if resume_header is None else resume_header.strip().lower() in ("1", "true", "yes", "on")
     stream = gateway.router.stream_request(
         body, strategy=strategy, extra_headers=gateway._extra_headers(request), path=path, context=context,
+        resume=resume,
     )
     chunks = stream.__aiter__()
     try:
@@ -65,8 +68,9 @@ async def stream_response(
     except StreamInterrupted as exc:
         gateway.metrics.observe_failures(exc.attempts)
         gateway.metrics.observe_error(strategy, "StreamInterrupted")
-        message = f"the provider's stream failed after it started: {exc.message}"
+        message = f"{exc.provider}: {exc.message}; the answer above is incomplete"
         await response.write(_event(error_body(message, "upstream_error", "stream_interrupted")))
+        await response.write(DONE)  # a clean end: the error event says what happened, not a dropped connection
         await response.write_eof()
         return response
     finally:

@@ -1,0 +1,211 @@
+"""RouteStream: a routed streaming completion, with fallback before the first chunk and optional resume after.
+
+Before the first chunk a failing provider is replaced silently. After it, nothing
+already sent can be taken back: by default the stream raises ``StreamInterrupted``.
+With ``resume``, the answer continues on the next provider instead: it gets the
+conversation plus the text already sent, as an assistant message, and is asked to
+continue from there, so the client sees one unbroken stream. Limits: the
+continuation is a new generation by another model (it can repeat a word or change
+style at the seam), the prompt is billed again on the second provider, and it
+applies to chat streams (a completions stream resumes by appending the text to the
+prompt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .cascade import Cascade
+from .errors import AllProvidersFailed, ProviderError, StreamInterrupted
+from .ledger import RequestContext, entry_from_result
+from .pricing import usage_tokens
+from .providers import OpenAICompatProvider
+from .result import Attempt, RouteResult
+from .strategies import RouteRequest, RoutingStrategy
+from .tokens import estimate_tokens
+
+if TYPE_CHECKING:
+    from .router import LLMRouter
+
+CHAT_PATH = "/chat/completions"
+RESUME_PROMPT = ("Your previous reply was cut off. Continue it exactly where it stopped, without repeating "
+                 "anything and without any preamble.")
+
+
+class RouteStream:
+    """An async iterator of OpenAI chunk dicts, with ``result`` filled in at the end."""
+
+    def __init__(
+        self, router: LLMRouter, body: dict[str, Any], estimate: RouteRequest,
+        strategy: RoutingStrategy | str | None, extra_headers: Mapping[str, str] | None,
+        path: str = CHAT_PATH, context: RequestContext | None = None, resume: bool = False,
+    ) -> None:
+        self._router = router
+        self._context = context
+        self._body = body
+        self._estimate = estimate
+        self._strategy = strategy
+        self._extra_headers = extra_headers
+        self._path = path
+        self._resume = resume
+        self.result: RouteResult | None = None
+        # Known once the first chunk arrived, before it is handed out: what a gateway puts in headers.
+        self.provider: str | None = None
+        self.strategy_name: str | None = None
+        self.attempts: list[Attempt] = []
+        self.first_chunk_ms: float | None = None
+        self.resumed = 0
+        """How many times the answer moved to another provider mid-stream."""
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._run()
+
+    async def _open(self, cascade: Cascade, body: dict[str, Any], headers: dict[str, str],
+                    ratelimit: dict[str, str]) -> tuple[OpenAICompatProvider, tuple[Any, dict[str, Any]]]:
+        async def open_stream(provider: OpenAICompatProvider, timeout_s: float) -> tuple[Any, dict[str, Any]]:
+            ratelimit.clear()
+            upstream = provider.stream(
+                self._path, {**body, "model": provider.model}, timeout_s=timeout_s,
+                extra_headers=headers, ratelimit=ratelimit,
+            )
+            try:
+                first = await anext(upstream)
+            except StopAsyncIteration:
+                raise ProviderError(
+                    message="stream ended with no chunk", provider=provider.name, kind="stream_cut",
+                ) from None
+            except BaseException:
+                await upstream.aclose()
+                raise
+            return upstream, first
+
+        return await cascade.run(open_stream)
+
+    def _continuation(self, text: str) -> dict[str, Any]:
+        """The request that asks the next provider to carry on from ``text``."""
+        if self._path != CHAT_PATH:
+            return {**self._body, "prompt": str(self._body["prompt"]) + text}
+        messages = [*self._body["messages"], {"role": "assistant", "content": text},
+                    {"role": "user", "content": RESUME_PROMPT}]
+        return {**self._body, "messages": messages}
+
+    async def _run(self) -> AsyncIterator[dict[str, Any]]:
+        router = self._router
+        router.health.ensure_started()
+        cascade, strategy_name = router._cascade(self._estimate, self._strategy)
+        request_id = _new_id()
+        headers = {"x-request-id": request_id, **(self._extra_headers or {})}
+        started = time.perf_counter()
+        ratelimit: dict[str, str] = {}
+        try:
+            provider, (upstream, first) = await self._open(cascade, self._body, headers, ratelimit)
+        except (ProviderError, AllProvidersFailed, asyncio.CancelledError) as exc:
+            router._record_failure(cascade, strategy_name, request_id, started, exc, self._context)
+            raise
+        self.provider, self.strategy_name, self.attempts = provider.name, strategy_name, cascade.attempts
+        self.first_chunk_ms = (time.perf_counter() - started) * 1000
+        parts: list[str] = []
+        usage: Mapping[str, Any] | None = None
+        finish_reason: str | None = None
+        ttft_ms: float | None = None
+        last: dict[str, Any] = first
+        chat = self._path == CHAT_PATH
+        earlier: list[Attempt] = []  # attempts of the segments before a resume
+        segment_from = 0  # where the current provider's text starts in ``parts``
+        stream_id = first.get("id")
+        chunk: dict[str, Any] | None = first
+        while True:
+            try:
+                while chunk is not None:
+                    if self.resumed and stream_id is not None:
+                        chunk["id"] = stream_id  # one stream, as the client sees it
+                    last = chunk
+                    for choice in chunk.get("choices") or ():
+                        content = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+                        if content:
+                            if ttft_ms is None:
+                                ttft_ms = (time.perf_counter() - started) * 1000
+                            parts.append(content)
+                        finish_reason = choice.get("finish_reason") or finish_reason
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    yield chunk
+                    chunk = await anext(upstream, None)
+                break
+            except ProviderError as exc:
+                router.state.record_failure(provider.name, exc.kind, (time.perf_counter() - started) * 1000,
+                                            started_at=cascade.open_started_at)
+                last_attempt = cascade.attempts[-1]
+                last_attempt.ok, last_attempt.kind, last_attempt.error = False, "stream_interrupted", exc.message
+                self._bill_partial(provider, cascade, parts[segment_from:], usage)
+                await upstream.aclose()
+                interrupted = StreamInterrupted(
+                    message=f"stream failed after it started: {exc.message}", provider=provider.name,
+                    status=exc.status, kind="stream_interrupted",
+                )
+                interrupted.attempts = earlier + cascade.attempts
+                failed = {a.provider for a in interrupted.attempts if not a.ok}
+                rest = [n for n in cascade.order if n not in failed]
+                if not self._resume or not rest:
+                    router._record_failure(cascade, strategy_name, request_id, started, interrupted, self._context,
+                                           provider=provider.name, ttft_ms=ttft_ms)
+                    raise interrupted from exc
+                earlier = interrupted.attempts
+                cascade = router._cascade_for(rest, self._estimate)
+                try:
+                    provider, (upstream, chunk) = await self._open(
+                        cascade, self._continuation("".join(parts)), headers, ratelimit)
+                except (ProviderError, AllProvidersFailed) as again:
+                    interrupted.attempts = earlier + cascade.attempts
+                    router._record_failure(cascade, strategy_name, request_id, started, interrupted, self._context,
+                                           provider=provider.name, ttft_ms=ttft_ms)
+                    raise interrupted from again
+                self.resumed += 1
+                usage = None
+                segment_from = len(parts)
+                continue
+            except BaseException as exc:  # the consumer stopped early or was cancelled: the tokens so far were billed
+                self._bill_partial(provider, cascade, parts[segment_from:], usage)
+                await upstream.aclose()
+                router._record_failure(cascade, strategy_name, request_id, started, exc, self._context,
+                                       provider=provider.name, ttft_ms=ttft_ms)
+                raise
+        await upstream.aclose()
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        router.state.record_success(provider.name, elapsed_ms, cascade.open_started_at)
+        if ratelimit:
+            router.state.ratelimit(provider.name).update(ratelimit)
+        cascade.attempts[:0] = earlier
+        self.result = router._result(
+            provider, cascade, strategy_name, request_id, started,
+            text="".join(parts), usage=usage, finish_reason=finish_reason,
+            raw={k: v for k, v in last.items() if k != "choices"}, ratelimit=dict(ratelimit),
+            ttft_ms=ttft_ms if ttft_ms is not None else elapsed_ms,
+        )
+        if earlier:  # a resumed answer: its tokens and cost are every segment's
+            self.result.prompt_tokens = sum(a.prompt_tokens for a in self.result.attempts)
+            self.result.completion_tokens = sum(a.completion_tokens for a in self.result.attempts)
+            self.result.cost_usd = sum(a.cost_usd for a in self.result.attempts)
+        if router.ledger is not None:
+            router.ledger.record(entry_from_result(self.result, self._context))
+
+    def _bill_partial(
+        self, provider: OpenAICompatProvider, cascade: Cascade, parts: list[str], usage: Mapping[str, Any] | None,
+    ) -> None:
+        """A stream that stopped early was still billed for what it generated: estimate it from the text."""
+        if usage:
+            prompt, completion, cached = usage_tokens(usage)
+        else:
+            prompt, completion, cached = self._estimate.input_tokens, estimate_tokens("".join(parts)), 0
+        attempt = cascade.attempts[-1]
+        attempt.prompt_tokens, attempt.completion_tokens = prompt, completion
+        attempt.cost_usd = self._router.pricers[provider.name].end(cascade.open_mark, prompt, completion, cached)
+
+
+def _new_id() -> str:
+    from .router import new_request_id
+
+    return new_request_id()
