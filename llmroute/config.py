@@ -189,6 +189,7 @@ class GatewayConfig(_Strict):
     api_keys: list[GatewayKey | SecretStr] = Field(default_factory=list)
     """Keys clients must present as ``Authorization: Bearer``; also ``$LLMROUTE_API_KEYS`` (comma-separated)."""
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    shutdown_grace_s: float = Field(default=10.0, ge=0, description="on SIGTERM, how long requests in flight may finish")
 
     def keys(self, env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
         """(id, key) pairs from the config and the environment."""

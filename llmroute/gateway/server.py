@@ -45,13 +45,15 @@ def _run(main: Callable[[], Any]) -> None:
 
 async def run_gateway(config: RouterConfig, host: str, port: int, *, reuse_port: bool = False,
                       ready: Callable[[int], None] | None = None) -> None:
-    """Serve until SIGTERM or SIGINT, then let requests in flight finish (up to 10 s)."""
+    """Serve until SIGTERM or SIGINT, then let requests in flight finish (up to ``gateway.shutdown_grace_s``),
+    commit the ledger and return."""
     from ..router import LLMRouter
     from .app import Gateway
     from .metrics import Metrics, multiprocess_registry
 
     gateway = Gateway(LLMRouter(config=config), metrics=Metrics(collect_registry=multiprocess_registry()))
-    runner = web.AppRunner(gateway.app(), access_log=None, handler_cancellation=True, shutdown_timeout=10.0)
+    runner = web.AppRunner(gateway.app(), access_log=None, handler_cancellation=True,
+                           shutdown_timeout=config.gateway.shutdown_grace_s)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=2048, reuse_port=reuse_port or None)
     await site.start()
