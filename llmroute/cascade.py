@@ -184,9 +184,12 @@ class Cascade:
 
 
 async def race(primary: Cascade, make_secondary: Callable[[Cascade], Cascade], call: Call[T], delay_s: float,
-               *, call_keeps_timeout: bool = False) -> tuple[Cascade, OpenAICompatProvider, T]:
+               *, call_keeps_timeout: bool = False,
+               discard: Callable[[Cascade, tuple[OpenAICompatProvider, T]], Awaitable[None]] | None = None,
+               ) -> tuple[Cascade, OpenAICompatProvider, T]:
     """Hedge: if ``primary`` has no answer after ``delay_s``, run a second cascade beside it and take
-    whichever answers first; the other is cancelled, and its attempt stays in the winner's list."""
+    whichever answers first; the other is cancelled, and its attempt stays in the winner's list.
+    ``discard`` releases an answer that arrived together with the winner's (an open stream)."""
     first = asyncio.ensure_future(primary.run(call, call_keeps_timeout=call_keeps_timeout))
     done, _ = await asyncio.wait({first}, timeout=delay_s)
     if done:
@@ -211,6 +214,11 @@ async def race(primary: Cascade, make_secondary: Callable[[Cascade], Cascade], c
         raise next((e for e in errors if not isinstance(e, AllProvidersFailed)), errors[0])  # type: ignore[misc]
     won = tasks[winner]
     lost = secondary if won is primary else primary
+    other = next(t for t in tasks if t is not winner)
+    if other.done() and not other.cancelled() and other.exception() is None:  # both answered at once
+        lost.attempts[-1].ok, lost.attempts[-1].kind = False, "cancelled"
+        if discard is not None:
+            await discard(lost, other.result())
     won.attempts = lost.attempts + won.attempts  # the answer's attempt stays last
     return (won, *winner.result())
 

@@ -4,7 +4,8 @@ Before the first chunk a failing provider is replaced silently. After it, nothin
 already sent can be taken back: by default the stream raises ``StreamInterrupted``.
 With ``resume``, the answer continues on the next provider instead: it gets the
 conversation plus the text already sent, as an assistant message, and is asked to
-continue from there, so the client sees one unbroken stream. Limits: the
+continue from there, so the client sees one unbroken stream. A hedged stream (``hedge`` in the config) races
+the next provider after the delay; the first to send a chunk wins. Limits: the
 continuation is a new generation by another model (it can repeat a word or change
 style at the seam), the prompt is billed again on the second provider, and it
 applies to chat streams (a completions stream resumes by appending the text to the
@@ -18,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .cascade import Cascade
+from .cascade import Cascade, race
 from .errors import AllProvidersFailed, ProviderError, StreamInterrupted
 from .ledger import RequestContext, entry_from_result
 from .pricing import usage_tokens
@@ -65,6 +66,15 @@ class RouteStream:
 
     async def _open(self, cascade: Cascade, body: dict[str, Any], headers: dict[str, str],
                     ratelimit: dict[str, str]) -> tuple[OpenAICompatProvider, tuple[Any, dict[str, Any]]]:
+        return await cascade.run(self._opener(body, headers, ratelimit))
+
+    async def _discard(self, cascade: Cascade, opened: tuple[OpenAICompatProvider, tuple[Any, dict[str, Any]]]) -> None:
+        """A hedged stream that also opened, too late: close it and bill its worker time or prompt."""
+        provider, (upstream, _) = opened
+        await upstream.aclose()
+        cascade.attempts[-1].cost_usd = self._router.pricers[provider.name].end(cascade.open_mark)
+
+    def _opener(self, body: dict[str, Any], headers: dict[str, str], ratelimit: dict[str, str]) -> Any:
         async def open_stream(provider: OpenAICompatProvider, timeout_s: float) -> tuple[Any, dict[str, Any]]:
             ratelimit.clear()
             upstream = provider.stream(
@@ -82,7 +92,7 @@ class RouteStream:
                 raise
             return upstream, first
 
-        return await cascade.run(open_stream)
+        return open_stream
 
     def _continuation(self, text: str) -> dict[str, Any]:
         """The request that asks the next provider to carry on from ``text``."""
@@ -101,7 +111,14 @@ class RouteStream:
         started = time.perf_counter()
         ratelimit: dict[str, str] = {}
         try:
-            provider, (upstream, first) = await self._open(cascade, self._body, headers, ratelimit)
+            delay_s = router._hedge_delay_s(strategy_name, cascade)
+            if delay_s is None:
+                provider, (upstream, first) = await self._open(cascade, self._body, headers, ratelimit)
+            else:  # hedged: the first provider to send a chunk wins
+                cascade, provider, (upstream, first) = await race(
+                    cascade, lambda c: router._hedge_cascade(c, self._estimate), self._opener(self._body, headers, ratelimit),
+                    delay_s, discard=self._discard)
+                router._bill_hedge_loser(cascade.attempts, self._estimate)
         except (ProviderError, AllProvidersFailed, asyncio.CancelledError) as exc:
             router._record_failure(cascade, strategy_name, request_id, started, exc, self._context)
             raise

@@ -57,3 +57,20 @@ async def test_hedge_delay_follows_the_measured_p95(seed_config: dict[str, Any])
             router.state.record_success(cascade.order[0], latency)
         assert router._hedge_delay_s("latency_optimized", cascade) == pytest.approx(0.04)
         assert router._hedge_delay_s("balanced", cascade) is None  # balanced does not hedge here
+
+
+async def test_a_stream_is_hedged_on_its_first_chunk(seed_config: dict[str, Any]) -> None:
+    with emulator("cerebras", speed=1.0, latency_ms=3000.0) as slow, emulator("runpod") as fast:
+        seed_config["providers"] = {"cerebras": provider(slow.base_url, "cerebras"),
+                                    "runpod": provider(fast.base_url, "runpod")}
+        seed_config["strategy"] = "quality_optimized"
+        seed_config["hedge"] = {"strategies": ["quality_optimized"], "after_ms": 100}
+        async with LLMRouter(config=seed_config, ledger=False) as router:
+            started = time.perf_counter()
+            stream = router.stream(prompt="Summarise this contract.", max_tokens=30)
+            text = "".join([(c.get("delta") or {}).get("content") or ""
+                            async for chunk in stream for c in chunk.get("choices") or ()])
+            elapsed_s = time.perf_counter() - started
+    assert text and stream.result is not None and stream.result.provider == "runpod"
+    assert elapsed_s < 1.5
+    assert [(a.provider, a.kind) for a in stream.result.attempts] == [("cerebras", "hedge_cancelled"), ("runpod", "ok")]
