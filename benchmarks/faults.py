@@ -183,7 +183,13 @@ async def run_scenario(s: Scenario, target: Target, ports: dict[str, int], reque
                     try:
                         i = queue.get_nowait()
                     except asyncio.QueueEmpty:
-                        return
+                        # Past the planned requests, keep the load on until the primary serves again (up to 5 s),
+                        # so the time for traffic to return is measured even when it outlasts the run; these
+                        # extra requests honour Retry-After, as a client should.
+                        back = any(t > fault_ended for t in out.primary_answers[-50:])
+                        if back or not fault_ended or time.monotonic() > fault_ended + 5:
+                            return
+                        i = requests
                     if i == requests // 4:
                         await switch_on()
                     if i == 3 * requests // 4:
@@ -192,11 +198,12 @@ async def run_scenario(s: Scenario, target: Target, ports: dict[str, int], reque
                     try:
                         async with client.post(target.url + "/chat/completions", json=body, headers=headers) as resp:
                             text = await resp.text()
+                        retry_after = resp.headers.get("Retry-After")
                         ok = resp.status == 200 and not (s.stream and '"error"' in text)
                         status = str(resp.status)
                         provider = resp.headers.get("x-llmroute-provider") or _litellm_provider(resp.headers, ports)
                     except (aiohttp.ClientError, TimeoutError) as exc:
-                        ok, status, provider = False, type(exc).__name__, None
+                        ok, status, provider, retry_after = False, type(exc).__name__, None, None
                     ended = time.monotonic()
                     out.latencies_ms.append((ended - started) * 1000)
                     key = status if ok else f"error {status}"
@@ -204,6 +211,8 @@ async def run_scenario(s: Scenario, target: Target, ports: dict[str, int], reque
                     out.errors += not ok
                     if ok and provider == "runpod":
                         out.primary_answers.append(ended)
+                    if i == requests and not ok and retry_after:  # the extra load behaves like a polite client
+                        await asyncio.sleep(min(float(retry_after), 5.0))
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
     finally:
@@ -214,7 +223,7 @@ async def run_scenario(s: Scenario, target: Target, ports: dict[str, int], reque
     returned = next((t for t in out.primary_answers if t > fault_ended), None)
     lat = sorted(out.latencies_ms)
     return {
-        "scenario": s.name, "target": target.name, "requests": requests, "errors": out.errors,
+        "scenario": s.name, "target": target.name, "requests": len(out.latencies_ms), "errors": out.errors,
         "p50_ms": statistics.median(lat), "p99_ms": lat[int(0.99 * (len(lat) - 1))],
         "to_open_ms": (opened[0] - fault_started_wall) * 1000 if opened else None,
         "to_return_ms": (returned - fault_ended) * 1000 if returned else None,
@@ -298,9 +307,9 @@ def main() -> None:
     print(f"{args.requests} requests per fault at concurrency {args.concurrency} (LiteLLM: {args.litellm_requests}); "
           f"fault on from 25% to 75% of them; emulators at {SPEED:g}x speed; per-attempt timeout {TIMEOUT_S:g} s; "
           "llmroute breaker open_s 1 s\n")
-    print("| fault on the primary | proxy | client-visible errors | p50 ms | p99 ms | fault to breaker open, ms "
-          "| fault end to traffic back, ms | answers |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
+    print("| fault on the primary | proxy | requests | client-visible errors | p50 ms | p99 ms "
+          "| fault to breaker open, ms | fault end to traffic back, ms | answers |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     try:
         for scenario in SCENARIOS:
             if args.only and args.only not in scenario.name:
@@ -312,7 +321,7 @@ def main() -> None:
                                                      min(args.concurrency, 20), None)))
             for r in runs:
                 answers = ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items()))  # type: ignore[union-attr]
-                print(f"| {r['scenario']} | {r['target']} | {r['errors']} | {ms(r['p50_ms'])} | {ms(r['p99_ms'])} "
+                print(f"| {r['scenario']} | {r['target']} | {r['requests']} | {r['errors']} | {ms(r['p50_ms'])} | {ms(r['p99_ms'])} "
                       f"| {ms(r['to_open_ms'])} | {ms(r['to_return_ms'])} | {answers} |", flush=True)
     finally:
         if litellm is not None:
