@@ -1,0 +1,79 @@
+"""Labelled routing data: one JSON object a line, with the prompt and both models' scores.
+
+    {"id": "mmlu/anatomy/0", "benchmark": "mmlu", "subject": "anatomy", "prompt": "...",
+     "scores": {"weak": 1.0, "strong": 0.0}}
+
+A bad line is an error that names the file, the line and what is wrong; nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from ..errors import LLMRouteError
+
+
+class DataError(LLMRouteError):
+    """Routing data that cannot be used: names the file, the line and the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    id: str
+    benchmark: str
+    prompt: str
+    weak: float
+    strong: float
+    subject: str | None = None
+
+
+def _score(value: object, where: str, which: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise DataError(f"{where}: scores.{which} must be a number, got {value!r}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise DataError(f"{where}: scores.{which} must be in [0, 1], got {value}")
+    return float(value)
+
+
+def parse_example(line: str, where: str) -> Example:
+    try:
+        row = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise DataError(f"{where}: not valid JSON ({exc})") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    for key in ("prompt", "scores"):
+        if key not in row:
+            raise DataError(f"{where}: missing field '{key}'")
+    prompt, scores = row["prompt"], row["scores"]
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise DataError(f"{where}: 'prompt' must be a non-empty string")
+    if not isinstance(scores, dict) or "weak" not in scores or "strong" not in scores:
+        raise DataError(f"{where}: 'scores' must be an object with 'weak' and 'strong'")
+    benchmark = row.get("benchmark") or "unknown"
+    return Example(
+        id=str(row.get("id") or where), benchmark=str(benchmark), prompt=prompt,
+        weak=_score(scores["weak"], where, "weak"), strong=_score(scores["strong"], where, "strong"),
+        subject=str(row["subject"]) if row.get("subject") is not None else None,
+    )
+
+
+def load_examples(path: str | Path) -> list[Example]:
+    """Every example in a JSONL file; raises ``DataError`` at the first bad line."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{file}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{file}: cannot read: {type(exc).__name__}") from None
+    # split("\n"), not splitlines(): a prompt may hold U+2028 or other separators JSON leaves unescaped.
+    examples = [parse_example(line, f"{file}, line {number}")
+                for number, line in enumerate(text.split("\n"), 1) if line.strip()]
+    if not examples:
+        raise DataError(f"{file}: no examples (the file is empty)")
+    return examples
