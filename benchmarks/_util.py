@@ -6,6 +6,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -14,6 +15,14 @@ from contextlib import contextmanager
 
 CHAT_BODY = ('{"model":"m","max_tokens":64,"messages":[{"role":"user",'
              '"content":"Qualify this lead: TechCorp, 500 employees, SaaS industry"}]}')
+
+
+def print_rounds(first_column: str, unit: str, results: dict[str, list[float]]) -> None:
+    """A Markdown table: per row, the median of the rounds and each round."""
+    print(f"| {first_column} | median {unit} | rounds |")
+    print("|---|---:|---|")
+    for name, values in results.items():
+        print(f"| {name} | {statistics.median(values):,.0f} | {', '.join(f'{v:,.0f}' for v in values)} |")
 
 
 def machine() -> str:

@@ -14,7 +14,7 @@ import asyncio
 import statistics
 import time
 
-from _util import emulator_process, machine
+from _util import emulator_process, machine, print_rounds
 
 from llmroute import LLMRouter
 
@@ -50,10 +50,7 @@ async def run(url: str, requests: int, rounds: int) -> None:
     await plain.aclose()
     await skipping.aclose()
     print(f"machine: {machine()}\n")
-    print("| router | median µs per request | rounds |")
-    print("|---|---:|---|")
-    for name, values in medians.items():
-        print(f"| {name} | {statistics.median(values):,.0f} | {', '.join(f'{v:,.0f}' for v in values)} |")
+    print_rounds("router", "µs per request", medians)
     skip = statistics.median(medians["dead provider skipped first"]) - statistics.median(medians["one provider"])
     print(f"\ncost of skipping the open provider: {skip:,.0f} µs per request")
 

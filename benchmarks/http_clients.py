@@ -17,7 +17,7 @@ import time
 import aiohttp
 import httpx
 import orjson
-from _util import CHAT_BODY, emulator_process, machine
+from _util import CHAT_BODY, emulator_process, machine, print_rounds
 
 BODY = CHAT_BODY.encode()
 HEADERS = {"content-type": "application/json"}
@@ -71,10 +71,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"aiohttp {aiohttp.__version__}, httpx {httpx.__version__}; {args.requests} requests x {args.rounds} rounds, "
           f"concurrency {args.concurrency}")
-    print("| client | median requests/s | rounds |")
-    print("|---|---:|---|")
-    for name, values in results.items():
-        print(f"| {name} | {statistics.median(values):,.0f} | {', '.join(f'{v:,.0f}' for v in values)} |")
+    print_rounds("client", "requests/s", results)
     ratio = statistics.median(results["aiohttp"]) / statistics.median(results["httpx"])
     print(f"aiohttp / httpx: {ratio:.2f}x")
 

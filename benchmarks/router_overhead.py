@@ -17,7 +17,7 @@ import time
 
 import aiohttp
 import orjson
-from _util import CHAT_BODY, emulator_process, machine
+from _util import CHAT_BODY, emulator_process, machine, print_rounds
 
 from llmroute import LLMRouter
 
@@ -63,10 +63,7 @@ def main() -> None:
                 medians[name].append(statistics.median(samples[100:]) * 1e6)
     print(f"machine: {machine()}")
     print(f"{args.requests} sequential requests x {args.rounds} rounds")
-    print("| client | median µs per request | rounds |")
-    print("|---|---:|---|")
-    for name, values in medians.items():
-        print(f"| {name} | {statistics.median(values):,.0f} | {', '.join(f'{v:,.0f}' for v in values)} |")
+    print_rounds("client", "µs per request", medians)
     ratio = statistics.median(medians["LLMRouter.chat"]) / statistics.median(medians["bare aiohttp"])
     print(f"LLMRouter.chat / bare aiohttp POST: {ratio:.2f}x")
 

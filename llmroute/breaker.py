@@ -12,10 +12,13 @@ skipping an open provider costs microseconds.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+log = logging.getLogger("llmroute")
 
 CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"
 STATE_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
@@ -151,3 +154,9 @@ class CircuitBreaker:
         self.state, self.changed_at, self.last_reason = state, now, reason
         if self._on_change is not None:
             self._on_change(state, reason)
+
+
+def log_transition(provider: str, state: str, reason: str) -> None:
+    """The log line of a breaker's change of state: a warning when it opens."""
+    log.log(logging.WARNING if state == OPEN else logging.INFO,
+            "circuit breaker for %s is now %s: %s", provider, state, reason)

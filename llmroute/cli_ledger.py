@@ -6,6 +6,7 @@ import csv
 import html
 import io
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -117,17 +118,13 @@ def report(
     if fmt == "json":
         print(json.dumps({"by": by, "from": lo, "to": hi, "baseline": base_name, "ledger": store.where,
                           "groups": [r.to_dict() for r in rows], "total": total.to_dict(),
-                          "prices": [vars_of(p) for p in effective]}, indent=2))
+                          "prices": [asdict(p) for p in effective]}, indent=2))
     elif fmt == "csv":
         print(_csv([r.to_dict() for r in [*rows, total]]), end="")
     else:
         _print_report(rows, total, effective, by, base_name, store.where)
     if plot is not None:
         _plot(plot, daily, base, by, rows, total)
-
-
-def vars_of(obj: object) -> dict[str, object]:
-    return {name: getattr(obj, name) for name in obj.__slots__}  # type: ignore[attr-defined]
 
 
 def _csv(rows: list[dict[str, object]]) -> str:

@@ -84,9 +84,9 @@ class HealthMonitor:
     async def _keep_warm_loop(self, provider: OpenAICompatProvider) -> None:
         keep_warm_s = provider.config.cold_start.keep_warm_s
         assert keep_warm_s is not None
-        stats = self.router.state.snapshot
         while True:
-            last = stats()[provider.name].last_success if provider.name in stats() else 0.0
+            stats = self.router.state.snapshot().get(provider.name)
+            last = stats.last_success if stats is not None else 0.0
             idle_s = time.monotonic() - last if last else keep_warm_s
             if idle_s >= keep_warm_s:
                 await self.ping(provider)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+def new_request_id() -> str:
+    """128 random bits as hex; ids need to be unique, not secret, so no system call per request."""
+    return f"{random.getrandbits(128):032x}"
+
 
 # The seed returned a dict; these keys keep its callers working.
 _SEED_KEYS = {"result": "text"}

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-import random
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .breaker import log_transition
 from .cascade import Cascade, race
 from .config import RouterConfig, load_config
 from .errors import AllProvidersFailed, ClientRequestError, ProviderError, StreamInterrupted
@@ -17,23 +16,16 @@ from .health import HealthMonitor
 from .ledger import Ledger, RequestContext, entry_from_failure, entry_from_result, open_ledger
 from .pricing import Pricer, per_million, usage_tokens
 from .providers import OpenAICompatProvider, ProviderResponse
-from .result import Attempt, RouteResult
+from .result import Attempt, RouteResult, new_request_id
 from .state import ColdStartSettings, InMemoryState, RouterState
 from .stream import RouteStream
 from .strategies import RouteRequest, RoutingStrategy, StrategyBase, build_strategy
 from .tokens import estimate_message_tokens, estimate_tokens
 
-log = logging.getLogger("llmroute")
-
 CHAT_PATH = "/chat/completions"
 COMPLETIONS_PATH = "/completions"
 
 Messages = Sequence[Mapping[str, Any]]
-
-
-def new_request_id() -> str:
-    """128 random bits as hex; ids need to be unique, not secret, so no system call per request."""
-    return f"{random.getrandbits(128):032x}"
 
 
 class LLMRouter:
@@ -57,7 +49,7 @@ class LLMRouter:
         self.default_strategy = RoutingStrategy(strategy or self.config.strategy)
         self.state = state or InMemoryState(
             {name: p.latency_ms for name, p in self.config.providers.items()}, alpha=self.config.latency_alpha,
-            breakers=self.config.breaker_settings(), on_breaker_change=_log_breaker,
+            breakers=self.config.breaker_settings(), on_breaker_change=log_transition,
             cold_starts={name: ColdStartSettings(p.cold_start.idle_s, p.cold_start.factor, p.cold_start.warm_s)
                          for name, p in self.config.providers.items()},
         )
@@ -178,19 +170,14 @@ class LLMRouter:
 
     def _cascade(self, estimate: RouteRequest, strategy: RoutingStrategy | str | None) -> tuple[Cascade, str]:
         chosen = self.strategy(strategy)
-        cascade = Cascade(
-            self.providers, self.state, chosen.order(estimate),
-            deadline_s=self.config.deadline_s, retry_rounds=self.config.retry_rounds, pricers=self.pricers,
-            max_retry_wait_s=self.config.max_retry_wait_s,
-            tokens_needed=estimate.input_tokens + estimate.output_tokens,
-        )
-        return cascade, chosen.name.value
+        return self._cascade_for(chosen.order(estimate), estimate, retry_rounds=self.config.retry_rounds), chosen.name.value
 
-    def _cascade_for(self, order: list[str], estimate: RouteRequest) -> Cascade:
-        """A cascade over a given order (a resumed stream's remaining providers)."""
+    def _cascade_for(self, order: list[str], estimate: RouteRequest, *, retry_rounds: int = 0,
+                     deadline_s: float | None = None) -> Cascade:
+        """A cascade over ``order``: a strategy's, a resumed stream's remaining providers, or a hedge's."""
         return Cascade(
-            self.providers, self.state, order, deadline_s=self.config.deadline_s, retry_rounds=0,
-            pricers=self.pricers, max_retry_wait_s=self.config.max_retry_wait_s,
+            self.providers, self.state, order, deadline_s=deadline_s or self.config.deadline_s,
+            retry_rounds=retry_rounds, pricers=self.pricers, max_retry_wait_s=self.config.max_retry_wait_s,
             tokens_needed=estimate.input_tokens + estimate.output_tokens,
         )
 
@@ -200,19 +187,14 @@ class LLMRouter:
         if strategy_name not in hedge.strategies or len(cascade.order) < 2:
             return None
         if hedge.after_ms == "p95":
-            recent = sorted(self.state.snapshot()[cascade.order[0]].recent_latency_ms)
-            if len(recent) >= hedge.min_samples:
-                return recent[int(0.95 * (len(recent) - 1))] / 1000
-            return 0.5
+            p95_ms = self.state.latency_p95_ms(cascade.order[0], hedge.min_samples)
+            return p95_ms / 1000 if p95_ms is not None else 0.5
         return float(hedge.after_ms) / 1000
 
     def _hedge_cascade(self, primary: Cascade, estimate: RouteRequest) -> Cascade:
         """The hedge's cascade: the same order without the provider the primary is waiting on."""
-        return Cascade(
-            self.providers, self.state, [n for n in primary.order if n != primary.current],
-            deadline_s=max(0.001, primary.remaining_s()), retry_rounds=0, pricers=self.pricers,
-            max_retry_wait_s=self.config.max_retry_wait_s, tokens_needed=estimate.input_tokens + estimate.output_tokens,
-        )
+        return self._cascade_for([n for n in primary.order if n != primary.current], estimate,
+                                 deadline_s=max(0.001, primary.remaining_s()))
 
     def _bill_hedge_loser(self, attempts: list[Attempt], estimate: RouteRequest) -> None:
         """The cancelled side of a hedge was billed too: its worker time, or at least the prompt it read."""
@@ -308,11 +290,6 @@ class LLMRouter:
             attempts=attempts, ttft_ms=ttft_ms, finish_reason=finish_reason, cached_prompt_tokens=cached,
             request_id=request_id, raw=raw, ratelimit=ratelimit, raw_json=raw_json,
         )
-
-
-def _log_breaker(provider: str, state: str, reason: str) -> None:
-    level = logging.WARNING if state == "open" else logging.INFO
-    log.log(level, "circuit breaker for %s is now %s: %s", provider, state, reason)
 
 
 def _context(tags: Mapping[str, str] | None, params: Mapping[str, Any], endpoint: str) -> RequestContext | None:

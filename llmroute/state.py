@@ -32,6 +32,8 @@ class ProviderStats:
     failures: int = 0
     failures_by_kind: dict[str, int] = field(default_factory=dict)
     recent_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+    p95_ms: float | None = None
+    """p95 of ``recent_latency_ms``: kept, not sorted for on every request (hedging and cold starts read it)."""
     recent_failures: deque[tuple[float, str, int | None]] = field(default_factory=lambda: deque(maxlen=20))
     """(wall time, kind, HTTP status) of the latest failures."""
     cooldown_until: float = 0.0
@@ -76,6 +78,10 @@ class RouterState(ABC):
 
     @abstractmethod
     def snapshot(self) -> dict[str, ProviderStats]: ...
+
+    @abstractmethod
+    def latency_p95_ms(self, provider: str, min_samples: int = 1) -> float | None:
+        """p95 of recent latencies, or None with fewer than ``min_samples`` samples."""
 
     @abstractmethod
     def warming(self, provider: str) -> bool:
@@ -126,13 +132,15 @@ class InMemoryState(RouterState):
             stats.latency_ms += self._alpha * (latency_ms - stats.latency_ms)
         stats.samples += 1
         stats.recent_latency_ms.append(latency_ms)
+        if stats.samples <= 32 or stats.samples % 16 == 0:  # exact while few, then refreshed every 16 samples
+            stats.p95_ms = _p95(stats.recent_latency_ms)
 
     def record_success(self, provider: str, latency_ms: float, started_at: float | None = None) -> None:
         stats = self._get(provider)
         stats.successes += 1
         cold = self._cold.get(provider)
-        recent = stats.recent_latency_ms
-        if cold is not None and len(recent) >= 20 and latency_ms > cold.factor * _p95(recent):
+        if (cold is not None and stats.p95_ms is not None and len(stats.recent_latency_ms) >= 20
+                and latency_ms > cold.factor * stats.p95_ms):
             # A cold start: note it, and keep the outlier out of the latency estimate.
             stats.cold_starts += 1
             stats.warming_until = time.monotonic() + cold.warm_s
@@ -141,6 +149,10 @@ class InMemoryState(RouterState):
             self._observe(stats, latency_ms)
         stats.last_success = time.monotonic()
         self.breaker(provider).on_success(started_at)
+
+    def latency_p95_ms(self, provider: str, min_samples: int = 1) -> float | None:
+        stats = self._get(provider)
+        return stats.p95_ms if len(stats.recent_latency_ms) >= min_samples else None
 
     def warming(self, provider: str) -> bool:
         stats = self._get(provider)

@@ -24,7 +24,7 @@ from .errors import AllProvidersFailed, ProviderError, StreamInterrupted
 from .ledger import RequestContext, entry_from_result
 from .pricing import usage_tokens
 from .providers import OpenAICompatProvider
-from .result import Attempt, RouteResult
+from .result import Attempt, RouteResult, new_request_id
 from .strategies import RouteRequest, RoutingStrategy
 from .tokens import estimate_tokens
 
@@ -106,7 +106,7 @@ class RouteStream:
         router = self._router
         router.health.ensure_started()
         cascade, strategy_name = router._cascade(self._estimate, self._strategy)
-        request_id = _new_id()
+        request_id = new_request_id()
         headers = {"x-request-id": request_id, **(self._extra_headers or {})}
         started = time.perf_counter()
         ratelimit: dict[str, str] = {}
@@ -220,9 +220,3 @@ class RouteStream:
         attempt = cascade.attempts[-1]
         attempt.prompt_tokens, attempt.completion_tokens = prompt, completion
         attempt.cost_usd = self._router.pricers[provider.name].end(cascade.open_mark, prompt, completion, cached)
-
-
-def _new_id() -> str:
-    from .router import new_request_id
-
-    return new_request_id()

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..breaker import STATE_VALUE
+from ..breaker import STATE_VALUE, log_transition
 from ..errors import AllProvidersFailed, ClientRequestError, ProviderError
 from ..ledger import RequestContext, parse_tags
 from ..result import RouteResult
@@ -75,8 +75,7 @@ class Gateway:
     def _breaker_changed(self, provider: str, state: str, reason: str) -> None:
         self.metrics.breaker_state.labels(provider).set(STATE_VALUE[state])
         self.metrics.breaker_transitions.labels(provider, state).inc()
-        level = logging.WARNING if state == "open" else logging.INFO
-        log.log(level, "circuit breaker for %s is now %s: %s", provider, state, reason)
+        log_transition(provider, state, reason)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body_bytes)
@@ -188,7 +187,7 @@ class Gateway:
 
     async def _complete(self, request: web.Request, body: dict[str, Any], path: str, endpoint: str) -> web.StreamResponse:
         strategy = self._strategy(request, body)
-        context = self._context(request, body, endpoint)
+        context = self._context(request, body, endpoint) if self.router.ledger is not None else None  # ledger only
         try:
             if body.get("stream"):
                 return await stream_response(self, request, body, path, strategy, endpoint, context)
