@@ -94,6 +94,34 @@ class ColdStartConfig(_Strict):
     keep_warm_s: float | None = Field(default=None, gt=0, description="ping it when idle this long (costs money)")
 
 
+class QualityTarget(_Strict):
+    """What quality-aware routing aims at; set exactly one."""
+
+    strong_share: float | None = Field(default=None, ge=0, le=1, description="fraction of requests sent to strong")
+    max_price_per_m: float | None = Field(default=None, gt=0, description="blended US$ per 1M tokens to stay under")
+    min_quality: float | None = Field(default=None, gt=0, le=1, description="share of strong-only quality to keep")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> QualityTarget:
+        given = [k for k in ("strong_share", "max_price_per_m", "min_quality") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"set exactly one of strong_share, max_price_per_m, min_quality (got {', '.join(given) or 'none'})")
+        return self
+
+
+class QualityAwareConfig(_Strict):
+    """``quality_aware``: a local model scores each prompt; only prompts above a threshold go to strong."""
+
+    strong: str | None = None
+    """The provider for hard prompts (default: the highest quality tier, then the most expensive)."""
+    weak: str | None = None
+    """The provider for the rest (default: the cheapest other provider)."""
+    model: str | None = None
+    """A model file from ``llmroute router train``; default: the one shipped in the package."""
+    target: QualityTarget = Field(default_factory=lambda: QualityTarget(strong_share=0.2))
+    adapt_window: int = Field(default=1000, ge=0, description="recent scores that keep the share on live traffic; 0: off")
+
+
 class ProviderConfig(_Strict):
     base_url: str
     api_key: SecretStr | None = None
@@ -239,6 +267,7 @@ class RouterConfig(_Strict):
     hedge: HedgeConfig = Field(default_factory=HedgeConfig)
     stream_resume: bool = False
     """A stream whose provider fails after the first chunk continues on the next provider."""
+    quality_aware: QualityAwareConfig = Field(default_factory=QualityAwareConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
 
@@ -262,6 +291,13 @@ class RouterConfig(_Strict):
                 raise _KeyedError("balanced_weights", "at least one weight must be > 0")
         if self.baseline_provider is not None and self.baseline_provider not in self.providers:
             raise _KeyedError("baseline_provider", f"names unknown provider '{self.baseline_provider}'")
+        for key in ("strong", "weak"):
+            name = getattr(self.quality_aware, key)
+            if name is not None and name not in self.providers:
+                raise _KeyedError(f"quality_aware.{key}", f"names unknown provider '{name}' (known: {', '.join(self.providers)})")
+        pair = self.quality_pair() if len(self.providers) > 1 else None
+        if pair is not None and pair[0] == pair[1]:
+            raise _KeyedError("quality_aware", f"strong and weak must be different providers (both '{pair[0]}')")
         return self
 
     @property
@@ -285,6 +321,15 @@ class RouterConfig(_Strict):
 
     def breaker_settings(self) -> dict[str, BreakerSettings]:
         return {name: (p.breaker or self.breaker).settings() for name, p in self.providers.items()}
+
+    def quality_pair(self) -> tuple[str, str]:
+        """(strong, weak) for quality_aware: as configured, else best tier (then price) and cheapest other."""
+        qa = self.quality_aware
+        names = list(self.providers)
+        strong = qa.strong or max(names, key=lambda n: (self.providers[n].quality, _blended_price(self.providers[n])))
+        others = [n for n in names if n != strong] or names
+        weak = qa.weak or min(others, key=lambda n: _blended_price(self.providers[n]))
+        return strong, weak
 
     def baseline(self) -> str:
         """The premium provider savings are measured against (the most expensive, unless set)."""

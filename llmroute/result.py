@@ -69,6 +69,10 @@ class RouteResult:
     """The provider's ``x-ratelimit-*`` headers, for rate-limit-aware routing."""
     raw_json: bytes | None = None
     """The provider's body byte for byte (non-streaming), for relaying it unchanged."""
+    quality_score: float | None = None
+    """quality_aware: the probability the prompt needed the strong provider."""
+    route_decision: str | None = None
+    """quality_aware: ``strong`` or ``weak``, the tier the score chose (``provider`` says who answered)."""
 
     @property
     def total_tokens(self) -> int:

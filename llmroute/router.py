@@ -19,7 +19,8 @@ from .providers import OpenAICompatProvider, ProviderResponse
 from .result import Attempt, RouteResult, new_request_id
 from .state import ColdStartSettings, InMemoryState, RouterState
 from .stream import RouteStream
-from .strategies import RouteRequest, RoutingStrategy, StrategyBase, build_strategy
+from .quality.features import prompt_text
+from .strategies import Route, RouteRequest, RoutingStrategy, StrategyBase, build_strategy
 from .tokens import estimate_message_tokens, estimate_tokens
 
 CHAT_PATH = "/chat/completions"
@@ -135,7 +136,7 @@ class LLMRouter:
 
         ``context`` (route, gateway key id, user, tags) goes to the ledger only.
         """
-        estimate = self._estimate(estimate_message_tokens(body["messages"]), body)
+        estimate = self._estimate(estimate_message_tokens(body["messages"]), body, prompt_text(body["messages"]))
         return await self._call(CHAT_PATH, body, estimate, strategy, extra_headers, context)
 
     async def completion_request(
@@ -143,7 +144,7 @@ class LLMRouter:
         extra_headers: Mapping[str, str] | None = None, context: RequestContext | None = None,
     ) -> RouteResult:
         """An OpenAI legacy completions body (``prompt`` a string)."""
-        estimate = self._estimate(estimate_tokens(str(body["prompt"])), body)
+        estimate = self._estimate(estimate_tokens(str(body["prompt"])), body, str(body["prompt"]))
         return await self._call(COMPLETIONS_PATH, body, estimate, strategy, extra_headers, context)
 
     def stream_request(
@@ -156,21 +157,27 @@ class LLMRouter:
         Usage is always requested upstream, so cost is known whatever the caller asked.
         """
         upstream = {**body, "stream": True, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
-        tokens = estimate_message_tokens(body["messages"]) if path == CHAT_PATH else estimate_tokens(str(body["prompt"]))
-        return RouteStream(self, upstream, self._estimate(tokens, body), strategy, extra_headers, path, context,
+        if path == CHAT_PATH:
+            tokens, text = estimate_message_tokens(body["messages"]), prompt_text(body["messages"])
+        else:
+            text = str(body["prompt"])
+            tokens = estimate_tokens(text)
+        return RouteStream(self, upstream, self._estimate(tokens, body, text), strategy, extra_headers, path, context,
                            resume=self.config.stream_resume if resume is None else resume)
 
     # -- internals ----------------------------------------------------------------
 
-    def _estimate(self, input_tokens: int, params: Mapping[str, Any]) -> RouteRequest:
+    def _estimate(self, input_tokens: int, params: Mapping[str, Any], prompt: str | None = None) -> RouteRequest:
         output = params.get("max_completion_tokens") or params.get("max_tokens")
         if not isinstance(output, int) or output <= 0:
             output = self.config.expected_output_tokens  # the provider judges bad values itself
-        return RouteRequest(input_tokens=input_tokens, output_tokens=output)
+        return RouteRequest(input_tokens=input_tokens, output_tokens=output, prompt=prompt)
 
-    def _cascade(self, estimate: RouteRequest, strategy: RoutingStrategy | str | None) -> tuple[Cascade, str]:
+    def _cascade(self, estimate: RouteRequest, strategy: RoutingStrategy | str | None) -> tuple[Cascade, str, Route]:
         chosen = self.strategy(strategy)
-        return self._cascade_for(chosen.order(estimate), estimate, retry_rounds=self.config.retry_rounds), chosen.name.value
+        route = chosen.route(estimate)
+        cascade = self._cascade_for(route.order, estimate, retry_rounds=self.config.retry_rounds)
+        return cascade, chosen.name.value, route
 
     def _cascade_for(self, order: list[str], estimate: RouteRequest, *, retry_rounds: int = 0,
                      deadline_s: float | None = None) -> Cascade:
@@ -210,6 +217,7 @@ class LLMRouter:
     def _record_failure(
         self, cascade: Cascade, strategy_name: str, request_id: str, started: float, exc: BaseException,
         context: RequestContext | None, *, provider: str | None = None, ttft_ms: float | None = None,
+        route: Route | None = None,
     ) -> None:
         if self.ledger is None:
             return
@@ -226,6 +234,7 @@ class LLMRouter:
             attempts=getattr(exc, "attempts", None) or cascade.attempts,
             latency_ms=(time.perf_counter() - started) * 1000, error=str(exc).split("\n")[0] or type(exc).__name__,
             context=context, provider=provider, ttft_ms=ttft_ms,
+            quality_score=route.quality_score if route else None, route_decision=route.decision if route else None,
         ))
 
     async def _call(
@@ -234,7 +243,7 @@ class LLMRouter:
         context: RequestContext | None = None,
     ) -> RouteResult:
         self.health.ensure_started()
-        cascade, strategy_name = self._cascade(estimate, strategy)
+        cascade, strategy_name, route = self._cascade(estimate, strategy)
         request_id = new_request_id()
         headers = {"x-request-id": request_id, **(extra_headers or {})}
         started = time.perf_counter()
@@ -253,7 +262,7 @@ class LLMRouter:
                     cascade, lambda c: self._hedge_cascade(c, estimate), call, delay_s, call_keeps_timeout=True)
                 self._bill_hedge_loser(cascade.attempts, estimate)
         except (ProviderError, AllProvidersFailed, asyncio.CancelledError) as exc:
-            self._record_failure(cascade, strategy_name, request_id, started, exc, context)
+            self._record_failure(cascade, strategy_name, request_id, started, exc, context, route=route)
             raise
         self.state.record_success(provider.name, response.latency_ms, cascade.open_started_at)
         if response.ratelimit:
@@ -263,7 +272,7 @@ class LLMRouter:
         result = self._result(
             provider, cascade, strategy_name, request_id, started,
             text=text or "", usage=response.body.get("usage"), finish_reason=choice.get("finish_reason"),
-            raw=response.body, ratelimit=response.ratelimit, raw_json=response.raw_json,
+            raw=response.body, ratelimit=response.ratelimit, raw_json=response.raw_json, route=route,
         )
         if self.ledger is not None:
             self.ledger.record(entry_from_result(result, context))
@@ -273,6 +282,7 @@ class LLMRouter:
         self, provider: OpenAICompatProvider, cascade: Cascade, strategy_name: str, request_id: str,
         started: float, *, text: str, usage: Mapping[str, Any] | None, finish_reason: str | None,
         raw: dict[str, Any], ratelimit: dict[str, str], ttft_ms: float | None = None, raw_json: bytes | None = None,
+        route: Route | None = None,
     ) -> RouteResult:
         prompt_tokens, completion_tokens, cached = usage_tokens(usage)
         cost = self.pricers[provider.name].end(cascade.open_mark, prompt_tokens, completion_tokens, cached)
@@ -289,6 +299,7 @@ class LLMRouter:
             fallback=bool(failed), original_error=_describe(failed[0]) if failed else None,
             attempts=attempts, ttft_ms=ttft_ms, finish_reason=finish_reason, cached_prompt_tokens=cached,
             request_id=request_id, raw=raw, ratelimit=ratelimit, raw_json=raw_json,
+            quality_score=route.quality_score if route else None, route_decision=route.decision if route else None,
         )
 
 

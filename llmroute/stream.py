@@ -25,7 +25,7 @@ from .ledger import RequestContext, entry_from_result
 from .pricing import usage_tokens
 from .providers import OpenAICompatProvider
 from .result import Attempt, RouteResult, new_request_id
-from .strategies import RouteRequest, RoutingStrategy
+from .strategies import Route, RouteRequest, RoutingStrategy
 from .tokens import estimate_tokens
 
 if TYPE_CHECKING:
@@ -56,6 +56,8 @@ class RouteStream:
         # Known once the first chunk arrived, before it is handed out: what a gateway puts in headers.
         self.provider: str | None = None
         self.strategy_name: str | None = None
+        self.route: Route | None = None
+        """The strategy's decision (quality_aware: score and tier), set when the stream opens."""
         self.attempts: list[Attempt] = []
         self.first_chunk_ms: float | None = None
         self.resumed = 0
@@ -105,7 +107,8 @@ class RouteStream:
     async def _run(self) -> AsyncIterator[dict[str, Any]]:
         router = self._router
         router.health.ensure_started()
-        cascade, strategy_name = router._cascade(self._estimate, self._strategy)
+        cascade, strategy_name, route = router._cascade(self._estimate, self._strategy)
+        self.route = route
         request_id = new_request_id()
         headers = {"x-request-id": request_id, **(self._extra_headers or {})}
         started = time.perf_counter()
@@ -120,7 +123,7 @@ class RouteStream:
                     delay_s, discard=self._discard)
                 router._bill_hedge_loser(cascade.attempts, self._estimate)
         except (ProviderError, AllProvidersFailed, asyncio.CancelledError) as exc:
-            router._record_failure(cascade, strategy_name, request_id, started, exc, self._context)
+            router._record_failure(cascade, strategy_name, request_id, started, exc, self._context, route=route)
             raise
         self.provider, self.strategy_name, self.attempts = provider.name, strategy_name, cascade.attempts
         self.first_chunk_ms = (time.perf_counter() - started) * 1000
@@ -167,7 +170,7 @@ class RouteStream:
                 failed = {a.provider for a in interrupted.attempts if not a.ok}
                 rest = [n for n in cascade.order if n not in failed]
                 if not self._resume or not rest:
-                    router._record_failure(cascade, strategy_name, request_id, started, interrupted, self._context,
+                    router._record_failure(cascade, strategy_name, request_id, started, interrupted, self._context, route=route,
                                            provider=provider.name, ttft_ms=ttft_ms)
                     raise interrupted from exc
                 earlier = interrupted.attempts
@@ -177,7 +180,7 @@ class RouteStream:
                         cascade, self._continuation("".join(parts)), headers, ratelimit)
                 except (ProviderError, AllProvidersFailed) as again:
                     interrupted.attempts = earlier + cascade.attempts
-                    router._record_failure(cascade, strategy_name, request_id, started, interrupted, self._context,
+                    router._record_failure(cascade, strategy_name, request_id, started, interrupted, self._context, route=route,
                                            provider=provider.name, ttft_ms=ttft_ms)
                     raise interrupted from again
                 self.resumed += 1
@@ -187,7 +190,7 @@ class RouteStream:
             except BaseException as exc:  # the consumer stopped early or was cancelled: the tokens so far were billed
                 self._bill_partial(provider, cascade, parts[segment_from:], usage)
                 await upstream.aclose()
-                router._record_failure(cascade, strategy_name, request_id, started, exc, self._context,
+                router._record_failure(cascade, strategy_name, request_id, started, exc, self._context, route=route,
                                        provider=provider.name, ttft_ms=ttft_ms)
                 raise
         await upstream.aclose()
@@ -200,7 +203,7 @@ class RouteStream:
             provider, cascade, strategy_name, request_id, started,
             text="".join(parts), usage=usage, finish_reason=finish_reason,
             raw={k: v for k, v in last.items() if k != "choices"}, ratelimit=dict(ratelimit),
-            ttft_ms=ttft_ms if ttft_ms is not None else elapsed_ms,
+            ttft_ms=ttft_ms if ttft_ms is not None else elapsed_ms, route=route,
         )
         if earlier:  # a resumed answer: its tokens and cost are every segment's
             self.result.prompt_tokens = sum(a.prompt_tokens for a in self.result.attempts)

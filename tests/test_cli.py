@@ -101,7 +101,7 @@ def test_demo_runs_every_strategy_with_an_outage() -> None:
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     rows = {s["strategy"]: s for s in data["strategies"]}
-    assert list(rows) == ["cost_optimized", "latency_optimized", "quality_optimized", "balanced"]
+    assert list(rows) == ["cost_optimized", "latency_optimized", "quality_optimized", "balanced", "quality_aware"]
     for row in rows.values():
         assert row["requests"] == 80 and row["errors"] == 0
         assert row["p95_ms"] >= row["p50_ms"] > 0
@@ -135,7 +135,7 @@ def test_demo_with_a_config_sends_to_those_providers(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stderr
         served = c.emulator.stats["requests"] + r.emulator.stats["requests"]
     data = json.loads(proc.stdout)
-    assert served == 4 * 20  # every request reached the configured providers
+    assert served == 5 * 20  # every request of every strategy reached the configured providers
     assert "no injected fault" in data["note"]
     assert all(s["errors"] == 0 and s["fallbacks"] == 0 for s in data["strategies"])
     assert SECRET not in proc.stdout + proc.stderr

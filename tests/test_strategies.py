@@ -28,7 +28,8 @@ REQ = RouteRequest(input_tokens=400, output_tokens=200)
 
 
 def test_enum_values_are_the_seed_spellings() -> None:
-    assert [s.value for s in RoutingStrategy] == ["cost_optimized", "latency_optimized", "quality_optimized", "balanced"]
+    assert [s.value for s in RoutingStrategy] == ["cost_optimized", "latency_optimized", "quality_optimized", "balanced",
+                                                  "quality_aware"]
     assert RoutingStrategy("balanced") is RoutingStrategy.BALANCED
 
 

@@ -22,7 +22,7 @@ from ..router import CHAT_PATH, COMPLETIONS_PATH, LLMRouter
 from ..state import InMemoryState, now
 from ..strategies import RoutingStrategy
 from .auth import KeyStore
-from .errors import all_failed_response, attempts_header, error_response, provider_error_response
+from .errors import all_failed_response, attempts_header, decision_headers, error_response, provider_error_response
 from .metrics import CONTENT_TYPE, Metrics
 from .streaming import stream_response
 
@@ -46,7 +46,7 @@ class BadRequest(Exception):
 
 
 def result_headers(result: RouteResult) -> dict[str, str]:
-    return {
+    headers = {
         "x-llmroute-provider": result.provider,
         "x-llmroute-strategy": result.strategy,
         "x-llmroute-cost-usd": f"{result.cost_usd:.9f}",
@@ -55,6 +55,9 @@ def result_headers(result: RouteResult) -> dict[str, str]:
         "x-llmroute-attempts": attempts_header(result.attempts),
         "x-request-id": result.request_id or "",
     }
+    if result.quality_score is not None:
+        headers.update(decision_headers(result.quality_score, result.route_decision))
+    return headers
 
 
 class Gateway:

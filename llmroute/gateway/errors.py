@@ -41,6 +41,13 @@ def attempts_header(attempts: list[Attempt]) -> str:
     return ",".join(f"{a.provider}:{a.status if a.status is not None else a.kind}" for a in attempts)
 
 
+def decision_headers(quality_score: float | None, decision: str | None) -> dict[str, str]:
+    """quality_aware's score and chosen tier; nothing for strategies that do not score prompts."""
+    if quality_score is None:
+        return {}
+    return {"x-llmroute-quality-score": f"{quality_score:.4f}", "x-llmroute-route-decision": decision or ""}
+
+
 def all_failed_response(exc: AllProvidersFailed) -> web.Response:
     """503 when waiting should help (rate limits, cool-downs, timeouts, 503s), else 502."""
     transient = all(a.kind in _TRANSIENT or a.status == 503 for a in exc.attempts)

@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from ..errors import StreamInterrupted
-from .errors import attempts_header, error_body
+from .errors import attempts_header, decision_headers, error_body
 
 if TYPE_CHECKING:
     from ..ledger import RequestContext
@@ -55,6 +55,7 @@ async def stream_response(
         "x-llmroute-latency-ms": f"{stream.first_chunk_ms or 0.0:.2f}",
         "x-llmroute-fallback": "true" if fallback else "false",
         "x-llmroute-attempts": attempts_header(stream.attempts),
+        **(decision_headers(stream.route.quality_score, stream.route.decision) if stream.route else {}),
     })
     try:
         await response.prepare(request)

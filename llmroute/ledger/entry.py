@@ -20,6 +20,7 @@ COLUMNS = (
     "ts", "request_id", "endpoint", "route", "strategy", "provider", "model", "status",
     "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd", "cost_basis",
     "latency_ms", "ttft_ms", "fallback", "attempts", "key_id", "user_id", "tags", "error",
+    "quality_score", "route_decision",
 )
 
 
@@ -67,6 +68,10 @@ class LedgerEntry:
     user_id: str | None = None
     tags: list[str] = field(default_factory=list)
     error: str | None = None
+    quality_score: float | None = None
+    """quality_aware: the model's probability that the prompt needed the strong provider."""
+    route_decision: str | None = None
+    """quality_aware: the tier the score chose, ``strong`` or ``weak``."""
 
     def _attempts_json(self) -> str | None:
         """None when the first attempt answered: the row itself is that attempt (most rows, and the cheapest)."""
@@ -82,6 +87,7 @@ class LedgerEntry:
             self.status, self.prompt_tokens, self.completion_tokens, self.cached_tokens, self.cost_usd,
             self.cost_basis, self.latency_ms, self.ttft_ms, self.fallback, self._attempts_json(),
             self.key_id, self.user_id, orjson.dumps(self.tags).decode() if self.tags else None, self.error,
+            self.quality_score, self.route_decision,
         )
 
 
@@ -110,13 +116,14 @@ def entry_from_result(result: RouteResult, context: RequestContext | None) -> Le
         latency_ms=result.latency_ms, ttft_ms=result.ttft_ms, fallback=result.fallback,
         attempts=result.attempts, key_id=ctx.key_id, user_id=ctx.user, tags=ctx.tags,
         error=f"{failed.provider}: {failed.kind}" if failed else None,
+        quality_score=result.quality_score, route_decision=result.route_decision,
     )
 
 
 def entry_from_failure(
     *, request_id: str, strategy: str, status: str, attempts: list[Attempt], latency_ms: float,
     error: str, context: RequestContext | None, provider: str | None = None, model: str | None = None,
-    ttft_ms: float | None = None,
+    ttft_ms: float | None = None, quality_score: float | None = None, route_decision: str | None = None,
 ) -> LedgerEntry:
     """A request that got no complete answer. Its billed attempts still count."""
     ctx = context or RequestContext()
@@ -128,7 +135,7 @@ def entry_from_failure(
         strategy=strategy, provider=provider, model=model, status=status, prompt_tokens=prompt,
         completion_tokens=completion, cached_tokens=0, cost_usd=cost, cost_basis=basis, latency_ms=latency_ms,
         ttft_ms=ttft_ms, fallback=len(attempts) > 1, attempts=attempts, key_id=ctx.key_id, user_id=ctx.user,
-        tags=ctx.tags, error=error[:500],
+        tags=ctx.tags, error=error[:500], quality_score=quality_score, route_decision=route_decision,
     )
 
 

@@ -55,6 +55,12 @@ CREATE TABLE prices (
     updated_ts DOUBLE PRECISION NOT NULL
 )"""
 
+# v2: quality_aware's score and decision per request.
+_V2 = [
+    "ALTER TABLE requests ADD COLUMN quality_score DOUBLE PRECISION",
+    "ALTER TABLE requests ADD COLUMN route_decision TEXT",
+]
+
 MIGRATIONS: dict[str, list[list[str]]] = {
     "sqlite": [
         [
@@ -62,6 +68,7 @@ MIGRATIONS: dict[str, list[list[str]]] = {
             "CREATE INDEX requests_ts ON requests (ts)",
             _PRICES_V1,
         ],
+        _V2,
     ],
     "postgres": [
         [
@@ -69,6 +76,7 @@ MIGRATIONS: dict[str, list[list[str]]] = {
             "CREATE INDEX requests_ts ON requests (ts)",
             _PRICES_V1,
         ],
+        _V2,
     ],
 }
 

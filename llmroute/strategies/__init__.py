@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .balanced import Balanced, smooth_weighted_schedule
-from .base import RouteRequest, RoutingStrategy, Strategy, StrategyBase
+from .base import Route, RouteRequest, RoutingStrategy, Strategy, StrategyBase
 from .cost import CostOptimized
 from .latency import LatencyOptimized
 from .quality import QualityOptimized
+from .quality_aware import QualityAware
 
 if TYPE_CHECKING:
     from ..config import RouterConfig
@@ -19,6 +20,7 @@ STRATEGIES: dict[RoutingStrategy, type[StrategyBase]] = {
     RoutingStrategy.LATENCY_OPTIMIZED: LatencyOptimized,
     RoutingStrategy.QUALITY_OPTIMIZED: QualityOptimized,
     RoutingStrategy.BALANCED: Balanced,
+    RoutingStrategy.QUALITY_AWARE: QualityAware,
 }
 
 
@@ -36,7 +38,9 @@ __all__ = [
     "Balanced",
     "CostOptimized",
     "LatencyOptimized",
+    "QualityAware",
     "QualityOptimized",
+    "Route",
     "RouteRequest",
     "RoutingStrategy",
     "Strategy",

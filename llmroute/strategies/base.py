@@ -18,6 +18,7 @@ class RoutingStrategy(StrEnum):
     LATENCY_OPTIMIZED = "latency_optimized"
     QUALITY_OPTIMIZED = "quality_optimized"
     BALANCED = "balanced"
+    QUALITY_AWARE = "quality_aware"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,19 @@ class RouteRequest:
 
     input_tokens: int
     output_tokens: int
+    prompt: str | None = None
+    """The text a per-prompt decision reads (the last user turn, after any system prompt)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A strategy's decision: the provider order, and for per-prompt strategies why."""
+
+    order: list[str]
+    quality_score: float | None = None
+    """quality_aware: the probability that the prompt needs the strong provider."""
+    decision: str | None = None
+    """quality_aware: ``strong`` or ``weak``, the tier the score chose."""
 
 
 class Strategy(Protocol):
@@ -48,6 +62,13 @@ class StrategyBase:
     def __init__(self, config: RouterConfig, state: RouterState) -> None:
         self.config = config
         self.state = state
+
+    def order(self, request: RouteRequest) -> list[str]:
+        raise NotImplementedError
+
+    def route(self, request: RouteRequest) -> Route:
+        """The decision the router acts on; per-prompt strategies add their score to it."""
+        return Route(self.order(request))
 
     def expected_cost_usd(self, provider: str, request: RouteRequest) -> float:
         price = self.config.providers[provider].routing_price

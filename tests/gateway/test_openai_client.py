@@ -135,7 +135,7 @@ def test_completions_and_models(gateway: RunningGateway, emus: dict[str, Emulato
     streamed = list(c.completions.create(model="quality_optimized", prompt="Once", max_tokens=12, stream=True))
     assert "".join(ch.choices[0].text for ch in streamed if ch.choices)
     ids = {m.id for m in c.models.list()}
-    assert ids == {"cost_optimized", "latency_optimized", "quality_optimized", "balanced"}
+    assert ids == {"cost_optimized", "latency_optimized", "quality_optimized", "balanced", "quality_aware"}
 
 
 def test_tools_response_format_and_unknown_fields_pass_through(gateway: RunningGateway, emus: dict[str, EmulatorThread]) -> None:

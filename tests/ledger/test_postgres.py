@@ -15,6 +15,7 @@ import pytest
 
 from llmroute import LLMRouter
 from llmroute.ledger import Ledger, LedgerError, open_store
+from llmroute.ledger.schema import latest_version
 
 from ..conftest import emulator, free_port, provider
 from ..test_cli import llmroute
@@ -87,7 +88,7 @@ def test_router_records_into_postgres_and_report_reads_it(postgres_dsn: str) -> 
 
 def test_migrations_are_versioned_and_foreign_tables_refused(postgres_dsn: str) -> None:
     store = open_store(postgres_dsn)
-    assert store.fetch("SELECT version FROM llmroute_schema") == [(1,)]
+    assert store.fetch("SELECT version FROM llmroute_schema") == [(latest_version("postgres"),)]
     ledger = Ledger(store)
     ledger.record(entry(1, fallback=True))
     assert ledger.flush()

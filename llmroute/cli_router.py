@@ -1,0 +1,123 @@
+"""``llmroute router``: train, evaluate and split data for the quality-aware router."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from .cli import _fail, app, console, err
+from .errors import LLMRouteError
+
+router_app = typer.Typer(help="Train and evaluate the quality-aware router's model.", no_args_is_help=True)
+app.add_typer(router_app, name="router")
+
+
+def _examples(path: Path):  # type: ignore[no-untyped-def]
+    from .quality.data import load_examples
+
+    try:
+        return load_examples(path)
+    except LLMRouteError as exc:
+        _fail(str(exc))
+
+
+@router_app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="Labelled prompts, one JSON object a line (see docs/QUALITY.md)")],
+    out: Annotated[Path, typer.Option(help="Where to write the model (.json.gz or .json)")],
+    c: Annotated[float, typer.Option(help="Inverse regularisation strength of the linear models")] = 0.3,
+    seed: Annotated[int, typer.Option(help="Seed for the cross-validation folds")] = 20260,
+) -> None:
+    """Fit a model on labelled prompts. The same data and options give the same file, byte for byte."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .quality.train import TrainSettings, train as fit
+
+    examples = _examples(data)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as progress:
+        task = progress.add_task(f"training on {len(examples):,} prompts", total=None)
+        try:
+            model = fit(examples, TrainSettings(c=c, seed=seed),
+                        progress=lambda msg: progress.update(task, description=msg))
+        except LLMRouteError as exc:
+            _fail(str(exc))
+    try:
+        model.save(out)
+    except OSError as exc:
+        _fail(f"{out}: cannot write ({exc.strerror or type(exc).__name__})")
+    v = model.validation
+    console.print(f"wrote {out} ({out.stat().st_size:,} bytes, {len(model.term_table):,} terms); "
+                  f"cross-validated, whole subjects held out: calls for 95% quality {_share(v['calls_for_95'])} "
+                  f"(random {_share(v['random_calls_for_95'])}), APGR {v['apgr']:.3f}", highlight=False)
+
+
+@router_app.command("eval")
+def evaluate_command(
+    data: Annotated[Path, typer.Option(help="Labelled prompts to judge the router on")],
+    model: Annotated[Optional[Path], typer.Option(help="A model file (default: the shipped model)")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Write the cost/quality curves to this PNG")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Calls needed for 95% quality, APGR and quality at 20% strong calls, beside random routing."""
+    from .quality.evaluate import curve_chart, evaluate
+    from .quality.model import QualityRouter
+
+    examples = _examples(data)
+    try:
+        router = QualityRouter.load(model)
+        results = evaluate(router, examples)
+        if plot is not None:
+            plot.write_bytes(curve_chart(results, f"{router.source} on {data.name}"))
+    except LLMRouteError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{plot}: cannot write ({exc.strerror or type(exc).__name__})")
+    if as_json:
+        console.print_json(json.dumps({"model": router.source, "data": str(data), "results": [r.to_dict() for r in results]}))
+        return
+    table = Table(title=f"{router.source} on {data} ({len(examples):,} prompts)", title_justify="left")
+    for column in ("benchmark", "prompts", "weak-only", "strong-only", "calls for 95%", "random", "APGR", "random",
+                   "quality @20%", "random"):
+        table.add_column(column, justify="left" if column == "benchmark" else "right")
+    for r in results:
+        d = r.to_dict()
+        table.add_row(r.benchmark, f"{r.prompts:,}", f"{d['weak_only_quality']:.3f}", f"{d['strong_only_quality']:.3f}",
+                      _share(d["calls_for_95"]), _share(d["random_calls_for_95"]), f"{d['apgr']:.3f}",
+                      f"{d['random_apgr']:.3f}", f"{d['quality_at_20']:.3f}", f"{d['random_quality_at_20']:.3f}")
+    console.print(table)
+    if plot is not None:
+        console.print(f"curves written to {plot}", highlight=False)
+
+
+@router_app.command()
+def split(
+    data: Annotated[Path, typer.Option(help="Labelled prompts to split")],
+    train_out: Annotated[Path, typer.Option(help="Where to write the training part")],
+    valid_out: Annotated[Path, typer.Option(help="Where to write the held-out part")],
+    share: Annotated[float, typer.Option(help="Share held out")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed for the choice of subjects and prompts")] = 20260,
+) -> None:
+    """Hold out whole subjects (where a benchmark has several) and a share of the other prompts."""
+    from .quality.train import split_holdout
+
+    if not 0.0 < share < 1.0:
+        _fail("--share must be between 0 and 1")
+    path_of = {}
+    examples = _examples(data)
+    lines = [line for line in data.read_text(encoding="utf-8").split("\n") if line.strip()]
+    for example, line in zip(examples, lines):
+        path_of[id(example)] = line
+    kept, held = split_holdout(examples, share, seed)
+    for path, part in ((train_out, kept), (valid_out, held)):
+        path.write_text("".join(path_of[id(e)] + "\n" for e in part), encoding="utf-8")
+    subjects = sorted({e.subject for e in held if e.subject} - {e.subject for e in kept if e.subject})
+    console.print(f"{len(kept):,} prompts to {train_out}, {len(held):,} to {valid_out}; "
+                  f"subjects held out whole: {', '.join(subjects) or 'none'}", highlight=False)
+
+
+def _share(value: float | None) -> str:
+    return "never" if value is None else f"{value:.2f}"
