@@ -113,12 +113,30 @@ def plan(
     from_ledger: Annotated[bool, typer.Option("--from-ledger", help="Take volume and input share from the ledger")] = False,
     since: Annotated[Optional[str], typer.Option(help="With --from-ledger: the period to read (default 30d)")] = None,
     ledger: Annotated[Optional[str], typer.Option(help="With --from-ledger: SQLite file or postgresql:// DSN")] = None,
+    strong_share: Annotated[Optional[float], typer.Option(help="quality_aware target: share of strong calls")] = None,
+    min_quality: Annotated[Optional[float], typer.Option(help="quality_aware target: share of strong-only quality to keep")] = None,
+    max_price_per_m: Annotated[Optional[float], typer.Option(help="quality_aware target: blended $ per 1M tokens")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
-    """Monthly cost of each strategy at a traffic volume, against the premium provider."""
+    """Monthly cost of each strategy at a traffic volume, against the premium provider.
+
+    quality_aware is planned at the config's target unless one of --strong-share, --min-quality
+    or --max-price-per-m is given; every row shows the quality it is expected to keep.
+    """
     from .plan import describe, plan as make_plan
 
     cfg, source = _plan_config(config)
+    targets = {k: v for k, v in (("strong_share", strong_share), ("min_quality", min_quality),
+                                 ("max_price_per_m", max_price_per_m)) if v is not None}
+    if targets:
+        from pydantic import ValidationError
+
+        from .config import QualityTarget
+
+        try:
+            cfg.quality_aware.target = QualityTarget(**targets)
+        except ValidationError as exc:
+            _fail("quality_aware target: " + "; ".join(e["msg"] for e in exc.errors()))
     volume_note = ""
     if from_ledger:
         from .cli_ledger import ledger_volume
@@ -140,12 +158,16 @@ def plan(
     input_share = 0.5 if input_share is None else input_share
     if not 0.0 <= input_share <= 1.0:
         _fail("--input-share must be between 0 and 1")
-    baseline, rows = make_plan(cfg, tokens, input_share)
+    try:
+        baseline, rows = make_plan(cfg, tokens, input_share)
+    except LLMRouteError as exc:
+        _fail(str(exc))
     if as_json:
         console.print_json(json.dumps({
             "monthly_tokens": tokens, "input_share": input_share, "baseline": baseline, "prices_from": source,
             "strategies": [{"strategy": r.strategy, "share": r.share, "cost_usd": r.cost_usd, "total_usd": r.total_usd,
-                            "savings_usd": r.savings_usd, "savings_pct": r.savings_pct} for r in rows],
+                            "savings_usd": r.savings_usd, "savings_pct": r.savings_pct,
+                            "expected_quality": r.expected_quality} for r in rows],
         }))
         return
     console.print(f"[bold]Traffic Distribution Analysis[/bold]: {tokens:,} tokens/month, "

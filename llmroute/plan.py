@@ -2,7 +2,10 @@
 
 Each strategy's split comes from the strategy itself (its first choice for a
 request of the given input/output mix, with latency priors as the estimate),
-so the plan cannot drift from what the router does.
+so the plan cannot drift from what the router does. quality_aware's split is its
+target share of strong calls. Expected quality (as a share of strong-only quality)
+comes from the quality model's held-out evaluation: a split that ignores the prompt
+keeps the random-routing line, quality_aware keeps its measured curve.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 from .config import RouterConfig
 from .pricing import format_price_per_m, format_usd
 from .state import InMemoryState
-from .strategies import Balanced, RouteRequest, RoutingStrategy, build_strategy
+from .strategies import Balanced, QualityAware, RouteRequest, RoutingStrategy, build_strategy
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +27,8 @@ class PlanRow:
     cost_usd: dict[str, float]
     """Monthly US dollars per provider."""
     baseline_usd: float
+    expected_quality: float | None = None
+    """Share of strong-only quality kept, from the quality model's held-out curve; None if unknown."""
 
     @property
     def total_usd(self) -> float:
@@ -46,6 +51,10 @@ def provider_cost_usd(config: RouterConfig, provider: str, tokens: float, input_
 def strategy_share(config: RouterConfig, name: RoutingStrategy, input_share: float) -> dict[str, float]:
     state = InMemoryState({n: p.latency_ms for n, p in config.providers.items()})
     strategy = build_strategy(name, config, state)
+    if isinstance(strategy, QualityAware):
+        if strategy.strong == strategy.weak:
+            return {strategy.strong: 1.0}
+        return {n: s for n, s in ((strategy.strong, strategy.strong_share), (strategy.weak, 1 - strategy.strong_share)) if s}
     if isinstance(strategy, Balanced):
         counts = Counter(strategy.schedule)
     else:
@@ -65,8 +74,28 @@ def plan(config: RouterConfig, monthly_tokens: int, input_share: float = 0.5) ->
     for name in RoutingStrategy:
         share = strategy_share(config, name, input_share)
         cost = {n: provider_cost_usd(config, n, monthly_tokens * s, input_share) for n, s in share.items()}
-        rows.append(PlanRow(strategy=name.value, share=share, cost_usd=cost, baseline_usd=baseline_usd))
+        rows.append(PlanRow(strategy=name.value, share=share, cost_usd=cost, baseline_usd=baseline_usd,
+                            expected_quality=expected_quality(config, name, share)))
     return baseline, rows
+
+
+def expected_quality(config: RouterConfig, name: RoutingStrategy, share: dict[str, float]) -> float | None:
+    """Held-out quality kept by a split between quality_aware's strong and weak providers."""
+    if len(config.providers) < 2:
+        return None
+    strong, weak = config.quality_pair()
+    if set(share) - {strong, weak}:
+        return None  # a third provider's quality was never measured
+    from .strategies.quality_aware import load_quality_model
+
+    model = load_quality_model(config.quality_aware.model)
+    f = share.get(strong, 0.0)
+    if name is RoutingStrategy.QUALITY_AWARE:
+        return model.expected_quality(f)
+    line = model.validation.get("quality")
+    if not line or line[-1] <= 0:
+        return None
+    return (line[0] + f * (line[-1] - line[0])) / line[-1]  # ignoring the prompt: the random line
 
 
 def describe(row: PlanRow, monthly_tokens: int) -> str:
@@ -75,7 +104,8 @@ def describe(row: PlanRow, monthly_tokens: int) -> str:
     parts = [format_usd(row.cost_usd[n]) for n, _ in sorted(row.share.items(), key=lambda kv: -kv[1])]
     cost = f"{' + '.join(parts)} = {format_usd(row.total_usd)}" if len(parts) > 1 else format_usd(row.total_usd)
     blended = format_price_per_m(row.total_usd * 1e6 / monthly_tokens)
+    quality = f"; expected quality {row.expected_quality:.1%} of strong-only" if row.expected_quality is not None else ""
     return (
         f"{row.strategy}: {split}: {cost}/month; savings {format_usd(row.savings_usd)}/month "
-        f"({row.savings_pct:.0f}%); blended {blended} per 1M tokens"
+        f"({row.savings_pct:.0f}%); blended {blended} per 1M tokens{quality}"
     )

@@ -79,6 +79,14 @@ def test_default_weights_give_cheapest_80(tmp_path: Path) -> None:
         ("strategy: balanced", "strategy: cheapest", "strategy", "'cost_optimized'"),
         ("    model: llama3.1-8b\n", "", "providers.cerebras.model", "required key is missing"),
         ("https://api.cerebras.ai/v1", "api.cerebras.ai/v1", "providers.cerebras.base_url", "http:// or https://"),
+        ("strategy: balanced", "strategy: quality_aware\nquality_aware: {strong: groq}", "quality_aware.strong",
+         "unknown provider 'groq'"),
+        ("strategy: balanced", "quality_aware: {target: {strong_share: 0.2, min_quality: 0.95}}", "quality_aware.target",
+         "set exactly one of strong_share, max_price_per_m, min_quality"),
+        ("strategy: balanced", "quality_aware: {target: {strong_share: 1.5}}", "quality_aware.target.strong_share",
+         "less than or equal to 1"),
+        ("strategy: balanced", "quality_aware: {strong: runpod, weak: runpod}", "quality_aware",
+         "strong and weak must be different providers"),
     ],
 )
 def test_errors_name_file_key_and_problem(tmp_path: Path, old: str, new: str, key: str, problem: str) -> None:

@@ -99,8 +99,12 @@ class _Fit:
         std = hand.std(axis=0)
         self.scale = np.where(std > 0, std, 1.0)
         x = self.matrix(np, counts, hand)
-        self.models = []
+        self.models: list[Any] = []
         for target in (strong, weak):
+            mean = float(target.mean())
+            if mean in (0.0, 1.0):  # a model that always (or never) answers well: nothing to fit
+                self.models.append(_Constant(np, mean, x.shape[1]))
+                continue
             model = LogisticRegression(C=settings.c, max_iter=5000)
             rows, labels, weights = _soft_labels(np, x.shape[0], target)
             model.fit(x[rows], labels, sample_weight=weights)
@@ -123,6 +127,18 @@ class _Fit:
     def raw(self, np: Any, counts: Sequence[Counter[str]], hand: np.ndarray) -> np.ndarray:
         x = self.matrix(np, counts, hand)
         return self.models[0].predict_proba(x)[:, 1] - self.models[1].predict_proba(x)[:, 1]
+
+
+class _Constant:
+    """Stands in for a logistic model when every label is the same."""
+
+    def __init__(self, np: Any, p: float, width: int) -> None:
+        self.np, self.p = np, p
+        self.coef_ = np.zeros((1, width))
+        self.intercept_ = np.array([30.0 if p == 1.0 else -30.0])
+
+    def predict_proba(self, x: Any) -> Any:
+        return self.np.column_stack([self.np.full(x.shape[0], 1 - self.p), self.np.full(x.shape[0], self.p)])
 
 
 def _soft_labels(np: Any, n: int, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -160,6 +176,8 @@ def train(
 
     # Calibration: P(strong beats weak) from the held-out raw score, as a soft label.
     gain = np.clip(strong - weak, 0.0, 1.0)
+    if not gain.any():
+        raise DataError("the strong model never scores above the weak one in this data: there is nothing to route on")
     rows, labels, weights = _soft_labels(np, len(examples), gain)
     calibrator = LogisticRegression(C=1e6, max_iter=1000).fit(held_out[rows].reshape(-1, 1), labels, sample_weight=weights)
     a, c = float(calibrator.coef_[0][0]), float(calibrator.intercept_[0])
