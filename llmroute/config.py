@@ -443,9 +443,23 @@ def parse_config(
         raise _from_validation_error(exc, file) from None
     config._source = file
     config._missing_env = missing
+    _check_quality_model(config, file)
     for name, provider in config.providers.items():
         provider._api_key_env = used.get(("providers", name, "api_key"))
     return config
+
+
+def _check_quality_model(config: RouterConfig, file: str | None) -> None:
+    """A relative model path is relative to the config file; a missing file is a config error, not a 500 later."""
+    model = config.quality_aware.model
+    if model is None:
+        return
+    path = Path(model).expanduser()
+    if not path.is_absolute() and file is not None:
+        path = Path(file).parent / path
+    if not path.is_file():
+        raise ConfigError(f"model file not found: {path}", file=file, key="quality_aware.model")
+    config.quality_aware.model = str(path)
 
 
 def default_config_path() -> Path:

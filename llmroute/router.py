@@ -60,6 +60,8 @@ class LLMRouter:
         self._owns_ledger = ledger is None or ledger is True
         self.ledger: Ledger | None = open_ledger(self.config) if self._owns_ledger else (ledger or None)
         self._strategies: dict[RoutingStrategy, StrategyBase] = {}
+        if self.default_strategy is RoutingStrategy.QUALITY_AWARE or self.config.quality_aware.model is not None:
+            self.strategy(RoutingStrategy.QUALITY_AWARE)  # load the model now: a bad file fails here, not on a request
 
     def strategy(self, name: RoutingStrategy | str | None = None) -> StrategyBase:
         """The strategy object for ``name`` (the default if None), built once."""

@@ -160,3 +160,18 @@ def test_plan_shows_quality_aware_with_expected_quality(model: QualityRouter) ->
     assert "cerebras" in line and "expected quality 9" in line
     bad = llmroute("plan", "--monthly-tokens", "10B", "--min-quality", "0.95", "--strong-share", "0.2")
     assert bad.returncode == 2 and "set exactly one" in bad.stderr
+
+
+def test_a_bad_model_file_stops_the_gateway_at_start_with_its_name(tmp_path: Path, seed_config: dict[str, Any]) -> None:
+    import yaml
+
+    seed_config["strategy"] = "quality_aware"
+    seed_config["quality_aware"] = {"model": "missing.json.gz"}
+    path = tmp_path / "llmroute.yaml"
+    path.write_text(yaml.safe_dump(seed_config))
+    proc = llmroute("serve", "--config", str(path), "--port", "0")
+    assert proc.returncode == 2 and "key 'quality_aware.model'" in proc.stderr
+    assert str(tmp_path / "missing.json.gz") in proc.stderr  # relative to the config file
+    (tmp_path / "missing.json.gz").write_bytes(b"\x1f\x8bnot gzip")
+    proc = llmroute("serve", "--config", str(path), "--port", "0")
+    assert proc.returncode == 2 and "not a readable model file" in proc.stderr and "Traceback" not in proc.stderr
