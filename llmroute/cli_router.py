@@ -71,7 +71,7 @@ def evaluate_command(
         router = QualityRouter.load(model)
         results = evaluate(router, examples)
         if plot is not None:
-            plot.write_bytes(curve_chart(results, f"{router.source} on {data.name}"))
+            plot.write_bytes(curve_chart(results, f"{Path(router.source).name} on {data.name}"))
     except LLMRouteError as exc:
         _fail(str(exc))
     except OSError as exc:
