@@ -89,7 +89,7 @@ def report(
     since: Annotated[Optional[str], typer.Option(help="Time span back from now: 30m, 12h, 7d, 4w (default 30d)")] = None,
     from_: Annotated[Optional[str], typer.Option("--from", help="Start date (YYYY-MM-DD or ISO date-time, UTC)")] = None,
     to: Annotated[Optional[str], typer.Option(help="End date, inclusive for a plain date")] = None,
-    by: Annotated[str, typer.Option(help="provider, strategy, model, tag, key, user, day, route or status")] = "provider",
+    by: Annotated[str, typer.Option(help="provider, strategy, model, tag, key, user, day, route, status or decision")] = "provider",
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
     plot: Annotated[Optional[Path], typer.Option(help="Write spend per day and cumulative savings to FILE.png or FILE.html")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="Provider to price the same tokens on (default: the premium one)")] = None,
@@ -234,12 +234,17 @@ def replay(
     since: Annotated[Optional[str], typer.Option(help="Time span back from now (default 30d)")] = None,
     from_: Annotated[Optional[str], typer.Option("--from", help="Start date")] = None,
     to: Annotated[Optional[str], typer.Option(help="End date")] = None,
+    strong_share: Annotated[Optional[float], typer.Option(help="For quality_aware: the share of strong calls")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the latency draws")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
     ledger: LedgerOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """What the logged traffic would have cost, and likely waited, under another strategy or split."""
+    """What the logged traffic would have cost, and likely waited, under another strategy or split.
+
+    quality_aware is replayed from the scores it logged (the ledger keeps no prompts), so only
+    requests it routed count; --strong-share re-decides them under another target.
+    """
     from .replay import replay as run_replay
     from .report import build_report
     from .strategies import RoutingStrategy
@@ -256,6 +261,15 @@ def replay(
             if name != RoutingStrategy.BALANCED:
                 _fail("--weights only applies to --strategy balanced")
             cfg = cfg.model_copy(update={"balanced_weights": parse_weights(weights, list(cfg.providers))})
+        if strong_share is not None:
+            from .config import QualityTarget
+
+            if name != RoutingStrategy.QUALITY_AWARE:
+                _fail("--strong-share only applies to --strategy quality_aware")
+            if not 0.0 <= strong_share <= 1.0:
+                _fail("--strong-share must be between 0 and 1")
+            target = QualityTarget(strong_share=strong_share)
+            cfg = cfg.model_copy(update={"quality_aware": cfg.quality_aware.model_copy(update={"target": target})})
         effective = {p.provider: p.effective_per_m for p in build_report(store, "provider", lo, hi, None, prices).prices
                      if p.busy_s is not None and p.effective_per_m is not None}
         result = run_replay(store, cfg, name, lo, hi, effective_per_m=effective, seed=seed)
@@ -265,7 +279,7 @@ def replay(
         store.close()
     if as_json:
         print(json.dumps({"actual": result.actual.to_dict(), "estimate": result.estimate.to_dict(),
-                          "latency_source": result.latency_source}, indent=2))
+                          "latency_source": result.latency_source, "skipped_without_score": result.skipped}, indent=2))
         return
     if not result.actual.requests:
         _fail("no successful requests in the ledger for this period", code=1)
@@ -277,6 +291,9 @@ def replay(
         table.add_row(outcome.label, split, format_usd(outcome.cost_usd), format_price_per_m(outcome.blended_per_m),
                       _ms(outcome.p50_ms), _ms(outcome.p95_ms))
     console.print(table)
+    if result.skipped:
+        console.print(f"{result.skipped:,} requests routed by other strategies have no quality score and are left out "
+                      "of both rows", highlight=False)
     delta = result.estimate.cost_usd - result.actual.cost_usd
     pct = 100 * delta / result.actual.cost_usd if result.actual.cost_usd else 0.0
     console.print(f"would have cost {format_usd(abs(delta))} {'more' if delta >= 0 else 'less'} "

@@ -5,7 +5,9 @@ provider for it exactly as the router would (same classes, a state seeded with
 the latencies the ledger observed); the cost is those tokens at that provider's
 price, and the latency a draw from that provider's observed latencies. Failed
 requests are left out of both sides: their cost depends on outages a replay
-cannot know.
+cannot know. The ledger keeps no prompts, so quality_aware is replayed from the
+scores it logged: only requests it routed can be re-decided (under another
+target, say), and both sides then count only those.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from .config import RouterConfig
+from .errors import LLMRouteError
 from .ledger import Store
 from .pricing import cost_usd
 from .report import percentile
 from .state import InMemoryState
-from .strategies import RouteRequest, RoutingStrategy, build_strategy
+from .strategies import QualityAware, RouteRequest, RoutingStrategy, build_strategy
 
 
 @dataclass(slots=True)
@@ -58,6 +61,8 @@ class Replay:
     estimate: Outcome
     latency_source: dict[str, str]
     """Per provider: ``observed (N samples)`` or ``config prior`` when the ledger has none."""
+    skipped: int = 0
+    """quality_aware: successful requests left out because the ledger has no quality score for them."""
 
 
 def observed_latencies(store: Store, lo: float, hi: float) -> dict[str, list[float]]:
@@ -81,16 +86,27 @@ def replay(
     chosen = build_strategy(strategy, config, InMemoryState(priors, alpha=config.latency_alpha))
     rng = random.Random(seed)
     actual, estimate = Outcome("actual"), Outcome(f"replayed: {strategy.value}")
-    rows = store.fetch("SELECT provider, prompt_tokens, completion_tokens, cached_tokens, cost_usd, latency_ms "
-                       "FROM requests WHERE status = 'ok' AND ts >= ? AND ts < ? ORDER BY ts, id", (lo, hi))
-    for provider, prompt, completion, cached, cost, latency in rows:
+    rows = store.fetch("SELECT provider, prompt_tokens, completion_tokens, cached_tokens, cost_usd, latency_ms, "
+                       "quality_score FROM requests WHERE status = 'ok' AND ts >= ? AND ts < ? ORDER BY ts, id", (lo, hi))
+    skipped = 0
+    if isinstance(chosen, QualityAware):
+        scored = [r for r in rows if r[6] is not None]
+        skipped = len(rows) - len(scored)
+        if rows and not scored:
+            raise LLMRouteError(f"quality_aware is replayed from the quality scores it logged, and none of the "
+                                f"{len(rows):,} requests in this period has one (they were routed by other strategies)")
+        rows = scored
+    for provider, prompt, completion, cached, cost, latency, score in rows:
         tokens = int(prompt) + int(completion)
         actual.requests += 1
         actual.tokens += tokens
         actual.cost_usd += float(cost or 0.0)
         actual.split[provider] += 1
         actual.latencies_ms.append(float(latency))
-        pick = chosen.order(RouteRequest(input_tokens=int(prompt), output_tokens=int(completion)))[0]
+        if isinstance(chosen, QualityAware):
+            pick = chosen.decide(float(score)).order[0]
+        else:
+            pick = chosen.order(RouteRequest(input_tokens=int(prompt), output_tokens=int(completion)))[0]
         estimate.requests += 1
         estimate.tokens += tokens
         estimate.split[pick] += 1
@@ -99,7 +115,7 @@ def replay(
         estimate.latencies_ms.append(rng.choice(samples) if samples else priors[pick])
     source = {n: f"observed ({len(observed[n])} samples)" if observed.get(n) else "config prior (no observations)"
               for n in config.providers}
-    return Replay(actual, estimate, source)
+    return Replay(actual, estimate, source, skipped)
 
 
 def _price(config: RouterConfig, provider: str, prompt: int, completion: int, cached: int,

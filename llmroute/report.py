@@ -19,7 +19,7 @@ import orjson
 from .ledger import Store
 from .ledger.store import PriceRow
 
-GROUPS = ("provider", "strategy", "model", "tag", "key", "user", "day", "route", "status")
+GROUPS = ("provider", "strategy", "model", "tag", "key", "user", "day", "route", "status", "decision")
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _SPAN_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -115,7 +115,7 @@ def window(since: str | None, start: str | None, end: str | None, now: float | N
 def _group_expr(store: Store, by: str) -> str:
     """The SQL expression a grouping groups by (tags are split in Python)."""
     column = {"provider": "provider", "strategy": "strategy", "model": "model", "key": "key_id",
-              "user": "user_id", "route": "route", "status": "status"}
+              "user": "user_id", "route": "route", "status": "status", "decision": "route_decision"}
     if by == "day":
         return store.day_number_expr
     if by == "tag":

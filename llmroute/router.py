@@ -16,10 +16,10 @@ from .health import HealthMonitor
 from .ledger import Ledger, RequestContext, entry_from_failure, entry_from_result, open_ledger
 from .pricing import Pricer, per_million, usage_tokens
 from .providers import OpenAICompatProvider, ProviderResponse
+from .quality.features import prompt_text
 from .result import Attempt, RouteResult, new_request_id
 from .state import ColdStartSettings, InMemoryState, RouterState
 from .stream import RouteStream
-from .quality.features import prompt_text
 from .strategies import Route, RouteRequest, RoutingStrategy, StrategyBase, build_strategy
 from .tokens import estimate_message_tokens, estimate_tokens
 

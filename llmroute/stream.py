@@ -170,8 +170,8 @@ class RouteStream:
                 failed = {a.provider for a in interrupted.attempts if not a.ok}
                 rest = [n for n in cascade.order if n not in failed]
                 if not self._resume or not rest:
-                    router._record_failure(cascade, strategy_name, request_id, started, interrupted, self._context, route=route,
-                                           provider=provider.name, ttft_ms=ttft_ms)
+                    router._record_failure(cascade, strategy_name, request_id, started, interrupted, self._context,
+                                           provider=provider.name, ttft_ms=ttft_ms, route=route)
                     raise interrupted from exc
                 earlier = interrupted.attempts
                 cascade = router._cascade_for(rest, self._estimate)
@@ -180,8 +180,8 @@ class RouteStream:
                         cascade, self._continuation("".join(parts)), headers, ratelimit)
                 except (ProviderError, AllProvidersFailed) as again:
                     interrupted.attempts = earlier + cascade.attempts
-                    router._record_failure(cascade, strategy_name, request_id, started, interrupted, self._context, route=route,
-                                           provider=provider.name, ttft_ms=ttft_ms)
+                    router._record_failure(cascade, strategy_name, request_id, started, interrupted, self._context,
+                                           provider=provider.name, ttft_ms=ttft_ms, route=route)
                     raise interrupted from again
                 self.resumed += 1
                 usage = None
@@ -190,8 +190,8 @@ class RouteStream:
             except BaseException as exc:  # the consumer stopped early or was cancelled: the tokens so far were billed
                 self._bill_partial(provider, cascade, parts[segment_from:], usage)
                 await upstream.aclose()
-                router._record_failure(cascade, strategy_name, request_id, started, exc, self._context, route=route,
-                                       provider=provider.name, ttft_ms=ttft_ms)
+                router._record_failure(cascade, strategy_name, request_id, started, exc, self._context,
+                                       provider=provider.name, ttft_ms=ttft_ms, route=route)
                 raise
         await upstream.aclose()
         elapsed_ms = (time.perf_counter() - started) * 1000

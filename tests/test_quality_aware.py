@@ -175,3 +175,51 @@ def test_a_bad_model_file_stops_the_gateway_at_start_with_its_name(tmp_path: Pat
     (tmp_path / "missing.json.gz").write_bytes(b"\x1f\x8bnot gzip")
     proc = llmroute("serve", "--config", str(path), "--port", "0")
     assert proc.returncode == 2 and "not a readable model file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+async def test_replay_re_decides_logged_scores_under_another_target(seed_config: dict[str, Any], tmp_path: Path) -> None:
+    config = fixed_threshold_config(seed_config)
+    path = tmp_path / "ledger.sqlite3"
+    config["ledger"] = {"path": str(path)}
+    async with LLMRouter(config=config) as router:
+        for prompt in (HARD, EASY, HARD, EASY):
+            await router.generate(prompt, max_tokens=10)
+        await router.generate(HARD, max_tokens=10, strategy="balanced")  # no score: left out of the replay
+
+    def replay(*args: str) -> dict[str, Any]:
+        proc = llmroute("replay", "--ledger", str(path), "--json", "--strategy", "quality_aware", *args)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    everything = replay("--strong-share", "1")
+    assert everything["estimate"]["split"] == {"cerebras": 4} and everything["skipped_without_score"] == 1
+    assert everything["actual"]["split"] == {"cerebras": 2, "runpod": 2}
+    nothing = replay("--strong-share", "0")
+    assert nothing["estimate"]["split"] == {"runpod": 4}
+    assert nothing["estimate"]["cost_usd"] < everything["estimate"]["cost_usd"]
+    bad = llmroute("replay", "--ledger", str(path), "--strategy", "balanced", "--strong-share", "0.5")
+    assert bad.returncode == 2 and "only applies to --strategy quality_aware" in bad.stderr
+
+
+async def test_replay_without_scores_says_why(seed_config: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    seed_config["ledger"] = {"path": str(path)}
+    async with LLMRouter(config=seed_config) as router:
+        await router.generate(EASY, max_tokens=10)
+    proc = llmroute("replay", "--ledger", str(path), "--strategy", "quality_aware")
+    assert proc.returncode == 2 and "none of the 1 requests in this period has one" in " ".join(proc.stderr.split())
+
+
+async def test_report_by_decision(seed_config: dict[str, Any], tmp_path: Path) -> None:
+    config = fixed_threshold_config(seed_config)
+    path = tmp_path / "ledger.sqlite3"
+    config["ledger"] = {"path": str(path)}
+    async with LLMRouter(config=config) as router:
+        hard = [await router.generate(HARD, max_tokens=10) for _ in range(2)]
+        easy = await router.generate(EASY, max_tokens=10)
+    proc = llmroute("report", "--ledger", str(path), "--by", "decision", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    groups = {g["group"]: g for g in json.loads(proc.stdout)["groups"]}
+    assert groups["strong"]["requests"] == 2 and groups["weak"]["requests"] == 1
+    assert groups["strong"]["cost_usd"] == pytest.approx(sum(r.cost_usd for r in hard), abs=1e-12)
+    assert groups["weak"]["cost_usd"] == pytest.approx(easy.cost_usd, abs=1e-12)

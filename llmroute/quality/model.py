@@ -9,7 +9,6 @@ offline from the package and a retrained one is a file a user can read.
 
 from __future__ import annotations
 
-import bisect
 import gzip
 import math
 from collections.abc import Iterable, Sequence
@@ -197,11 +196,6 @@ def _interpolate(points: Sequence[float], fraction: float) -> float:
     low = min(int(position), len(points) - 2)
     weight = position - low
     return points[low] * (1 - weight) + points[low + 1] * weight
-
-
-def share_at_or_above(sorted_scores: Sequence[float], threshold: float) -> float:
-    """The fraction of ``sorted_scores`` at or above ``threshold``."""
-    return 1.0 - bisect.bisect_left(sorted_scores, threshold) / len(sorted_scores) if sorted_scores else 0.0
 
 
 def _r(value: float) -> float:

@@ -53,6 +53,8 @@ class Strategy(Protocol):
 
     def order(self, request: RouteRequest) -> list[str]: ...
 
+    def route(self, request: RouteRequest) -> Route: ...
+
 
 class StrategyBase:
     """Shared constructor: strategies read the config and the shared state, nothing else."""

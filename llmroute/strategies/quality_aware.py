@@ -101,7 +101,10 @@ class QualityAware(StrategyBase):
         return self.model_threshold if adaptive is None else adaptive
 
     def route(self, request: RouteRequest) -> Route:
-        score = self.model.score(request.prompt or "")
+        return self.decide(self.model.score(request.prompt or ""))
+
+    def decide(self, score: float) -> Route:
+        """The route for a prompt with this score (``replay`` re-decides logged scores with it)."""
         decision = "strong" if score >= self.threshold() else "weak"
         self.window.add(score)
         return Route(list(self._orders[decision]), quality_score=score, decision=decision)
