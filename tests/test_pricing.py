@@ -6,6 +6,7 @@ from llmroute import load_config
 from llmroute.config import Price
 from llmroute.plan import describe, plan
 from llmroute.pricing import cost_usd, format_usd, parse_token_amount, per_million, usage_tokens
+from llmroute.quality import QualityRouter
 
 
 def test_cost_to_the_micro_dollar() -> None:
@@ -71,8 +72,12 @@ def test_plan_reproduces_the_seed_figures() -> None:
     assert balanced.savings_pct == pytest.approx(64)
     assert describe(balanced, tokens) == (
         "balanced: 80% runpod / 20% cerebras: $160 + $200 = $360/month; "
-        "savings $640/month (64%); blended $0.036 per 1M tokens"
+        f"savings $640/month (64%); blended $0.036 per 1M tokens; expected quality {balanced.expected_quality:.1%} "
+        "of strong-only"
     )
+    # A split that ignores the prompt keeps the random line between weak-only and strong-only quality.
+    line = QualityRouter.load().validation["quality"]
+    assert balanced.expected_quality == pytest.approx((0.8 * line[0] + 0.2 * line[-1]) / line[-1])
     assert by_name["cost_optimized"].share == {"runpod": 1.0}
     assert by_name["latency_optimized"].share == {"cerebras": 1.0}
     assert by_name["quality_optimized"].share == {"cerebras": 1.0}
