@@ -7,6 +7,8 @@ Targets, all POST /v1/chat/completions with the same body, loaded by wrk:
   (b) llmroute   `llmroute serve` with the upstream as its only provider
   (c) litellm    the LiteLLM proxy with the same upstream (if --litellm-venv has it; see setup_litellm.sh)
   (d) forwarder  benchmarks/forwarder.py: read the body, POST it upstream with a pooled client, return it
+  (e) llmroute+quality_aware  two providers on the same upstream, each request scored by the quality model;
+      the same process with `x-llmroute-strategy: cost_optimized` is the baseline without scoring
 
 Each round loads every target at 1 and at 32 connections; rounds alternate
 targets so machine noise hits all alike; the table shows medians over rounds.
@@ -118,28 +120,41 @@ def main() -> None:
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (Debian: apt-get install nginx-light wrk)")
     tmp = Path(tempfile.mkdtemp(prefix="llmroute-bench-"))
-    ports = {name: free_port() for name in ("direct", "llmroute", "llmroute+ledger", "litellm", "forwarder")}
+    ports = {name: free_port() for name in ("direct", "llmroute", "llmroute+ledger", "llmroute+quality_aware",
+                                            "litellm", "forwarder")}
     upstream = f"http://127.0.0.1:{ports['direct']}/v1"
     (tmp / "llmroute.yaml").write_text(
         f"providers:\n  upstream:\n    base_url: {upstream}\n    model: bench-model\n"
         "    price_per_m: {input: 0.02, output: 0.02}\n"
+    )
+    (tmp / "quality_aware.yaml").write_text(
+        f"providers:\n  weak:\n    base_url: {upstream}\n    model: bench-model\n"
+        "    price_per_m: {input: 0.02, output: 0.02}\n"
+        f"  strong:\n    base_url: {upstream}\n    model: bench-model\n    quality: 2\n"
+        "    price_per_m: {input: 0.10, output: 0.10}\n"
+        "strategy: quality_aware\n"
     )
     (tmp / "litellm.yaml").write_text(
         "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/bench-model\n"
         f"      api_base: {upstream}\n      api_key: none\n"
     )
     litellm_bin = Path(args.litellm_venv) / "bin" / "litellm"
-    targets = {"direct": {}, "llmroute": {}, "llmroute+ledger": {}, "forwarder": {}}
+    targets = {"direct": {}, "llmroute": {}, "llmroute+ledger": {}, "llmroute+quality_aware": {},
+               "llmroute 2 providers, cost_optimized": {"x-llmroute-strategy": "cost_optimized"}, "forwarder": {}}
+    ports["llmroute 2 providers, cost_optimized"] = ports["llmroute+quality_aware"]
     with ExitStack() as stack:
         stack.enter_context(process(nginx(tmp, ports["direct"])))
         wait_ready(upstream + "/chat/completions")
         # Without and with the cost ledger (SQLite in the temporary folder), to measure what recording costs.
         pids: dict[str, int] = {}
-        for name, ledger in (("llmroute", "off"), ("llmroute+ledger", str(tmp / "ledger.sqlite3"))):
+        for name, ledger, config in (("llmroute", "off", "llmroute.yaml"),
+                                     ("llmroute+ledger", str(tmp / "ledger.sqlite3"), "llmroute.yaml"),
+                                     ("llmroute+quality_aware", "off", "quality_aware.yaml")):
             pids[name] = stack.enter_context(process(
-                [sys.executable, "-m", "llmroute.cli", "serve", "--config", str(tmp / "llmroute.yaml"),
+                [sys.executable, "-m", "llmroute.cli", "serve", "--config", str(tmp / config),
                  "--port", str(ports[name]), "--workers", str(args.workers)],
                 env={"LLMROUTE_LEDGER": ledger}, log=tmp / f"{name}.log"))
+        pids["llmroute 2 providers, cost_optimized"] = pids["llmroute+quality_aware"]
         stack.enter_context(process(
             [sys.executable, str(HERE / "forwarder.py"), upstream, str(ports["forwarder"]), str(args.workers)],
             log=tmp / "forwarder.log"))
@@ -194,6 +209,13 @@ def report(results: dict[tuple[str, int], list[dict[str, float]]], targets: dict
           "(target <= 0.5)")
     print(f"llmroute with the ledger / without, throughput at 32 connections: "
           f"{med('llmroute+ledger', 32, 'rps') / ours32:.2f}x (target >= 0.90)")
+    unscored = "llmroute 2 providers, cost_optimized"
+    print(f"quality_aware / cost_optimized on the same two providers, throughput at 32 connections: "
+          f"{med('llmroute+quality_aware', 32, 'rps') / med(unscored, 32, 'rps'):.2f}x")
+    for connections in (1, 32):
+        plain, scored = (med(n, connections, "cpu_us_per_request") for n in (unscored, "llmroute+quality_aware"))
+        print(f"gateway CPU per request at {connections} connection(s): {plain:.0f} µs cost_optimized, "
+              f"{scored:.0f} µs quality_aware (scoring each prompt)")
     for connections in (1, 32):
         plain, ledger = med("llmroute", connections, "cpu_us_per_request"), med("llmroute+ledger", connections,
                                                                                 "cpu_us_per_request")
