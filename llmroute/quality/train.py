@@ -97,7 +97,9 @@ class _Fit:
         self.columns = {t: i for i, t in enumerate(self.idf)}
         self.mean = hand.mean(axis=0)
         std = hand.std(axis=0)
-        self.scale = np.where(std > 0, std, 1.0)
+        # A feature that never varies (up to rounding) is left unscaled: dividing by a std of 1e-15 would
+        # turn the model file's seven-digit rounding of its mean into a huge input.
+        self.scale = np.where(std > 1e-6 * np.maximum(1.0, np.abs(self.mean)), std, 1.0)
         x = self.matrix(np, counts, hand)
         self.models: list[Any] = []
         for target in (strong, weak):

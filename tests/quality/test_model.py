@@ -212,3 +212,25 @@ def _example(row: dict[str, object]) -> Example:
     assert isinstance(scores, dict)
     return Example(str(row["id"]), str(row["benchmark"]), str(row["prompt"]), float(scores["weak"]),
                    float(scores["strong"]), subject=str(row["subject"]))
+
+
+def test_judge_ratings_train_and_evaluate(tmp_path: Path) -> None:
+    """Chat data rated by a judge: fractional scores, one benchmark, no subjects."""
+    rng = random.Random(8)
+    rows = []
+    for i in range(240):
+        math_task = rng.random() < 0.3
+        prompt = (f"Prove that the sum of the first {rng.randint(3, 99)} odd numbers is a perfect square." if math_task
+                  else f"Write a friendly note to a colleague about the {rng.choice(TOPICS)} meetup #{i}.")
+        weak = round(rng.uniform(0.2, 0.5) if math_task else rng.uniform(0.7, 0.9), 2)
+        strong = round(rng.uniform(0.8, 1.0) if math_task else weak + rng.uniform(-0.05, 0.05), 2)
+        rows.append({"id": f"chat/{i}", "benchmark": "mt-bench", "prompt": prompt,
+                     "scores": {"weak": weak, "strong": min(1.0, max(0.0, strong))}})
+    data = write_jsonl(tmp_path / "chat.jsonl", rows)
+    model = tmp_path / "chat.json.gz"
+    assert llmroute("router", "train", "--data", str(data), "--out", str(model)).returncode == 0
+    proc = llmroute("router", "eval", "--data", str(data), "--model", str(model), "--json")
+    assert proc.returncode == 0, proc.stderr
+    [overall] = json.loads(proc.stdout)["results"]  # one benchmark: the overall row says it all
+    assert overall["benchmark"] == "overall" and overall["prompts"] == 240
+    assert overall["apgr"] > 0.8 and overall["calls_for_95"] <= 0.35
