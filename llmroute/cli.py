@@ -22,7 +22,7 @@ from .errors import ConfigError, LLMRouteError
 from .ledger import Ledger, open_store, price_rows
 from .pricing import format_price_per_m, format_usd, parse_token_amount
 from .state import InMemoryState
-from .strategies import RouteRequest, RoutingStrategy, build_strategy
+from .strategies import QualityAware, RouteRequest, RoutingStrategy, build_strategy
 
 app = typer.Typer(
     help="Route LLM traffic to the right provider, fall back when one fails, and prove the savings.",
@@ -93,11 +93,22 @@ def check_config(path: Annotated[Optional[Path], typer.Argument(help="Config fil
     routes.add_column("strategy")
     routes.add_column("order")
     for name in RoutingStrategy:
-        order = build_strategy(name, config, state).order(request)
+        try:
+            strategy = build_strategy(name, config, state)
+        except LLMRouteError as exc:  # quality_aware's model file
+            _fail(str(exc))
         label = f"{name.value} (default)" if name == config.strategy else name.value
         if name == RoutingStrategy.BALANCED:
             label += ": " + " / ".join(f"{n} {w:g}" for n, w in sorted(weights.items(), key=lambda kv: -kv[1]))
-        routes.add_row(label, " → ".join(order))
+        if isinstance(strategy, QualityAware):
+            target = config.quality_aware.target.model_dump(exclude_none=True)
+            label += (f": {', '.join(f'{k} {v:g}' for k, v in target.items())} → {strategy.strong_share:.0%} "
+                      f"to {strategy.strong}, score threshold {strategy.model_threshold:.3f} until traffic is seen")
+            order_text = (f"score ≥ threshold: {' → '.join(strategy.orders['strong'])}; "
+                          f"else: {' → '.join(strategy.orders['weak'])}")
+        else:
+            order_text = " → ".join(strategy.order(request))
+        routes.add_row(label, order_text)
     console.print(routes)
     console.print(
         f"deadline {config.deadline_s:g} s, retry rounds {config.retry_rounds}, "

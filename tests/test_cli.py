@@ -31,6 +31,8 @@ def test_check_config_prints_routing_table_without_secrets() -> None:
     assert "set from $CEREBRAS_API_KEY" in out
     assert re.search(r"balanced \(default\): runpod 80 / cerebras 20 .*runpod → cerebras", out)
     assert re.search(r"cost_optimized\s+│\s+runpod → cerebras", out)
+    assert re.search(r"quality_aware: strong_share 0.2 → 20% to cerebras, score threshold 0\.\d{3}", out)
+    assert "score ≥ threshold: cerebras → runpod; else: runpod → cerebras" in out
     assert SECRET not in out and SECRET not in proc.stderr
 
 

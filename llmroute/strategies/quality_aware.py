@@ -91,9 +91,10 @@ class QualityAware(StrategyBase):
         typical = RouteRequest(input_tokens=500, output_tokens=config.expected_output_tokens)
         rest = sorted((n for n in config.providers if n not in (self.strong, self.weak)),
                       key=lambda n: self.expected_cost_usd(n, typical))
-        self._orders = {"strong": [self.strong, self.weak, *rest], "weak": [self.weak, self.strong, *rest]}
+        self.orders = {"strong": [self.strong, self.weak, *rest], "weak": [self.weak, self.strong, *rest]}
+        """The provider order for each tier: the chosen one, the other, then the rest by price."""
         if self.strong == self.weak:  # a single provider: nothing to choose
-            self._orders = {"strong": [self.strong, *rest], "weak": [self.strong, *rest]}
+            self.orders = {"strong": [self.strong, *rest], "weak": [self.strong, *rest]}
 
     def threshold(self) -> float:
         """The live threshold: the window's quantile once warmed up, the model's before."""
@@ -107,7 +108,7 @@ class QualityAware(StrategyBase):
         """The route for a prompt with this score (``replay`` re-decides logged scores with it)."""
         decision = "strong" if score >= self.threshold() else "weak"
         self.window.add(score)
-        return Route(list(self._orders[decision]), quality_score=score, decision=decision)
+        return Route(list(self.orders[decision]), quality_score=score, decision=decision)
 
     def order(self, request: RouteRequest) -> list[str]:
         return self.route(request).order
