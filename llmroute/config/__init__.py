@@ -1,0 +1,37 @@
+"""Config: the schema (``schema.py``) and reading it from YAML with clear errors (``loading.py``)."""
+
+from .loading import CONFIG_ENV_VAR, DEFAULT_CONFIG_NAME, default_config_path, load_config, parse_config
+from .schema import (
+    BreakerConfig,
+    ColdStartConfig,
+    GatewayConfig,
+    GatewayKey,
+    HealthCheckConfig,
+    HedgeConfig,
+    LedgerConfig,
+    Price,
+    ProviderConfig,
+    QualityAwareConfig,
+    QualityTarget,
+    RouterConfig,
+)
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "DEFAULT_CONFIG_NAME",
+    "BreakerConfig",
+    "ColdStartConfig",
+    "GatewayConfig",
+    "GatewayKey",
+    "HealthCheckConfig",
+    "HedgeConfig",
+    "LedgerConfig",
+    "Price",
+    "ProviderConfig",
+    "QualityAwareConfig",
+    "QualityTarget",
+    "RouterConfig",
+    "default_config_path",
+    "load_config",
+    "parse_config",
+]
