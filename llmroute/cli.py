@@ -222,7 +222,7 @@ def serve(
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         run(config, host, port, workers=workers, insecure=insecure)
-    except (ConfigError, LLMRouteError) as exc:
+    except LLMRouteError as exc:  # ConfigError, or a quality model file that cannot be used
         _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
