@@ -17,10 +17,14 @@ app.add_typer(router_app, name="router")
 
 
 def _examples(path: Path):  # type: ignore[no-untyped-def]
-    from .quality.data import load_examples
+    return [example for example, _ in _lines(path)]
+
+
+def _lines(path: Path):  # type: ignore[no-untyped-def]
+    from .quality.data import load_lines
 
     try:
-        return load_examples(path)
+        return load_lines(path)
     except LLMRouteError as exc:
         _fail(str(exc))
 
@@ -106,14 +110,11 @@ def split(
 
     if not 0.0 < share < 1.0:
         _fail("--share must be between 0 and 1")
-    path_of = {}
-    examples = _examples(data)
-    lines = [line for line in data.read_text(encoding="utf-8").split("\n") if line.strip()]
-    for example, line in zip(examples, lines):
-        path_of[id(example)] = line
-    kept, held = split_holdout(examples, share, seed)
+    pairs = _lines(data)
+    line_of = {id(example): line for example, line in pairs}
+    kept, held = split_holdout([example for example, _ in pairs], share, seed)
     for path, part in ((train_out, kept), (valid_out, held)):
-        path.write_text("".join(path_of[id(e)] + "\n" for e in part), encoding="utf-8")
+        path.write_text("".join(line_of[id(e)] + "\n" for e in part), encoding="utf-8")
     subjects = sorted({e.subject for e in held if e.subject} - {e.subject for e in kept if e.subject})
     console.print(f"{len(kept):,} prompts to {train_out}, {len(held):,} to {valid_out}; "
                   f"subjects held out whole: {', '.join(subjects) or 'none'}", highlight=False)

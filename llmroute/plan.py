@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from .config import RouterConfig
-from .pricing import format_price_per_m, format_usd
+from .pricing import format_price_per_m, format_usd, savings_pct
 from .state import InMemoryState
 from .strategies import Balanced, QualityAware, RouteRequest, RoutingStrategy, build_strategy
 
@@ -40,7 +40,7 @@ class PlanRow:
 
     @property
     def savings_pct(self) -> float:
-        return 100 * self.savings_usd / self.baseline_usd if self.baseline_usd else 0.0
+        return savings_pct(self.baseline_usd, self.total_usd)
 
 
 def provider_cost_usd(config: RouterConfig, provider: str, tokens: float, input_share: float) -> float:

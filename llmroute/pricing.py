@@ -98,6 +98,11 @@ def per_million(cost: float, tokens: int) -> float:
     return cost * 1_000_000 / tokens if tokens else 0.0
 
 
+def savings_pct(baseline_usd: float, cost_usd: float) -> float:
+    """How much cheaper than the baseline, in percent (0 when the baseline cost nothing)."""
+    return 100 * (baseline_usd - cost_usd) / baseline_usd if baseline_usd else 0.0
+
+
 def parse_token_amount(text: str) -> int:
     """'10M' -> 10_000_000; accepts k, M, B, T (any case), decimals and plain numbers."""
     match = _AMOUNT.match(str(text).replace(",", "").replace("_", ""))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from .config import RouterConfig
 from .errors import LLMRouteError
 from .ledger import Store
-from .pricing import cost_usd
+from .pricing import cost_usd, per_million
 from .report import percentile
 from .state import InMemoryState
 from .strategies import QualityAware, RouteRequest, RoutingStrategy, build_strategy
@@ -47,7 +47,7 @@ class Outcome:
 
     @property
     def blended_per_m(self) -> float:
-        return self.cost_usd * 1e6 / self.tokens if self.tokens else 0.0
+        return per_million(self.cost_usd, self.tokens)
 
     def to_dict(self) -> dict[str, object]:
         return {"label": self.label, "requests": self.requests, "tokens": self.tokens, "cost_usd": self.cost_usd,

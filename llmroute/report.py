@@ -18,6 +18,7 @@ import orjson
 
 from .ledger import Store
 from .ledger.store import PriceRow
+from .pricing import per_million, savings_pct
 
 GROUPS = ("provider", "strategy", "model", "tag", "key", "user", "day", "route", "status", "decision")
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -47,7 +48,7 @@ class ReportRow:
 
     @property
     def blended_per_m(self) -> float:
-        return self.cost_usd * 1e6 / self.tokens if self.tokens else 0.0
+        return per_million(self.cost_usd, self.tokens)
 
     @property
     def savings_usd(self) -> float:
@@ -55,7 +56,7 @@ class ReportRow:
 
     @property
     def savings_pct(self) -> float:
-        return 100 * self.savings_usd / self.baseline_usd if self.baseline_usd else 0.0
+        return savings_pct(self.baseline_usd, self.cost_usd)
 
     @property
     def fallback_rate(self) -> float:

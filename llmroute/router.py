@@ -16,7 +16,6 @@ from .health import HealthMonitor
 from .ledger import Ledger, RequestContext, entry_from_failure, entry_from_result, open_ledger
 from .pricing import Pricer, per_million, usage_tokens
 from .providers import OpenAICompatProvider, ProviderResponse
-from .quality.features import prompt_text
 from .result import Attempt, RouteResult, new_request_id
 from .state import ColdStartSettings, InMemoryState, RouterState
 from .stream import RouteStream
@@ -138,7 +137,7 @@ class LLMRouter:
 
         ``context`` (route, gateway key id, user, tags) goes to the ledger only.
         """
-        estimate = self._estimate(estimate_message_tokens(body["messages"]), body, prompt_text(body["messages"]))
+        estimate = self._estimate(estimate_message_tokens(body["messages"]), body, messages=body["messages"])
         return await self._call(CHAT_PATH, body, estimate, strategy, extra_headers, context)
 
     async def completion_request(
@@ -146,7 +145,8 @@ class LLMRouter:
         extra_headers: Mapping[str, str] | None = None, context: RequestContext | None = None,
     ) -> RouteResult:
         """An OpenAI legacy completions body (``prompt`` a string)."""
-        estimate = self._estimate(estimate_tokens(str(body["prompt"])), body, str(body["prompt"]))
+        prompt = str(body["prompt"])
+        estimate = self._estimate(estimate_tokens(prompt), body, prompt=prompt)
         return await self._call(COMPLETIONS_PATH, body, estimate, strategy, extra_headers, context)
 
     def stream_request(
@@ -160,20 +160,21 @@ class LLMRouter:
         """
         upstream = {**body, "stream": True, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
         if path == CHAT_PATH:
-            tokens, text = estimate_message_tokens(body["messages"]), prompt_text(body["messages"])
+            estimate = self._estimate(estimate_message_tokens(body["messages"]), body, messages=body["messages"])
         else:
-            text = str(body["prompt"])
-            tokens = estimate_tokens(text)
-        return RouteStream(self, upstream, self._estimate(tokens, body, text), strategy, extra_headers, path, context,
+            prompt = str(body["prompt"])
+            estimate = self._estimate(estimate_tokens(prompt), body, prompt=prompt)
+        return RouteStream(self, upstream, estimate, strategy, extra_headers, path, context,
                            resume=self.config.stream_resume if resume is None else resume)
 
     # -- internals ----------------------------------------------------------------
 
-    def _estimate(self, input_tokens: int, params: Mapping[str, Any], prompt: str | None = None) -> RouteRequest:
+    def _estimate(self, input_tokens: int, params: Mapping[str, Any], *, prompt: str | None = None,
+                  messages: Messages | None = None) -> RouteRequest:
         output = params.get("max_completion_tokens") or params.get("max_tokens")
         if not isinstance(output, int) or output <= 0:
             output = self.config.expected_output_tokens  # the provider judges bad values itself
-        return RouteRequest(input_tokens=input_tokens, output_tokens=output, prompt=prompt)
+        return RouteRequest(input_tokens=input_tokens, output_tokens=output, prompt=prompt, messages=messages)
 
     def _cascade(self, estimate: RouteRequest, strategy: RoutingStrategy | str | None) -> tuple[Cascade, str, Route]:
         chosen = self.strategy(strategy)

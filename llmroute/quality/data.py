@@ -64,6 +64,11 @@ def parse_example(line: str, where: str) -> Example:
 
 def load_examples(path: str | Path) -> list[Example]:
     """Every example in a JSONL file; raises ``DataError`` at the first bad line."""
+    return [example for example, _ in load_lines(path)]
+
+
+def load_lines(path: str | Path) -> list[tuple[Example, str]]:
+    """Each example with its line as written (``router split`` copies lines, unknown fields included)."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
@@ -72,7 +77,7 @@ def load_examples(path: str | Path) -> list[Example]:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{file}: cannot read: {type(exc).__name__}") from None
     # split("\n"), not splitlines(): a prompt may hold U+2028 or other separators JSON leaves unescaped.
-    examples = [parse_example(line, f"{file}, line {number}")
+    examples = [(parse_example(line, f"{file}, line {number}"), line)
                 for number, line in enumerate(text.split("\n"), 1) if line.strip()]
     if not examples:
         raise DataError(f"{file}: no examples (the file is empty)")

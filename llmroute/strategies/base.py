@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..config import RouterConfig
@@ -28,7 +29,10 @@ class RouteRequest:
     input_tokens: int
     output_tokens: int
     prompt: str | None = None
-    """The text a per-prompt decision reads (the last user turn, after any system prompt)."""
+    """A completions request's prompt, or a caller's text to route on."""
+    messages: Sequence[Mapping[str, Any]] | None = None
+    """A chat request's messages, as sent: a strategy that reads the prompt picks its text from them,
+    so the request path does no text work for strategies that do not."""
 
 
 @dataclass(frozen=True, slots=True)

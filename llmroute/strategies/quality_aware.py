@@ -7,6 +7,7 @@ import functools
 from collections import deque
 from typing import TYPE_CHECKING
 
+from ..quality.features import prompt_text
 from .base import Route, RouteRequest, RoutingStrategy, StrategyBase
 
 if TYPE_CHECKING:
@@ -102,7 +103,8 @@ class QualityAware(StrategyBase):
         return self.model_threshold if adaptive is None else adaptive
 
     def route(self, request: RouteRequest) -> Route:
-        return self.decide(self.model.score(request.prompt or ""))
+        text = prompt_text(request.messages) if request.messages is not None else request.prompt or ""
+        return self.decide(self.model.score(text))
 
     def decide(self, score: float) -> Route:
         """The route for a prompt with this score (``replay`` re-decides logged scores with it)."""

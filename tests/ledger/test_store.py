@@ -70,16 +70,21 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         SQLiteStore(path)
 
 
+def refused(path: Path, pattern: str, cli_text: str) -> None:
+    """The store refuses the file with ``pattern``, and ``llmroute report`` says ``cli_text`` without a traceback."""
+    with pytest.raises(LedgerError, match=pattern):
+        SQLiteStore(path)
+    proc = llmroute("report", "--ledger", str(path))
+    assert proc.returncode == 2
+    assert cli_text in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_corrupt_file_is_a_clear_error_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite3"
     garbage = b"\x00\x13 this is not a database \xff" * 100
     path.write_bytes(garbage)
-    with pytest.raises(LedgerError, match="not a SQLite database"):
-        SQLiteStore(path)
+    refused(path, "not a SQLite database", f"{path}: not a SQLite database")
     assert path.read_bytes() == garbage
-    proc = llmroute("report", "--ledger", str(path))
-    assert proc.returncode == 2
-    assert f"{path}: not a SQLite database" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_damaged_sqlite_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -88,11 +93,7 @@ def test_damaged_sqlite_file_is_a_clear_error(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[100:] = b"\xee" * (len(data) - 100)  # header intact, schema pages destroyed
     path.write_bytes(bytes(data))
-    with pytest.raises(LedgerError, match=r"ledger\.sqlite3: cannot use this ledger database"):
-        SQLiteStore(path)
-    proc = llmroute("report", "--ledger", str(path))
-    assert proc.returncode == 2 and "cannot use this ledger database" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    refused(path, r"ledger\.sqlite3: cannot use this ledger database", "cannot use this ledger database")
 
 
 def test_foreign_database_is_refused_without_touching_it(tmp_path: Path) -> None:
