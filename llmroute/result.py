@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 def new_request_id() -> str:
     """128 random bits as hex; ids need to be unique, not secret, so no system call per request."""
     return f"{random.getrandbits(128):032x}"
+
+
+def request_headers(extra_headers: Mapping[str, str] | None) -> tuple[str, dict[str, str]]:
+    """The request's id and the headers sent upstream: a caller's ``x-request-id`` (any case) is kept, so the
+    caller, the providers and the ledger all see one id; otherwise a new one."""
+    headers = dict(extra_headers or {})
+    given = next((k for k in headers if k.lower() == "x-request-id"), None)
+    request_id = headers.pop(given) if given is not None else ""
+    request_id = request_id or new_request_id()
+    headers["x-request-id"] = request_id
+    return request_id, headers
 
 
 # The seed returned a dict; these keys keep its callers working.

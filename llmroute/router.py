@@ -16,7 +16,7 @@ from .health import HealthMonitor
 from .ledger import Ledger, RequestContext, entry_from_failure, entry_from_result, open_ledger
 from .pricing import Pricer, per_million, usage_tokens
 from .providers import OpenAICompatProvider, ProviderResponse
-from .result import Attempt, RouteResult, new_request_id
+from .result import Attempt, RouteResult, request_headers
 from .state import ColdStartSettings, InMemoryState, RouterState
 from .stream import RouteStream
 from .strategies import Route, RouteRequest, RoutingStrategy, StrategyBase, build_strategy
@@ -247,8 +247,7 @@ class LLMRouter:
     ) -> RouteResult:
         self.health.ensure_started()
         cascade, strategy_name, route = self._cascade(estimate, strategy)
-        request_id = new_request_id()
-        headers = {"x-request-id": request_id, **(extra_headers or {})}
+        request_id, headers = request_headers(extra_headers)
         started = time.perf_counter()
 
         async def call(provider: OpenAICompatProvider, timeout_s: float) -> ProviderResponse:

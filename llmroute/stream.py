@@ -24,7 +24,7 @@ from .errors import AllProvidersFailed, ProviderError, StreamInterrupted
 from .ledger import RequestContext, entry_from_result
 from .pricing import usage_tokens
 from .providers import OpenAICompatProvider
-from .result import Attempt, RouteResult, new_request_id
+from .result import Attempt, RouteResult, request_headers
 from .strategies import Route, RouteRequest, RoutingStrategy
 from .tokens import estimate_tokens
 
@@ -60,6 +60,8 @@ class RouteStream:
         """The strategy's decision (quality_aware: score and tier), set when the stream opens."""
         self.attempts: list[Attempt] = []
         self.first_chunk_ms: float | None = None
+        self.request_id: str | None = None
+        """The request's id (the caller's ``x-request-id`` when given), set when the stream starts."""
         self.resumed = 0
         """How many times the answer moved to another provider mid-stream."""
 
@@ -109,8 +111,8 @@ class RouteStream:
         router.health.ensure_started()
         cascade, strategy_name, route = router._cascade(self._estimate, self._strategy)
         self.route = route
-        request_id = new_request_id()
-        headers = {"x-request-id": request_id, **(self._extra_headers or {})}
+        request_id, headers = request_headers(self._extra_headers)
+        self.request_id = request_id
         started = time.perf_counter()
         ratelimit: dict[str, str] = {}
         try:
