@@ -52,7 +52,8 @@ async def run_gateway(config: RouterConfig, host: str, port: int, *, reuse_port:
     from .metrics import Metrics, multiprocess_registry
 
     gateway = Gateway(LLMRouter(config=config), metrics=Metrics(collect_registry=multiprocess_registry()))
-    runner = web.AppRunner(gateway.app(), access_log=None, handler_cancellation=True,
+    # Request bodies are inflated by the app, a piece at a time up to the body limit, not by aiohttp in one go.
+    runner = web.AppRunner(gateway.app(), access_log=None, handler_cancellation=True, auto_decompress=False,
                            shutdown_timeout=config.gateway.shutdown_grace_s)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=2048, reuse_port=reuse_port or None)
