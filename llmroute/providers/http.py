@@ -58,10 +58,13 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; at most one request on it at a time."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, max_body_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_body_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+                 *, via_proxy: bool = False) -> None:
         self._loop = loop
         self.max_body_bytes = max_body_bytes
         """Limit of a whole answer (decoded) read by ``response()``; streams are bounded by their reader."""
+        self.via_proxy = via_proxy
+        """Requests in absolute form to a proxy: its 407 is about the proxy, not the upstream."""
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reused = False
@@ -96,7 +99,8 @@ class _Connection(asyncio.Protocol):
             cause = exc.__context__  # what one of the callbacks below raised, if it was one of them
             if isinstance(cause, ContentDecodingError):
                 cause = InvalidResponse(str(cause))
-            self._fail(cause if isinstance(cause, InvalidResponse) else InvalidResponse(f"invalid HTTP response: {exc}"))
+            self._fail(cause if isinstance(cause, (InvalidResponse, ProxyError))
+                       else InvalidResponse(f"invalid HTTP response: {exc}"))
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -118,6 +122,8 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()
         self.keep_alive = self._parser.should_keep_alive()
+        if self.status == 407 and self.via_proxy:
+            raise ProxyError("proxy refused the request: 407 Proxy Authentication Required")
         if "content-encoding" in self.headers:
             self.decoder = ContentDecoder.for_header(self.headers["content-encoding"])
         if not self._headers_done.done():
@@ -274,7 +280,7 @@ class ConnectionPool:
         loop = asyncio.get_running_loop()
 
         def connection() -> _Connection:
-            return _Connection(loop, self.max_response_bytes)
+            return _Connection(loop, self.max_response_bytes, via_proxy=self._target_prefix != self.path_prefix)
 
         async with asyncio.timeout(self.connect_timeout_s):
             if self.proxy is None:
