@@ -79,6 +79,7 @@ class _Connection(asyncio.Protocol):
         self.complete = False
         self._body: list[bytes] = []
         self._body_bytes = 0
+        self._head_bytes = 0
         self.decoder: ContentDecoder | None = None
         self._headers_done: asyncio.Future[None] = self._loop.create_future()
         self._done: asyncio.Future[None] = self._loop.create_future()
@@ -93,6 +94,12 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
+        if not self._headers_done.done():  # llhttp keeps a header however long it is: bound the head too
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_body_bytes:
+                self._fail(ResponseTooLarge(f"response head larger than {self.max_body_bytes} bytes"))
+                self.close()
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:

@@ -159,3 +159,14 @@ async def test_an_answer_of_exactly_the_limit_is_read(cerebras: EmulatorThread) 
         result = await router.generate("hi", max_tokens=8)
     assert len(body) == MAX_RESPONSE_BYTES
     assert result.provider == "bad" and result.text == text.decode()
+
+
+async def test_endless_response_head_is_cut(cerebras: EmulatorThread) -> None:
+    upstream = Endless(b"HTTP/1.1 200 OK\r\nx-endless: ", b"h" * PIECE)
+    server, url = await raw_server(upstream.handle)
+    async with server, LLMRouter(config=bad_first(url, cerebras)) as router:
+        result = await router.generate("hi", max_tokens=8)
+        await upstream.cut.wait()
+    assert result.provider == "cerebras"
+    assert (result.attempts[0].provider, result.attempts[0].kind) == ("bad", "too_large")
+    assert upstream.written < MAX_RESPONSE_BYTES + SLACK
