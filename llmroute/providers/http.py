@@ -259,7 +259,8 @@ class ConnectionPool:
             self._proxy_error = exc  # raised by each connection attempt: a provider error, not a crash
         static = {"host": host_header, **(headers or {})}
         self._target_prefix = self.path_prefix  # origin-form: "/v1/chat/completions"
-        if self.proxy is not None and self._ssl is None:  # plain HTTP through the proxy: absolute-form
+        self._absolute_form = self.proxy is not None and self._ssl is None  # plain HTTP through the proxy
+        if self._absolute_form:
             self._target_prefix = f"http://{host_header}{self.path_prefix}"
             if self.proxy.authorization:
                 static["proxy-authorization"] = self.proxy.authorization
@@ -287,7 +288,7 @@ class ConnectionPool:
         loop = asyncio.get_running_loop()
 
         def connection() -> _Connection:
-            return _Connection(loop, self.max_response_bytes, via_proxy=self._target_prefix != self.path_prefix)
+            return _Connection(loop, self.max_response_bytes, via_proxy=self._absolute_form)
 
         async with asyncio.timeout(self.connect_timeout_s):
             if self.proxy is None:
@@ -297,7 +298,7 @@ class ConnectionPool:
                 _, conn = await loop.create_connection(connection, self.proxy.host, self.proxy.port)
             else:
                 conn = await open_tunnel(loop, connection, self.proxy, self.host, self.port, self._ssl)
-        return conn  # type: ignore[return-value]
+        return conn
 
     def _release(self, conn: _Connection) -> None:
         if conn.reusable:

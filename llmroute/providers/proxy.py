@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 _MAX_CONNECT_HEAD_BYTES = 16 * 1024
+
+P = TypeVar("P", bound=asyncio.Protocol)
 
 
 class ProxyError(ConnectionError):
@@ -71,8 +75,8 @@ def proxy_from_environment(scheme: str, netloc: str) -> str | None:
     return url
 
 
-async def open_tunnel(loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.Protocol], proxy: Proxy,
-                      host: str, port: int, ssl_context: object) -> asyncio.Protocol:
+async def open_tunnel(loop: asyncio.AbstractEventLoop, factory: Callable[[], P], proxy: Proxy,
+                      host: str, port: int, ssl_context: ssl.SSLContext) -> P:
     """A TLS connection to ``host:port`` through ``CONNECT``; returns the protocol ``factory`` made, connected."""
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     head = f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n"
@@ -82,8 +86,7 @@ async def open_tunnel(loop: asyncio.AbstractEventLoop, factory: Callable[[], asy
     try:
         transport.write((head + "\r\n").encode("latin-1"))
         await handshake.done
-        tls_transport = await loop.start_tls(transport, handshake, ssl_context,  # type: ignore[arg-type]
-                                             server_hostname=host)
+        tls_transport = await loop.start_tls(transport, handshake, ssl_context, server_hostname=host)
     except BaseException:
         transport.abort()
         raise
