@@ -294,11 +294,16 @@ class ConnectionPool:
             if self.proxy is None:
                 _, conn = await loop.create_connection(connection, self.host, self.port, ssl=self._ssl,
                                                        server_hostname=self.host if self._ssl else None)
-            elif self._ssl is None:
-                _, conn = await loop.create_connection(connection, self.proxy.host, self.proxy.port)
-            else:
-                conn = await open_tunnel(loop, connection, self.proxy, self.host, self.port, self._ssl)
-        return conn
+                return conn
+            try:
+                if self._ssl is None:
+                    _, conn = await loop.create_connection(connection, self.proxy.host, self.proxy.port)
+                    return conn
+                return await open_tunnel(loop, connection, self.proxy, self.host, self.port, self._ssl)
+            except (ProxyError, ssl.SSLError):
+                raise
+            except OSError as exc:  # say it was the proxy that could not be reached
+                raise ProxyError(f"proxy {self.proxy.authority}: {exc.strerror or exc.__class__.__name__}") from None
 
     def _release(self, conn: _Connection) -> None:
         if conn.reusable:

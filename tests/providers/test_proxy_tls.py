@@ -27,7 +27,7 @@ from llmroute.emulator import EmulatorThread
 from llmroute.providers.http import ConnectionPool
 from llmroute.providers.proxy import ProxyError
 
-from ..conftest import provider
+from ..conftest import free_port, provider
 from ..gateway.conftest import gateway_factory  # noqa: F401 (a fixture)
 from .test_http import read_request
 
@@ -262,19 +262,18 @@ async def test_unsupported_proxy_from_the_environment_is_a_provider_error(monkey
 
 
 async def test_ca_bundle_adds_to_the_system_cas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    uploads = tls_upstream(tmp_path, "system")
-    system = await anext(uploads)
-    monkeypatch.setenv("SSL_CERT_FILE", system.ca_bundle)  # OpenSSL's system store, for this test
-    private_gen = tls_upstream(tmp_path, "private")
-    private = await anext(private_gen)
+    public_servers = tls_upstream(tmp_path, "public")
+    private_servers = tls_upstream(tmp_path, "private")
+    public, private = await anext(public_servers), await anext(private_servers)
+    monkeypatch.setenv("SSL_CERT_FILE", public.ca_bundle)  # OpenSSL's system store, for this test
     try:
-        for upstream in (system, private):
+        for upstream in (public, private):  # trusted by the system, and by the bundle
             pool = ConnectionPool(upstream.url, ca_bundle=private.ca_bundle)
             assert (await pool.post("/chat/completions", b"{}")).body == CHAT_ANSWER
             await pool.aclose()
     finally:
-        await private_gen.aclose()
-        await uploads.aclose()
+        await private_servers.aclose()
+        await public_servers.aclose()
 
 
 async def test_tls_verify_false_accepts_an_unknown_certificate_and_says_so_loudly(
@@ -312,3 +311,14 @@ async def test_gateway_reaches_https_upstream_through_environment_proxy(
     assert body["choices"][0]["message"]["content"] == "over TLS"
     assert tiny_proxy.connects == [urllib.parse.urlsplit(lab.url).netloc]
     assert PASSWORD not in gateway.log() and urllib.parse.quote(PASSWORD, safe="") not in gateway.log()
+
+
+async def test_an_unreachable_proxy_is_named(emus: dict[str, EmulatorThread]) -> None:
+    proxy_port = free_port()
+    config = lab_first(emus["runpod"].base_url, emus, proxy=with_credentials(f"http://127.0.0.1:{proxy_port}"))
+    async with LLMRouter(config=config) as router:
+        result = await router.generate("hi", max_tokens=8)
+    first = result.attempts[0]
+    assert result.provider == "cerebras" and (first.provider, first.kind) == ("lab", "connect")
+    assert (first.error or "").startswith(f"cannot connect: proxy 127.0.0.1:{proxy_port}: ")
+    assert USER not in (first.error or "")
