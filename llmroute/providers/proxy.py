@@ -15,7 +15,6 @@ import asyncio
 import base64
 import ssl
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -68,6 +67,8 @@ class Proxy:
 
 def proxy_from_environment(scheme: str, netloc: str) -> str | None:
     """The proxy URL the environment gives for an upstream, or None (none set, or ``NO_PROXY`` matches)."""
+    import urllib.request  # once per pool: not worth its 3 ms on every import of llmroute
+
     proxies = urllib.request.getproxies_environment()
     url = proxies.get(scheme)
     if not url or urllib.request.proxy_bypass_environment(netloc, proxies):
