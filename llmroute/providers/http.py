@@ -250,7 +250,7 @@ class ConnectionPool:
         if ":" in self.host:
             host_header = f"[{self.host}]" if default_port else f"[{self.host}]:{self.port}"
         if proxy is None and trust_env:
-            proxy = proxy_from_environment(url.scheme, url.netloc)
+            proxy = proxy_from_environment(url.scheme, url.netloc.rpartition("@")[2])
         self._proxy_error: ProxyError | None = None
         self.proxy: Proxy | None = None
         try:
