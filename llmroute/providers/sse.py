@@ -26,45 +26,42 @@ class SSEDecoder:
         self._data_bytes = 0
 
     def feed(self, piece: bytes) -> list[bytes]:
-        if b"\n" not in piece:
-            self._partial_bytes += len(piece)
-            if self._partial_bytes > self._max:
-                raise ResponseTooLarge(f"SSE line longer than {self._max} bytes")
-            self._partial.append(piece)
-            return []
         if self._partial:
             self._partial.append(piece)
+            self._partial_bytes += len(piece)
+            if b"\n" not in piece:
+                if self._partial_bytes > self._max:
+                    raise ResponseTooLarge(f"SSE line longer than {self._max} bytes")
+                return []
             piece = b"".join(self._partial)  # once per line end: each byte is copied at most once here
             self._partial = []
         *lines, rest = piece.split(b"\n")
-        if len(rest) > self._max:
-            raise ResponseTooLarge(f"SSE line longer than {self._max} bytes")
-        self._partial_bytes = len(rest)
         if rest:
+            if len(rest) > self._max:
+                raise ResponseTooLarge(f"SSE line longer than {self._max} bytes")
             self._partial.append(rest)
+        self._partial_bytes = len(rest)
         events = []
+        data, size = self._data, self._data_bytes
         for line in lines:
-            if line.startswith(b"data:"):
-                self._add_data(line[5:].rstrip(b"\r").lstrip(b" "))
-            elif (not line or line == b"\r") and self._data:
-                events.append(b"\n".join(self._data))
-                self._data = []
-                self._data_bytes = 0
+            if line[:5] == b"data:":
+                line = line[5:].rstrip(b"\r").lstrip(b" ")
+                size += len(line) + 1
+                if size > self._max:
+                    raise ResponseTooLarge(f"SSE event longer than {self._max} bytes")
+                data.append(line)
+            elif data and (not line or line == b"\r"):
+                events.append(b"\n".join(data))
+                data, size = [], 0
             # comments (":"), "event:" and "id:" lines carry nothing llmroute needs
+        self._data, self._data_bytes = data, size
         return events
 
     def flush(self) -> list[bytes]:
         """Whatever event the stream's end left unterminated."""
         line = b"".join(self._partial)
-        self._partial = []
-        self._partial_bytes = 0
         if line.startswith(b"data:"):
-            self._add_data(line[5:].strip())
-        events, self._data, self._data_bytes = ([b"\n".join(self._data)] if self._data else []), [], 0
+            self._data.append(line[5:].strip())
+        events = [b"\n".join(self._data)] if self._data else []
+        self._partial, self._partial_bytes, self._data, self._data_bytes = [], 0, [], 0
         return events
-
-    def _add_data(self, data: bytes) -> None:
-        self._data_bytes += len(data) + 1
-        if self._data_bytes > self._max:
-            raise ResponseTooLarge(f"SSE event longer than {self._max} bytes")
-        self._data.append(data)
