@@ -48,21 +48,26 @@ class Proxy:
         if parts.scheme != "http":
             raise ProxyError(f"proxy scheme {parts.scheme!r} is not supported (only http:// proxies)")
         try:
-            host, port = parts.hostname, parts.port or 80
+            port = parts.port or 80
         except ValueError:
-            host = None
-        if not host:
-            raise ProxyError("proxy URL has no valid host and port")
+            raise ProxyError("proxy URL has an invalid port") from None
+        if not parts.hostname:
+            raise ProxyError("proxy URL has no host")
         authorization = None
         if parts.username is not None or parts.password is not None:
             user = urllib.parse.unquote(parts.username or "")
             password = urllib.parse.unquote(parts.password or "")
             authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-        return cls(host, port, authorization)
+        return cls(parts.hostname, port, authorization)
 
     @property
     def authority(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return authority(self.host, self.port)
+
+
+def authority(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def proxy_from_environment(scheme: str, netloc: str) -> str | None:
@@ -79,8 +84,8 @@ def proxy_from_environment(scheme: str, netloc: str) -> str | None:
 async def open_tunnel(loop: asyncio.AbstractEventLoop, factory: Callable[[], P], proxy: Proxy,
                       host: str, port: int, ssl_context: ssl.SSLContext) -> P:
     """A TLS connection to ``host:port`` through ``CONNECT``; returns the protocol ``factory`` made, connected."""
-    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    head = f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n"
+    target = authority(host, port)
+    head = f"CONNECT {target} HTTP/1.1\r\nhost: {target}\r\n"
     if proxy.authorization:
         head += f"proxy-authorization: {proxy.authorization}\r\n"
     transport, handshake = await loop.create_connection(_ConnectHandshake, proxy.host, proxy.port)
