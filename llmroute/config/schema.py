@@ -6,6 +6,7 @@ Cross-field checks raise ``_KeyedError`` so the loader can name the key that is 
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from typing import Literal
 
@@ -123,7 +124,13 @@ class ProviderConfig(_Strict):
     health_check: HealthCheckConfig | None = None
     cold_start: ColdStartConfig = Field(default_factory=ColdStartConfig)
     ca_bundle: str | None = None
-    """PEM file of CA certificates to trust instead of the system's (a self-hosted endpoint's private CA)."""
+    """PEM file of CA certificates to trust besides the system's (a self-hosted endpoint's private CA)."""
+    tls_verify: bool = Field(default=True, description="false: accept any certificate (a lab endpoint; logged loudly)")
+    proxy: SecretStr | None = None
+    """``http://[user:password@]host:port``; unset: ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``; null or "": none."""
+    max_response_bytes: int = Field(default=32 * 1024 * 1024, gt=0,
+                                    description="largest answer read (after decoding gzip); past it: too_large")
+    max_sse_line_bytes: int = Field(default=1024 * 1024, gt=0, description="longest SSE line or event in a stream")
 
     _name: str = PrivateAttr(default="")
     _api_key_env: str | None = PrivateAttr(default=None)
@@ -150,6 +157,22 @@ class ProviderConfig(_Strict):
             raise ValueError(f"file {value!r} does not exist")
         return value
 
+    @field_validator("proxy")
+    @classmethod
+    def _http_proxy(cls, value: SecretStr | None) -> SecretStr | None:
+        url = value.get_secret_value() if value is not None else ""
+        if url:
+            parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+            if parts.scheme != "http":
+                raise ValueError(f"proxy scheme {parts.scheme!r} is not supported: use an http:// proxy URL")
+            try:
+                parts.port  # noqa: B018 (raises on a port that is not a number)
+            except ValueError:
+                raise ValueError("proxy URL has an invalid port") from None
+            if not parts.hostname:
+                raise ValueError("proxy URL has no host")
+        return value
+
     @model_validator(mode="after")
     def _connect_within_timeout(self) -> ProviderConfig:
         if self.connect_timeout_s > self.timeout_s:
@@ -157,6 +180,16 @@ class ProviderConfig(_Strict):
         if self.price_per_m is None and self.price_per_gpu_second is None:
             raise ValueError("needs price_per_m, or price_per_gpu_second for a self-hosted endpoint")
         return self
+
+    @property
+    def proxy_url(self) -> str | None:
+        """The configured proxy, or None (none configured, or explicitly none)."""
+        return (self.proxy.get_secret_value() or None) if self.proxy is not None else None
+
+    @property
+    def proxy_from_env(self) -> bool:
+        """Whether the environment's proxy variables apply: only when ``proxy`` was not set at all."""
+        return "proxy" not in self.model_fields_set
 
     @property
     def gpu_priced(self) -> bool:

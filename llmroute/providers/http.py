@@ -5,8 +5,14 @@ Why not aiohttp's client: measured on the gateway's hot path it costs about
 docs/BENCHMARKS.md). llmroute only ever POSTs a body to a known base URL and
 reads a JSON or SSE answer, so this client does only that: one ``write`` per
 request, llhttp (``httptools``) to parse the answer, connections reused LIFO.
-TLS comes from ``ssl`` with the system's certificate store; HTTP proxies are
-not supported.
+
+Around that core, what an upstream on the internet needs: TLS from ``ssl``
+(the system's CAs plus an optional bundle, ``tls.py``); an HTTP proxy from the
+config or the environment, with ``CONNECT`` tunnels for HTTPS (``proxy.py``);
+gzip and deflate answers decoded as they arrive (``decoding.py``); and a cap on
+the bytes of an answer, counted as they arrive and after decoding, so that a
+broken or hostile upstream costs bounded memory and CPU. Not supported: HTTP/2,
+redirects, asking for compression, ``https://`` or SOCKS proxies.
 """
 
 from __future__ import annotations
@@ -20,7 +26,13 @@ from dataclasses import dataclass
 
 import httptools
 
+from .decoding import ContentDecoder, ContentDecodingError
+from .proxy import Proxy, ProxyError, open_tunnel, proxy_from_environment
+from .tls import client_context
+
 _QUEUE_HIGH = 64  # body pieces buffered before reading from the socket pauses
+_DECODED_PIECE_BYTES = 64 * 1024  # a decoded stream piece; bounds what one compressed piece can inflate to at once
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
 
 class UpstreamClosed(ConnectionError):
@@ -29,6 +41,10 @@ class UpstreamClosed(ConnectionError):
 
 class InvalidResponse(ConnectionError):
     """Bytes that are not an HTTP/1.1 response."""
+
+
+class ResponseTooLarge(InvalidResponse):
+    """An answer (or one SSE line) past its byte limit; the connection was cut there."""
 
 
 @dataclass(slots=True)
@@ -42,8 +58,13 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; at most one request on it at a time."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_body_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+                 *, via_proxy: bool = False) -> None:
         self._loop = loop
+        self.max_body_bytes = max_body_bytes
+        """Limit of a whole answer (decoded) read by ``response()``; streams are bounded by their reader."""
+        self.via_proxy = via_proxy
+        """Requests in absolute form to a proxy: its 407 is about the proxy, not the upstream."""
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reused = False
@@ -57,6 +78,9 @@ class _Connection(asyncio.Protocol):
         self.received_any = False
         self.complete = False
         self._body: list[bytes] = []
+        self._body_bytes = 0
+        self._head_bytes = 0
+        self.decoder: ContentDecoder | None = None
         self._headers_done: asyncio.Future[None] = self._loop.create_future()
         self._done: asyncio.Future[None] = self._loop.create_future()
         self._queue: deque[bytes] | None = None
@@ -70,10 +94,20 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
+        if not self._headers_done.done():  # llhttp keeps a header however long it is: bound the head too
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_body_bytes:
+                self._fail(ResponseTooLarge(f"response head larger than {self.max_body_bytes} bytes"))
+                self.close()
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(InvalidResponse(f"invalid HTTP response: {exc}"))
+            cause = exc.__context__  # what one of the callbacks below raised, if it was one of them
+            if isinstance(cause, ContentDecodingError):
+                cause = InvalidResponse(str(cause))
+            self._fail(cause if isinstance(cause, (InvalidResponse, ProxyError))
+                       else InvalidResponse(f"invalid HTTP response: {exc}"))
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -95,11 +129,21 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()
         self.keep_alive = self._parser.should_keep_alive()
+        if self.status == 407 and self.via_proxy:
+            raise ProxyError("proxy refused the request: 407 Proxy Authentication Required")
+        if "content-encoding" in self.headers:
+            self.decoder = ContentDecoder.for_header(self.headers["content-encoding"])
         if not self._headers_done.done():
             self._headers_done.set_result(None)
 
     def on_body(self, data: bytes) -> None:
         if self._queue is None:
+            room = self.max_body_bytes - self._body_bytes
+            if self.decoder is not None:
+                data = self.decoder.decode(data, room + 1)
+            self._body_bytes += len(data)
+            if len(data) > room:
+                raise ResponseTooLarge(f"answer larger than {self.max_body_bytes} bytes")
             self._body.append(data)
             return
         self._queue.append(data)
@@ -146,7 +190,7 @@ class _Connection(asyncio.Protocol):
         await self._headers_done
 
     async def body_pieces(self) -> AsyncIterator[bytes]:
-        """Decoded body pieces (chunked encoding undone) as they arrive."""
+        """Decoded body pieces (chunked and content encodings undone) as they arrive."""
         queue = self._queue
         assert queue is not None
         while True:
@@ -154,7 +198,14 @@ class _Connection(asyncio.Protocol):
                 if self._paused and len(queue) <= _QUEUE_HIGH // 2 and self.transport is not None:
                     self._paused = False
                     self.transport.resume_reading()
-                yield queue.popleft()
+                if self.decoder is None:
+                    yield queue.popleft()
+                    continue
+                try:
+                    for piece in self.decoder.pieces(queue.popleft(), _DECODED_PIECE_BYTES):
+                        yield piece
+                except ContentDecodingError as exc:
+                    raise InvalidResponse(str(exc)) from None
             if self.complete:
                 return
             if self._done.done():
@@ -174,10 +225,17 @@ class _Connection(asyncio.Protocol):
 
 
 class ConnectionPool:
-    """Keep-alive connections to one ``base_url`` (scheme, host, port and path prefix)."""
+    """Keep-alive connections to one ``base_url`` (scheme, host, port and path prefix).
+
+    ``proxy``: an ``http://[user:password@]host:port`` URL to go through; without
+    one, ``trust_env=True`` takes it from ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``.
+    ``tls_verify=False`` accepts any certificate (logged loudly, naming ``name``).
+    """
 
     def __init__(self, base_url: str, *, max_connections: int = 256, connect_timeout_s: float = 5.0,
-                 headers: Mapping[str, str] | None = None, ca_bundle: str | None = None) -> None:
+                 headers: Mapping[str, str] | None = None, ca_bundle: str | None = None, tls_verify: bool = True,
+                 proxy: str | None = None, trust_env: bool = False,
+                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, name: str = "") -> None:
         url = urllib.parse.urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"unsupported URL {base_url!r}")
@@ -185,13 +243,29 @@ class ConnectionPool:
         self.port = url.port or (443 if url.scheme == "https" else 80)
         self.path_prefix = url.path.rstrip("/")
         self._ssl: ssl.SSLContext | None = (
-            ssl.create_default_context(cafile=ca_bundle) if url.scheme == "https" else None
+            client_context(ca_bundle=ca_bundle, verify=tls_verify, name=name) if url.scheme == "https" else None
         )
         default_port = self.port == (443 if self._ssl else 80)
         host_header = self.host if default_port else f"{self.host}:{self.port}"
         if ":" in self.host:
             host_header = f"[{self.host}]" if default_port else f"[{self.host}]:{self.port}"
-        self._static_headers = encode_headers({"host": host_header, **(headers or {})})
+        if proxy is None and trust_env:
+            proxy = proxy_from_environment(url.scheme, url.netloc.rpartition("@")[2])
+        self._proxy_error: ProxyError | None = None
+        self.proxy: Proxy | None = None
+        try:
+            self.proxy = Proxy.from_url(proxy) if proxy else None
+        except ProxyError as exc:
+            self._proxy_error = exc  # raised by each connection attempt: a provider error, not a crash
+        static = {"host": host_header, **(headers or {})}
+        self._target_prefix = self.path_prefix  # origin-form: "/v1/chat/completions"
+        self._absolute_form = self.proxy is not None and self._ssl is None  # plain HTTP through the proxy
+        if self._absolute_form:
+            self._target_prefix = f"http://{host_header}{self.path_prefix}"
+            if self.proxy.authorization:
+                static["proxy-authorization"] = self.proxy.authorization
+        self._static_headers = encode_headers(static)
+        self.max_response_bytes = max_response_bytes
         self.connect_timeout_s = connect_timeout_s
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(max_connections)
@@ -199,7 +273,7 @@ class ConnectionPool:
 
     def _request_bytes(self, path: str, body: bytes, extra_headers: Mapping[str, str] | None,
                        method: bytes = b"POST") -> bytes:
-        head = method + b" " + (self.path_prefix + path).encode() + b" HTTP/1.1\r\n" + self._static_headers
+        head = method + b" " + (self._target_prefix + path).encode() + b" HTTP/1.1\r\n" + self._static_headers
         if extra_headers:
             head += encode_headers(extra_headers)
         return head + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
@@ -209,13 +283,27 @@ class ConnectionPool:
             conn = self._idle.pop()
             if not conn.closed:
                 return conn
+        if self._proxy_error is not None:
+            raise self._proxy_error
         loop = asyncio.get_running_loop()
-        _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: _Connection(loop), self.host, self.port, ssl=self._ssl,
-                                   server_hostname=self.host if self._ssl else None),
-            timeout=self.connect_timeout_s,
-        )
-        return conn
+
+        def connection() -> _Connection:
+            return _Connection(loop, self.max_response_bytes, via_proxy=self._absolute_form)
+
+        async with asyncio.timeout(self.connect_timeout_s):
+            if self.proxy is None:
+                _, conn = await loop.create_connection(connection, self.host, self.port, ssl=self._ssl,
+                                                       server_hostname=self.host if self._ssl else None)
+                return conn
+            try:
+                if self._ssl is None:
+                    _, conn = await loop.create_connection(connection, self.proxy.host, self.proxy.port)
+                    return conn
+                return await open_tunnel(loop, connection, self.proxy, self.host, self.port, self._ssl)
+            except (ProxyError, ssl.SSLError):
+                raise
+            except OSError as exc:  # say it was the proxy that could not be reached
+                raise ProxyError(f"proxy {self.proxy.authority}: {exc.strerror or exc.__class__.__name__}") from None
 
     def _release(self, conn: _Connection) -> None:
         if conn.reusable:
@@ -298,7 +386,14 @@ class StreamingResponse:
         return self._conn.body_pieces()
 
     async def read(self) -> bytes:
-        return b"".join([piece async for piece in self])
+        """The rest of the body, up to the pool's ``max_response_bytes``."""
+        pieces, size, limit = [], 0, self._pool.max_response_bytes
+        async for piece in self:
+            size += len(piece)
+            if size > limit:
+                raise ResponseTooLarge(f"answer larger than {limit} bytes")
+            pieces.append(piece)
+        return b"".join(pieces)
 
     async def aclose(self) -> None:
         """Return the connection if the answer was read to the end; otherwise hang up on it."""

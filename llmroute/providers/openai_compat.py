@@ -19,7 +19,9 @@ import orjson
 from ..config import ProviderConfig
 from ..errors import ProviderConnectionError, ProviderError, ProviderTimeout
 from .errors import Classifier
-from .http import ConnectionPool, InvalidResponse, UpstreamClosed
+from .http import ConnectionPool, InvalidResponse, ResponseTooLarge, UpstreamClosed
+from .sse import SSEDecoder
+from .tls import describe as describe_tls_error
 
 RATELIMIT_PREFIX = "x-ratelimit-"
 
@@ -63,7 +65,9 @@ class OpenAICompatProvider:
             self._pool = ConnectionPool(
                 self.config.base_url, max_connections=self.config.max_connections,
                 connect_timeout_s=self.config.connect_timeout_s, headers=self._headers,
-                ca_bundle=self.config.ca_bundle,
+                ca_bundle=self.config.ca_bundle, tls_verify=self.config.tls_verify,
+                proxy=self.config.proxy_url, trust_env=self.config.proxy_from_env,
+                max_response_bytes=self.config.max_response_bytes, name=self.name,
             )
             self._loop = loop
         return self._pool
@@ -133,7 +137,7 @@ class OpenAICompatProvider:
             if ratelimit is not None:
                 ratelimit.update(ratelimit_headers(resp.headers))
             pieces = resp.__aiter__()
-            decoder = SSEDecoder()
+            decoder = SSEDecoder(self.config.max_sse_line_bytes)
             while True:
                 try:
                     async with asyncio.timeout(timeout_s):  # what must not happen is silence
@@ -182,49 +186,21 @@ class OpenAICompatProvider:
             return exc  # CancelledError, KeyboardInterrupt, GeneratorExit
         if isinstance(exc, UpstreamClosed):
             return ProviderConnectionError(message=str(exc), provider=self.name, kind="disconnected", elapsed_ms=elapsed)
+        if isinstance(exc, ResponseTooLarge):
+            error = self._classify.malformed(str(exc), status=None)
+            error.kind = "too_large"
+            return error
         if isinstance(exc, InvalidResponse):
             return self._classify.malformed(str(exc), status=None)
         if isinstance(exc, TimeoutError):
             return ProviderTimeout(message="timed out", provider=self.name, kind="timeout", elapsed_ms=elapsed)
         if isinstance(exc, ssl.SSLError):
-            return ProviderConnectionError(message=f"TLS error: {exc.reason or exc.__class__.__name__}",
-                                           provider=self.name, kind="connect", elapsed_ms=elapsed)
+            return ProviderConnectionError(message=f"TLS error: {describe_tls_error(exc)}",
+                                           provider=self.name, kind="tls", elapsed_ms=elapsed)
         if isinstance(exc, OSError):
             return ProviderConnectionError(message=f"cannot connect: {exc.strerror or exc.__class__.__name__}",
                                            provider=self.name, kind="connect", elapsed_ms=elapsed)
         return exc
-
-
-class SSEDecoder:
-    """Server-sent events to their ``data`` payloads, whatever the byte chunking."""
-
-    __slots__ = ("_buffer", "_data")
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._data: list[bytes] = []
-
-    def feed(self, piece: bytes) -> list[bytes]:
-        buffer = self._buffer + piece
-        *lines, self._buffer = buffer.split(b"\n")
-        events = []
-        for line in lines:
-            line = line.rstrip(b"\r")
-            if line.startswith(b"data:"):
-                self._data.append(line[5:].lstrip(b" "))
-            elif not line and self._data:
-                events.append(b"\n".join(self._data))
-                self._data = []
-            # comments (":"), "event:" and "id:" lines carry nothing llmroute needs
-        return events
-
-    def flush(self) -> list[bytes]:
-        """Whatever event the stream's end left unterminated."""
-        if self._buffer.startswith(b"data:"):
-            self._data.append(self._buffer[5:].strip())
-        self._buffer = b""
-        events, self._data = ([b"\n".join(self._data)] if self._data else []), []
-        return events
 
 
 def _elapsed_ms(started: float) -> float:

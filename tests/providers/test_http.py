@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -180,3 +181,78 @@ def test_header_injection_is_refused() -> None:
     assert encode_headers({"a": "b"}) == b"a: b\r\n"
     with pytest.raises(ValueError):
         encode_headers({"x-request-id": "abc\r\nx-evil: 1"})
+
+
+def compress(data: bytes, encoding: str) -> bytes:
+    wbits = {"gzip": 31, "deflate": 15, "raw deflate": -15}[encoding]
+    z = zlib.compressobj(wbits=wbits)
+    return z.compress(data) + z.flush()
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw deflate"])
+async def test_compressed_answers_are_decoded(encoding: str) -> None:
+    body = b'{"choices": [], "padding": "' + b"abc" * 10_000 + b'"}'
+    header = encoding.split()[-1]
+
+    async def compressed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:  # the client hung up
+                return
+            data = compress(body, encoding)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-encoding: %s\r\ntransfer-encoding: chunked\r\n\r\n" % header.encode()
+                         + b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (data[:7], data[7:100], data[100:]))
+                         + b"0\r\n\r\n")
+            await writer.drain()
+
+    server, url = await raw_server(compressed)
+    async with server:
+        pool = ConnectionPool(url)
+        assert (await pool.post("/x", b"{}")).body == body
+        stream = await pool.post_stream("/x", b"{}")
+        assert await stream.read() == body
+        await stream.aclose()
+        await pool.aclose()
+
+
+async def test_a_compressed_stream_is_decoded_piece_by_piece() -> None:
+    first_read = asyncio.Event()
+
+    async def gzip_sse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        z = zlib.compressobj(wbits=31)
+        first = z.compress(b"data: one\n\n") + z.flush(zlib.Z_SYNC_FLUSH)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n"
+                     + b"%x\r\n%s\r\n" % (len(first), first))
+        await writer.drain()
+        await first_read.wait()  # the rest only once the client decoded the first event
+        rest = z.compress(b"data: two\n\n") + z.flush()
+        writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(rest), rest))
+        await writer.drain()
+
+    server, url = await raw_server(gzip_sse)
+    async with server:
+        stream = await ConnectionPool(url).post_stream("/x", b"{}")
+        pieces = []
+        async for piece in stream:
+            pieces.append(piece)
+            first_read.set()
+        await stream.aclose()
+    assert pieces[0] == b"data: one\n\n" and b"".join(pieces) == b"data: one\n\ndata: two\n\n"
+
+
+@pytest.mark.parametrize("header, body, problem", [
+    (b"br", b"\x1b\x00", "unsupported Content-Encoding 'br'"),
+    (b"gzip", b"not gzip at all", "invalid gzip body"),
+])
+async def test_undecodable_answers_are_invalid_responses(header: bytes, body: bytes, problem: str) -> None:
+    async def bad(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-encoding: %s\r\ncontent-length: %d\r\n\r\n%s" % (header, len(body), body))
+        await writer.drain()
+
+    server, url = await raw_server(bad)
+    async with server:
+        with pytest.raises(InvalidResponse, match=problem):
+            await ConnectionPool(url).post("/x", b"{}")

@@ -1,0 +1,67 @@
+"""Server-sent events to their ``data`` payloads, in linear time and bounded memory.
+
+A line that spans many body pieces is kept as a list of pieces and joined once,
+when its end arrives, so a long line costs O(length), not O(length x pieces).
+A line or an event longer than ``max_line_bytes`` raises ``ResponseTooLarge``:
+an upstream that never ends a line must not grow the buffer without end.
+"""
+
+from __future__ import annotations
+
+from .http import ResponseTooLarge
+
+DEFAULT_MAX_LINE_BYTES = 1024 * 1024
+
+
+class SSEDecoder:
+    """Feed body pieces, get the ``data`` payload of each complete event, whatever the byte chunking."""
+
+    __slots__ = ("_data", "_data_bytes", "_max", "_partial", "_partial_bytes")
+
+    def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+        self._max = max_line_bytes
+        self._partial: list[bytes] = []  # the pieces of a line whose end has not arrived
+        self._partial_bytes = 0
+        self._data: list[bytes] = []  # the data lines of the event being read
+        self._data_bytes = 0
+
+    def feed(self, piece: bytes) -> list[bytes]:
+        if self._partial:
+            self._partial.append(piece)
+            self._partial_bytes += len(piece)
+            if b"\n" not in piece:
+                if self._partial_bytes > self._max:
+                    raise ResponseTooLarge(f"SSE line longer than {self._max} bytes")
+                return []
+            piece = b"".join(self._partial)  # once per line end: each byte is copied at most once here
+            self._partial = []
+        *lines, rest = piece.split(b"\n")
+        if rest:
+            if len(rest) > self._max:
+                raise ResponseTooLarge(f"SSE line longer than {self._max} bytes")
+            self._partial.append(rest)
+        self._partial_bytes = len(rest)
+        events = []
+        data, size = self._data, self._data_bytes
+        for line in lines:
+            if line[:5] == b"data:":
+                line = line[5:].rstrip(b"\r").lstrip(b" ")
+                size += len(line) + 1
+                if size > self._max:
+                    raise ResponseTooLarge(f"SSE event longer than {self._max} bytes")
+                data.append(line)
+            elif data and (not line or line == b"\r"):
+                events.append(b"\n".join(data))
+                data, size = [], 0
+            # comments (":"), "event:" and "id:" lines carry nothing llmroute needs
+        self._data, self._data_bytes = data, size
+        return events
+
+    def flush(self) -> list[bytes]:
+        """Whatever event the stream's end left unterminated."""
+        line = b"".join(self._partial)
+        if line.startswith(b"data:"):
+            self._data.append(line[5:].strip())
+        events = [b"\n".join(self._data)] if self._data else []
+        self._partial, self._partial_bytes, self._data, self._data_bytes = [], 0, [], 0
+        return events
