@@ -17,6 +17,10 @@ from llmroute.emulator import EmulatorSettings, EmulatorThread, get_profile
 # the real one. Set before any router or gateway process starts, so child processes inherit it.
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="llmroute-tests-data-")
 os.environ.pop("LLMROUTE_LEDGER", None)
+# Providers honour the proxy variables, as curl and httpx do: the tests' loopback traffic must not go to a
+# proxy the machine happens to have set.
+for _name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+    os.environ.pop(_name, None)
 
 
 def emulator(profile: str, **settings: Any) -> EmulatorThread:
