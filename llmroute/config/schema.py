@@ -124,6 +124,9 @@ class ProviderConfig(_Strict):
     cold_start: ColdStartConfig = Field(default_factory=ColdStartConfig)
     ca_bundle: str | None = None
     """PEM file of CA certificates to trust instead of the system's (a self-hosted endpoint's private CA)."""
+    pool_timeout_s: float = Field(default=5.0, gt=0)
+    """Longest wait for a free connection when all ``max_connections`` are busy; then the next provider is tried.
+    Not a provider failure: it never counts toward the breaker."""
 
     _name: str = PrivateAttr(default="")
     _api_key_env: str | None = PrivateAttr(default=None)
@@ -141,6 +144,8 @@ class ProviderConfig(_Strict):
         for name, text in value.items():
             if any(c in name + text for c in "\r\n") or not name.strip():
                 raise ValueError(f"header {name!r} must be a non-empty name and a value without line breaks")
+            if any(ord(c) > 0xFF for c in name + text):
+                raise ValueError(f"header {name!r} must be latin-1 text (HTTP/1.1 cannot send other characters)")
         return value
 
     @field_validator("ca_bundle")

@@ -127,6 +127,9 @@ class Emulator:
         if not isinstance(body, dict):
             return self._error(400, "request body must be a JSON object", "invalid_request_error")
         self.last_body = body
+        invalid = invalid_param(body, chat=chat)
+        if invalid is not None:
+            return self._count("400", self._error(400, invalid[0], "invalid_request_error", param=invalid[1]))
         if chat:
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:
@@ -362,6 +365,41 @@ class Emulator:
     def _count(self, key: str, response: web.Response) -> web.Response:
         self.stats[key] = self.stats.get(key, 0) + 1
         return response
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# name: (check, what it must be); None is always allowed (the parameter's default).
+_PARAMS: dict[str, tuple[Any, str]] = {
+    "max_tokens": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+    "max_completion_tokens": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+    "n": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 128, "an integer from 1 to 128"),
+    "temperature": (lambda v: _number(v) and 0 <= v <= 2, "a number from 0 to 2"),
+    "top_p": (lambda v: _number(v) and 0 <= v <= 1, "a number from 0 to 1"),
+    "stream": (lambda v: isinstance(v, bool), "a boolean"),
+    "stream_options": (lambda v: isinstance(v, dict), "an object"),
+}
+
+
+def invalid_param(body: dict[str, Any], *, chat: bool) -> tuple[str, str] | None:
+    """(message, param) for a field of the wrong type or range, as a real provider refuses it with a 400."""
+    for name, (check, must_be) in _PARAMS.items():
+        value = body.get(name)
+        if value is not None and not check(value):
+            return f"'{name}' must be {must_be}, got {orjson.dumps(value)[:40].decode(errors='replace')}", name
+    if chat and isinstance(body.get("messages"), list):
+        for i, message in enumerate(body["messages"]):
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                return f"messages[{i}] must be an object with a string 'role'", f"messages[{i}]"
+            content = message.get("content")
+            if content is not None and not isinstance(content, (str, list)):
+                return f"messages[{i}].content must be a string or a list of parts", f"messages[{i}].content"
+            for j, part in enumerate(content if isinstance(content, list) else ()):
+                if not isinstance(part, dict) or (part.get("type") == "text" and not isinstance(part.get("text"), str)):
+                    return f"messages[{i}].content[{j}] must be a part object with string text", f"messages[{i}].content[{j}]"
+    return None
 
 
 def _usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
