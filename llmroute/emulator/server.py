@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from ..tokens import count_message_tokens, count_tokens
-from .faults import HEADER, FaultPlan, check_fault
+from .faults import BAD_USAGE, HEADER, FaultPlan, check_fault
 from .profiles import Profile
 
 _WORDS = (
@@ -174,16 +174,16 @@ class Emulator:
         finish = "length" if completion_tokens >= int(max_tokens) else "stop"
         choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
         if chat:
-            choice["message"] = {"role": "assistant", "content": text}
+            choice["message"] = "str" if fault == "bad_message" else {"role": "assistant", "content": text}
         else:
-            choice["text"] = text
+            choice["text"] = 5 if fault == "bad_message" else text
         payload = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}" if chat else f"cmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion" if chat else "text_completion",
             "created": int(time.time()),
             "model": self.profile.model,
-            "choices": [choice],
-            "usage": _usage(prompt_tokens, completion_tokens, cached_tokens),
+            "choices": [5] if fault == "bad_choices" else [choice],
+            "usage": _usage(prompt_tokens, completion_tokens, cached_tokens, fault),
             "system_fingerprint": f"emulated-{self.profile.name}",
         }
         self.stats["ok"] += 1
@@ -210,6 +210,10 @@ class Emulator:
             return _json(self._error_body(500, "worker failed while generating", "InternalServerError"))
         if fault == "malformed":
             return web.Response(body=b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "mess', content_type="application/json")
+        if fault == "204":
+            return web.Response(status=204)
+        if fault == "302":
+            return web.Response(status=302, headers={"Location": "/elsewhere"})
         if fault == "context_length":
             message = (
                 f"This model's maximum context length is {self.profile.context_window} tokens. "
@@ -258,10 +262,15 @@ class Emulator:
                 delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
                 if delta_text is not None:
                     delta["content"] = delta_text
-                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+                choice: dict[str, Any] = {"index": 0, "delta": "str" if fault == "bad_message" else delta,
+                                          "finish_reason": finish, "logprobs": None}
             else:
-                choice = {"index": 0, "text": delta_text or "", "finish_reason": finish, "logprobs": None}
-            return b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n"
+                choice = {"index": 0, "text": 5 if fault == "bad_message" else delta_text or "",
+                          "finish_reason": finish, "logprobs": None}
+            event: dict[str, Any] = {**base, "choices": [5] if fault == "bad_choices" else [choice]}
+            if fault == "bad_usage":  # continuous usage on every chunk, spoilt from the first
+                event["usage"] = _usage(prompt_tokens, 0, 0, fault)
+            return b"data: " + orjson.dumps(event) + b"\n\n"
 
         if chat:
             await response.write(chunk(None, role=True))
@@ -276,7 +285,7 @@ class Emulator:
         finish = "length" if completion_tokens >= int(body.get("max_completion_tokens") or body.get("max_tokens") or 1 << 30) else "stop"
         await response.write(chunk(None, finish=finish))
         if include_usage:
-            usage_event = {**base, "choices": [], "usage": _usage(prompt_tokens, completion_tokens, cached_tokens)}
+            usage_event = {**base, "choices": [], "usage": _usage(prompt_tokens, completion_tokens, cached_tokens, fault)}
             await response.write(b"data: " + orjson.dumps(usage_event) + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
@@ -402,11 +411,14 @@ def invalid_param(body: dict[str, Any], *, chat: bool) -> tuple[str, str] | None
     return None
 
 
-def _usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
+def _usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, fault: str | None = None) -> dict[str, Any]:
     usage: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                              "total_tokens": prompt_tokens + completion_tokens}
     if cached_tokens:
         usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    if fault in BAD_USAGE:
+        key, value = BAD_USAGE[fault]
+        usage[key] = value
     return usage
 
 
