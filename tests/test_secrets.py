@@ -116,3 +116,13 @@ def test_configured_secrets_cover_headers_and_the_url() -> None:
     secrets = set(configured_secrets(config))
     assert {API_KEY, HEADER_KEY, URL_KEY, "bt-1234567"} <= secrets and "application/json" not in secrets
     assert URL_KEY not in redacted_url(config.base_url) and "example.com" in redacted_url(config.base_url)
+
+
+def test_a_secret_across_the_scrubbing_window_leaves_no_part() -> None:
+    # Replacements shorten the text: a secret cut at the window's edge must not slide into what is kept.
+    short, long = "sk-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "zz-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+    classify = Classifier("p", [short, long])
+    for start in range(MAX_MESSAGE_CHARS - 20, MAX_MESSAGE_CHARS + len(long)):
+        text = (short + " ") * 6 + "x" * (start - 6 * (len(short) + 1)) + long + "y" * 100
+        message = classify.scrub(text)
+        assert "zz-bbb" not in message and "sk-aaa" not in message, start

@@ -111,14 +111,23 @@ class Classifier:
 
     def scrub(self, message: str) -> str:
         """Secrets out first, then cut to ``MAX_MESSAGE_CHARS``, so no cut can leave part of one behind."""
-        if len(message) > MAX_MESSAGE_CHARS + self._longest:
-            message = message[:MAX_MESSAGE_CHARS + self._longest]  # a secret across the cut is still whole here
+        window = MAX_MESSAGE_CHARS + self._longest
+        if len(message) > window:  # a secret across the final cut is still whole in the window; one across
+            message = self._drop_partial(message[:window])  # the window's own edge is dropped
         for secret in self._secrets:
             if secret in message:
                 message = message.replace(secret, "[redacted]")
         if len(message) > MAX_MESSAGE_CHARS:
             message = message[:MAX_MESSAGE_CHARS] + "…"
         return message
+
+    def _drop_partial(self, text: str) -> str:
+        """``text`` without a trailing start of a secret (replacements shorten the text and could pull it in)."""
+        for secret in self._secrets:
+            for size in range(min(len(secret) - 1, len(text)), 0, -1):
+                if text.endswith(secret[:size]):
+                    return self._drop_partial(text[:-size])
+        return text
 
     def _make(self, cls: type[ProviderError], message: str, fields: ErrorFields | None = None,
               **kw: Any) -> ProviderError:
@@ -134,7 +143,7 @@ class Classifier:
             return self._make(MalformedResponse, f"unexpected HTTP {status} instead of 200", status=status,
                               kind="unexpected_status")
         fields = error_fields(body)
-        message = fields.message if fields else (_plain(body, MAX_MESSAGE_CHARS + self._longest) or f"HTTP {status}")
+        message = fields.message if fields else (_plain(body, MAX_MESSAGE_CHARS + self._longest + 1) or f"HTTP {status}")
         code = fields.code if fields else None
         retry_after = parse_retry_after(headers)
         if status == 429:
@@ -169,7 +178,7 @@ class Classifier:
 
 
 def _plain(body: Any, max_chars: int) -> str:
-    """The start of a non-JSON body as text (the caller scrubs, then cuts)."""
+    """The start of a non-JSON body as text, at most ``max_chars`` (``scrub`` cuts it, after the secrets)."""
     if isinstance(body, (bytes, bytearray)):
         return body[:max_chars * 4].decode("utf-8", "replace")[:max_chars].strip()
     return ""
