@@ -130,9 +130,16 @@ class OpenAICompatProvider:
         return self._pool
 
     async def probe(self, path: str, timeout_s: float) -> int:
-        """GET ``path`` (a health check); the HTTP status, or raises on a transport failure."""
-        async with asyncio.timeout(timeout_s):
-            return (await self._get_pool().get(path)).status
+        """GET ``path`` (a health check); the HTTP status, or raises on a transport failure, or
+        ``PoolExhausted`` when no connection came free (a busy provider, not a failed check)."""
+        started = time.perf_counter()
+        pool = self._get_pool()
+        try:
+            left_s = await self._slot(pool, timeout_s, started)
+        except NoFreeSlot as exc:
+            raise self._transport_error(exc, started) from None
+        async with asyncio.timeout(left_s):
+            return (await pool.post(path, b"", method=b"GET", slot_held=True)).status
 
     async def aclose(self) -> None:
         if self._pool is not None:

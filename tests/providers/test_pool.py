@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from llmroute import ClientRequestError, LLMRouter
+from llmroute.errors import PoolExhausted
 from llmroute.providers.http import InvalidHeader, encode_headers
 
 ANSWER = {"id": "x", "object": "chat.completion", "model": "m", "usage": {"prompt_tokens": 3, "completion_tokens": 1},
@@ -116,3 +117,15 @@ async def test_a_header_outside_latin1_is_a_client_error_and_reaches_no_provider
     assert len(info.value.attempts) == 1  # refused at once, not tried on every provider
     assert all(s.failures == 0 for s in stats.values()) and ok.text
     assert sum(emu.emulator.stats["requests"] for emu in emus.values()) == sum(before.values()) + 1
+
+
+async def test_a_health_check_on_a_full_pool_is_no_verdict(seed_config: dict[str, Any], held: HeldUpstream) -> None:
+    config = one_connection(seed_config, held.base_url)
+    config["providers"]["runpod"]["health_check"] = {"timeout_s": 1.0}
+    async with LLMRouter(config=config, ledger=False) as router:
+        first = asyncio.create_task(router.generate("hi", max_tokens=5))
+        await held.arrived.wait()
+        with pytest.raises(PoolExhausted):  # not "no answer within 1 s", which would count toward opening the breaker
+            await router.health.check(router.providers["runpod"])
+        held.release.set()
+        await first
