@@ -77,8 +77,7 @@ class Cascade:
         self._noted.add(name)
         provider = self.providers[name]
         self.attempts.append(Attempt(provider=name, model=provider.model, ok=False, latency_ms=0.0, kind=kind,
-                                     error=f"skipped: {reason}" if not reason.startswith("deferred") else reason,
-                                     retry_after_s=retry_after_s))
+                                     error=reason, retry_after_s=retry_after_s))
 
     def remaining_s(self) -> float:
         return self.deadline - time.monotonic()
@@ -131,8 +130,8 @@ class Cascade:
         if breaker.allow():
             return True
         retry_s = breaker.retry_in_s()
-        self._skip(provider.name, "circuit_open", f"circuit open ({breaker.last_reason}); next probe in {retry_s:.1f} s",
-                   retry_s)
+        self._skip(provider.name, "circuit_open",
+                   f"skipped: circuit open ({breaker.last_reason}); next probe in {retry_s:.1f} s", retry_s)
         return False
 
     async def _wait_cooldown(self, provider: OpenAICompatProvider) -> bool:
@@ -143,7 +142,7 @@ class Cascade:
         if wait_s <= self.max_retry_wait_s and wait_s < self.remaining_s():
             await asyncio.sleep(wait_s)
             return True
-        self._skip(provider.name, "cooling_down", f"asked to wait {wait_s:.1f} s (Retry-After)", wait_s)
+        self._skip(provider.name, "cooling_down", f"skipped: asked to wait {wait_s:.1f} s (Retry-After)", wait_s)
         return False
 
     async def _attempt(self, provider: OpenAICompatProvider, call: Call[T], call_keeps_timeout: bool) -> T:
