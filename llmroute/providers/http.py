@@ -31,7 +31,7 @@ class InvalidResponse(ConnectionError):
     """Bytes that are not an HTTP/1.1 response."""
 
 
-class PoolExhausted(Exception):
+class PoolTimeout(Exception):
     """Every connection slot stayed in use for the whole wait (``ConnectionPool.acquire_slot``)."""
 
 
@@ -240,7 +240,7 @@ class ConnectionPool:
         return await self.post(path, b"", method=b"GET")
 
     async def acquire_slot(self, timeout_s: float) -> None:
-        """Take a connection slot, waiting at most ``timeout_s``; ``PoolExhausted`` after that.
+        """Take a connection slot, waiting at most ``timeout_s``; ``PoolTimeout`` after that (as httpx names it).
 
         The wait is llmroute's own queue, not the upstream's slowness, so it has its own exception.
         Hand the slot on with ``slot_held=True`` to ``post``/``post_stream``, which give it back.
@@ -252,7 +252,7 @@ class ConnectionPool:
             async with asyncio.timeout(timeout_s):
                 await self._slots.acquire()
         except TimeoutError:
-            raise PoolExhausted(f"no free connection within {timeout_s:.1f} s (max_connections in use)") from None
+            raise PoolTimeout(f"no free connection within {timeout_s:.1f} s (max_connections in use)") from None
 
     async def post(self, path: str, body: bytes, extra_headers: Mapping[str, str] | None = None,
                    *, method: bytes = b"POST", slot_held: bool = False) -> Response:

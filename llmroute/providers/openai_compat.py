@@ -23,8 +23,7 @@ from ..config import ProviderConfig
 from ..errors import ClientRequestError, PoolExhausted, ProviderConnectionError, ProviderError, ProviderTimeout
 from ..pricing import InvalidUsage, usage_tokens
 from .errors import Classifier
-from .http import ConnectionPool, InvalidHeader, InvalidResponse, UpstreamClosed
-from .http import PoolExhausted as NoFreeSlot
+from .http import ConnectionPool, InvalidHeader, InvalidResponse, PoolTimeout, UpstreamClosed
 
 RATELIMIT_PREFIX = "x-ratelimit-"
 _NOT_SECRET_HEADERS = frozenset({"content-type", "accept", "user-agent", "accept-encoding", "connection"})
@@ -136,7 +135,7 @@ class OpenAICompatProvider:
         pool = self._get_pool()
         try:
             left_s = await self._slot(pool, timeout_s, started)
-        except NoFreeSlot as exc:
+        except PoolTimeout as exc:
             raise self._transport_error(exc, started) from None
         async with asyncio.timeout(left_s):
             return (await pool.post(path, b"", method=b"GET", slot_held=True)).status
@@ -273,7 +272,7 @@ class OpenAICompatProvider:
             return exc
         if not isinstance(exc, Exception):
             return exc  # CancelledError, KeyboardInterrupt, GeneratorExit
-        if isinstance(exc, NoFreeSlot):
+        if isinstance(exc, PoolTimeout):
             return PoolExhausted(message=str(exc), provider=self.name, kind="pool_exhausted", elapsed_ms=elapsed)
         if isinstance(exc, InvalidHeader):  # the caller's header: every provider would refuse it alike
             return ClientRequestError(message=f"request {exc}; it cannot be sent upstream", provider=self.name,
