@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from .errors import AllProvidersFailed, ContextLengthExceeded, ProviderError, ProviderTimeout
+from .errors import LOCAL_KINDS, AllProvidersFailed, ContextLengthExceeded, ProviderError, ProviderTimeout
 from .pricing import Pricer
 from .providers import OpenAICompatProvider
 from .result import Attempt
@@ -33,8 +33,10 @@ class Cascade:
     def __init__(
         self, providers: Mapping[str, OpenAICompatProvider], state: RouterState, order: list[str],
         *, deadline_s: float, retry_rounds: int, pricers: Mapping[str, Pricer], max_retry_wait_s: float = 1.0,
-        tokens_needed: int = 0,
+        tokens_needed: int = 0, note_reorder: bool = True,
     ) -> None:
+        """``note_reorder``: record the providers moved to the back as skipped attempts (a hedge's second
+        cascade does not, as the first one already did)."""
         self.providers = providers
         self.state = state
         self.pricers = pricers
@@ -49,10 +51,33 @@ class Cascade:
         self.max_retry_wait_s = max_retry_wait_s
         self.attempts: list[Attempt] = []
         self.tokens_needed = tokens_needed
-        # Providers cooling down from a Retry-After, or about to hit their rate limit, go last.
+        self._noted: set[str] = set()
+        """Providers already recorded as skipped, so a deferral and a skip later in the walk make one attempt."""
+        # Providers cooling down from a Retry-After, or about to hit their rate limit, go last: a reroute the
+        # caller must be able to see, so each becomes an attempt with its reason.
         wall = now()
-        later = [n for n in order if state.cooldown_until(n) > wall or not state.ratelimit(n).headroom(tokens_needed)]
+        later: list[str] = []
+        for name in order:
+            wait_s = state.cooldown_until(name) - wall
+            if wait_s > 0:
+                later.append(name)
+                if note_reorder:
+                    self._skip(name, "cooling_down", f"deferred: asked to wait {wait_s:.1f} s (Retry-After)", wait_s)
+            elif not state.ratelimit(name).headroom(tokens_needed):
+                later.append(name)
+                if note_reorder:
+                    self._skip(name, "rate_limit_headroom",
+                               f"deferred: fewer than the {tokens_needed} tokens needed left in its rate limit")
         self.order = [n for n in order if n not in later] + later if later else order
+
+    def _skip(self, name: str, kind: str, reason: str, retry_after_s: float | None = None) -> None:
+        """Record a provider passed over without a call (``cooling_down``, ``circuit_open``, ``rate_limit_headroom``)."""
+        if name in self._noted:
+            return
+        self._noted.add(name)
+        provider = self.providers[name]
+        self.attempts.append(Attempt(provider=name, model=provider.model, ok=False, latency_ms=0.0, kind=kind,
+                                     error=reason, retry_after_s=retry_after_s))
 
     def remaining_s(self) -> float:
         return self.deadline - time.monotonic()
@@ -105,11 +130,8 @@ class Cascade:
         if breaker.allow():
             return True
         retry_s = breaker.retry_in_s()
-        self.attempts.append(Attempt(
-            provider=provider.name, model=provider.model, ok=False, latency_ms=0.0, kind="circuit_open",
-            error=f"skipped: circuit open ({breaker.last_reason}); next probe in {retry_s:.1f} s",
-            retry_after_s=retry_s,
-        ))
+        self._skip(provider.name, "circuit_open",
+                   f"skipped: circuit open ({breaker.last_reason}); next probe in {retry_s:.1f} s", retry_s)
         return False
 
     async def _wait_cooldown(self, provider: OpenAICompatProvider) -> bool:
@@ -120,13 +142,12 @@ class Cascade:
         if wait_s <= self.max_retry_wait_s and wait_s < self.remaining_s():
             await asyncio.sleep(wait_s)
             return True
-        self.attempts.append(Attempt(
-            provider=provider.name, model=provider.model, ok=False, latency_ms=0.0, kind="cooling_down",
-            error=f"skipped: asked to wait {wait_s:.1f} s (Retry-After)", retry_after_s=wait_s,
-        ))
+        self._skip(provider.name, "cooling_down", f"skipped: asked to wait {wait_s:.1f} s (Retry-After)", wait_s)
         return False
 
     async def _attempt(self, provider: OpenAICompatProvider, call: Call[T], call_keeps_timeout: bool) -> T:
+        """One call. Every ``pricer.begin`` meets exactly one ``end`` here (or, for the answer, in the caller),
+        whatever is raised: a leaked mark would split a GPU worker's time with a request that is not there."""
         timeout_s = min(provider.config.timeout_s, self.remaining_s())
         pricer = self.pricers[provider.name]
         self.state.ratelimit(provider.name).spend(self.tokens_needed)
@@ -156,6 +177,14 @@ class Cascade:
                 cost_basis=pricer.basis,
             ))
             raise
+        except Exception as exc:  # a bug on this side: log it, bill the time, try the next provider
+            error = ProviderError(message=provider.scrub(f"internal error: {type(exc).__name__}: {exc}"),
+                                  provider=provider.name, kind="internal")
+            self._failed(provider, error, started, pricer.end(mark), started_at)
+            raise error from None
+        except BaseException:  # KeyboardInterrupt, SystemExit, GeneratorExit: still pair the mark
+            pricer.end(mark)
+            raise
         self.attempts.append(Attempt(
             provider=provider.name, model=provider.model, ok=True, latency_ms=_ms_since(started), status=200,
             cost_basis=pricer.basis,
@@ -174,10 +203,15 @@ class Cascade:
             kind=error.kind, error=error.message, retry_after_s=error.retry_after_s, cost_usd=cost,
             cost_basis=self.pricers[provider.name].basis,
         ))
-        self.state.record_failure(provider.name, error.kind, elapsed, error.status, started_at)
+        if error.kind not in LOCAL_KINDS:  # a full pool or a bug here says nothing about the provider
+            self.state.record_failure(provider.name, error.kind, elapsed, error.status, started_at)
         if error.retry_after_s:
             self.state.set_cooldown(provider.name, now() + error.retry_after_s)
-        if error.kind == "auth":
+        if error.kind == "internal":
+            log.error("calling provider %s failed inside llmroute: %s", provider.name, error.message)
+        elif error.kind in LOCAL_KINDS:
+            log.warning("provider %s not tried: %s", provider.name, error)
+        elif error.kind == "auth":
             log.error("provider %s is misconfigured: %s", provider.name, error.message)
         else:
             log.warning("provider %s failed: %s", provider.name, error)

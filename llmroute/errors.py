@@ -34,10 +34,12 @@ class ConfigError(LLMRouteError):
 class ProviderError(LLMRouteError):
     """One failed call to one provider.
 
-    ``kind`` is a short stable label (``timeout``, ``connect``, ``rate_limited``,
-    ``server_error``, ``error_in_body``, ``malformed``, ``stream_cut``,
-    ``bad_request``, ``context_length``, ``auth``, ``not_found``, ``unprocessable``)
-    used in attempt lists, metrics and the ledger.
+    ``kind`` is a short stable label (``timeout``, ``connect``, ``tls``, ``rate_limited``,
+    ``server_error``, ``error_in_body``, ``malformed``, ``unexpected_status``, ``stream_cut``,
+    ``bad_request``, ``context_length``, ``auth``, ``not_found``, ``unprocessable``,
+    ``pool_exhausted``, ``bad_header``, ``internal``) used in attempt lists, metrics and the ledger.
+    ``code``, ``param`` and ``error_type`` are the provider's own error fields, as it sent them
+    (vLLM's ``code`` is an integer).
     """
 
     message: str
@@ -46,8 +48,10 @@ class ProviderError(LLMRouteError):
     kind: str = "provider_error"
     retryable: bool = True
     retry_after_s: float | None = None
-    code: str | None = None
+    code: str | int | None = None
     elapsed_ms: float = 0.0
+    param: str | None = None
+    error_type: str | None = None
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -80,6 +84,15 @@ class ErrorInBody(ProviderError):
 
 class MalformedResponse(ProviderError):
     """A body that is not the JSON an OpenAI-compatible server sends."""
+
+
+class PoolExhausted(ProviderError):
+    """No free connection to the provider within ``pool_timeout_s``: llmroute's own queue was full, which says
+    nothing about the provider's health, so it never counts toward its breaker."""
+
+
+LOCAL_KINDS = frozenset({"pool_exhausted", "internal", "bad_header"})
+"""Attempt kinds that are not the provider's fault: they never feed its breaker or health."""
 
 
 class StreamInterrupted(ProviderError):

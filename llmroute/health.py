@@ -14,8 +14,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from .errors import ProviderError
+from .errors import LOCAL_KINDS, PoolExhausted, ProviderError
 from .ledger import RequestContext, entry_from_failure
+from .pricing import usage_tokens
 from .result import Attempt
 
 if TYPE_CHECKING:
@@ -52,13 +53,16 @@ class HealthMonitor:
         self._tasks.clear()
 
     async def check(self, provider: OpenAICompatProvider) -> str | None:
-        """One health check: None if healthy, else what went wrong."""
+        """One health check: None if healthy, else what went wrong. Raises ``PoolExhausted`` when every
+        connection stayed busy: a provider that busy is no evidence either way."""
         settings = provider.config.health_check
         assert settings is not None
         try:
             status = await provider.probe(settings.path, settings.timeout_s)
         except TimeoutError:
             return f"no answer within {settings.timeout_s:g} s"
+        except PoolExhausted:
+            raise
         except (OSError, ProviderError) as exc:
             return f"{type(exc).__name__}: {exc}"[:200]
         return None if 200 <= status < 300 else f"HTTP {status}"
@@ -69,7 +73,11 @@ class HealthMonitor:
         failed = 0
         breaker = self.router.state.breaker(provider.name)
         while True:
-            problem = await self.check(provider)
+            try:
+                problem = await self.check(provider)
+            except PoolExhausted:
+                await asyncio.sleep(settings.interval_s)
+                continue
             if problem is None:
                 failed = 0
                 if breaker.state != "closed":
@@ -108,12 +116,14 @@ class HealthMonitor:
         except ProviderError as exc:
             attempt.error, attempt.status = exc.message, exc.status
             attempt.cost_usd = pricer.end(mark)
-            router.state.record_failure(provider.name, exc.kind, (time.perf_counter() - started) * 1000, exc.status)
+            if exc.kind not in LOCAL_KINDS:
+                router.state.record_failure(provider.name, exc.kind, (time.perf_counter() - started) * 1000, exc.status)
+        except BaseException:  # cancelled (shutdown): still pair the pricing mark
+            pricer.end(mark)
+            raise
         else:
-            usage = response.body.get("usage") or {}
             attempt.ok, attempt.status = True, 200
-            attempt.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            attempt.completion_tokens = int(usage.get("completion_tokens") or 0)
+            attempt.prompt_tokens, attempt.completion_tokens, _ = usage_tokens(response.body.get("usage"))
             attempt.cost_usd = pricer.end(mark, attempt.prompt_tokens, attempt.completion_tokens)
             router.state.record_success(provider.name, response.latency_ms)
         attempt.latency_ms = (time.perf_counter() - started) * 1000

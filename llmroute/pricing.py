@@ -81,16 +81,43 @@ class Pricer:
         return cost_usd(self.config.price_per_m, prompt_tokens, completion_tokens, cached_prompt_tokens)
 
 
-def usage_tokens(usage: Mapping[str, Any] | None) -> tuple[int, int, int]:
-    """(prompt, completion, cached prompt) tokens from an OpenAI ``usage`` object."""
-    if not usage:
+MAX_USAGE_TOKENS = 1_000_000_000
+"""No request reports more tokens than this; a larger count is a broken upstream, not a bill."""
+
+
+class InvalidUsage(ValueError):
+    """A ``usage`` object whose counts are not non-negative integers within ``MAX_USAGE_TOKENS``."""
+
+
+def usage_tokens(usage: Any) -> tuple[int, int, int]:
+    """(prompt, completion, cached prompt) tokens from an OpenAI ``usage`` object (None: zeros).
+
+    Raises ``InvalidUsage`` for anything else, so a string, a bool, a negative count or 1e308 never
+    reaches a price, a metric or a ledger row.
+    """
+    if usage is None:
         return 0, 0, 0
-    details = usage.get("prompt_tokens_details") or {}
+    if not isinstance(usage, Mapping):
+        raise InvalidUsage(f"usage is a {type(usage).__name__}, not an object")
+    details = usage.get("prompt_tokens_details")
+    if details is not None and not isinstance(details, Mapping):
+        raise InvalidUsage(f"usage.prompt_tokens_details is a {type(details).__name__}, not an object")
     return (
-        int(usage.get("prompt_tokens") or 0),
-        int(usage.get("completion_tokens") or 0),
-        int(details.get("cached_tokens") or 0) if isinstance(details, Mapping) else 0,
+        _token_count(usage, "prompt_tokens"),
+        _token_count(usage, "completion_tokens"),
+        _token_count(details, "cached_tokens") if details else 0,
     )
+
+
+def _token_count(usage: Mapping[str, Any], key: str) -> int:
+    value = usage.get(key)
+    if value is None:
+        return 0
+    if type(value) is float and value.is_integer():  # 12.0: an integer in a float's clothing
+        value = int(value)
+    if type(value) is not int or not 0 <= value <= MAX_USAGE_TOKENS:
+        raise InvalidUsage(f"usage.{key} is {str(value)[:40]!r}, not a token count")
+    return value
 
 
 def per_million(cost: float, tokens: int) -> float:

@@ -183,12 +183,12 @@ class LLMRouter:
         return cascade, chosen.name.value, route
 
     def _cascade_for(self, order: list[str], estimate: RouteRequest, *, retry_rounds: int = 0,
-                     deadline_s: float | None = None) -> Cascade:
+                     deadline_s: float | None = None, note_reorder: bool = True) -> Cascade:
         """A cascade over ``order``: a strategy's, a resumed stream's remaining providers, or a hedge's."""
         return Cascade(
             self.providers, self.state, order, deadline_s=deadline_s or self.config.deadline_s,
             retry_rounds=retry_rounds, pricers=self.pricers, max_retry_wait_s=self.config.max_retry_wait_s,
-            tokens_needed=estimate.input_tokens + estimate.output_tokens,
+            tokens_needed=estimate.input_tokens + estimate.output_tokens, note_reorder=note_reorder,
         )
 
     def _hedge_delay_s(self, strategy_name: str, cascade: Cascade) -> float | None:
@@ -204,7 +204,7 @@ class LLMRouter:
     def _hedge_cascade(self, primary: Cascade, estimate: RouteRequest) -> Cascade:
         """The hedge's cascade: the same order without the provider the primary is waiting on."""
         return self._cascade_for([n for n in primary.order if n != primary.current], estimate,
-                                 deadline_s=max(0.001, primary.remaining_s()))
+                                 deadline_s=max(0.001, primary.remaining_s()), note_reorder=False)
 
     def _bill_hedge_loser(self, attempts: list[Attempt], estimate: RouteRequest) -> None:
         """The cancelled side of a hedge was billed too: its worker time, or at least the prompt it read."""

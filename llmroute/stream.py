@@ -70,7 +70,7 @@ class RouteStream:
 
     async def _open(self, cascade: Cascade, body: dict[str, Any], headers: dict[str, str],
                     ratelimit: dict[str, str]) -> tuple[OpenAICompatProvider, tuple[Any, dict[str, Any]]]:
-        return await cascade.run(self._opener(body, headers, ratelimit))
+        return await cascade.run(self._opener(body, headers, ratelimit), call_keeps_timeout=True)  # stream() bounds the first event
 
     async def _discard(self, cascade: Cascade, opened: tuple[OpenAICompatProvider, tuple[Any, dict[str, Any]]]) -> None:
         """A hedged stream that also opened, too late: close it and bill its worker time or prompt."""
@@ -122,7 +122,7 @@ class RouteStream:
             else:  # hedged: the first provider to send a chunk wins
                 cascade, provider, (upstream, first) = await race(
                     cascade, lambda c: router._hedge_cascade(c, self._estimate), self._opener(self._body, headers, ratelimit),
-                    delay_s, discard=self._discard)
+                    delay_s, call_keeps_timeout=True, discard=self._discard)
                 router._bill_hedge_loser(cascade.attempts, self._estimate)
         except (ProviderError, AllProvidersFailed, asyncio.CancelledError) as exc:
             router._record_failure(cascade, strategy_name, request_id, started, exc, self._context, route=route)

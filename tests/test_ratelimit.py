@@ -49,5 +49,8 @@ async def test_router_moves_off_a_provider_before_its_bucket_overflows(seed_conf
     served = [r.provider for r in results]
     assert served[0] == "cerebras" and "runpod" in served
     assert limited.emulator.stats.get("429", 0) == 0  # it never had to say no
-    assert all(not r.fallback for r in results)
+    # Each request moved off cerebras says so: a skipped attempt with its reason, and fallback set.
+    assert [r.fallback for r in results] == [p == "runpod" for p in served]
+    assert all([(a.provider, a.kind) for a in r.attempts] == [("cerebras", "rate_limit_headroom"), ("runpod", "ok")]
+               for r in results if r.provider == "runpod")
     assert served.count("cerebras") == 6  # 6 x ~310 tokens fit in 2,000; the rest went elsewhere at once

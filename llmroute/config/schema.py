@@ -131,6 +131,9 @@ class ProviderConfig(_Strict):
     max_response_bytes: int = Field(default=32 * 1024 * 1024, gt=0,
                                     description="largest answer read (after decoding gzip); past it: too_large")
     max_sse_line_bytes: int = Field(default=1024 * 1024, gt=0, description="longest SSE line or event in a stream")
+    pool_timeout_s: float = Field(default=5.0, gt=0)
+    """Longest wait for a free connection when all ``max_connections`` are busy; then the next provider is tried.
+    Not a provider failure: it never counts toward the breaker."""
 
     _name: str = PrivateAttr(default="")
     _api_key_env: str | None = PrivateAttr(default=None)
@@ -148,6 +151,8 @@ class ProviderConfig(_Strict):
         for name, text in value.items():
             if any(c in name + text for c in "\r\n") or not name.strip():
                 raise ValueError(f"header {name!r} must be a non-empty name and a value without line breaks")
+            if any(ord(c) > 0xFF for c in name + text):
+                raise ValueError(f"header {name!r} must be latin-1 text (HTTP/1.1 cannot send other characters)")
         return value
 
     @field_validator("ca_bundle")

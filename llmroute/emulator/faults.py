@@ -20,6 +20,13 @@ FAULTS: dict[str, str] = {
     "reset": "reset the connection (TCP RST) before answering",
     "error_in_body": "HTTP 200 whose body is an error object (RunPod worker style)",
     "malformed": "HTTP 200 with a truncated JSON body",
+    "bad_choices": "HTTP 200 whose choices are not objects (choices: [5]); streams: such a first chunk",
+    "bad_message": "HTTP 200 whose message is a string; streams: a delta that is a string",
+    "bad_usage": "usage.prompt_tokens is a string; streams: on every chunk (vLLM's continuous usage), the first too",
+    "negative_usage": "usage.completion_tokens is negative; streams: in the final usage chunk",
+    "overflow_usage": "usage.completion_tokens is 1e308; streams: in the final usage chunk",
+    "204": "HTTP 204 with no body",
+    "302": "HTTP 302 redirect elsewhere",
     "stream_cut": "streams stop half-way, without data: [DONE] (non-streams: reset)",
     "stream_cut_first": "streams stop before their first chunk",
     "context_length": "HTTP 400: prompt longer than the context window",
@@ -30,6 +37,13 @@ FAULTS: dict[str, str] = {
 }
 
 HEADER = "x-emulator-fault"
+
+BAD_USAGE: dict[str, tuple[str, object]] = {
+    "bad_usage": ("prompt_tokens", "x"),
+    "negative_usage": ("completion_tokens", -5),
+    "overflow_usage": ("completion_tokens", 1e308),
+}
+"""Usage faults: the field they spoil and the value they put there."""
 
 
 def check_fault(kind: str) -> str:

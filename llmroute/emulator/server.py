@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from ..tokens import count_message_tokens, count_tokens
-from .faults import HEADER, FaultPlan, check_fault
+from .faults import BAD_USAGE, HEADER, FaultPlan, check_fault
 from .profiles import Profile
 
 _WORDS = (
@@ -127,6 +127,9 @@ class Emulator:
         if not isinstance(body, dict):
             return self._error(400, "request body must be a JSON object", "invalid_request_error")
         self.last_body = body
+        invalid = invalid_param(body, chat=chat)
+        if invalid is not None:
+            return self._count("400", self._error(400, invalid[0], "invalid_request_error", param=invalid[1]))
         if chat:
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:
@@ -171,16 +174,16 @@ class Emulator:
         finish = "length" if completion_tokens >= int(max_tokens) else "stop"
         choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
         if chat:
-            choice["message"] = {"role": "assistant", "content": text}
+            choice["message"] = "str" if fault == "bad_message" else {"role": "assistant", "content": text}
         else:
-            choice["text"] = text
+            choice["text"] = 5 if fault == "bad_message" else text
         payload = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}" if chat else f"cmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion" if chat else "text_completion",
             "created": int(time.time()),
             "model": self.profile.model,
-            "choices": [choice],
-            "usage": _usage(prompt_tokens, completion_tokens, cached_tokens),
+            "choices": [5] if fault == "bad_choices" else [choice],
+            "usage": _usage(prompt_tokens, completion_tokens, cached_tokens, fault),
             "system_fingerprint": f"emulated-{self.profile.name}",
         }
         self.stats["ok"] += 1
@@ -207,6 +210,10 @@ class Emulator:
             return _json(self._error_body(500, "worker failed while generating", "InternalServerError"))
         if fault == "malformed":
             return web.Response(body=b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "mess', content_type="application/json")
+        if fault == "204":
+            return web.Response(status=204)
+        if fault == "302":
+            return web.Response(status=302, headers={"Location": "/elsewhere"})
         if fault == "context_length":
             message = (
                 f"This model's maximum context length is {self.profile.context_window} tokens. "
@@ -255,10 +262,15 @@ class Emulator:
                 delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
                 if delta_text is not None:
                     delta["content"] = delta_text
-                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+                choice: dict[str, Any] = {"index": 0, "delta": "str" if fault == "bad_message" else delta,
+                                          "finish_reason": finish, "logprobs": None}
             else:
-                choice = {"index": 0, "text": delta_text or "", "finish_reason": finish, "logprobs": None}
-            return b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n"
+                choice = {"index": 0, "text": 5 if fault == "bad_message" else delta_text or "",
+                          "finish_reason": finish, "logprobs": None}
+            event: dict[str, Any] = {**base, "choices": [5] if fault == "bad_choices" else [choice]}
+            if fault == "bad_usage":  # continuous usage on every chunk, spoilt from the first
+                event["usage"] = _usage(prompt_tokens, 0, 0, fault)
+            return b"data: " + orjson.dumps(event) + b"\n\n"
 
         if chat:
             await response.write(chunk(None, role=True))
@@ -273,7 +285,7 @@ class Emulator:
         finish = "length" if completion_tokens >= int(body.get("max_completion_tokens") or body.get("max_tokens") or 1 << 30) else "stop"
         await response.write(chunk(None, finish=finish))
         if include_usage:
-            usage_event = {**base, "choices": [], "usage": _usage(prompt_tokens, completion_tokens, cached_tokens)}
+            usage_event = {**base, "choices": [], "usage": _usage(prompt_tokens, completion_tokens, cached_tokens, fault)}
             await response.write(b"data: " + orjson.dumps(usage_event) + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
@@ -364,11 +376,49 @@ class Emulator:
         return response
 
 
-def _usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# name: (check, what it must be); None is always allowed (the parameter's default).
+_PARAMS: dict[str, tuple[Any, str]] = {
+    "max_tokens": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+    "max_completion_tokens": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+    "n": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 128, "an integer from 1 to 128"),
+    "temperature": (lambda v: _number(v) and 0 <= v <= 2, "a number from 0 to 2"),
+    "top_p": (lambda v: _number(v) and 0 <= v <= 1, "a number from 0 to 1"),
+    "stream": (lambda v: isinstance(v, bool), "a boolean"),
+    "stream_options": (lambda v: isinstance(v, dict), "an object"),
+}
+
+
+def invalid_param(body: dict[str, Any], *, chat: bool) -> tuple[str, str] | None:
+    """(message, param) for a field of the wrong type or range, as a real provider refuses it with a 400."""
+    for name, (check, must_be) in _PARAMS.items():
+        value = body.get(name)
+        if value is not None and not check(value):
+            return f"'{name}' must be {must_be}, got {orjson.dumps(value)[:40].decode(errors='replace')}", name
+    if chat and isinstance(body.get("messages"), list):
+        for i, message in enumerate(body["messages"]):
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                return f"messages[{i}] must be an object with a string 'role'", f"messages[{i}]"
+            content = message.get("content")
+            if content is not None and not isinstance(content, (str, list)):
+                return f"messages[{i}].content must be a string or a list of parts", f"messages[{i}].content"
+            for j, part in enumerate(content if isinstance(content, list) else ()):
+                if not isinstance(part, dict) or (part.get("type") == "text" and not isinstance(part.get("text"), str)):
+                    return f"messages[{i}].content[{j}] must be a part object with string text", f"messages[{i}].content[{j}]"
+    return None
+
+
+def _usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, fault: str | None = None) -> dict[str, Any]:
     usage: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                              "total_tokens": prompt_tokens + completion_tokens}
     if cached_tokens:
         usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    if fault in BAD_USAGE:
+        key, value = BAD_USAGE[fault]
+        usage[key] = value
     return usage
 
 

@@ -10,8 +10,12 @@ from aiohttp import web
 from ..errors import AllProvidersFailed, ClientRequestError, ProviderError
 from ..result import Attempt
 
-# Failures that mean "try again later" rather than "the providers are broken".
-_TRANSIENT = {"rate_limited", "cooling_down", "timeout", "circuit_open"}
+# Failures that mean "try again later" rather than "the providers are broken": a refused or dropped
+# connection is a provider restarting; auth, malformed answers and TLS failures do not heal by waiting.
+_TRANSIENT = frozenset({"rate_limited", "cooling_down", "timeout", "circuit_open", "rate_limit_headroom", "connect",
+                        "disconnected", "pool_exhausted"})
+# Kinds whose message is llmroute's own words about the connection, safe and useful to show (a TLS failure's reason).
+_SHOW_REASON = frozenset({"tls", "connect"})
 
 
 def error_body(message: str, error_type: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
@@ -29,16 +33,21 @@ def error_response(
 
 
 def summarise(attempts: list[Attempt]) -> str:
-    """'runpod: server_error 503 (3 ms); cerebras: timeout (30000 ms)': no bodies, no secrets."""
+    """'runpod: server_error 503 (3 ms); cerebras: tls, TLS error: CERTIFICATE_VERIFY_FAILED (4 ms)':
+    no bodies, no secrets; a connection failure's reason, which llmroute wrote itself."""
     return "; ".join(
-        f"{a.provider}: {a.kind}" + (f" {a.status}" if a.status is not None else "") + f" ({a.latency_ms:.0f} ms)"
+        f"{a.provider}: {a.kind}" + (f" {a.status}" if a.status is not None else "")
+        + (f", {a.error}" if a.kind in _SHOW_REASON and a.error else "") + f" ({a.latency_ms:.0f} ms)"
         for a in attempts
     )
 
 
 def attempts_header(attempts: list[Attempt]) -> str:
-    """'runpod:503,cerebras:200': each provider tried, with its status or failure kind."""
-    return ",".join(f"{a.provider}:{a.status if a.status is not None else a.kind}" for a in attempts)
+    """'runpod:503,cerebras:200': each provider tried, with its status, or its failure kind when the status
+    says nothing (a malformed 200, a skip): 'runpod:malformed,cerebras:200'."""
+    return ",".join(
+        f"{a.provider}:{a.status if a.status is not None and (a.ok or a.status != 200) else a.kind}" for a in attempts
+    )
 
 
 def decision_headers(quality_score: float | None, decision: str | None) -> dict[str, str]:
@@ -65,9 +74,12 @@ def all_failed_response(exc: AllProvidersFailed) -> web.Response:
 
 
 def provider_client_error_response(exc: ClientRequestError) -> web.Response:
-    """The provider's own verdict on a bad request, passed back with its status."""
-    return error_response(
-        exc.status or 400, exc.message, "invalid_request_error", exc.code or exc.kind,
+    """The provider's own verdict on a bad request, passed back with its status and its fields as it sent them
+    (``param``; ``code`` with its JSON type, vLLM's integer included)."""
+    body = {"error": {"message": exc.message, "type": exc.error_type or "invalid_request_error", "param": exc.param,
+                      "code": exc.code if exc.code is not None else exc.kind}}
+    return web.Response(
+        body=orjson.dumps(body), status=exc.status or 400, content_type="application/json",
         headers={"x-llmroute-provider": exc.provider, "x-llmroute-attempts": attempts_header(exc.attempts)},
     )
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import email.utils
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import (
@@ -27,6 +28,8 @@ from ..errors import (
 )
 
 MAX_MESSAGE_CHARS = 500
+MIN_SECRET_CHARS = 4
+"""Shorter configured values are not scrubbed: replacing '1' everywhere would garble every message."""
 
 _CONTEXT_LENGTH = re.compile(
     r"context[ _-]?(length|window)|maximum context|max_model_len|too many (input )?tokens|prompt is too long",
@@ -56,76 +59,126 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def error_fields(body: Any) -> tuple[str, str | None] | None:
-    """(message, code) if ``body`` is an error object in any known shape, else None."""
+@dataclass(slots=True)
+class ErrorFields:
+    """A provider's error object as it sent it: ``code`` keeps its JSON type (vLLM's is an integer)."""
+
+    message: str
+    code: str | int | None = None
+    param: str | None = None
+    type: str | None = None
+
+
+def error_fields(body: Any) -> ErrorFields | None:
+    """The error object in ``body`` in any known shape, else None."""
     if not isinstance(body, Mapping):
         return None
     error = body.get("error")
     if isinstance(error, Mapping):
-        code = error.get("code")
-        return str(error.get("message") or error.get("type") or "error"), None if code is None else str(code)
+        return _fields(error)
     if isinstance(error, str) and error:
-        return error, None if body.get("code") is None else str(body.get("code"))
+        return ErrorFields(error, _code(body.get("code")))
     if body.get("object") == "error":
-        code = body.get("code")
-        return str(body.get("message") or body.get("type") or "error"), None if code is None else str(code)
+        return _fields(body)
     if str(body.get("status", "")).upper() == "FAILED" or "err" in body:
-        return str(body.get("err") or body.get("output") or "worker failed"), None
+        return ErrorFields(str(body.get("err") or body.get("output") or "worker failed"))
     return None
 
 
-class Classifier:
-    """Builds provider errors for one provider, with its API key scrubbed from every message."""
+def _fields(error: Mapping[str, Any]) -> ErrorFields:
+    param, kind = error.get("param"), error.get("type")
+    return ErrorFields(
+        str(error.get("message") or kind or "error"), _code(error.get("code")),
+        param if isinstance(param, str) else None, kind if isinstance(kind, str) else None,
+    )
 
-    def __init__(self, provider: str, secret: str | None) -> None:
+
+def _code(code: Any) -> str | int | None:
+    """A code as sent when it is a string or an integer; anything else as text."""
+    if code is None or (isinstance(code, (str, int)) and not isinstance(code, bool)):
+        return code
+    return str(code)[:100]
+
+
+class Classifier:
+    """Builds provider errors for one provider, with every configured secret scrubbed from every message."""
+
+    def __init__(self, provider: str, secrets: Iterable[str | None] = ()) -> None:
         self.provider = provider
-        self._secret = secret
+        # Longest first, so a secret that contains another is replaced whole.
+        self._secrets = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
+        self._longest = len(self._secrets[0]) if self._secrets else 0
 
     def scrub(self, message: str) -> str:
-        if self._secret and len(self._secret) >= 4:
-            message = message.replace(self._secret, "[redacted]")
+        """Secrets out first, then cut to ``MAX_MESSAGE_CHARS``, so no cut can leave part of one behind."""
+        window = MAX_MESSAGE_CHARS + self._longest
+        if len(message) > window:  # a secret across the final cut is still whole in the window; one across
+            message = self._drop_partial(message[:window])  # the window's own edge is dropped
+        for secret in self._secrets:
+            if secret in message:
+                message = message.replace(secret, "[redacted]")
         if len(message) > MAX_MESSAGE_CHARS:
             message = message[:MAX_MESSAGE_CHARS] + "…"
         return message
 
-    def _make(self, cls: type[ProviderError], message: str, **kw: Any) -> ProviderError:
+    def _drop_partial(self, text: str) -> str:
+        """``text`` without a trailing start of a secret (replacements shorten the text and could pull it in)."""
+        for secret in self._secrets:
+            for size in range(min(len(secret) - 1, len(text)), 0, -1):
+                if text.endswith(secret[:size]):
+                    return self._drop_partial(text[:-size])
+        return text
+
+    def _make(self, cls: type[ProviderError], message: str, fields: ErrorFields | None = None,
+              **kw: Any) -> ProviderError:
+        if fields is not None:
+            code = self.scrub(fields.code) if isinstance(fields.code, str) else fields.code
+            kw.update(code=code, param=fields.param and self.scrub(fields.param),
+                      error_type=fields.type and self.scrub(fields.type))
         return cls(message=self.scrub(message), provider=self.provider, **kw)
 
     def from_status(self, status: int, body: Any, headers: Mapping[str, str]) -> ProviderError:
         """The error for a non-200 answer."""
+        if status < 400:  # 1xx, 204, 3xx: no answer llmroute can use, and nothing the caller did wrong
+            return self._make(MalformedResponse, f"unexpected HTTP {status} instead of 200", status=status,
+                              kind="unexpected_status")
         fields = error_fields(body)
-        message, code = fields if fields else (_plain(body) or f"HTTP {status}", None)
+        message = fields.message if fields else (_plain(body, MAX_MESSAGE_CHARS + self._longest + 1) or f"HTTP {status}")
+        code = fields.code if fields else None
         retry_after = parse_retry_after(headers)
         if status == 429:
-            return self._make(RateLimited, message, status=status, kind="rate_limited", retry_after_s=retry_after, code=code)
+            return self._make(RateLimited, message, fields, status=status, kind="rate_limited", retry_after_s=retry_after)
         if status in (401, 403):
             return self._make(
                 ProviderMisconfigured,
-                f"provider rejected the configured credentials ({message}); check its api_key",
-                status=status, kind="auth", code=code,
+                f"provider rejected the configured credentials ({self.scrub(message)}); check its api_key",
+                fields, status=status, kind="auth",
             )
         if status == 400 and (code == "context_length_exceeded" or _CONTEXT_LENGTH.search(message)):
-            return self._make(ContextLengthExceeded, message, status=status, kind="context_length", retryable=False, code=code)
+            return self._make(ContextLengthExceeded, message, fields, status=status, kind="context_length",
+                              retryable=False)
         if status == 408:
-            return self._make(ProviderTimeout, message, status=status, kind="timeout", code=code)
+            return self._make(ProviderTimeout, message, fields, status=status, kind="timeout")
         if status >= 500:
-            return self._make(ProviderServerError, message, status=status, kind="server_error", retry_after_s=retry_after, code=code)
+            return self._make(ProviderServerError, message, fields, status=status, kind="server_error",
+                              retry_after_s=retry_after)
         kind = {400: "bad_request", 404: "not_found", 422: "unprocessable"}.get(status, "client_error")
-        return self._make(ClientRequestError, message, status=status, kind=kind, retryable=False, code=code)
+        return self._make(ClientRequestError, message, fields, status=status, kind=kind, retryable=False)
 
     def in_body(self, body: Any) -> ProviderError | None:
         """The error hidden in an HTTP 200 body, if any."""
         fields = error_fields(body)
         if fields is None:
             return None
-        message, code = fields
-        return self._make(ErrorInBody, f"error inside HTTP 200 body: {message}", status=200, kind="error_in_body", code=code)
+        return self._make(ErrorInBody, f"error inside HTTP 200 body: {fields.message}", fields, status=200,
+                          kind="error_in_body")
 
     def malformed(self, what: str, status: int | None = 200) -> ProviderError:
         return self._make(MalformedResponse, what, status=status, kind="malformed")
 
 
-def _plain(body: Any) -> str:
+def _plain(body: Any, max_chars: int) -> str:
+    """The start of a non-JSON body as text, at most ``max_chars`` (``scrub`` cuts it, after the secrets)."""
     if isinstance(body, (bytes, bytearray)):
-        return body[:200].decode("utf-8", "replace").strip()
+        return body[:max_chars * 4].decode("utf-8", "replace")[:max_chars].strip()
     return ""

@@ -47,6 +47,18 @@ class ResponseTooLarge(InvalidResponse):
     """An answer (or one SSE line) past its byte limit; the connection was cut there."""
 
 
+class PoolTimeout(Exception):
+    """Every connection slot stayed in use for the whole wait (``ConnectionPool.acquire_slot``)."""
+
+
+class InvalidHeader(ValueError):
+    """A header that cannot be sent: ``name`` and what is wrong with it."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        self.name = name
+        super().__init__(f"header {name!r} contains {problem}")
+
+
 @dataclass(slots=True)
 class Response:
     status: int
@@ -315,12 +327,29 @@ class ConnectionPool:
         """GET (health checks): the same connections, an empty body."""
         return await self.post(path, b"", method=b"GET")
 
+    async def acquire_slot(self, timeout_s: float) -> None:
+        """Take a connection slot, waiting at most ``timeout_s``; ``PoolTimeout`` after that (as httpx names it).
+
+        The wait is llmroute's own queue, not the upstream's slowness, so it has its own exception.
+        Hand the slot on with ``slot_held=True`` to ``post``/``post_stream``, which give it back.
+        """
+        if not self._slots.locked():
+            await self._slots.acquire()  # free: no timer
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise PoolTimeout(f"no free connection within {timeout_s:.1f} s (max_connections in use)") from None
+
     async def post(self, path: str, body: bytes, extra_headers: Mapping[str, str] | None = None,
-                   *, method: bytes = b"POST") -> Response:
+                   *, method: bytes = b"POST", slot_held: bool = False) -> Response:
         """POST and read the whole answer. A reused connection the upstream had
         closed while idle is retried once on a fresh one, as nothing was received."""
-        data = self._request_bytes(path, body, extra_headers, method)
-        async with self._slots:
+        if not slot_held:
+            await self._slots.acquire()
+        try:
+            data = self._request_bytes(path, body, extra_headers, method)
             for _ in range(2):
                 conn = await self._connection()
                 try:
@@ -337,13 +366,16 @@ class ConnectionPool:
                 self._release(conn)
                 return response
             raise UpstreamClosed("connection closed before the answer was complete")
+        finally:
+            self._slots.release()
 
-    async def post_stream(self, path: str, body: bytes,
-                          extra_headers: Mapping[str, str] | None = None) -> StreamingResponse:
+    async def post_stream(self, path: str, body: bytes, extra_headers: Mapping[str, str] | None = None,
+                          *, slot_held: bool = False) -> StreamingResponse:
         """POST and return once the status and headers arrived; read the body from the result."""
-        data = self._request_bytes(path, body, extra_headers)
-        await self._slots.acquire()
+        if not slot_held:
+            await self._slots.acquire()
         try:
+            data = self._request_bytes(path, body, extra_headers)
             for attempt in range(2):
                 conn = await self._connection()
                 try:
@@ -406,11 +438,13 @@ class StreamingResponse:
 
 
 def encode_headers(headers: Mapping[str, str]) -> bytes:
-    """``name: value\\r\\n`` lines; refuses CR or LF, which would let a value inject headers."""
-    out = []
-    for name, value in headers.items():
-        line = f"{name}: {value}\r\n"
-        if "\r" in line[:-2] or "\n" in line[:-2]:
-            raise ValueError(f"header {name!r} contains a line break")
-        out.append(line)
-    return "".join(out).encode("latin-1")
+    """``name: value\\r\\n`` lines. Raises ``InvalidHeader`` for a line break (it would let a value inject
+    headers) or a character outside latin-1 (HTTP/1.1 cannot carry it), naming the header."""
+    text = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    if text.count("\r") + text.count("\n") != 2 * len(headers):
+        raise InvalidHeader(next(n for n, v in headers.items() if any(c in f"{n}{v}" for c in "\r\n")), "a line break")
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        bad = next(n for n, v in headers.items() if any(ord(c) > 0xFF for c in f"{n}{v}"))
+        raise InvalidHeader(bad, "a character outside latin-1") from None

@@ -2,7 +2,9 @@
 
 A keep-alive connection pool per provider (``http.ConnectionPool``) carries the
 requests. Every failure leaves as a ``ProviderError`` whose ``kind`` says what
-happened; the router decides what to do about it.
+happened; the router decides what to do about it. Answers are checked here, once:
+anything but the shape an OpenAI-compatible server sends is ``malformed``, so
+nothing downstream (prices, metrics, the ledger) has to distrust it.
 """
 
 from __future__ import annotations
@@ -10,20 +12,23 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from ..config import ProviderConfig
-from ..errors import ProviderConnectionError, ProviderError, ProviderTimeout
+from ..errors import ClientRequestError, PoolExhausted, ProviderConnectionError, ProviderError, ProviderTimeout
+from ..pricing import InvalidUsage, usage_tokens
 from .errors import Classifier
-from .http import ConnectionPool, InvalidResponse, ResponseTooLarge, UpstreamClosed
+from .http import ConnectionPool, InvalidHeader, InvalidResponse, PoolTimeout, ResponseTooLarge, UpstreamClosed
 from .sse import SSEDecoder
 from .tls import describe as describe_tls_error
 
 RATELIMIT_PREFIX = "x-ratelimit-"
+_NOT_SECRET_HEADERS = frozenset({"content-type", "accept", "user-agent", "accept-encoding", "connection"})
 
 
 @dataclass(slots=True)
@@ -41,6 +46,57 @@ def ratelimit_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.startswith(RATELIMIT_PREFIX)}
 
 
+def configured_secrets(config: ProviderConfig) -> Iterator[str]:
+    """Every value in a provider's config that an upstream could echo back and must never be shown:
+    the API key, header values (and the credentials after an ``Authorization`` scheme), and the base URL's
+    user, password and query values."""
+    if config.api_key is not None:
+        yield config.api_key.get_secret_value()
+    for name, value in config.headers.items():
+        if name.lower() not in _NOT_SECRET_HEADERS:
+            yield value
+            yield value.partition(" ")[2]  # "Bearer sk-..." -> "sk-..."
+    url = urllib.parse.urlsplit(config.base_url)
+    yield from (url.username or "", url.password or "")
+    for _, value in urllib.parse.parse_qsl(url.query):
+        yield value
+        yield urllib.parse.quote(value, safe="")
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its user, password and query values, for logs and reprs."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    query = "&".join(f"{k}=[redacted]" for k, _ in urllib.parse.parse_qsl(parts.query))
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def shape_problem(body: dict[str, Any], *, stream: bool) -> str | None:
+    """What makes an answer (or, with ``stream``, a chunk) unusable, or None: a few type checks, no schema."""
+    choices = body.get("choices")
+    if not isinstance(choices, list) and (choices is not None or not stream):
+        return "'choices' is not a list"
+    for choice in choices or ():
+        if not isinstance(choice, dict):
+            return "a choice is not an object"
+        message = choice.get("delta" if stream else "message")
+        if message is not None and (not isinstance(message, dict) or not _text(message.get("content"))):
+            return f"a choice's {'delta' if stream else 'message'} is not an object with text content"
+        if not _text(choice.get("text")) or not _text(choice.get("finish_reason")):
+            return "a choice's text or finish_reason is not a string"
+    try:
+        usage_tokens(body.get("usage"))
+    except InvalidUsage as exc:
+        return str(exc)
+    return None
+
+
+def _text(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
 class OpenAICompatProvider:
     """Calls ``{base_url}/chat/completions`` and ``{base_url}/completions``."""
 
@@ -49,7 +105,7 @@ class OpenAICompatProvider:
         self.name = config.name
         self.model = config.model
         secret = config.api_key.get_secret_value() if config.api_key is not None else None
-        self._classify = Classifier(self.name, secret)
+        self._classify = Classifier(self.name, configured_secrets(config))
         self._headers = {"content-type": "application/json", **config.headers}
         if secret:
             self._headers["authorization"] = f"Bearer {secret}"
@@ -57,7 +113,11 @@ class OpenAICompatProvider:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
-        return f"<OpenAICompatProvider {self.name} model={self.model!r} base_url={self.config.base_url!r}>"
+        return f"<OpenAICompatProvider {self.name} model={self.model!r} base_url={redacted_url(self.config.base_url)!r}>"
+
+    def scrub(self, text: str) -> str:
+        """``text`` without any of this provider's configured secrets, cut to a message's length."""
+        return self._classify.scrub(text)
 
     def _get_pool(self) -> ConnectionPool:
         loop = asyncio.get_running_loop()
@@ -73,14 +133,29 @@ class OpenAICompatProvider:
         return self._pool
 
     async def probe(self, path: str, timeout_s: float) -> int:
-        """GET ``path`` (a health check); the HTTP status, or raises on a transport failure."""
-        async with asyncio.timeout(timeout_s):
-            return (await self._get_pool().get(path)).status
+        """GET ``path`` (a health check); the HTTP status, or raises on a transport failure, or
+        ``PoolExhausted`` when no connection came free (a busy provider, not a failed check)."""
+        started = time.perf_counter()
+        pool = self._get_pool()
+        try:
+            left_s = await self._slot(pool, timeout_s, started)
+        except PoolTimeout as exc:
+            raise self._transport_error(exc, started) from None
+        async with asyncio.timeout(left_s):
+            return (await pool.post(path, b"", method=b"GET", slot_held=True)).status
 
     async def aclose(self) -> None:
         if self._pool is not None:
             await self._pool.aclose()
         self._pool = None
+
+    async def _slot(self, pool: ConnectionPool, timeout_s: float, started: float) -> float:
+        """Wait for a connection slot (at most ``pool_timeout_s``); the time left of ``timeout_s`` for the answer.
+
+        The wait is outside the answer's timeout, so a full pool is ``pool_exhausted``, never a provider timeout.
+        """
+        await pool.acquire_slot(min(self.config.pool_timeout_s, timeout_s))
+        return max(timeout_s - (time.perf_counter() - started), 0.0)
 
     async def request(
         self, path: str, body: dict[str, Any], *, timeout_s: float,
@@ -89,8 +164,11 @@ class OpenAICompatProvider:
         """POST ``body`` to ``path`` (e.g. ``/chat/completions``) within ``timeout_s`` and return a checked answer."""
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout_s):
-                resp = await self._get_pool().post(path, orjson.dumps(body), extra_headers)
+            data = orjson.dumps(body)
+            pool = self._get_pool()
+            left_s = await self._slot(pool, timeout_s, started)
+            async with asyncio.timeout(left_s):
+                resp = await pool.post(path, data, extra_headers, slot_held=True)
         except BaseException as exc:
             raise self._transport_error(exc, started) from None
         return self._check(resp.status, resp.body, resp.headers, started)
@@ -107,8 +185,11 @@ class OpenAICompatProvider:
         error = self._classify.in_body(body)
         if error is not None:
             raise error
-        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
-            raise self._classify.malformed("response has no 'choices' list")
+        if not isinstance(body, dict):
+            raise self._classify.malformed("response is not a JSON object")
+        problem = shape_problem(body, stream=False)
+        if problem is not None:
+            raise self._classify.malformed(f"response has the wrong shape: {problem}")
         return ProviderResponse(
             body=body, status=status, latency_ms=_elapsed_ms(started), ratelimit=ratelimit_headers(headers), raw_json=raw,
         )
@@ -119,34 +200,42 @@ class OpenAICompatProvider:
     ) -> AsyncIterator[dict[str, Any]]:
         """Yield each SSE event's JSON until ``data: [DONE]``.
 
-        ``ratelimit``, if given, is filled with the response's rate-limit headers
+        The first event must arrive within ``timeout_s`` (slot wait included); after it, ``timeout_s``
+        bounds each silence. ``ratelimit``, if given, is filled with the response's rate-limit headers
         before the first event. A stream that ends without ``[DONE]`` raises
         ``ProviderConnectionError(kind="stream_cut")``.
         """
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout_s):
-                resp = await self._get_pool().post_stream(path, orjson.dumps(body), extra_headers)
+            data = orjson.dumps(body)
+            pool = self._get_pool()
+            left_s = await self._slot(pool, timeout_s, started)
+            async with asyncio.timeout(left_s):
+                resp = await pool.post_stream(path, data, extra_headers, slot_held=True)
         except BaseException as exc:
             raise self._transport_error(exc, started) from None
+        first_by = started + timeout_s
         try:
             if resp.status != 200:
-                async with asyncio.timeout(timeout_s):
+                async with asyncio.timeout(max(first_by - time.perf_counter(), 0.0)):
                     raw = await resp.read()
                 self._check(resp.status, raw, resp.headers, started)  # raises
             if ratelimit is not None:
                 ratelimit.update(ratelimit_headers(resp.headers))
             pieces = resp.__aiter__()
             decoder = SSEDecoder(self.config.max_sse_line_bytes)
+            started_streaming = False
             while True:
+                wait_s = timeout_s if started_streaming else max(first_by - time.perf_counter(), 0.0)
                 try:
-                    async with asyncio.timeout(timeout_s):  # what must not happen is silence
+                    async with asyncio.timeout(wait_s):  # what must not happen is silence
                         piece = await anext(pieces)
                 except StopAsyncIteration:
                     break
                 for data in decoder.feed(piece):
                     if data == b"[DONE]":
                         return
+                    started_streaming = True
                     yield self._parse_event(data)
             if decoder.flush() == [b"[DONE]"]:
                 return
@@ -174,6 +263,9 @@ class OpenAICompatProvider:
             raise error
         if not isinstance(event, dict):
             raise self._classify.malformed("stream event is not a JSON object")
+        problem = shape_problem(event, stream=True)
+        if problem is not None:
+            raise self._classify.malformed(f"stream event has the wrong shape: {problem}")
         return event
 
     def _transport_error(self, exc: BaseException, started: float) -> BaseException:
@@ -184,6 +276,14 @@ class OpenAICompatProvider:
             return exc
         if not isinstance(exc, Exception):
             return exc  # CancelledError, KeyboardInterrupt, GeneratorExit
+        if isinstance(exc, PoolTimeout):
+            return PoolExhausted(message=str(exc), provider=self.name, kind="pool_exhausted", elapsed_ms=elapsed)
+        if isinstance(exc, InvalidHeader):  # the caller's header: every provider would refuse it alike
+            return ClientRequestError(message=f"request {exc}; it cannot be sent upstream", provider=self.name,
+                                      kind="bad_header", retryable=False, param=exc.name, elapsed_ms=elapsed)
+        if isinstance(exc, orjson.JSONEncodeError):
+            return ClientRequestError(message=f"request body cannot be sent as JSON: {exc}", provider=self.name,
+                                      kind="bad_request", retryable=False, elapsed_ms=elapsed)
         if isinstance(exc, UpstreamClosed):
             return ProviderConnectionError(message=str(exc), provider=self.name, kind="disconnected", elapsed_ms=elapsed)
         if isinstance(exc, ResponseTooLarge):
