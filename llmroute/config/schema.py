@@ -221,8 +221,16 @@ class LedgerConfig(_Strict):
     dsn: SecretStr | None = None
     """``postgresql://...`` selects the Postgres backend instead of SQLite."""
     queue_size: int = Field(default=10_000, gt=0)
+    queue_bytes: int = Field(default=64 * 1024 * 1024, gt=0,
+                             description="bound on the queue's estimated memory; past it, entries are dropped and counted")
     batch_size: int = Field(default=500, gt=0)
     flush_interval_s: float = Field(default=0.1, gt=0, le=10)
+    busy_timeout_s: float = Field(default=10.0, gt=0, description="SQLite: how long a write waits for another "
+                                  "process's lock before it fails (and is retried)")
+    retry_s: float = Field(default=60.0, ge=0, description="how long entries that could not be written are retried, "
+                           "with backoff, before they are dropped and counted")
+    max_text_chars: int = Field(default=512, ge=16, description="longest text stored per column (model, user, route, "
+                                "error, each tag); longer is cut")
 
     @field_validator("dsn")
     @classmethod

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from ..config import RouterConfig, load_config
-from ..errors import ConfigError
+from ..errors import ConfigError, LLMRouteError
 from .auth import KeyStore, is_loopback
 
 log = logging.getLogger("llmroute.gateway")
@@ -85,8 +85,12 @@ def _announce(host: str, workers: int) -> Callable[[int], None]:
 
 def _worker(config_path: str | None, host: str, port: int, ready: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    config = load_config(config_path)
-    _run(lambda: run_gateway(config, host, port, reuse_port=True, ready=ready.put))
+    try:
+        config = load_config(config_path)
+        _run(lambda: run_gateway(config, host, port, reuse_port=True, ready=ready.put))
+    except LLMRouteError as exc:  # a ledger that cannot be written, say: one line, as the parent would print it
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 def serve(config_path: str | os.PathLike[str] | None, host: str, port: int, workers: int = 1,

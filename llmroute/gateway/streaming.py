@@ -55,6 +55,7 @@ async def stream_response(
         "x-llmroute-latency-ms": f"{stream.first_chunk_ms or 0.0:.2f}",
         "x-llmroute-fallback": "true" if fallback else "false",
         "x-llmroute-attempts": attempts_header(stream.attempts),
+        "x-request-id": stream.request_id or "",
         **(decision_headers(stream.route.quality_score, stream.route.decision) if stream.route else {}),
     })
     try:
