@@ -197,6 +197,19 @@ class GatewayConfig(_Strict):
     """Keys clients must present as ``Authorization: Bearer``; also ``$LLMROUTE_API_KEYS`` (comma-separated)."""
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0, description="on SIGTERM, how long requests in flight may finish")
+    header_timeout_s: float = Field(default=10.0, gt=0, description="from a request's first byte to the end of its "
+                                    "headers; slower gets a 408 and the connection closed")
+    body_timeout_s: float = Field(default=60.0, gt=0, description="from the end of a request's headers to the end "
+                                  "of its body; slower gets a 408 and the connection closed")
+    keepalive_timeout_s: float = Field(default=75.0, gt=0, description="an idle keep-alive connection is closed "
+                                       "after this")
+    write_timeout_s: float = Field(default=30.0, gt=0, description="a streaming client that takes no data for this "
+                                   "long is cut off, and the provider's stream closed")
+    max_connections: int | None = Field(default=None, gt=0, description="open client connections per worker; past "
+                                        "it a new one gets a 503. Default: half the open-file limit, at most 10,000")
+    max_header_bytes: int = Field(default=8190, ge=1024, description="longest request line or header line; longer "
+                                  "gets a 431")
+    max_headers: int = Field(default=128, gt=0, description="most header lines in a request; more gets a 431")
 
     def keys(self, env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
         """(id, key) pairs from the config and the environment."""
