@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import resource
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +42,10 @@ class ConnectionLimits:
 
 def default_max_connections() -> int:
     """Half the process's open-file limit (the other half is for providers, the ledger and logs), at most 10,000."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 10_000
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return 10_000

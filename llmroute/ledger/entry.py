@@ -7,6 +7,7 @@ attribute reads; serialising attempts and tags happens on the writer thread.
 from __future__ import annotations
 
 import math
+import operator
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ COLUMNS = (
 _TEXT_COLUMNS = tuple(i for i, name in enumerate(COLUMNS) if name not in (
     "ts", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd", "latency_ms", "ttft_ms", "fallback",
     "quality_score"))
+_text_values = operator.itemgetter(*_TEXT_COLUMNS)
 _ROW_OVERHEAD_BYTES = 400
 """A row's tuple, numbers and list slots, before its text: what the queue's byte bound adds per row."""
 
@@ -121,16 +123,14 @@ class LedgerEntry:
 
 def row_bytes(row: tuple[Any, ...]) -> int:
     """A cheap estimate of a row's memory while it waits in the queue (its text dominates)."""
-    return _ROW_OVERHEAD_BYTES + sum(len(row[i]) for i in _TEXT_COLUMNS if row[i] is not None)
+    return _ROW_OVERHEAD_BYTES + sum(map(len, filter(None, _text_values(row))))
 
 
 def _text(value: Any, limit: int) -> str | None:
     """Text cut to ``limit`` characters; None stays None, anything else becomes its ``str``."""
-    if value is None:
-        return None
-    if type(value) is not str:
-        value = str(value)
-    return value if len(value) <= limit else value[:limit]
+    if type(value) is str:
+        return value if len(value) <= limit else value[:limit]
+    return None if value is None else str(value)[:limit]
 
 
 def _count(value: Any) -> int:
@@ -159,6 +159,8 @@ def _plain(attempt: Attempt, limit: int) -> dict[str, Any]:
 
 def _finite(value: Any, default: float | None) -> float | None:
     """A finite float (SQLite stores NaN as NULL, which a NOT NULL column refuses); ``default`` otherwise."""
+    if type(value) is float and -math.inf < value < math.inf:
+        return value
     if value is None:
         return default
     try:
