@@ -127,10 +127,16 @@ def row_bytes(row: tuple[Any, ...]) -> int:
 
 
 def _text(value: Any, limit: int) -> str | None:
-    """Text cut to ``limit`` characters; None stays None, anything else becomes its ``str``."""
-    if type(value) is str:
-        return value if len(value) <= limit else value[:limit]
-    return None if value is None else str(value)[:limit]
+    """Text cut to ``limit`` characters, without NUL; None stays None, anything else becomes its ``str``."""
+    if type(value) is not str:
+        if value is None:
+            return None
+        value = str(value)
+    if len(value) > limit:
+        value = value[:limit]
+    if "\x00" in value:  # Postgres text refuses NUL characters (a JSON string may carry \u0000)
+        value = value.replace("\x00", "\ufffd")
+    return value
 
 
 def _count(value: Any) -> int:

@@ -22,6 +22,7 @@ from llmroute.result import Attempt
 
 from ..gateway.conftest import RunningGateway
 from ..test_cli import llmroute
+from .test_postgres import postgres_dsn  # noqa: F401
 from .test_store import entry
 
 BIGINT_MAX = 2**63 - 1
@@ -243,3 +244,18 @@ def test_serve_with_a_read_only_ledger_exits_cleanly(tmp_path: Path, read_only_l
     assert proc.returncode == 2, proc.stderr
     assert str(read_only_ledger) in proc.stderr and "read-only" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_postgres_keeps_a_batch_with_absurd_values(postgres_dsn: str) -> None:
+    store = open_store(postgres_dsn)
+    ledger = Ledger(store, batch_size=100, flush_interval_s=0.01)
+    for i in range(10):
+        ledger.record(entry(i, request_id=f"pg-{i}"))
+    ledger.record(entry(99, request_id="pg-99", completion_tokens=1e308, prompt_tokens=2**80, cost_usd=math.nan,
+                        user_id="nul\x00inside", model="m" * 100_000))
+    assert ledger.flush(10)
+    rows = ledger.store.fetch("SELECT request_id, completion_tokens, prompt_tokens, cost_usd, user_id, length(model) "
+                              "FROM requests WHERE request_id LIKE 'pg-%' ORDER BY id")
+    ledger.close()
+    assert len(rows) == 11 and ledger.dropped == 0
+    assert rows[-1] == ("pg-99", BIGINT_MAX, BIGINT_MAX, None, "nul\ufffdinside", 512)
