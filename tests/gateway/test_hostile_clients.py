@@ -4,16 +4,21 @@ ordinary requests keep being served."""
 
 from __future__ import annotations
 
+import re
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+import yaml
 
-from .conftest import RunningGateway
+from .conftest import RunningGateway, stop_gateway
 from .test_parser_errors import address, parse
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
@@ -112,3 +117,38 @@ def test_connections_past_the_cap_get_a_503_and_existing_ones_keep_working(
     log = gateway.log()
     lines = [line for line in log.splitlines() if "gateway.max_connections reached" in line]
     assert len(lines) == 1 and "(limit 5)" in lines[0]
+
+
+def test_with_a_low_open_file_limit_idle_floods_are_refused_not_silent(
+    tmp_path: Path, seed_config: dict[str, Any], sockets: Callable[[RunningGateway], socket.socket],
+) -> None:
+    """``ulimit -n 256``: the default cap (half of it) leaves descriptors for providers and the ledger, so an
+    idle flood gets 503s and a log line, and the gateway serves again as soon as some of it goes."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump(seed_config))
+    log_path = tmp_path / "gateway.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            ["sh", "-c", 'ulimit -n 256 && exec "$0" -m llmroute.cli serve --config "$1" --port 0 --log-level info',
+             sys.executable, str(config)],
+            stdout=subprocess.PIPE, stderr=log, text=True,
+        )
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        match = re.search(r"listening on (http://\S+) ", line)
+        assert match, log_path.read_text()
+        gateway = RunningGateway(match.group(1), process, log_path)
+        held = [sockets(gateway) for _ in range(128)]
+        refused = 0
+        for _ in range(172):
+            status, _, body = parse(read_to_eof(sockets(gateway)))
+            assert status == 503 and body["error"]["code"] == "too_many_connections"
+            refused += 1
+        for s in held[:10]:
+            s.shutdown(socket.SHUT_WR)
+            assert read_to_eof(s) == b""
+        served(gateway)  # the providers still get connections: descriptors were kept for them
+        assert refused == 172
+        assert "gateway.max_connections reached" in log_path.read_text()
+    finally:
+        stop_gateway(RunningGateway("", process, log_path))
