@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -52,10 +53,10 @@ def default_max_connections() -> int:
     return max(16, min(10_000, soft // 2))
 
 
-def raw_error(status: int, reason: str, message: str, code: str) -> bytes:
+def raw_error(status: int, message: str, code: str) -> bytes:
     """A complete JSON error response with ``Connection: close``, for a connection no handler will answer."""
     body = orjson.dumps(error_body(message, "invalid_request_error" if status < 500 else "server_error", code))
-    head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
             "Connection: close\r\n\r\n")
     return head.encode() + body
 
@@ -85,13 +86,13 @@ class GatewayServer(web.Server):
         self.limits = limits
         self.open_connections = 0
         self._handler_kwargs = handler_kwargs
-        self._loop_ = asyncio.get_running_loop()
+        self._event_loop = asyncio.get_running_loop()
         self.refused = _Throttled("gateway.max_connections reached: %d connections refused so far (limit %d); "
                                   "new connections get a 503 until others close")
         self.timed_out = _Throttled("closed %d connections so far whose client was too slow (%s)")
 
     def __call__(self) -> GatewayProtocol:
-        return GatewayProtocol(self, loop=self._loop_, **self._handler_kwargs)
+        return GatewayProtocol(self, loop=self._event_loop, **self._handler_kwargs)
 
 
 class GatewayRunner(web.AppRunner):
@@ -128,7 +129,7 @@ class GatewayProtocol(web.RequestHandler):
         server = self._gateway_server
         if server.open_connections >= server.limits.max_connections:
             server.refused.hit(server.limits.max_connections)
-            self._abort(raw_error(503, "Service Unavailable", "the gateway has too many open connections; retry "
+            self._abort(raw_error(503, "the gateway has too many open connections; retry "
                                   "shortly", "too_many_connections"))
             return
         server.open_connections += 1
@@ -175,7 +176,7 @@ class GatewayProtocol(web.RequestHandler):
             return
         limits = self._gateway_server.limits
         self._gateway_server.timed_out.hit("gateway.header_timeout_s")
-        self._abort(raw_error(408, "Request Timeout", f"request headers not received within "
+        self._abort(raw_error(408, f"request headers not received within "
                               f"{limits.header_timeout_s:g} s", "header_timeout"))
 
     def _body_timeout(self) -> None:
@@ -188,7 +189,7 @@ class GatewayProtocol(web.RequestHandler):
         current = self._current_request
         answered = current is None and not self._messages or current is not None and current.writer.output_size
         self._abort(None if answered else raw_error(
-            408, "Request Timeout", f"request body not received within {limits.body_timeout_s:g} s", "body_timeout"))
+            408, f"request body not received within {limits.body_timeout_s:g} s", "body_timeout"))
 
     def _body_refused(self, exc: BaseException) -> None:
         """The parser failed in the middle of a body a handler is waiting for: answer for it and close."""
@@ -196,8 +197,7 @@ class GatewayProtocol(web.RequestHandler):
         log.info("rejected a malformed request body: %d %s", status, text)
         current = self._current_request
         started = current is not None and current.writer.output_size
-        self._abort(None if started else raw_error(status, "Bad Request" if status == 400 else "Error",
-                                                   f"malformed HTTP request: {text}", code))
+        self._abort(None if started else raw_error(status, f"malformed HTTP request: {text}", code))
 
     def _abort(self, response: bytes | None) -> None:
         """Send ``response`` if given, then close; a handler still reading the request is cancelled."""
