@@ -70,6 +70,7 @@ class Ledger:
         self._held_since: float | None = None
         self._backoff_s = 0.0
         self._lock = threading.Lock()
+        self._stats_lock = threading.Lock()
         self._wake = threading.Event()
         self._waiters: list[threading.Event] = []
         self._waiters_lock = threading.Lock()
@@ -116,16 +117,18 @@ class Ledger:
             log.warning("ledger %s: dropped %d entries so far; the writer to %s cannot keep up",
                         why, self.dropped, self.where)
 
-    def _count_dropped(self, count: int) -> None:
-        self.dropped += count
+    def _count_dropped(self, count: int, failed: bool = False) -> None:
+        with self._stats_lock:  # the request path and the writer thread both drop
+            self.dropped += count
+            if failed:
+                self.failed += count
         if self.on_drop is not None:
             for _ in range(count):
                 self.on_drop()
 
     def _refused(self, count: int, request_id: Any, exc: BaseException) -> None:
         """An entry the store (or the row builder) would not take: it alone is lost."""
-        self.failed += count
-        self._count_dropped(count)
+        self._count_dropped(count, failed=True)
         wall = time.monotonic()
         if wall - self._last_refused_log >= _LOG_EVERY_S:
             self._last_refused_log = wall
@@ -196,8 +199,7 @@ class Ledger:
                             rows, self.where, error, self.retry_s)
         waited_s = wall - self._held_since
         if give_up or waited_s >= self.retry_s:
-            self.failed += rows
-            self._count_dropped(rows)
+            self._count_dropped(rows, failed=True)
             log.error("ledger: dropped %d entries: %s stayed unavailable for %.1f s (%s). %d entries dropped so far",
                       rows, self.where, waited_s, error, self.dropped)
             self._held_since, self._backoff_s = None, 0.0

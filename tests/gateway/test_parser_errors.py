@@ -103,3 +103,15 @@ def test_a_bad_chunk_after_the_handler_started_reading(gateway: RunningGateway) 
     assert_openai_error(body, "bad_request")
     assert "chunk" in body["error"]["message"]
     assert "Traceback" not in gateway.log()
+
+
+def test_a_brotli_body_gets_an_openai_shaped_4xx(gateway: RunningGateway) -> None:
+    """``Content-Encoding: br`` is not a parser error (aiohttp does not inflate bodies here); whoever refuses it
+    answers in JSON, without a traceback."""
+    body = b"\x1b\x03\x00\xf8\xa5\x02"
+    raw = exchange(gateway, CHAT + b"Content-Encoding: br\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+                   % len(body) + body)
+    status, headers, answer = parse(raw)
+    assert 400 <= status < 500 and headers["content-type"].startswith("application/json")
+    assert set(answer["error"]) == {"message", "type", "param", "code"}
+    assert "Traceback" not in gateway.log()
