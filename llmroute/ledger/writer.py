@@ -192,20 +192,21 @@ class Ledger:
     def _hold(self, values: list[Any], rows: int, size: int, error: BaseException, give_up: bool) -> None:
         """Keep rows the store could not take for a later try, with backoff, until ``retry_s`` has passed."""
         wall = time.monotonic()
+        first = self._held_since is None
         if self._held_since is None:
             self._held_since = wall
-            if not give_up and self.retry_s > 0:
-                log.warning("ledger: could not write %d entries to %s (%s); retrying for up to %.0f s",
-                            rows, self.where, error, self.retry_s)
         waited_s = wall - self._held_since
         if give_up or waited_s >= self.retry_s:
+            self._held_since, self._backoff_s = None, 0.0
             self._count_dropped(rows, failed=True)
             log.error("ledger: dropped %d entries: %s stayed unavailable for %.1f s (%s). %d entries dropped so far",
                       rows, self.where, waited_s, error, self.dropped)
-            self._held_since, self._backoff_s = None, 0.0
             return
         self._held, self._held_rows, self._held_bytes = values, rows, size
         self._backoff_s = min(max(2 * self._backoff_s, self.flush_interval_s), _MAX_BACKOFF_S)
+        if first:
+            log.warning("ledger: could not write %d entries to %s (%s); retrying for up to %.0f s",
+                        rows, self.where, error, self.retry_s)
 
     def _write(self, values: list[Any], rows: int) -> tuple[list[Any], int, BaseException | None]:
         """Write in batches. A batch the store refuses is split until the refused entries are found, so only

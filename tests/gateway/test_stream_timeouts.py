@@ -108,11 +108,12 @@ def test_a_client_that_stops_reading_is_cut_off_and_the_provider_released(
     with httpx.Client(base_url=gateway.base_url, timeout=20) as http:
         r = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "ok"
-    # The slow client's connection is gone: whatever it reads now ends (with a reset, or an end of stream).
-    with pytest.raises(ConnectionResetError):
+    # The slow client's connection is gone: reading now ends, with a reset or an end of stream (not a timeout).
+    try:
         while client.recv(65536):
             pass
-        raise ConnectionResetError  # an orderly end counts as closed too
+    except ConnectionResetError:
+        pass
     client.close()
     assert stop_gateway(gateway) == 0
     db = sqlite3.connect(ledger)
