@@ -28,6 +28,7 @@ class EndlessUpstream:
         self.streams = 0
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
         self.base_url = ""
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
@@ -75,7 +76,7 @@ class EndlessUpstream:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._loop is not None
+        assert self._loop is not None and self._stop is not None
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
 

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+import yaml
 
 from llmroute.config import RouterConfig
 from llmroute.ledger import Ledger, LedgerError, open_ledger, open_store
@@ -93,8 +95,6 @@ def test_absurd_values_are_clamped_and_their_batch_is_kept(tmp_path: Path) -> No
     assert row[:7] == (BIGINT_MAX, BIGINT_MAX, 0, None, 0.0, None, None)
     assert row[7:12] == (512, 512, 512, 512, 512)
     assert row[12] < 32 * 520  # at most 32 tags, each cut
-    import orjson
-
     attempts = orjson.loads(row[13])  # still valid JSON, with the values made storable
     assert attempts[0]["prompt_tokens"] == BIGINT_MAX and attempts[0]["completion_tokens"] == 0
     assert len(attempts[0]["error"]) == 512 and attempts[0]["cost_usd"] is None
@@ -237,8 +237,6 @@ def test_a_read_only_ledger_is_a_clear_error_from_open_ledger(read_only_ledger: 
 
 def test_serve_with_a_read_only_ledger_exits_cleanly(tmp_path: Path, read_only_ledger: Path,
                                                      seed_config: dict[str, Any]) -> None:
-    import yaml
-
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({**seed_config, "ledger": {"path": str(read_only_ledger)}}))
     proc = llmroute("serve", "--config", str(config), "--port", "0", timeout=60)
