@@ -145,29 +145,33 @@ class GatewayProtocol(web.RequestHandler):
     # -- header and body deadlines ------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        limits = self._gateway_server.limits
-        if data and self._header_timer is None and self._body is None:  # the first byte of a request
-            self._header_timer = self._loop.call_later(limits.header_timeout_s, self._header_timeout)
         queued = len(self._messages)
         super().data_received(data)
         if len(self._messages) > queued:  # a request's headers are complete, or the parser gave up
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
-            message, payload = self._messages[-1]
-            if self._body is not None and not isinstance(message, RawRequestMessage):
-                self._body_refused(message.exc)  # e.g. a bad chunk size in a body a handler is reading
-                return
-            if not payload.is_eof():
-                if self._body_timer is not None:
-                    self._body_timer.cancel()
-                self._body = payload
-                self._body_timer = self._loop.call_later(limits.body_timeout_s, self._body_timeout)
+            self._headers_done()
+        elif data and self._header_timer is None and self._body is None and not self._force_close:
+            # A request has begun and its headers are not all here: they have header_timeout_s from now. (A
+            # request that arrives whole, the usual case, never needs the timer.)
+            self._header_timer = self._loop.call_later(self._gateway_server.limits.header_timeout_s,
+                                                       self._header_timeout)
         if self._body is not None and self._body.is_eof():
             self._body = None
             if self._body_timer is not None:
                 self._body_timer.cancel()
                 self._body_timer = None
+
+    def _headers_done(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        message, payload = self._messages[-1]
+        if self._body is not None and not isinstance(message, RawRequestMessage):
+            self._body_refused(message.exc)  # e.g. a bad chunk size in a body a handler is reading
+        elif not payload.is_eof():
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+            self._body = payload
+            self._body_timer = self._loop.call_later(self._gateway_server.limits.body_timeout_s, self._body_timeout)
 
     def _header_timeout(self) -> None:
         self._header_timer = None
