@@ -235,6 +235,19 @@ class GatewayConfig(_Strict):
     """Keys clients must present as ``Authorization: Bearer``; also ``$LLMROUTE_API_KEYS`` (comma-separated)."""
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0, description="on SIGTERM, how long requests in flight may finish")
+    header_timeout_s: float = Field(default=10.0, gt=0, description="from a request's first byte to the end of its "
+                                    "headers; slower gets a 408 and the connection closed")
+    body_timeout_s: float = Field(default=60.0, gt=0, description="from the end of a request's headers to the end "
+                                  "of its body; slower gets a 408 and the connection closed")
+    keepalive_timeout_s: float = Field(default=75.0, gt=0, description="an idle keep-alive connection is closed "
+                                       "after this")
+    write_timeout_s: float = Field(default=30.0, gt=0, description="a streaming client that takes no data for this "
+                                   "long is cut off, and the provider's stream closed")
+    max_connections: int | None = Field(default=None, gt=0, description="open client connections per worker; past "
+                                        "it a new one gets a 503. Default: half the open-file limit, at most 10,000")
+    max_header_bytes: int = Field(default=8190, ge=1024, description="longest request line or header line; longer "
+                                  "gets a 431")
+    max_headers: int = Field(default=128, gt=0, description="most header lines in a request; more gets a 431")
 
     def keys(self, env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
         """(id, key) pairs from the config and the environment."""
@@ -259,8 +272,16 @@ class LedgerConfig(_Strict):
     dsn: SecretStr | None = None
     """``postgresql://...`` selects the Postgres backend instead of SQLite."""
     queue_size: int = Field(default=10_000, gt=0)
+    queue_bytes: int = Field(default=64 * 1024 * 1024, gt=0,
+                             description="bound on the queue's estimated memory; past it, entries are dropped and counted")
     batch_size: int = Field(default=500, gt=0)
     flush_interval_s: float = Field(default=0.1, gt=0, le=10)
+    busy_timeout_s: float = Field(default=10.0, gt=0, description="SQLite: how long a write waits for another "
+                                  "process's lock before it fails (and is retried)")
+    retry_s: float = Field(default=60.0, ge=0, description="how long entries that could not be written are retried, "
+                           "with backoff, before they are dropped and counted")
+    max_text_chars: int = Field(default=512, ge=16, description="longest text stored per column (model, user, route, "
+                                "error, each tag); longer is cut")
 
     @field_validator("dsn")
     @classmethod

@@ -19,8 +19,9 @@ from typing import Any
 from aiohttp import web
 
 from ..config import RouterConfig, load_config
-from ..errors import ConfigError
+from ..errors import ConfigError, LLMRouteError
 from .auth import KeyStore, is_loopback
+from .protocol import ConnectionLimits, GatewayRunner, default_max_connections
 
 log = logging.getLogger("llmroute.gateway")
 
@@ -52,9 +53,16 @@ async def run_gateway(config: RouterConfig, host: str, port: int, *, reuse_port:
     from .metrics import Metrics, multiprocess_registry
 
     gateway = Gateway(LLMRouter(config=config), metrics=Metrics(collect_registry=multiprocess_registry()))
+    settings = config.gateway
+    limits = ConnectionLimits(header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
+                              max_connections=settings.max_connections or default_max_connections())
     # Request bodies are inflated by the app, a piece at a time up to the body limit, not by aiohttp in one go.
-    runner = web.AppRunner(gateway.app(), access_log=None, handler_cancellation=True, auto_decompress=False,
-                           shutdown_timeout=config.gateway.shutdown_grace_s)
+    runner = GatewayRunner(
+        gateway.app(), limits, shutdown_timeout=settings.shutdown_grace_s, handler_cancellation=True,
+        access_log=None, auto_decompress=False, keepalive_timeout=settings.keepalive_timeout_s,
+        max_line_size=settings.max_header_bytes, max_field_size=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=2048, reuse_port=reuse_port or None)
     await site.start()
@@ -85,8 +93,12 @@ def _announce(host: str, workers: int) -> Callable[[int], None]:
 
 def _worker(config_path: str | None, host: str, port: int, ready: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    config = load_config(config_path)
-    _run(lambda: run_gateway(config, host, port, reuse_port=True, ready=ready.put))
+    try:
+        config = load_config(config_path)
+        _run(lambda: run_gateway(config, host, port, reuse_port=True, ready=ready.put))
+    except LLMRouteError as exc:  # a ledger that cannot be written, say: one line, as the parent would print it
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 def serve(config_path: str | os.PathLike[str] | None, host: str, port: int, workers: int = 1,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -14,11 +17,27 @@ if TYPE_CHECKING:
     from ..ledger import RequestContext
     from .app import Gateway
 
+log = logging.getLogger("llmroute.gateway")
+
 DONE = b"data: [DONE]\n\n"
+
+
+class ClientTooSlow(Exception):
+    """The client took none of the stream for ``gateway.write_timeout_s``: it is cut off, the upstream closed."""
 
 
 def _event(payload: Any) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+async def _within(timeout_s: float, pending: Awaitable[Any]) -> None:
+    """Await a write to the client. ``write`` waits while the client's socket is full, and a client that stops
+    reading must not hold the provider's stream, and its connection, forever."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await pending
+    except TimeoutError:
+        raise ClientTooSlow(f"the client read nothing for {timeout_s:g} s (gateway.write_timeout_s)") from None
 
 
 async def stream_response(
@@ -55,29 +74,52 @@ async def stream_response(
         "x-llmroute-latency-ms": f"{stream.first_chunk_ms or 0.0:.2f}",
         "x-llmroute-fallback": "true" if fallback else "false",
         "x-llmroute-attempts": attempts_header(stream.attempts),
+        "x-request-id": stream.request_id or "",
         **(decision_headers(stream.route.quality_score, stream.route.decision) if stream.route else {}),
     })
+    timeout_s = gateway.router.config.gateway.write_timeout_s
     try:
-        await response.prepare(request)
-        chunk: dict[str, Any] | None = first
+        await _relay(gateway, request, response, chunks, first, wants_usage, strategy, timeout_s)
+    except ClientTooSlow as exc:
+        await _cut_off(gateway, request, chunks, exc, strategy)
+        return response
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+    if stream.result is not None:
+        gateway.metrics.observe(stream.result, endpoint)
+    return response
+
+
+async def _relay(
+    gateway: Gateway, request: web.Request, response: web.StreamResponse, chunks: Any, first: dict[str, Any],
+    wants_usage: bool, strategy: str, timeout_s: float,
+) -> None:
+    await _within(timeout_s, response.prepare(request))
+    chunk: dict[str, Any] | None = first
+    try:
         while chunk is not None:
             if wants_usage or chunk.get("choices") or not chunk.get("usage"):
                 if not wants_usage and "usage" in chunk:
                     chunk = {k: v for k, v in chunk.items() if k != "usage"}
-                await response.write(_event(chunk))
+                await _within(timeout_s, response.write(_event(chunk)))
             chunk = await anext(chunks, None)
     except StreamInterrupted as exc:
         gateway.metrics.observe_failures(exc.attempts)
         gateway.metrics.observe_error(strategy, "StreamInterrupted")
         message = f"{exc.provider}: {exc.message}; the answer above is incomplete"
-        await response.write(_event(error_body(message, "upstream_error", "stream_interrupted")))
-        await response.write(DONE)  # a clean end: the error event says what happened, not a dropped connection
-        await response.write_eof()
-        return response
-    finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
-    await response.write(DONE)
-    await response.write_eof()
-    if stream.result is not None:
-        gateway.metrics.observe(stream.result, endpoint)
-    return response
+        await _within(timeout_s, response.write(_event(error_body(message, "upstream_error", "stream_interrupted"))))
+    await _within(timeout_s, response.write(DONE))  # after an error event too: a clean end, not a dropped connection
+    await _within(timeout_s, response.write_eof())
+
+
+async def _cut_off(gateway: Gateway, request: web.Request, chunks: Any, slow: ClientTooSlow, strategy: str) -> None:
+    """Drop the client's connection, and end the routed stream with ``slow`` as the reason: the provider's
+    stream is closed and the request recorded with what it cost so far."""
+    log.warning("stream cut off: %s", slow)
+    gateway.metrics.observe_error(strategy, "ClientTooSlow")
+    try:
+        await chunks.athrow(slow)  # first: once the connection is dropped, aiohttp cancels this handler
+    except (ClientTooSlow, StopAsyncIteration):
+        pass
+    if request.transport is not None:
+        request.transport.abort()  # what is buffered for the client is discarded

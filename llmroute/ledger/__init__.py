@@ -48,15 +48,15 @@ def ledger_location(config: RouterConfig | None = None) -> str | None:
     return str(default_ledger_path())
 
 
-def open_store(location: str, *, readonly: bool = False) -> Store:
-    """A store for a DSN (``postgresql://``) or a SQLite file path."""
+def open_store(location: str, *, readonly: bool = False, busy_timeout_s: float = 10.0) -> Store:
+    """A store for a DSN (``postgresql://``) or a SQLite file path (``busy_timeout_s``: SQLite's lock wait)."""
     if location.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
         return PostgresStore(location, readonly=readonly)
     from .sqlite import SQLiteStore
 
-    return SQLiteStore(location, readonly=readonly)
+    return SQLiteStore(location, readonly=readonly, busy_timeout_s=busy_timeout_s)
 
 
 def price_rows(config: RouterConfig) -> list[PriceRow]:
@@ -76,11 +76,16 @@ def open_ledger(config: RouterConfig) -> Ledger | None:
     location = ledger_location(config)
     if location is None:
         return None
-    store = open_store(location)
-    store.put_prices(price_rows(config), time.time())
     settings = config.ledger
-    ledger = Ledger(store, queue_size=settings.queue_size, batch_size=settings.batch_size,
-                    flush_interval_s=settings.flush_interval_s)
+    store = open_store(location, busy_timeout_s=settings.busy_timeout_s)
+    try:
+        store.put_prices(price_rows(config), time.time())  # also proves the ledger is writable, at start-up
+    except BaseException:
+        store.close()
+        raise
+    ledger = Ledger(store, queue_size=settings.queue_size, queue_bytes=settings.queue_bytes,
+                    batch_size=settings.batch_size, flush_interval_s=settings.flush_interval_s,
+                    retry_s=settings.retry_s, max_text_chars=settings.max_text_chars)
     _OPEN.add(ledger)
     return ledger
 

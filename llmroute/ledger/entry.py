@@ -6,6 +6,8 @@ attribute reads; serialising attempts and tags happens on the writer thread.
 
 from __future__ import annotations
 
+import math
+import operator
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +24,17 @@ COLUMNS = (
     "latency_ms", "ttft_ms", "fallback", "attempts", "key_id", "user_id", "tags", "error",
     "quality_score", "route_decision",
 )
+_TEXT_COLUMNS = tuple(i for i, name in enumerate(COLUMNS) if name not in (
+    "ts", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd", "latency_ms", "ttft_ms", "fallback",
+    "quality_score"))
+_text_values = operator.itemgetter(*_TEXT_COLUMNS)
+_ROW_OVERHEAD_BYTES = 400
+"""A row's tuple, numbers and list slots, before its text: what the queue's byte bound adds per row."""
+
+MAX_TEXT_CHARS = 512
+"""Default longest text a ledger column keeps (``ledger.max_text_chars``)."""
+MAX_TAGS = 32
+_BIGINT_MAX = 2**63 - 1
 
 
 @dataclass(slots=True)
@@ -73,22 +86,94 @@ class LedgerEntry:
     route_decision: str | None = None
     """quality_aware: the tier the score chose, ``strong`` or ``weak``."""
 
-    def _attempts_json(self) -> str | None:
+    def _attempts_json(self, limit: int) -> str | None:
         """None when the first attempt answered: the row itself is that attempt (most rows, and the cheapest)."""
         attempts = self.attempts
         if len(attempts) == 1 and attempts[0].ok and self.status == "ok":
             return None
-        return orjson.dumps(attempts).decode()
+        try:
+            text = orjson.dumps(attempts).decode()
+        except TypeError:  # an integer past 64 bits, or a value JSON cannot hold: keep the attempt, not the value
+            text = ""
+        if not text or len(text) > limit * (len(attempts) + 1):
+            text = orjson.dumps([_plain(a, limit) for a in attempts], default=str).decode()
+        return text
 
-    def row(self) -> tuple[Any, ...]:
-        """Values in ``COLUMNS`` order, attempts and tags as JSON text. Spelt out: this runs per request."""
+    def row(self, max_text_chars: int = MAX_TEXT_CHARS) -> tuple[Any, ...]:
+        """Values in ``COLUMNS`` order, attempts and tags as JSON text, each one storable.
+
+        Whatever a provider or a caller put in the entry, the row fits the columns: counts are whole
+        numbers within BIGINT, floats are finite, text is cut to ``max_text_chars``. One bad value
+        must never cost the rows batched with it. Spelt out: this runs per request.
+        """
+        n = max_text_chars
+        tags = self.tags
         return (
-            self.ts, self.request_id, self.endpoint, self.route, self.strategy, self.provider, self.model,
-            self.status, self.prompt_tokens, self.completion_tokens, self.cached_tokens, self.cost_usd,
-            self.cost_basis, self.latency_ms, self.ttft_ms, self.fallback, self._attempts_json(),
-            self.key_id, self.user_id, orjson.dumps(self.tags).decode() if self.tags else None, self.error,
-            self.quality_score, self.route_decision,
+            _finite(self.ts, 0.0), _text(self.request_id, n) or "", _text(self.endpoint, n) or "",
+            _text(self.route, n), _text(self.strategy, n) or "", _text(self.provider, n), _text(self.model, n),
+            _text(self.status, n) or "", _count(self.prompt_tokens), _count(self.completion_tokens),
+            _count(self.cached_tokens), _finite(self.cost_usd, None), _text(self.cost_basis, n) or "",
+            _finite(self.latency_ms, 0.0), _finite(self.ttft_ms, None), bool(self.fallback),
+            self._attempts_json(n), _text(self.key_id, n), _text(self.user_id, n),
+            orjson.dumps([_text(t, n) for t in tags[:MAX_TAGS]]).decode() if tags else None,
+            _text(self.error, n), _finite(self.quality_score, None), _text(self.route_decision, n),
         )
+
+
+
+def row_bytes(row: tuple[Any, ...]) -> int:
+    """A cheap estimate of a row's memory while it waits in the queue (its text dominates)."""
+    return _ROW_OVERHEAD_BYTES + sum(map(len, filter(None, _text_values(row))))
+
+
+def _text(value: Any, limit: int) -> str | None:
+    """Text cut to ``limit`` characters, without NUL; None stays None, anything else becomes its ``str``."""
+    if type(value) is not str:
+        if value is None:
+            return None
+        value = str(value)
+    if len(value) > limit:
+        value = value[:limit]
+    if "\x00" in value:  # Postgres text refuses NUL characters (a JSON string may carry \u0000)
+        value = value.replace("\x00", "\ufffd")
+    return value
+
+
+def _count(value: Any) -> int:
+    """A token count as a whole number in [0, BIGINT max]: a provider's ``1e308`` or ``-5`` must not break a batch."""
+    if type(value) is int and 0 <= value <= _BIGINT_MAX:
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    if number != number or number <= 0:  # NaN or negative
+        return 0
+    return _BIGINT_MAX if number >= _BIGINT_MAX else int(number)
+
+
+def _plain(attempt: Attempt, limit: int) -> dict[str, Any]:
+    """An attempt with every value storable: counts clamped, text cut."""
+    values = {k: _text(v, limit) if isinstance(v, str) else v for k, v in attempt.to_dict().items()}
+    values["latency_ms"] = _finite(attempt.latency_ms, 0.0)
+    values["cost_usd"] = _finite(attempt.cost_usd, None)
+    values["prompt_tokens"] = _count(attempt.prompt_tokens)
+    values["completion_tokens"] = _count(attempt.completion_tokens)
+    values["status"] = attempt.status if type(attempt.status) is int and 0 <= attempt.status < 1000 else None
+    return values
+
+
+def _finite(value: Any, default: float | None) -> float | None:
+    """A finite float (SQLite stores NaN as NULL, which a NOT NULL column refuses); ``default`` otherwise."""
+    if type(value) is float and -math.inf < value < math.inf:
+        return value
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+    return number if math.isfinite(number) else default
 
 
 def _billed(attempts: Sequence[Attempt]) -> tuple[float | None, str]:

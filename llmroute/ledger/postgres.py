@@ -67,6 +67,8 @@ class PostgresStore(Store):
                 self._db.execute(f"UPDATE {SCHEMA_TABLE} SET version = %s", (number,))
 
     def write(self, values: list[Any], rows: int) -> None:
+        if self._db.closed:  # the server went away since the last batch: a new connection, not a lost batch
+            self._db = self._psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
         width = len(COLUMNS)
         tuples = [values[i * width:(i + 1) * width] for i in range(rows)]
         for row in tuples:
@@ -74,7 +76,16 @@ class PostgresStore(Store):
         with self._db.transaction(), self._db.cursor() as cur:
             cur.executemany(_pg(INSERT_SQL), tuples)
 
+    def unavailable(self, exc: Exception) -> bool:
+        return isinstance(exc, self._psycopg.OperationalError)
+
     def put_prices(self, prices: Iterable[PriceRow], ts: float) -> None:
+        try:
+            self._put_prices(prices, ts)
+        except self._psycopg.Error as exc:
+            raise LedgerError(f"{self.where}: cannot write to the ledger: {_first_line(exc)}") from None
+
+    def _put_prices(self, prices: Iterable[PriceRow], ts: float) -> None:
         with self._db.transaction(), self._db.cursor() as cur:
             cur.executemany(
                 "INSERT INTO prices VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (provider) DO UPDATE SET "

@@ -31,22 +31,27 @@ class SQLiteStore(Store):
     dialect = "sqlite"
     day_number_expr = "CAST(ts / 86400 AS INTEGER)"
 
-    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+    def __init__(self, path: str | Path, *, readonly: bool = False, busy_timeout_s: float = 10.0) -> None:
         self.path = Path(path).expanduser()
+        self.busy_timeout_s = busy_timeout_s
         self.where = str(self.path)
         _check_file(self.path, must_exist=readonly)
         if not readonly:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise LedgerError(f"{self.where}: cannot create its directory: {exc.strerror or exc}") from None
         try:
             uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
-            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=10.0)
-            self._db.execute("PRAGMA busy_timeout = 10000")
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
+                                       timeout=busy_timeout_s)
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             if not readonly:
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute("PRAGMA synchronous = NORMAL")
             self._migrate(readonly)
         except sqlite3.DatabaseError as exc:
-            raise LedgerError(f"{self.where}: cannot use this ledger database: {exc}") from None
+            raise LedgerError(f"{self.where}: cannot use this ledger database: {exc}{_hint(exc)}") from None
 
     def _migrate(self, readonly: bool) -> None:
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -94,13 +99,21 @@ class SQLiteStore(Store):
                 self._db.execute(_insert_many(count), values[start * width:(start + count) * width])
 
     def put_prices(self, prices: Iterable[PriceRow], ts: float) -> None:
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR REPLACE INTO prices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(p.provider, p.input_per_m, p.output_per_m, p.cached_input_per_m, p.per_gpu_second, p.idle_share,
-                  p.quality, p.latency_prior_ms, ts) for p in prices],
-            )
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO prices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(p.provider, p.input_per_m, p.output_per_m, p.cached_input_per_m, p.per_gpu_second,
+                      p.idle_share, p.quality, p.latency_prior_ms, ts) for p in prices],
+                )
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"{self.where}: cannot write to the ledger: {exc}{_hint(exc)}") from None
+
+    def unavailable(self, exc: Exception) -> bool:
+        # OperationalError is SQLite saying "not now": locked, busy, disk full, I/O error, read-only file.
+        # Anything else (a value SQLite cannot bind, a constraint) is about the rows.
+        return isinstance(exc, sqlite3.OperationalError)
 
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
@@ -112,7 +125,17 @@ class SQLiteStore(Store):
         self._db.close()
 
     def reader(self) -> SQLiteStore:
-        return SQLiteStore(self.path, readonly=True)
+        return SQLiteStore(self.path, readonly=True, busy_timeout_s=self.busy_timeout_s)
+
+
+def _hint(exc: sqlite3.DatabaseError) -> str:
+    """What to do about the errors a user can fix."""
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        return " (the file or its directory is read-only: fix its permissions, or point ledger.path elsewhere)"
+    if "locked" in text:
+        return " (another process holds a lock on it)"
+    return ""
 
 
 def _check_file(path: Path, *, must_exist: bool) -> None:

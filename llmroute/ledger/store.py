@@ -46,7 +46,13 @@ class Store(ABC):
         """Append ``rows`` rows in one transaction; ``values`` holds them flat, ``COLUMNS`` values per row."""
 
     @abstractmethod
-    def put_prices(self, prices: Iterable[PriceRow], ts: float) -> None: ...
+    def put_prices(self, prices: Iterable[PriceRow], ts: float) -> None:
+        """Upsert the prices; raises ``LedgerError`` naming the store when it cannot be written."""
+
+    def unavailable(self, exc: Exception) -> bool:
+        """True when a failed write says the store is unavailable for now (locked, busy, full, disconnected):
+        the same rows may go in later. False when the rows themselves were refused."""
+        return False
 
     @abstractmethod
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

@@ -1,13 +1,18 @@
 """Ledger writes off the request path: a bounded buffer drained in batches by one thread.
 
-``record`` never blocks and never waits for the disk. If the buffer is full the
-entry is dropped, counted (``dropped``, and the gateway's
-``llmroute_ledger_dropped_total``) and logged: never silently.
+``record`` never blocks and never waits for the disk. An entry that cannot be
+kept is dropped, counted (``dropped``, and the gateway's
+``llmroute_ledger_dropped_total``) and logged: never silently. That happens when
+the buffer is full (``queue_size`` entries or ``queue_bytes`` of them), when the
+store stays unavailable (locked, full, disconnected) for longer than ``retry_s``
+while its entries are retried with backoff, and when the store refuses one entry
+itself (only that entry: the rest of its batch is written).
 
 Durability window: an entry is committed at most ``flush_interval_s`` after it
-was recorded, plus the time of one batch write. A process killed with SIGKILL
-loses at most the entries recorded in that window; a SIGTERM (or ``close``)
-loses none.
+was recorded, plus the time of one batch write, while the store is available. A
+process killed with SIGKILL loses at most the entries recorded in that window
+(plus those held for a retry); a SIGTERM (or ``close``) loses none that the
+store accepts.
 """
 
 from __future__ import annotations
@@ -16,39 +21,61 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from itertools import chain
 from typing import Any
 
-from .entry import COLUMNS, LedgerEntry
+from .entry import COLUMNS, MAX_TEXT_CHARS, LedgerEntry, row_bytes
 from .store import Store
 
 log = logging.getLogger("llmroute.ledger")
 
+_WIDTH = len(COLUMNS)
+_MAX_BACKOFF_S = 5.0
+_LOG_EVERY_S = 10.0
+
+
 class Ledger:
     def __init__(
-        self, store: Store, *, queue_size: int = 10_000, batch_size: int = 500, flush_interval_s: float = 0.1,
+        self, store: Store, *, queue_size: int = 10_000, queue_bytes: int = 64 * 1024 * 1024, batch_size: int = 500,
+        flush_interval_s: float = 0.1, retry_s: float = 60.0, max_text_chars: int = MAX_TEXT_CHARS,
         on_drop: Callable[[], None] | None = None, on_written: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
         self.where = store.where
         self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
+        self.retry_s = retry_s
+        self.max_text_chars = max_text_chars
         self.on_drop = on_drop
+        """Called once per dropped entry (the gateway's counter)."""
         self.on_written = on_written
         self.written = 0
         self.dropped = 0
+        """Entries recorded but never stored, whatever the reason."""
         self.failed = 0
+        """Of those, the entries the store refused or stayed unavailable for."""
         # Rows are flattened into one list as they are recorded: the writer swaps the list out and hands
         # it to the database in a few statements, so it needs the GIL only briefly per batch. A
         # queue.Queue (a notify per put) or per-row work on the writer thread made the request path
         # give way to the writer thread on every request under load.
         self._values: list[Any] = []
         self._rows = 0
+        self._bytes = 0
+        # Rows the store could not take yet, oldest first: the writer thread's own, counted in the bounds.
+        self._held: list[Any] = []
+        self._held_rows = 0
+        self._held_bytes = 0
+        self._held_since: float | None = None
+        self._backoff_s = 0.0
         self._lock = threading.Lock()
+        self._stats_lock = threading.Lock()
         self._wake = threading.Event()
         self._waiters: list[threading.Event] = []
         self._waiters_lock = threading.Lock()
         self._last_drop_log = 0.0
+        self._last_refused_log = 0.0
         self._stopping = False
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="llmroute-ledger", daemon=True)
@@ -56,31 +83,60 @@ class Ledger:
 
     @property
     def pending(self) -> int:
-        return self._rows
+        return self._rows + self._held_rows
 
     def record(self, entry: LedgerEntry) -> None:
         """Queue an entry for writing. Never blocks (the lock is only ever held for a list append or swap)."""
-        row = entry.row()
+        try:
+            row = entry.row(self.max_text_chars)
+        except Exception as exc:  # a value no row can hold: lose this entry, not the request
+            self._refused(1, getattr(entry, "request_id", "?"), exc)
+            return
+        size = row_bytes(row)
         with self._lock:
-            if self._rows < self.queue_size and not self._stopping:
+            if (self._rows + self._held_rows < self.queue_size and not self._stopping
+                    and self._bytes + self._held_bytes + size <= self.queue_bytes):
                 self._values.extend(row)
                 self._rows += 1
+                self._bytes += size
                 return
-        self._drop()
+        self._drop(1)
 
-    def _drop(self) -> None:
-        self.dropped += 1
-        if self.on_drop is not None:
-            self.on_drop()
+    def _drop(self, count: int) -> None:
+        """Entries the buffer had no room for (or that came after ``close``)."""
+        self._count_dropped(count)
         wall = time.monotonic()
-        if wall - self._last_drop_log >= 10.0:
+        if wall - self._last_drop_log >= _LOG_EVERY_S:
             self._last_drop_log = wall
-            why = "the ledger is closed" if self._stopping else f"queue full ({self.queue_size} entries)"
+            if self._stopping:
+                why = "the ledger is closed"
+            elif self._rows + self._held_rows >= self.queue_size:
+                why = f"queue full ({self.queue_size} entries)"
+            else:
+                why = f"queue full ({self.queue_bytes} bytes)"
             log.warning("ledger %s: dropped %d entries so far; the writer to %s cannot keep up",
                         why, self.dropped, self.where)
 
+    def _count_dropped(self, count: int, failed: bool = False) -> None:
+        with self._stats_lock:  # the request path and the writer thread both drop
+            self.dropped += count
+            if failed:
+                self.failed += count
+        if self.on_drop is not None:
+            for _ in range(count):
+                self.on_drop()
+
+    def _refused(self, count: int, request_id: Any, exc: BaseException) -> None:
+        """An entry the store (or the row builder) would not take: it alone is lost."""
+        self._count_dropped(count, failed=True)
+        wall = time.monotonic()
+        if wall - self._last_refused_log >= _LOG_EVERY_S:
+            self._last_refused_log = wall
+            log.error("ledger: %s refused entry %s (%s: %s); the entries batched with it were kept. "
+                      "%d entries dropped so far", self.where, request_id, type(exc).__name__, exc, self.dropped)
+
     def flush(self, timeout_s: float = 30.0) -> bool:
-        """Wait until everything recorded before this call is committed. False on timeout."""
+        """Wait until everything recorded before this call is stored (or dropped). False on timeout."""
         if self._closed:
             return True
         done = threading.Event()
@@ -99,37 +155,80 @@ class Ledger:
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             log.error("ledger writer to %s did not finish within %.0f s; %d entries not written",
-                      self.where, timeout_s, self._rows)
+                      self.where, timeout_s, self.pending)
         else:
             self.store.close()
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(self.flush_interval_s)
+            self._wake.wait(self._backoff_s or self.flush_interval_s)
             self._wake.clear()
             stopping = self._stopping
             with self._waiters_lock:
                 waiters, self._waiters = self._waiters, []
             # Everything recorded before those waiters asked is in the buffer now: take it all.
             with self._lock:
-                values, rows = self._values, self._rows
-                self._values, self._rows = [], 0
-            width = len(COLUMNS)
-            for start in range(0, rows, self.batch_size):
-                count = min(self.batch_size, rows - start)
-                self._write(values[start * width:(start + count) * width], count)
-            for waiter in waiters:
-                waiter.set()
+                values, rows, size = self._values, self._rows, self._bytes
+                self._values, self._rows, self._bytes = [], 0, 0
+            if self._held_rows:
+                values, rows, size = self._held + values, self._held_rows + rows, self._held_bytes + size
+                self._held, self._held_rows, self._held_bytes = [], 0, 0
+            left, left_rows, error = self._write(values, rows)
+            if left_rows:
+                self._hold(left, left_rows, (size * left_rows) // max(rows, 1), error, give_up=stopping)
+            elif self._held_since is not None:
+                log.warning("ledger: %s is writable again after %.1f s; the entries held meanwhile are stored",
+                            self.where, time.monotonic() - self._held_since)
+                self._held_since, self._backoff_s = None, 0.0
+            if self._held_rows:
+                with self._waiters_lock:  # they wait for the held entries too
+                    self._waiters[:0] = waiters
+            else:
+                for waiter in waiters:
+                    waiter.set()
             if stopping:
                 return
 
-    def _write(self, values: list[Any], rows: int) -> None:
-        try:
-            self.store.write(values, rows)
-        except Exception as exc:  # a full disk or a locked file must not kill the writer
-            self.failed += rows
-            log.error("ledger: could not write %d entries to %s: %s", rows, self.where, exc)
+    def _hold(self, values: list[Any], rows: int, size: int, error: BaseException, give_up: bool) -> None:
+        """Keep rows the store could not take for a later try, with backoff, until ``retry_s`` has passed."""
+        wall = time.monotonic()
+        first = self._held_since is None
+        if self._held_since is None:
+            self._held_since = wall
+        waited_s = wall - self._held_since
+        if give_up or waited_s >= self.retry_s:
+            self._held_since, self._backoff_s = None, 0.0
+            self._count_dropped(rows, failed=True)
+            log.error("ledger: dropped %d entries: %s stayed unavailable for %.1f s (%s). %d entries dropped so far",
+                      rows, self.where, waited_s, error, self.dropped)
             return
-        self.written += rows
-        if self.on_written is not None:
-            self.on_written(rows)
+        self._held, self._held_rows, self._held_bytes = values, rows, size
+        self._backoff_s = min(max(2 * self._backoff_s, self.flush_interval_s), _MAX_BACKOFF_S)
+        if first:
+            log.warning("ledger: could not write %d entries to %s (%s); retrying for up to %.0f s",
+                        rows, self.where, error, self.retry_s)
+
+    def _write(self, values: list[Any], rows: int) -> tuple[list[Any], int, BaseException | None]:
+        """Write in batches. A batch the store refuses is split until the refused entries are found, so only
+        they are lost. Returns the rows left unwritten because the store is unavailable, and why."""
+        pending = [(start, min(self.batch_size, rows - start)) for start in range(0, rows, self.batch_size)]
+        pending.reverse()  # a stack: the next batch on top
+        while pending:
+            start, count = pending.pop()
+            chunk = values[start * _WIDTH:(start + count) * _WIDTH]
+            try:
+                self.store.write(chunk, count)
+            except Exception as exc:  # a full disk or a locked file must not kill the writer
+                if self.store.unavailable(exc):
+                    rest = [values[s * _WIDTH:(s + c) * _WIDTH] for s, c in reversed(pending)]
+                    return list(chain(chunk, *rest)), count + sum(c for _, c in pending), exc
+                if count == 1:
+                    self._refused(1, chunk[COLUMNS.index("request_id")], exc)
+                else:
+                    half = count // 2
+                    pending += [(start + half, count - half), (start, half)]
+                continue
+            self.written += count
+            if self.on_written is not None:
+                self.on_written(count)
+        return [], 0, None
