@@ -86,6 +86,7 @@ class _Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self.status = 0
         self.headers: dict[str, str] = {}
+        self._interim = False
         self.keep_alive = True
         self.received_any = False
         self.complete = False
@@ -140,6 +141,9 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()
+        if 100 <= self.status < 200 and self.status != 101:  # 100 Continue, 103 Early Hints: the answer follows
+            self._interim = True
+            return
         self.keep_alive = self._parser.should_keep_alive()
         if self.status == 407 and self.via_proxy:
             raise ProxyError("proxy refused the request: 407 Proxy Authentication Required")
@@ -165,6 +169,11 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def on_message_complete(self) -> None:
+        if self._interim:  # an interim answer ends here; read on for the real one
+            self._interim = False
+            self.status = 0
+            self.headers = {}
+            return
         self.complete = True
         if not self._headers_done.done():
             self._headers_done.set_result(None)
@@ -241,13 +250,13 @@ class ConnectionPool:
 
     ``proxy``: an ``http://[user:password@]host:port`` URL to go through; without
     one, ``trust_env=True`` takes it from ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``.
-    ``tls_verify=False`` accepts any certificate (logged loudly, naming ``name``).
+    ``tls_verify=False`` accepts any certificate (the provider warns about it at start-up).
     """
 
     def __init__(self, base_url: str, *, max_connections: int = 256, connect_timeout_s: float = 5.0,
                  headers: Mapping[str, str] | None = None, ca_bundle: str | None = None, tls_verify: bool = True,
                  proxy: str | None = None, trust_env: bool = False,
-                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, name: str = "") -> None:
+                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
         url = urllib.parse.urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"unsupported URL {base_url!r}")
@@ -255,7 +264,7 @@ class ConnectionPool:
         self.port = url.port or (443 if url.scheme == "https" else 80)
         self.path_prefix = url.path.rstrip("/")
         self._ssl: ssl.SSLContext | None = (
-            client_context(ca_bundle=ca_bundle, verify=tls_verify, name=name) if url.scheme == "https" else None
+            client_context(ca_bundle=ca_bundle, verify=tls_verify) if url.scheme == "https" else None
         )
         default_port = self.port == (443 if self._ssl else 80)
         host_header = self.host if default_port else f"{self.host}:{self.port}"

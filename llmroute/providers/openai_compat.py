@@ -26,6 +26,7 @@ from .errors import Classifier
 from .http import ConnectionPool, InvalidHeader, InvalidResponse, PoolTimeout, ResponseTooLarge, UpstreamClosed
 from .sse import SSEDecoder
 from .tls import describe as describe_tls_error
+from .tls import warn_unverified
 
 RATELIMIT_PREFIX = "x-ratelimit-"
 _NOT_SECRET_HEADERS = frozenset({"content-type", "accept", "user-agent", "accept-encoding", "connection"})
@@ -58,6 +59,9 @@ def configured_secrets(config: ProviderConfig) -> Iterator[str]:
             yield value.partition(" ")[2]  # "Bearer sk-..." -> "sk-..."
     url = urllib.parse.urlsplit(config.base_url)
     yield from (url.username or "", url.password or "")
+    if config.proxy is not None:
+        proxy = urllib.parse.urlsplit(config.proxy.get_secret_value())
+        yield from (proxy.username or "", proxy.password or "")
     for _, value in urllib.parse.parse_qsl(url.query):
         yield value
         yield urllib.parse.quote(value, safe="")
@@ -111,6 +115,8 @@ class OpenAICompatProvider:
             self._headers["authorization"] = f"Bearer {secret}"
         self._pool: ConnectionPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        if not config.tls_verify:
+            warn_unverified(self.name)  # once, when the router is built: at start-up for the gateway
 
     def __repr__(self) -> str:
         return f"<OpenAICompatProvider {self.name} model={self.model!r} base_url={redacted_url(self.config.base_url)!r}>"
@@ -127,7 +133,7 @@ class OpenAICompatProvider:
                 connect_timeout_s=self.config.connect_timeout_s, headers=self._headers,
                 ca_bundle=self.config.ca_bundle, tls_verify=self.config.tls_verify,
                 proxy=self.config.proxy_url, trust_env=self.config.proxy_from_env,
-                max_response_bytes=self.config.max_response_bytes, name=self.name,
+                max_response_bytes=self.config.max_response_bytes,
             )
             self._loop = loop
         return self._pool
@@ -224,19 +230,19 @@ class OpenAICompatProvider:
                 ratelimit.update(ratelimit_headers(resp.headers))
             pieces = resp.__aiter__()
             decoder = SSEDecoder(self.config.max_sse_line_bytes)
-            started_streaming = False
+            # What must not happen is silence: no *event* for timeout_s, however many bytes dripped meanwhile.
+            event_by = first_by
             while True:
-                wait_s = timeout_s if started_streaming else max(first_by - time.perf_counter(), 0.0)
                 try:
-                    async with asyncio.timeout(wait_s):  # what must not happen is silence
+                    async with asyncio.timeout(max(event_by - time.perf_counter(), 0.0)):
                         piece = await anext(pieces)
                 except StopAsyncIteration:
                     break
                 for data in decoder.feed(piece):
                     if data == b"[DONE]":
                         return
-                    started_streaming = True
                     yield self._parse_event(data)
+                    event_by = time.perf_counter() + timeout_s  # the caller's time with the event does not count
             if decoder.flush() == [b"[DONE]"]:
                 return
             raise ProviderConnectionError(

@@ -8,11 +8,11 @@ import ssl
 log = logging.getLogger("llmroute")
 
 
-def client_context(*, ca_bundle: str | None = None, verify: bool = True, name: str = "") -> ssl.SSLContext:
+def client_context(*, ca_bundle: str | None = None, verify: bool = True) -> ssl.SSLContext:
     """The system's CAs, plus ``ca_bundle``'s (a private CA adds to what is trusted, it does not replace it).
 
-    ``verify=False`` accepts any certificate for any host, for a lab endpoint only:
-    it is logged at WARNING every time a context is built, naming the provider.
+    ``verify=False`` accepts any certificate for any host, for a lab endpoint only (the provider warns
+    about it when it is built, at start-up).
     """
     context = ssl.create_default_context()
     if ca_bundle:
@@ -20,9 +20,12 @@ def client_context(*, ca_bundle: str | None = None, verify: bool = True, name: s
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        log.warning("TLS VERIFICATION IS OFF for provider %s (tls_verify: false): any certificate is accepted, "
-                    "so anyone on the path can read and change its traffic, API key included", name or "?")
     return context
+
+
+def warn_unverified(name: str) -> None:
+    log.warning("TLS VERIFICATION IS OFF for provider %s (tls_verify: false): any certificate is accepted, "
+                "so anyone on the path can read and change its traffic, API key included", name)
 
 
 def describe(exc: ssl.SSLError) -> str:

@@ -256,3 +256,26 @@ async def test_undecodable_answers_are_invalid_responses(header: bytes, body: by
     async with server:
         with pytest.raises(InvalidResponse, match=problem):
             await ConnectionPool(url).post("/x", b"{}")
+
+
+@pytest.mark.parametrize("interim", [b"HTTP/1.1 100 Continue\r\n\r\n",
+                                     b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n"])
+async def test_interim_answers_are_skipped(interim: bytes) -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):  # keep-alive: the plain request, then the streamed one
+            await read_request(reader)
+            writer.write(interim + b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n"
+                         + b'{"ok": true')
+            await writer.drain()
+        writer.close()
+
+    server, url = await raw_server(answer)
+    async with server:
+        pool = ConnectionPool(url)
+        resp = await pool.post("/x", b"{}")
+        assert (resp.status, resp.body) == (200, b'{"ok": true')
+        assert "link" not in resp.headers  # the interim answer's headers are not the answer's
+        stream = await pool.post_stream("/x", b"{}")
+        assert stream.status == 200 and await stream.read() == b'{"ok": true'
+        await stream.aclose()
+        await pool.aclose()

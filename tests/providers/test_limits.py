@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from llmroute import LLMRouter
+from llmroute.errors import StreamInterrupted
 from llmroute.emulator import EmulatorThread
 
 from ..conftest import provider
@@ -170,3 +171,36 @@ async def test_endless_response_head_is_cut(cerebras: EmulatorThread) -> None:
     assert result.provider == "cerebras"
     assert (result.attempts[0].provider, result.attempts[0].kind) == ("bad", "too_large")
     assert upstream.written < MAX_RESPONSE_BYTES + SLACK
+
+
+async def test_bytes_dripping_without_an_event_are_silence() -> None:
+    """After the first event, ``timeout_s`` bounds the wait for the next *event*: an upstream that keeps the
+    connection alive one byte at a time, never finishing a line, is cut at ``timeout_s``, not at the line limit."""
+    first = b'data: {"id": "c1", "choices": [{"index": 0, "delta": {"content": "Hello"}}]}\n\n'
+    stop = asyncio.Event()
+
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(SSE_HEAD + chunk(first) + chunk(b"data: "))
+        try:
+            while not stop.is_set():
+                writer.write(chunk(b"y"))
+                await writer.drain()
+                await asyncio.sleep(0.02)  # the drip's pace: a byte every 20 ms, far inside any silence timeout
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server, url = await raw_server(drip)
+    config = {"providers": {"bad": provider(url, "cerebras", timeout_s=0.5)}, "strategy": "cost_optimized"}
+    async with server, LLMRouter(config=config, ledger=False) as router:
+        stream = router.stream(prompt="hi", max_tokens=8)
+        received = []
+        with pytest.raises(StreamInterrupted) as caught:
+            async with asyncio.timeout(30):  # without the bound, this stream would last until the line limit
+                async for piece in stream:
+                    received.append(piece)
+        stop.set()
+    assert [c["choices"][0]["delta"]["content"] for c in received] == ["Hello"]
+    assert "timed out" in caught.value.message
