@@ -197,6 +197,14 @@ class GatewayConfig(_Strict):
     """Keys clients must present as ``Authorization: Bearer``; also ``$LLMROUTE_API_KEYS`` (comma-separated)."""
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0, description="on SIGTERM, how long requests in flight may finish")
+    # What a client may send: past these a request gets a 400 before any provider sees it.
+    max_json_depth: int = Field(default=64, ge=2, le=200, description="deepest nesting of a request body's JSON")
+    max_model_chars: int = Field(default=256, gt=0, description="longest `model` a request may name")
+    max_user_chars: int = Field(default=256, gt=0, description="longest `user` a request may send")
+    max_request_id_chars: int = Field(
+        default=128, gt=0, le=1024,
+        description="longest client x-request-id kept as the request's id (a longer or non-token one is replaced)",
+    )
 
     def keys(self, env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
         """(id, key) pairs from the config and the environment."""
