@@ -152,6 +152,9 @@ class Gateway:
                 return all_failed_response(exc)
             except ProviderError as exc:
                 return provider_error_response(exc)
+            except ConnectionError as exc:  # the client left mid-answer: nothing to report and no one to tell
+                log.debug("client left during %s %s: %s", request.method, request.path, exc)
+                return error_response(499, "client closed the connection", code="client_closed_request")
             except Exception:
                 log.exception("unexpected error handling %s %s", request.method, request.path)
                 return error_response(500, "internal error in llmroute", "server_error", "internal_error")

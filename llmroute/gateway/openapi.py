@@ -14,7 +14,7 @@ import orjson
 
 from .. import __version__
 from ..strategies import RoutingStrategy
-from .validate import Limits
+from .validate import MAX_INT, Limits
 
 JSON = "application/json"
 STRATEGIES = [s.value for s in RoutingStrategy]
@@ -29,7 +29,7 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _positive_int(description: str) -> dict[str, Any]:
-    return _nullable({"type": "integer", "minimum": 1, "maximum": 2**63 - 1, "description": description})
+    return _nullable({"type": "integer", "minimum": 1, "maximum": MAX_INT, "description": description})
 
 
 def _body(schema: str) -> dict[str, Any]:
@@ -59,9 +59,10 @@ _ROUTING_HEADERS = [
 def _completion_params(limits: Limits) -> dict[str, Any]:
     """Fields both completion endpoints share."""
     return {
-        "model": {"type": "string", "maxLength": limits.max_model_chars,
-                  "description": f"A strategy ({', '.join(STRATEGIES)}); any other name runs the default."},
-        "user": {"type": "string", "maxLength": limits.max_user_chars, "description": "Recorded in the ledger."},
+        "model": _nullable({"type": "string", "maxLength": limits.max_model_chars,
+                            "description": f"A strategy ({', '.join(STRATEGIES)}); any other name runs the default."}),
+        "user": _nullable({"type": "string", "maxLength": limits.max_user_chars,
+                           "description": "Recorded in the ledger."}),
         "n": _positive_int("How many choices; passed to the provider."),
         "stream": _nullable({"type": "boolean", "description": "Answer as server-sent events."}),
         "stream_options": _nullable({
@@ -144,7 +145,7 @@ def document(limits: Limits) -> dict[str, Any]:
     completion_answers = {
         "200": {"description": "The first good answer, with `x-llmroute-*` headers saying who answered and at what "
                                "cost; `text/event-stream` when `stream` is true.",
-                "content": {JSON: {"schema": _ref("Completion")}, "text/event-stream": {"schema": {"type": "string"}}}},
+                "content": {JSON: {"schema": _ref("Completion")}, "text/event-stream": {"schema": _ref("Event")}}},
         **_ERROR,
     }
     return {
@@ -191,6 +192,8 @@ def document(limits: Limits) -> dict[str, Any]:
             "Model": model, "ModelList": {"type": "object", "properties": {
                 "object": {"type": "string"}, "data": {"type": "array", "items": _ref("Model")}}},
             "Error": error,
+            "Event": {"type": "object", "description": "One server-sent event: a chunk as JSON, or [DONE]",
+                      "properties": {"data": {"type": "string"}, "event": {"type": "string"}}},
         }},
     }
 

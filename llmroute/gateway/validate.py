@@ -102,10 +102,14 @@ def _string(body: Mapping[str, Any], name: str, max_chars: int) -> None:
         raise invalid(name, f"is {len(value)} characters; the limit is {max_chars}")
 
 
+MAX_INT = 2**63 - 1
+"""Largest integer a count may be: what every provider's JSON parser can hold."""
+
+
 def _positive_int(body: Mapping[str, Any], name: str) -> None:
     value = body.get(name)
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise invalid(name, "must be a positive integer")
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_INT):
+        raise invalid(name, f"must be an integer from 1 to {MAX_INT}")
 
 
 def _number(body: Mapping[str, Any], name: str, low: float, high: float) -> None:
