@@ -82,11 +82,12 @@ def _completion_params(limits: Limits) -> dict[str, Any]:
 def document(limits: Limits) -> dict[str, Any]:
     """The whole document for a gateway with these limits."""
     common = _completion_params(limits)
-    content_part = {
-        "type": "object", "required": ["type"],
-        "properties": {"type": {"type": "string"}, "text": {"type": "string"}},
-        "description": "A text part (`{\"type\": \"text\", \"text\": ...}`) or another kind the provider reads.",
-    }
+    content_part = {"oneOf": [
+        {"type": "object", "required": ["type", "text"], "description": "Text, which routing reads",
+         "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}},
+        {"type": "object", "required": ["type"], "description": "Another kind (image_url, input_audio, file...)",
+         "properties": {"type": {"type": "string", "not": {"enum": ["text"]}}, "text": {"type": "string"}}},
+    ]}
     message = {
         "type": "object", "required": ["role"],
         "properties": {

@@ -59,7 +59,7 @@ def chat_body(body: Mapping[str, Any], limits: Limits) -> None:
         for j, part in enumerate(content):
             if not isinstance(part, dict) or not isinstance(part.get("type"), str):
                 raise invalid(f"messages[{i}].content[{j}]", "must be an object with a 'type' string")
-            if part["type"] == "text" and not isinstance(part.get("text"), str):
+            if ("text" in part or part["type"] == "text") and not isinstance(part.get("text"), str):
                 raise invalid(f"messages[{i}].content[{j}].text", "must be a string")
     _common(body, limits)
     for name in ("max_completion_tokens", "max_tokens"):
