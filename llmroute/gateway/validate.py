@@ -32,16 +32,19 @@ def check_depth(raw: bytes, body: Any, max_depth: int) -> None:
     """Refuse JSON nested deeper than ``max_depth`` (it would fail to encode on its way upstream).
 
     Counting brackets in the raw bytes (in C) proves most bodies shallow at once; only a body with at
-    least ``max_depth`` of them is walked.
+    least ``max_depth`` of them is walked, and the walk stops at the first container too deep.
     """
-    if raw.count(b"[") + raw.count(b"{") < max_depth:
-        return
-    level = [body]
-    for depth in range(1, max_depth + 1):
-        level = [v for c in level for v in (c.values() if isinstance(c, dict) else c) if isinstance(v, (dict, list))]
-        if not level:
-            return
-    raise BadRequest(400, f"request body is nested more than {max_depth} levels deep", code="too_deeply_nested")
+    if raw.count(b"[") + raw.count(b"{") >= max_depth and not _within(body, max_depth - 1):
+        raise BadRequest(400, f"request body is nested more than {max_depth} levels deep", code="too_deeply_nested")
+
+
+def _within(container: dict[str, Any] | list[Any], levels: int) -> bool:
+    """Whether ``container`` holds containers no more than ``levels`` deep."""
+    for value in container.values() if type(container) is dict else container:
+        kind = type(value)
+        if (kind is dict or kind is list) and (levels == 0 or not _within(value, levels - 1)):
+            return False
+    return True
 
 
 def chat_body(body: Mapping[str, Any], limits: Limits) -> None:

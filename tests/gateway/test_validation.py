@@ -223,6 +223,10 @@ def test_models_retrieve_with_the_openai_client(gateway: RunningGateway) -> None
     resp = httpx.get(gateway.base_url + "/v1/models/org/some-model")
     assert_openai_error(resp, 404, "'org/some-model' does not exist")
     assert_openai_error(httpx.post(gateway.base_url + "/v1/models/balanced"), 405, "use GET")
+    # Any path, a line break or invalid UTF-8 in it included, gets a JSON error, quoted safely.
+    error = assert_openai_error(httpx.get(gateway.base_url + "/v1/models/a%0Ab%FF"), 404, "does not exist")
+    assert "'a\\nb%FF'" in error["message"]
+    assert_openai_error(httpx.get(gateway.base_url + "/no%0Awhere"), 404, "no route GET '/no\\nwhere'")
 
 
 def test_text_of_malformed_parts_for_library_callers() -> None:
