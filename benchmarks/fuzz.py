@@ -141,8 +141,9 @@ def main() -> None:
             proc.wait(timeout=30)
         text = log.read_text(errors="replace")
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}")
-    print(f"schemathesis {subprocess.run([sys.executable, '-m', 'pip', 'show', 'schemathesis'], capture_output=True, text=True).stdout.split('Version: ')[-1].split()[0]}, "
-          f"--examples {args.examples} --workers {args.workers} (deterministic generation)")
+    version = subprocess.run([sys.executable, "-m", "pip", "show", "schemathesis"], capture_output=True, text=True)
+    print(f"schemathesis {version.stdout.split('Version: ')[-1].split()[0]}, --examples {args.examples} "
+          f"--workers {args.workers} (deterministic generation)")
     print(json.dumps({"fuzz": fuzz, "gzip_bomb": bomb, "gateway_peak_rss_mib": round(rss, 1),
                       "gateway_log": {"lines": len(text.splitlines()), "tracebacks": text.count("Traceback"),
                                       "unexpected_errors_in_handlers": text.count("unexpected error"),

@@ -179,8 +179,10 @@ class Gateway:
         header = request.headers.get(STRATEGY_HEADER)
         if header is not None:
             if header not in _STRATEGIES:
-                raise BadRequest(400, f"unknown {STRATEGY_HEADER} {quote_input(header)} (valid: {', '.join(_STRATEGIES)})",
-                                 param=STRATEGY_HEADER, code="unknown_strategy")
+                raise BadRequest(
+                    400, f"unknown {STRATEGY_HEADER} {quote_input(header)} (valid: {', '.join(_STRATEGIES)})",
+                    param=STRATEGY_HEADER, code="unknown_strategy",
+                )
             return header
         model = body.get("model")
         return model if isinstance(model, str) and model in _STRATEGIES else self._default_strategy

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -47,36 +46,25 @@ def content_coding(header: str | None) -> str | None:
 
 
 async def read_body(request: web.Request, max_body_bytes: int) -> bytes:
-    """The request body, inflated when it says it is compressed; 413 past ``max_body_bytes`` either way."""
-    coding = content_coding(request.headers.get("Content-Encoding"))
-    if coding is None:
-        return await _read_raw(request, max_body_bytes)
-    out = bytearray()
-    inflater = _Inflater(coding)
-    async for piece in _pieces(request, max_body_bytes):
-        await inflater.feed(piece, out, max_body_bytes)
-    inflater.finish()
-    return bytes(out)
-
-
-async def _read_raw(request: web.Request, max_body_bytes: int) -> bytes:
+    """The request body, inflated when it says it is compressed; 413 past ``max_body_bytes`` as sent or inflated."""
     if request.content_length is not None and request.content_length > max_body_bytes:
         raise BadRequest(413, f"request body is {request.content_length} bytes; the limit is {max_body_bytes}",
                          code="request_too_large")
+    coding = content_coding(request.headers.get("Content-Encoding"))
+    inflater = _Inflater(coding) if coding is not None else None
     out = bytearray()
-    async for piece in _pieces(request, max_body_bytes):
-        out += piece
-    return bytes(out)
-
-
-async def _pieces(request: web.Request, max_body_bytes: int) -> AsyncIterator[bytes]:
-    """The bytes as they arrive, never more than ``max_body_bytes`` of them (as sent, before inflating)."""
     received = 0
     async for piece in request.content.iter_any():
         received += len(piece)
-        if received > max_body_bytes:
+        if received > max_body_bytes:  # as sent, before inflating
             raise too_large(max_body_bytes)
-        yield piece
+        if inflater is None:
+            out += piece
+        else:
+            await inflater.feed(piece, out, max_body_bytes)
+    if inflater is not None:
+        inflater.finish()
+    return bytes(out)
 
 
 class _Inflater:

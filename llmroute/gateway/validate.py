@@ -19,9 +19,11 @@ from .errors import BadRequest
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    max_json_depth: int = 64
-    max_model_chars: int = 256
-    max_user_chars: int = 256
+    """The ``gateway.max_*`` config keys the checks read."""
+
+    max_json_depth: int
+    max_model_chars: int
+    max_user_chars: int
 
 
 def invalid(param: str, message: str) -> BadRequest:

@@ -137,6 +137,7 @@ def test_clients_leaving_mid_stream_leave_no_traceback(gateway: RunningGateway) 
             sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
             assert sock.recv(64).startswith(b"HTTP/1.1 200")
-    resp = httpx.post(gateway.base_url + CHAT, json={"model": "cost_optimized", "messages": [{"role": "user", "content": "hi"}]})
+    resp = httpx.post(gateway.base_url + CHAT,
+                      json={"model": "cost_optimized", "messages": [{"role": "user", "content": "hi"}]})
     assert resp.status_code == 200 and resp.headers["x-llmroute-attempts"] == "runpod:200"
     assert "Traceback" not in gateway.log() and "unexpected error" not in gateway.log()
