@@ -147,6 +147,7 @@ class Gateway:
             try:
                 return await handler(request)
             except BadRequest as exc:
+                self.metrics.observe_rejected(exc.status, exc.code)
                 return error_response(exc.status, exc.message, "invalid_request_error", exc.code, exc.param)
             except AllProvidersFailed as exc:
                 return all_failed_response(exc)

@@ -130,6 +130,10 @@ def test_malformed_requests_never_reach_a_provider_nor_trip_its_breaker(
     assert providers["runpod"]["breaker"]["state"] == "closed"
     assert providers["runpod"]["failures"] == providers["cerebras"]["failures"] == 0
     assert providers["runpod"]["successes"] == 1
+    rejected = [line for line in httpx.get(gateway.base_url + "/metrics").text.splitlines()
+                if line.startswith("llmroute_rejected_requests_total{")]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in rejected) == 3 * len(CHAT_CASES)
+    assert any('code="invalid_value",status="400"' in line for line in rejected)
 
 
 @pytest.mark.parametrize("value", [
