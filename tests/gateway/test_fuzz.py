@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -62,9 +63,13 @@ def gateway_schema(fuzzed_gateway: RunningGateway) -> Any:
     return schema
 
 
-def test_schema_describes_every_endpoint(gateway_schema: Any) -> None:
+def test_schema_describes_every_endpoint(gateway_schema: Any, fuzzed_gateway: RunningGateway) -> None:
     described = {(op.ok().method.upper(), op.ok().path) for op in gateway_schema.get_all_operations()}
     assert described == set(OPERATIONS)
+    document = httpx.get(fuzzed_gateway.base_url + "/openapi.json").json()
+    chat = document["components"]["schemas"]["ChatCompletionRequest"]["properties"]
+    assert chat["model"]["maxLength"] == chat["user"]["maxLength"] == 256  # the config's limits
+    assert "cost_optimized" in chat["model"]["description"]
 
 
 # Negative requests exist only where the document constrains an input: the two completion endpoints.
