@@ -73,10 +73,15 @@ class _Inflater:
     def __init__(self, coding: str) -> None:
         self.coding = coding
         self._zlib: zlib._Decompress | None = zlib.decompressobj(_GZIP_WBITS) if coding == "gzip" else None
+        self._head = b""
 
     async def feed(self, data: bytes, out: bytearray, limit: int) -> None:
         while True:
             if self._zlib is None:  # deflate: the first two bytes say whether there is a zlib header
+                data = self._head + data
+                if len(data) < 2:
+                    self._head = data
+                    return
                 self._zlib = zlib.decompressobj(zlib.MAX_WBITS if _zlib_header(data) else -zlib.MAX_WBITS)
             elif self._zlib.eof:
                 if not data:
@@ -106,4 +111,4 @@ class _Inflater:
 
 
 def _zlib_header(data: bytes) -> bool:
-    return len(data) >= 2 and data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0
+    return data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0

@@ -108,3 +108,19 @@ def test_compressed_size_is_bounded_too(gateway_factory: Callable[..., RunningGa
     assert len(incompressible) > 4096
     assert_openai_error(post(gw, incompressible, "gzip"), 413, "limit")
     assert post(gw, gzip.compress(BODY), "gzip").status_code == 200
+
+
+@pytest.mark.parametrize(("encoding", "content"), [
+    ("gzip", gzip.compress(BODY)), ("deflate", zlib.compress(BODY)), ("deflate", deflate(BODY, -zlib.MAX_WBITS)),
+])
+def test_compressed_bodies_in_small_chunks(gateway: RunningGateway, encoding: str, content: bytes) -> None:
+    """A chunked upload arrives in pieces of any size, down to one byte: decoding follows them."""
+    def pieces():  # type: ignore[no-untyped-def]
+        yield content[:1]
+        yield content[1:2]
+        for i in range(2, len(content), 5):
+            yield content[i:i + 5]
+
+    resp = httpx.post(gateway.base_url + CHAT, content=pieces(),
+                      headers={"content-type": "application/json", "content-encoding": encoding})
+    assert resp.status_code == 200, resp.text
