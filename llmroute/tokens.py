@@ -31,12 +31,16 @@ def count_tokens(text: str) -> int:
 
 
 def message_text(content: Any) -> str:
-    """The text of an OpenAI message ``content`` (a string or a list of parts)."""
+    """The text of an OpenAI message ``content`` (a string or a list of parts).
+
+    Parts whose ``text`` is not a string (an image part, or a malformed one) add nothing: this runs on
+    whatever a caller sends, before any provider has judged it.
+    """
     if isinstance(content, str):
         return content
     if isinstance(content, list):
         return " ".join(
-            part.get("text", "") for part in content if isinstance(part, Mapping)
+            text for part in content if isinstance(part, Mapping) and isinstance(text := part.get("text"), str)
         )
     return ""
 

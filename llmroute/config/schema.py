@@ -248,6 +248,14 @@ class GatewayConfig(_Strict):
     max_header_bytes: int = Field(default=8190, ge=1024, description="longest request line or header line; longer "
                                   "gets a 431")
     max_headers: int = Field(default=128, gt=0, description="most header lines in a request; more gets a 431")
+    # What a client may send: past these a request gets a 400 before any provider sees it.
+    max_json_depth: int = Field(default=64, ge=2, le=200, description="deepest nesting of a request body's JSON")
+    max_model_chars: int = Field(default=256, gt=0, description="longest `model` a request may name")
+    max_user_chars: int = Field(default=256, gt=0, description="longest `user` a request may send")
+    max_request_id_chars: int = Field(
+        default=128, gt=0, le=1024,
+        description="longest client x-request-id kept as the request's id (a longer or non-token one is replaced)",
+    )
 
     def keys(self, env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
         """(id, key) pairs from the config and the environment."""

@@ -6,7 +6,10 @@ and error shaping are plain calls inside each handler.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,27 +25,46 @@ from ..router import CHAT_PATH, COMPLETIONS_PATH, LLMRouter
 from ..state import InMemoryState, now
 from ..strategies import RoutingStrategy
 from .auth import KeyStore
-from .errors import all_failed_response, attempts_header, decision_headers, error_response, provider_error_response
+from . import validate
+from .decoding import read_body
+from .errors import (
+    BadRequest, all_failed_response, attempts_header, decision_headers, error_response, provider_error_response,
+    quote_input,
+)
 from .metrics import CONTENT_TYPE, Metrics
+from .openapi import openapi_json
 from .streaming import stream_response
 
 log = logging.getLogger("llmroute.gateway")
 
 STRATEGY_HEADER = "x-llmroute-strategy"
 TAGS_HEADER = "x-llmroute-tags"
+WARNING_HEADER = "x-llmroute-warning"
+REQUEST_ID_HEADER = "x-request-id"
 _STRATEGIES = {s.value: s for s in RoutingStrategy}
 _ROUTES = {"/v1/chat/completions": "POST", "/v1/completions": "POST", "/v1/models": "GET", "/health": "GET",
-           "/ready": "GET", "/metrics": "GET", "/router/state": "GET"}
+           "/ready": "GET", "/metrics": "GET", "/router/state": "GET", "/openapi.json": "GET"}
+MODELS_PREFIX = "/v1/models/"
+# A token as HTTP defines it: printable ASCII without separators, so it is safe in any header and log line.
+_TOKEN_CHARS = r"!#$%&'*+\-.^_`|~0-9A-Za-z"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class BadRequest(Exception):
-    """A request the gateway rejects itself, before any provider sees it."""
+@functools.lru_cache(maxsize=1024)
+def strategy_warning(model: str, ran: str) -> str | None:
+    """A warning when ``model`` looks like a misspelt strategy name, None for other names (``llama3.1-8b``).
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
+    Cached: the common case is a handful of model names sent again and again."""
+    near = difflib.get_close_matches(model.lower(), _STRATEGIES, n=1, cutoff=0.75)
+    if not near:
+        return None
+    return f"model {quote_input(model)} is not a strategy; did you mean '{near[0]}'? ran '{ran}'"
+
+
+def _header_text(value: str) -> str:
+    """A header's text with invalid UTF-8 (which aiohttp keeps as surrogates) replaced, so it can be stored."""
+    return value if value.isascii() else value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def result_headers(result: RouteResult) -> dict[str, str]:
@@ -65,7 +87,13 @@ class Gateway:
         self.router = router
         self.keys = keys if keys is not None else KeyStore(router.config.gateway.keys())
         self.metrics = metrics if metrics is not None else Metrics()
-        self.max_body_bytes = router.config.gateway.max_body_bytes
+        gateway = router.config.gateway
+        self.max_body_bytes = gateway.max_body_bytes
+        self.limits = validate.Limits(max_json_depth=gateway.max_json_depth, max_model_chars=gateway.max_model_chars,
+                                      max_user_chars=gateway.max_user_chars)
+        self._request_id = re.compile(f"[{_TOKEN_CHARS}]{{1,{gateway.max_request_id_chars}}}")
+        self._created = int(time.time())
+        self._openapi: bytes | None = None
         self._default_strategy = router.default_strategy.value
         if isinstance(router.state, InMemoryState):
             router.state.on_breaker_change = self._breaker_changed
@@ -81,15 +109,19 @@ class Gateway:
         log_transition(provider, state, reason)
 
     def app(self) -> web.Application:
+        """The aiohttp application. Serve it with ``auto_decompress=False`` (as ``llmroute serve`` does): the
+        handlers inflate compressed bodies themselves, bounded by ``gateway.max_body_bytes``."""
         app = web.Application(client_max_size=self.max_body_bytes)
         app.router.add_post("/v1/chat/completions", self._guard(self.chat_completions))
         app.router.add_post("/v1/completions", self._guard(self.completions))
         app.router.add_get("/v1/models", self._guard(self.models))
+        app.router.add_get(MODELS_PREFIX + "{model_id:[\\s\\S]+}", self._guard(self.model))
         app.router.add_get("/health", self.health)
         app.router.add_get("/ready", self.ready)
+        app.router.add_get("/openapi.json", self.openapi)
         app.router.add_get("/metrics", self._guard(self.metrics_endpoint))
         app.router.add_get("/router/state", self._guard(self.state))
-        app.router.add_route("*", "/{tail:.*}", self.not_found)
+        app.router.add_route("*", "/{tail:[\\s\\S]*}", self.not_found)
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._close)
         return app
@@ -115,11 +147,15 @@ class Gateway:
             try:
                 return await handler(request)
             except BadRequest as exc:
+                self.metrics.observe_rejected(exc.status, exc.code)
                 return error_response(exc.status, exc.message, "invalid_request_error", exc.code, exc.param)
             except AllProvidersFailed as exc:
                 return all_failed_response(exc)
             except ProviderError as exc:
                 return provider_error_response(exc)
+            except ConnectionError as exc:  # the client left mid-answer: nothing to report and no one to tell
+                log.debug("client left during %s %s: %s", request.method, request.path, exc)
+                return error_response(499, "client closed the connection", code="client_closed_request")
             except Exception:
                 log.exception("unexpected error handling %s %s", request.method, request.path)
                 return error_response(500, "internal error in llmroute", "server_error", "internal_error")
@@ -127,14 +163,7 @@ class Gateway:
         return guarded
 
     async def _read_json(self, request: web.Request) -> dict[str, Any]:
-        if request.content_length is not None and request.content_length > self.max_body_bytes:
-            raise BadRequest(413, f"request body is {request.content_length} bytes; the limit is {self.max_body_bytes}",
-                             code="request_too_large")
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise BadRequest(413, f"request body is over the limit of {self.max_body_bytes} bytes",
-                             code="request_too_large") from None
+        raw = await read_body(request, self.max_body_bytes)
         if not raw:
             raise BadRequest(400, "request body is empty; send a JSON object")
         try:
@@ -143,6 +172,7 @@ class Gateway:
             raise BadRequest(400, f"request body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
             raise BadRequest(400, f"request body must be a JSON object, not {type(body).__name__}")
+        validate.check_depth(raw, body, self.limits.max_json_depth)
         return body
 
     def _strategy(self, request: web.Request, body: dict[str, Any]) -> str:
@@ -150,46 +180,50 @@ class Gateway:
         header = request.headers.get(STRATEGY_HEADER)
         if header is not None:
             if header not in _STRATEGIES:
-                raise BadRequest(400, f"unknown {STRATEGY_HEADER} '{header}' (valid: {', '.join(_STRATEGIES)})",
-                                 code="unknown_strategy")
+                raise BadRequest(
+                    400, f"unknown {STRATEGY_HEADER} {quote_input(header)} (valid: {', '.join(_STRATEGIES)})",
+                    param=STRATEGY_HEADER, code="unknown_strategy",
+                )
             return header
         model = body.get("model")
         return model if isinstance(model, str) and model in _STRATEGIES else self._default_strategy
 
     def _extra_headers(self, request: web.Request) -> dict[str, str] | None:
-        request_id = request.headers.get("x-request-id")
-        return {"x-request-id": request_id} if request_id else None
+        """Headers forwarded upstream: the client's ``x-request-id`` when it is a short token; otherwise
+        none, and the router makes a new id (a bad value is neither forwarded, stored nor echoed)."""
+        request_id = request.headers.get(REQUEST_ID_HEADER)
+        if request_id and self._request_id.fullmatch(request_id):
+            return {REQUEST_ID_HEADER: request_id}
+        return None
 
     # -- OpenAI endpoints -----------------------------------------------------------
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         body = await self._read_json(request)
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise BadRequest(400, "'messages' is required: a non-empty list of message objects", param="messages")
-        for i, message in enumerate(messages):
-            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-                raise BadRequest(400, f"messages[{i}] must be an object with a 'role'", param=f"messages[{i}]")
+        validate.chat_body(body, self.limits)
         return await self._complete(request, body, CHAT_PATH, "chat")
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         body = await self._read_json(request)
-        if not isinstance(body.get("prompt"), str):
-            raise BadRequest(400, "'prompt' is required and must be a string", param="prompt")
+        validate.completions_body(body, self.limits)
         return await self._complete(request, body, COMPLETIONS_PATH, "completions")
 
     def _context(self, request: web.Request, body: dict[str, Any], endpoint: str) -> RequestContext:
         """What the ledger records about who asked: key id, user, tags, and the route they named."""
         user = body.get("user")
         model = body.get("model")
+        tags_header = request.headers.get(TAGS_HEADER)
         return RequestContext(
             route=model if isinstance(model, str) else None, endpoint=endpoint, key_id=request.get("key_id"),
             user=user if isinstance(user, str) else None,
-            tags=parse_tags(request.headers.get(TAGS_HEADER), body.get("metadata")),
+            tags=parse_tags(tags_header and _header_text(tags_header), body.get("metadata")),
         )
 
     async def _complete(self, request: web.Request, body: dict[str, Any], path: str, endpoint: str) -> web.StreamResponse:
         strategy = self._strategy(request, body)
+        warning = self._warning(request, body, strategy)
+        if warning is not None:
+            request["llmroute_warning"] = warning  # for a streamed answer's headers too
         context = self._context(request, body, endpoint) if self.router.ledger is not None else None  # ledger only
         try:
             if body.get("stream"):
@@ -206,17 +240,43 @@ class Gateway:
             raise
         self.metrics.observe(result, endpoint)
         body_json = result.raw_json if result.raw_json is not None else orjson.dumps(result.raw)
-        return web.Response(body=body_json, content_type="application/json", headers=result_headers(result))
+        headers = result_headers(result)
+        if warning is not None:
+            headers[WARNING_HEADER] = warning
+        return web.Response(body=body_json, content_type="application/json", headers=headers)
+
+    def _warning(self, request: web.Request, body: dict[str, Any], strategy: str) -> str | None:
+        """Say so when ``model`` looks like a misspelt strategy that was not run (the default ran instead)."""
+        model = body.get("model")
+        if not isinstance(model, str) or model == strategy or STRATEGY_HEADER in request.headers:
+            return None
+        return strategy_warning(model, strategy)
+
+    def _model_object(self, name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": self._created, "owned_by": "llmroute"}
 
     async def models(self, request: web.Request) -> web.Response:
-        created = int(time.time())
-        data = [{"id": name, "object": "model", "created": created, "owned_by": "llmroute"} for name in _STRATEGIES]
-        return web.json_response({"object": "list", "data": data}, dumps=lambda o: orjson.dumps(o).decode())
+        data = [self._model_object(name) for name in _STRATEGIES]
+        return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+
+    async def model(self, request: web.Request) -> web.Response:
+        """One strategy as a model object, as ``GET /v1/models/{model}`` answers (the SDKs' ``models.retrieve``)."""
+        name = request.match_info["model_id"]
+        if name not in _STRATEGIES:
+            return error_response(404, f"the model {quote_input(name)} does not exist; models here are the "
+                                  f"strategies: {', '.join(_STRATEGIES)}", param="model", code="model_not_found")
+        return web.Response(body=orjson.dumps(self._model_object(name)), content_type="application/json")
 
     # -- operations -----------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        """The gateway's OpenAPI 3 document: what it serves and what it accepts."""
+        if self._openapi is None:
+            self._openapi = openapi_json(self.limits)
+        return web.Response(body=self._openapi, content_type="application/json")
 
     def _usable(self) -> list[str]:
         wall = now()
@@ -267,8 +327,9 @@ class Gateway:
                 "reason": breaker.last_reason, "retry_in_s": round(breaker.retry_in_s(), 3), "opened": breaker.opened}
 
     async def not_found(self, request: web.Request) -> web.Response:
-        expected = _ROUTES.get(request.path)
+        path = request.path
+        expected = _ROUTES.get(path) or ("GET" if path.startswith(MODELS_PREFIX) else None)
         if expected is not None:
-            return error_response(405, f"{request.method} is not allowed on {request.path}; use {expected}",
+            return error_response(405, f"{request.method} is not allowed on {quote_input(path)}; use {expected}",
                                   code="method_not_allowed", headers={"Allow": expected})
-        return error_response(404, f"no route {request.method} {request.path}", code="not_found")
+        return error_response(404, f"no route {request.method} {quote_input(path)}", code="not_found")

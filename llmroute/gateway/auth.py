@@ -42,7 +42,8 @@ class KeyStore:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token:
             return None
-        digest = hashlib.sha256(token.strip().encode()).digest()
+        # aiohttp keeps a header's invalid UTF-8 as surrogates: hash the bytes as sent rather than fail.
+        digest = hashlib.sha256(token.strip().encode("utf-8", "surrogateescape")).digest()
         found = None
         for key_id, expected in self._digests:
             if hmac.compare_digest(digest, expected):

@@ -18,6 +18,24 @@ _TRANSIENT = frozenset({"rate_limited", "cooling_down", "timeout", "circuit_open
 _SHOW_REASON = frozenset({"tls", "connect"})
 
 
+class BadRequest(Exception):
+    """A request the gateway rejects itself, before any provider sees it."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+
+def quote_input(value: str, limit: int = 64) -> str:
+    """A client's string as it may appear in an error message or a header: quoted, cut to ``limit``
+    characters, and printable ASCII only (control characters, non-ASCII and the surrogates that stand
+    for invalid UTF-8 in a header are escaped), so quoting it can never fail or inject anything."""
+    text = value if len(value) <= limit else value[:limit] + "..."
+    if not (text.isascii() and text.isprintable()):
+        text = text.encode("unicode_escape").decode("ascii")
+    return f"'{text}'"
+
+
 def error_body(message: str, error_type: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
@@ -26,10 +44,15 @@ def error_response(
     status: int, message: str, error_type: str = "invalid_request_error", code: str | None = None,
     param: str | None = None, headers: dict[str, str] | None = None,
 ) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(error_body(message, error_type, code, param)), status=status,
-        content_type="application/json", headers=headers,
-    )
+    try:
+        body = orjson.dumps(error_body(message, error_type, code, param))
+    except TypeError:  # a surrogate from a client's invalid UTF-8 that no caller quoted: escape, never fail here
+        body = orjson.dumps(error_body(*(_printable(s) for s in (message, error_type, code, param))))
+    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+
+
+def _printable(value: str | None) -> str | None:
+    return None if value is None else value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def summarise(attempts: list[Attempt]) -> str:

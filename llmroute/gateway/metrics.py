@@ -27,6 +27,9 @@ class Metrics:
                                 ["strategy", "provider", "endpoint"], registry=r)
         self.errors = Counter("llmroute_errors", "Requests that got an error response",
                               ["strategy", "code"], registry=r)
+        self.rejected = Counter("llmroute_rejected_requests",
+                                "Requests the gateway refused itself before any provider saw them",
+                                ["status", "code"], registry=r)
         self.attempt_failures = Counter("llmroute_attempt_failures", "Failed provider attempts",
                                         ["provider", "kind"], registry=r)
         self.fallbacks = Counter("llmroute_fallbacks", "Requests answered by a provider other than the first choice",
@@ -77,6 +80,9 @@ class Metrics:
         for attempt in attempts:
             if not attempt.ok:
                 self.attempt_failures.labels(attempt.provider, attempt.kind).inc()
+
+    def observe_rejected(self, status: int, code: str | None) -> None:
+        self.rejected.labels(str(status), code or "").inc()
 
     def observe_error(self, strategy: str, code: str) -> None:
         self.errors.labels(strategy, code).inc()

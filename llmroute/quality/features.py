@@ -47,10 +47,14 @@ def prompt_text(messages: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _content_text(content: Any) -> str:
+    """A message's text: a string, or its text parts joined; a part whose ``text`` is not a string adds nothing."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # [{"type": "text", "text": ...}, {"type": "image_url", ...}]
-        return "\n".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
+        return "\n".join(
+            text for part in content
+            if isinstance(part, Mapping) and part.get("type") == "text" and isinstance(text := part.get("text"), str)
+        )
     return ""
 
 

@@ -124,3 +124,20 @@ def test_stream_failing_after_first_chunk_ends_with_an_error_event(
     assert len(lines) > 2
     assert '"stream_interrupted"' in lines[-2] and '"error"' in lines[-2]
     assert lines[-1] == "data: [DONE]"  # closed cleanly after the error event, never a silent end
+
+
+def test_clients_leaving_mid_stream_leave_no_traceback(gateway: RunningGateway) -> None:
+    """A client that hangs up while its answer streams is not an internal error: no traceback per request."""
+    import socket
+
+    body = b'{"model": "cost_optimized", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
+    host, port = gateway.base_url.removeprefix("http://").rsplit(":", 1)
+    for _ in range(20):
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            assert sock.recv(64).startswith(b"HTTP/1.1 200")
+    resp = httpx.post(gateway.base_url + CHAT,
+                      json={"model": "cost_optimized", "messages": [{"role": "user", "content": "hi"}]})
+    assert resp.status_code == 200 and resp.headers["x-llmroute-attempts"] == "runpod:200"
+    assert "Traceback" not in gateway.log() and "unexpected error" not in gateway.log()
