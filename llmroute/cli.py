@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import logging
+import os
 import sys
 import time
-import urllib.parse
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from .config import ProviderConfig, RouterConfig, default_config_path, load_config
+from .config.loading import shown_url
 from .errors import ConfigError, LLMRouteError
 from .ledger import Ledger, open_store, price_rows
 from .pricing import format_price_per_m, format_usd, parse_token_amount
@@ -26,15 +31,17 @@ from .strategies import QualityAware, RouteRequest, RoutingStrategy, build_strat
 
 app = typer.Typer(
     help="Route LLM traffic to the right provider, fall back when one fails, and prove the savings.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
 )
-# Tables are wide; when output is piped, do not squeeze them into 80 columns.
-console = Console() if sys.stdout.isatty() else Console(width=240)
-err = Console(stderr=True)
+# Messages carry file names, keys and install hints such as ``llmroute[plot]``: Rich must print them as they
+# are, so markup is off and styles are applied with ``Text``. Tables are wide; when output is piped, do not
+# squeeze them into 80 columns.
+console = Console(markup=False) if sys.stdout.isatty() else Console(width=240, markup=False)
+err = Console(stderr=True, markup=False)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+    err.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -46,14 +53,62 @@ def _load(path: Optional[Path], *, strict_env: bool = True) -> RouterConfig:
         raise  # unreachable
 
 
-def _safe_url(url: str) -> str:
-    """The URL without any user:password part."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return url
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+
+
+FormatOption = Annotated[OutputFormat, typer.Option("--format", help="table, json or csv", case_sensitive=False)]
+JsonAlias = Annotated[bool, typer.Option("--json", hidden=True, help="Same as --format json")]
+
+
+def output_format(fmt: OutputFormat, as_json: bool) -> OutputFormat:
+    """``--format``, with the older ``--json`` flag still honoured."""
+    return OutputFormat.JSON if as_json else fmt
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+def print_csv(rows: list[dict[str, Any]]) -> None:
+    """One header line, then one line per row; nested values (a split) as JSON text."""
+    if not rows:
+        return
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()} for row in rows)
+    print(out.getvalue(), end="")
+
+
+def parse_strategy(value: str, option: str = "--strategy") -> RoutingStrategy:
+    try:
+        return RoutingStrategy(value)
+    except ValueError as exc:
+        _fail(f"{option}: {exc}")
+        raise  # unreachable
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> None:
+    """One line naming the address and the reason (``address already in use``), not a traceback."""
+    reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    _fail(f"cannot listen on {host}:{port}: {reason}")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version_callback, is_eager=True,
+                                                     help="Print the version and exit")] = None,
+) -> None:
+    """Route LLM traffic to the right provider, fall back when one fails, and prove the savings."""
 
 
 def _price_text(p: ProviderConfig) -> str:
@@ -66,8 +121,8 @@ def _price_text(p: ProviderConfig) -> str:
 
 @app.command()
 def version() -> None:
-    """Print the version."""
-    console.print(__version__)
+    """Print the version (also ``llmroute --version``)."""
+    print(__version__)
 
 
 @app.command("check-config")
@@ -82,7 +137,7 @@ def check_config(path: Annotated[Optional[Path], typer.Argument(help="Config fil
     for name, p in config.providers.items():
         key = "none" if p.api_key is None else (f"set from ${p.api_key_env}" if p.api_key_env else "set in file")
         table.add_row(
-            name, p.model, _safe_url(p.base_url), _price_text(p),
+            name, p.model, shown_url(p), _price_text(p),
             f"{p.latency_ms:g} ms", str(p.quality), f"{p.timeout_s:g} s ({p.connect_timeout_s:g} s)",
             str(p.context_window or "-"), f"{weights[name]:g}", key,
         )
@@ -110,10 +165,10 @@ def check_config(path: Annotated[Optional[Path], typer.Argument(help="Config fil
             order_text = " → ".join(strategy.order(request))
         routes.add_row(label, order_text)
     console.print(routes)
-    console.print(
-        f"deadline {config.deadline_s:g} s, retry rounds {config.retry_rounds}, "
-        f"savings baseline: {config.baseline()}. [green]OK[/green]"
-    )
+    console.print(Text.assemble(
+        f"deadline {config.deadline_s:g} s, retry rounds {config.retry_rounds}, savings baseline: {config.baseline()}. ",
+        ("OK", "green"),
+    ))
 
 
 @app.command()
@@ -127,7 +182,8 @@ def plan(
     strong_share: Annotated[Optional[float], typer.Option(help="quality_aware target: share of strong calls")] = None,
     min_quality: Annotated[Optional[float], typer.Option(help="quality_aware target: share of strong-only quality to keep")] = None,
     max_price_per_m: Annotated[Optional[float], typer.Option(help="quality_aware target: blended $ per 1M tokens")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    fmt: FormatOption = OutputFormat.TABLE,
+    as_json: JsonAlias = False,
 ) -> None:
     """Monthly cost of each strategy at a traffic volume, against the premium provider.
 
@@ -173,16 +229,19 @@ def plan(
         baseline, rows = make_plan(cfg, tokens, input_share)
     except LLMRouteError as exc:
         _fail(str(exc))
-    if as_json:
-        console.print_json(json.dumps({
-            "monthly_tokens": tokens, "input_share": input_share, "baseline": baseline, "prices_from": source,
-            "strategies": [{"strategy": r.strategy, "share": r.share, "cost_usd": r.cost_usd, "total_usd": r.total_usd,
-                            "savings_usd": r.savings_usd, "savings_pct": r.savings_pct,
-                            "expected_quality": r.expected_quality} for r in rows],
-        }))
+    fmt = output_format(fmt, as_json)
+    strategies = [{"strategy": r.strategy, "share": r.share, "cost_usd": r.cost_usd, "total_usd": r.total_usd,
+                   "savings_usd": r.savings_usd, "savings_pct": r.savings_pct,
+                   "expected_quality": r.expected_quality} for r in rows]
+    if fmt == OutputFormat.JSON:
+        print_json({"monthly_tokens": tokens, "input_share": input_share, "baseline": baseline, "prices_from": source,
+                    "strategies": strategies})
         return
-    console.print(f"[bold]Traffic Distribution Analysis[/bold]: {tokens:,} tokens/month, "
-                  f"{input_share:.0%} input, prices from {source}", highlight=False)
+    if fmt == OutputFormat.CSV:
+        print_csv(strategies)
+        return
+    console.print(Text.assemble(("Traffic Distribution Analysis", "bold"), f": {tokens:,} tokens/month, "
+                                f"{input_share:.0%} input, prices from {source}"), highlight=False)
     if volume_note:
         console.print(f"volume and input share from {volume_note}", highlight=False)
     baseline_usd = rows[0].baseline_usd
@@ -256,7 +315,10 @@ def emulate(
         profile=chosen, speed=speed, latency_ms=latency_ms, retry_after_s=retry_after, api_key=api_key,
         seed=seed, faults=FaultPlan(rates, seed=seed), prompt_cache=prompt_cache, tokens_per_minute=tokens_per_minute,
     )
-    serve(settings, host, port)
+    try:
+        serve(settings, host, port)
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        cannot_listen(host, port, exc)
 
 
 @app.command()
@@ -341,7 +403,7 @@ def _print_demo(summaries: list[dict], cfg: RouterConfig, note: str) -> None:
 
 def main() -> None:
     try:
-        app()
+        app(prog_name="llmroute")
     except KeyboardInterrupt:
         sys.exit(130)
 
