@@ -91,6 +91,18 @@ def parse_strategy(value: str, option: str = "--strategy") -> RoutingStrategy:
         raise  # unreachable
 
 
+def check_plot_path(path: Optional[Path]) -> None:
+    """Refuse a ``--plot`` file name whose format is not written, before any work is done."""
+    if path is None:
+        return
+    from .plots import chart_format
+
+    try:
+        chart_format(path)
+    except LLMRouteError as exc:
+        _fail(str(exc))
+
+
 def cannot_listen(host: str, port: int, exc: OSError) -> None:
     """One line naming the address and the reason (``address already in use``), not a traceback."""
     reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
@@ -328,32 +340,44 @@ def demo(
     concurrency: Annotated[int, typer.Option(min=1)] = 16,
     speed: Annotated[float, typer.Option(help="Emulators run this many times faster than real providers")] = 20.0,
     max_tokens: Annotated[int, typer.Option(min=1)] = 300,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the workload and the emulators: the same seed gives the same "
+                                           "split, cost and fallbacks")] = 0,
+    fmt: FormatOption = OutputFormat.TABLE,
+    as_json: JsonAlias = False,
     ledger: Annotated[Optional[Path], typer.Option(
         help="Record the emulated run in this SQLite ledger (real providers always record where the config says)")] = None,
 ) -> None:
-    """Route a lead-qualification / document-analysis workload through every strategy."""
-    from .demo import emulated_config, run_strategy, workload
+    """Route a lead-qualification / document-analysis workload through every strategy.
+
+    Splits and costs are reproducible with --seed (latency_optimized follows measured latency, so its
+    split also depends on timing); latencies are measured, so they vary from run to run.
+    """
+    from .demo import Outage, demo_tables, emulated_config, run_strategy, workload
     from .emulator import EmulatorSettings, EmulatorThread, get_profile
 
+    fmt = output_format(fmt, as_json)
     emulators: dict[str, EmulatorThread] = {}
+    outage: Outage | None = None
     if config is not None:
         cfg = _load(config)
-        outage = None
         note = f"real providers from {config}; no injected fault"
     else:
         if not speed > 0:
             _fail("--speed must be > 0")
-        for name in ("cerebras", "runpod"):
-            emulators[name] = EmulatorThread(EmulatorSettings(get_profile(name), speed=speed, seed=len(emulators)))
+        for offset, name in enumerate(("cerebras", "runpod")):
+            # No Retry-After on the outage's 503s: a cool-down's length in wall-clock time would decide which
+            # requests skip the provider, and the figures would change with the machine's speed.
+            emulators[name] = EmulatorThread(EmulatorSettings(get_profile(name), speed=speed, seed=seed + offset,
+                                                              retry_after_s=0.0))
         cfg = emulated_config({n: e.base_url for n, e in emulators.items()}, speed)
         runpod = emulators["runpod"]
-        outage = (lambda: runpod.set_faults({"503": 1.0}), lambda: runpod.set_faults({}))
-        note = (f"emulated providers at {speed:g}x real speed (multiply latencies by {speed:g} for real time); "
-                "runpod answers 503 for the second quarter of each run")
+        outage = Outage("runpod", lambda: runpod.set_faults({"503": 1.0}), lambda: runpod.set_faults({}))
+        pace = ("emulated providers answering at once" if speed == float("inf") else
+                f"emulated providers at {speed:g}x real speed (multiply latencies by {speed:g} for real time)")
+        note = f"{pace}; runpod answers 503 for the second quarter of each run; seed {seed}"
     # Fallbacks are the point of the demo; show them in the table, not as log lines.
     logging.getLogger("llmroute").setLevel(logging.ERROR)
-    work = workload(requests)
+    work = workload(requests, seed)
     summaries = []
     # Emulated traffic stays out of the user's real ledger unless asked for.
     demo_ledger: Ledger | bool | None = None if config is not None else False
@@ -364,8 +388,8 @@ def demo(
         except LLMRouteError as exc:
             _fail(str(exc))
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err, transient=True, disable=as_json) as progress:
+        with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err, transient=True, disable=fmt != OutputFormat.TABLE) as progress:
             for strategy in RoutingStrategy:
                 task = progress.add_task(strategy.value, total=len(work))
                 run = asyncio.run(run_strategy(
@@ -379,26 +403,13 @@ def demo(
         if isinstance(demo_ledger, Ledger):
             demo_ledger.close()
             err.print(f"recorded in {ledger}: see `llmroute report --ledger {ledger}`", highlight=False)
-    if as_json:
-        print(json.dumps({"note": note, "baseline": cfg.baseline(), "strategies": summaries}, indent=2))
-        return
-    _print_demo(summaries, cfg, note)
-
-
-def _print_demo(summaries: list[dict], cfg: RouterConfig, note: str) -> None:
-    table = Table(title="llmroute demo", caption=note, title_justify="left")
-    for column in ("strategy", "requests", "split", "cost", "$/1M", f"savings vs {cfg.baseline()}",
-                   "p50 ms", "p95 ms", "fallbacks", "errors"):
-        table.add_column(column, justify="left" if column in ("strategy", "split") else "right")
-    for s in summaries:
-        served = sum(s["split"].values()) or 1
-        split = " ".join(f"{n} {c / served:.0%}" for n, c in sorted(s["split"].items()))
-        table.add_row(
-            s["strategy"], str(s["requests"]), split, f"${s['cost_usd']:.6f}", format_price_per_m(s["blended_per_m"]),
-            f"{s['savings_pct']:.0f}%", f"{s['p50_ms']:.0f}", f"{s['p95_ms']:.0f}", str(s["fallbacks"]),
-            f"[red]{s['errors']}[/red]" if s["errors"] else "0",
-        )
-    console.print(table)
+    if fmt == OutputFormat.JSON:
+        print_json({"note": note, "seed": seed, "baseline": cfg.baseline(), "strategies": summaries})
+    elif fmt == OutputFormat.CSV:
+        print_csv(summaries)
+    else:
+        for table in demo_tables(summaries, cfg, note, outage is not None):
+            console.print(table)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .cli import (FormatOption, JsonAlias, OutputFormat, _fail, app, console, err, output_format, parse_strategy,
+from .cli import (FormatOption, check_plot_path, JsonAlias, OutputFormat, _fail, app, console, err, output_format, parse_strategy,
                   print_csv, print_json)
 from .config import RouterConfig, default_config_path, load_config
 from .errors import ConfigError, LLMRouteError
@@ -90,7 +90,7 @@ def report(
     to: Annotated[Optional[str], typer.Option(help="End date, inclusive for a plain date")] = None,
     by: Annotated[str, typer.Option(help="provider, strategy, model, tag, key, user, day, route, status or decision")] = "provider",
     fmt: FormatOption = OutputFormat.TABLE,
-    plot: Annotated[Optional[Path], typer.Option(help="Write spend per day and cumulative savings to FILE.png or FILE.html")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Write spend per day and cumulative savings to FILE.png, .svg, .pdf or .html")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="Provider to price the same tokens on (default: the premium one)")] = None,
     ledger: LedgerOption = None,
     config: ConfigOption = None,
@@ -98,6 +98,7 @@ def report(
     """Requests, tokens, spend, blended $/1M, latency, fallbacks and savings, from the ledger."""
     from .report import GROUPS, build_report, daily_by_provider
 
+    check_plot_path(plot)
     if by not in GROUPS:
         _fail(f"--by must be one of {', '.join(GROUPS)}, not '{by}'")
     lo, hi, cfg, store = _open_period(since, from_, to, ledger, config)
@@ -172,7 +173,7 @@ def _plot(path: Path, daily: list, base: PriceRow | None, by: str, rows: list, t
         table += (f"<tr><td>{html.escape(row.group)}</td><td>{row.requests}</td><td>{row.cost_usd:.6f}</td>"
                   f"<td>{row.baseline_usd:.6f}</td><td>{row.savings_usd:.6f}</td></tr>")
     try:
-        write_chart(path, spend_chart(points, title), title, table + "</table>")
+        write_chart(path, lambda fmt: spend_chart(points, title, fmt), title, table + "</table>")
     except (LLMRouteError, OSError) as exc:
         _fail(str(exc))
     err.print(f"wrote {path}", highlight=False)
