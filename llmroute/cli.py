@@ -35,8 +35,8 @@ app = typer.Typer(
 )
 # Messages carry file names, keys and install hints such as ``llmroute[plot]``: Rich must print them as they
 # are, so markup is off and styles are applied with ``Text``. Tables are wide; when output is piped, do not
-# squeeze them into 80 columns.
-console = Console(markup=False) if sys.stdout.isatty() else Console(width=240, markup=False)
+# squeeze them into 80 columns (unless $COLUMNS says how wide to be).
+console = Console(markup=False) if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=240, markup=False)
 err = Console(stderr=True, markup=False)
 
 
@@ -59,13 +59,23 @@ class OutputFormat(StrEnum):
     CSV = "csv"
 
 
-FormatOption = Annotated[OutputFormat, typer.Option("--format", help="table, json or csv", case_sensitive=False)]
+def _format_choices() -> list[str]:
+    return [f.value for f in OutputFormat]
+
+
+FormatOption = Annotated[str, typer.Option("--format", help="table, json or csv", autocompletion=_format_choices)]
 JsonAlias = Annotated[bool, typer.Option("--json", hidden=True, help="Same as --format json")]
 
 
-def output_format(fmt: OutputFormat, as_json: bool) -> OutputFormat:
-    """``--format``, with the older ``--json`` flag still honoured."""
-    return OutputFormat.JSON if as_json else fmt
+def output_format(fmt: str, as_json: bool = False) -> OutputFormat:
+    """``--format``, checked the same way on every command, with the older ``--json`` flag still honoured."""
+    if as_json:
+        return OutputFormat.JSON
+    try:
+        return OutputFormat(fmt.lower())
+    except ValueError:
+        _fail(f"--format must be table, json or csv, not '{fmt}'")
+        raise  # unreachable
 
 
 def print_json(data: Any) -> None:
@@ -105,8 +115,9 @@ def check_plot_path(path: Optional[Path]) -> None:
 
 def cannot_listen(host: str, port: int, exc: OSError) -> None:
     """One line naming the address and the reason (``address already in use``), not a traceback."""
-    reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
-    _fail(f"cannot listen on {host}:{port}: {reason}")
+    from .playground import cannot_listen_message
+
+    _fail(cannot_listen_message(host, port, exc))
 
 
 def _version_callback(value: bool) -> None:
@@ -194,7 +205,7 @@ def plan(
     strong_share: Annotated[Optional[float], typer.Option(help="quality_aware target: share of strong calls")] = None,
     min_quality: Annotated[Optional[float], typer.Option(help="quality_aware target: share of strong-only quality to keep")] = None,
     max_price_per_m: Annotated[Optional[float], typer.Option(help="quality_aware target: blended $ per 1M tokens")] = None,
-    fmt: FormatOption = OutputFormat.TABLE,
+    fmt: FormatOption = "table",
     as_json: JsonAlias = False,
 ) -> None:
     """Monthly cost of each strategy at a traffic volume, against the premium provider.
@@ -204,6 +215,7 @@ def plan(
     """
     from .plan import describe, plan as make_plan
 
+    fmt = output_format(fmt, as_json)
     cfg, source = _plan_config(config)
     targets = {k: v for k, v in (("strong_share", strong_share), ("min_quality", min_quality),
                                  ("max_price_per_m", max_price_per_m)) if v is not None}
@@ -241,7 +253,6 @@ def plan(
         baseline, rows = make_plan(cfg, tokens, input_share)
     except LLMRouteError as exc:
         _fail(str(exc))
-    fmt = output_format(fmt, as_json)
     strategies = [{"strategy": r.strategy, "share": r.share, "cost_usd": r.cost_usd, "total_usd": r.total_usd,
                    "savings_usd": r.savings_usd, "savings_pct": r.savings_pct,
                    "expected_quality": r.expected_quality} for r in rows]
@@ -333,6 +344,40 @@ def emulate(
         cannot_listen(host, port, exc)
 
 
+@app.command("try")
+def try_(
+    port: Annotated[int, typer.Option(help="The gateway's port (0 picks a free one)")] = 8080,
+    emulator_port: Annotated[int, typer.Option(
+        help="Port of the cerebras emulator; runpod's is the next one (0 picks free ones)")] = 8001,
+    host: Annotated[str, typer.Option(help="Address to bind (loopback: the gateway has no keys)")] = "127.0.0.1",
+    speed: Annotated[float, typer.Option(help="Emulators answer this many times faster than the real providers")] = 1.0,
+    ledger: Annotated[Optional[Path], typer.Option(help="Record the traffic in this SQLite file (default: nowhere)")] = None,
+) -> None:
+    """Try llmroute without keys: two emulated providers and the gateway, until Ctrl-C.
+
+    Same providers and ports as examples/emulated.yaml; point any OpenAI client at the printed address.
+    """
+    from .gateway.auth import KeyStore
+    from .gateway.server import check_binding
+    from .playground import Playground, run
+
+    if not speed > 0:
+        _fail("--speed must be > 0 (use inf for no latency)")
+    try:
+        check_binding(host, KeyStore([]), insecure=False)
+    except LLMRouteError as exc:
+        _fail(str(exc))
+
+    def ready(playground: Playground) -> None:
+        print(playground.instructions(), flush=True)
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(run(host, port, emulator_port, speed=speed, ledger=str(ledger) if ledger else None, ready=ready))
+    except LLMRouteError as exc:
+        _fail(str(exc))
+
+
 @app.command()
 def demo(
     config: Annotated[Optional[Path], typer.Option(help="Send the workload to the real providers in this config")] = None,
@@ -342,7 +387,7 @@ def demo(
     max_tokens: Annotated[int, typer.Option(min=1)] = 300,
     seed: Annotated[int, typer.Option(help="Seed of the workload and the emulators: the same seed gives the same "
                                            "split, cost and fallbacks")] = 0,
-    fmt: FormatOption = OutputFormat.TABLE,
+    fmt: FormatOption = "table",
     as_json: JsonAlias = False,
     ledger: Annotated[Optional[Path], typer.Option(
         help="Record the emulated run in this SQLite ledger (real providers always record where the config says)")] = None,

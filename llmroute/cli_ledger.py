@@ -89,7 +89,7 @@ def report(
     from_: Annotated[Optional[str], typer.Option("--from", help="Start date (YYYY-MM-DD or ISO date-time, UTC)")] = None,
     to: Annotated[Optional[str], typer.Option(help="End date, inclusive for a plain date")] = None,
     by: Annotated[str, typer.Option(help="provider, strategy, model, tag, key, user, day, route, status or decision")] = "provider",
-    fmt: FormatOption = OutputFormat.TABLE,
+    fmt: FormatOption = "table",
     plot: Annotated[Optional[Path], typer.Option(help="Write spend per day and cumulative savings to FILE.png, .svg, .pdf or .html")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="Provider to price the same tokens on (default: the premium one)")] = None,
     ledger: LedgerOption = None,
@@ -98,6 +98,7 @@ def report(
     """Requests, tokens, spend, blended $/1M, latency, fallbacks and savings, from the ledger."""
     from .report import GROUPS, build_report, daily_by_provider
 
+    fmt = output_format(fmt)
     check_plot_path(plot)
     if by not in GROUPS:
         _fail(f"--by must be one of {', '.join(GROUPS)}, not '{by}'")
@@ -226,7 +227,7 @@ def replay(
     to: Annotated[Optional[str], typer.Option(help="End date")] = None,
     strong_share: Annotated[Optional[float], typer.Option(help="For quality_aware: the share of strong calls")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the latency draws")] = 0,
-    fmt: FormatOption = OutputFormat.TABLE,
+    fmt: FormatOption = "table",
     as_json: JsonAlias = False,
     ledger: LedgerOption = None,
     config: ConfigOption = None,
@@ -241,6 +242,7 @@ def replay(
     from .strategies import RoutingStrategy
 
     name = parse_strategy(strategy)
+    fmt = output_format(fmt, as_json)
     lo, hi, cfg, store = _open_period(since, from_, to, ledger, config)
     try:
         prices = ledger_prices(store, cfg)
@@ -265,7 +267,6 @@ def replay(
         _fail(str(exc))
     finally:
         store.close()
-    fmt = output_format(fmt, as_json)
     if fmt == OutputFormat.JSON:
         print_json({"actual": result.actual.to_dict(), "estimate": result.estimate.to_dict(),
                     "latency_source": result.latency_source, "skipped_without_score": result.skipped})

@@ -65,7 +65,7 @@ def evaluate_command(
     data: Annotated[Path, typer.Option(help="Labelled prompts to judge the router on")],
     model: Annotated[Optional[Path], typer.Option(help="A model file (default: the shipped model)")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Write the cost/quality curves to FILE.png, .svg, .pdf or .html")] = None,
-    fmt: FormatOption = OutputFormat.TABLE,
+    fmt: FormatOption = "table",
     as_json: JsonAlias = False,
 ) -> None:
     """Calls needed for 95% quality, APGR and quality at 20% strong calls, beside random routing.

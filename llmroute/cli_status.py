@@ -21,10 +21,11 @@ _STYLE = {"closed": "green", "half_open": "yellow", "open": "red"}
 def status(
     url: Annotated[str, typer.Option(help="The gateway's address")] = "http://127.0.0.1:8080",
     api_key: Annotated[Optional[str], typer.Option(help="A gateway key, if it needs one", envvar="LLMROUTE_API_KEY")] = None,
-    fmt: FormatOption = OutputFormat.TABLE,
+    fmt: FormatOption = "table",
     as_json: JsonAlias = False,
 ) -> None:
     """Breakers, cool-downs, latency and error rates of each provider, as a running gateway sees them."""
+    fmt = output_format(fmt, as_json)
     shown = redact_url(url)
     request = urllib.request.Request(url.rstrip("/") + "/router/state")
     if api_key:
@@ -39,7 +40,6 @@ def status(
         _fail(f"{shown}: cannot reach the gateway ({reason})", code=1)
     except ValueError:
         _fail(f"{shown}: the answer is not llmroute's /router/state JSON", code=1)
-    fmt = output_format(fmt, as_json)
     if fmt == OutputFormat.JSON:
         print_json(state)
         return

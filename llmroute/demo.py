@@ -259,8 +259,8 @@ def demo_tables(summaries: list[dict[str, Any]], config: RouterConfig, note: str
     return [did, cost]
 
 
-def emulated_config(base_urls: dict[str, str], speed: float = 1.0) -> RouterConfig:
-    """A config for the shipped emulator profiles at the given addresses.
+def emulated_config(base_urls: dict[str, str], speed: float = 1.0, **settings: Any) -> RouterConfig:
+    """A config for the shipped emulator profiles at the given addresses, plus any top-level ``settings``.
 
     Emulators run ``speed`` times faster than real providers, so the breaker's clocks run faster too.
     """
@@ -276,4 +276,4 @@ def emulated_config(base_urls: dict[str, str], speed: float = 1.0) -> RouterConf
     scale = 1.0 if speed == float("inf") or speed <= 0 else speed
     # A short run: probe a failed provider after 1 s (real time), so traffic returns soon after the outage.
     breaker = {"open_s": 1.0 / scale, "max_open_s": 5.0 / scale, "window_s": 10.0 / scale}
-    return load_config({"providers": providers, "strategy": "balanced", "breaker": breaker})
+    return load_config({"providers": providers, "strategy": "balanced", "breaker": breaker, **settings})
