@@ -66,24 +66,26 @@ def honesty_notes(model: QualityRouter, examples: Sequence[Example], results: Se
     """What a reader must know before trusting the figures: in-sample data, or figures only in-sample data gives."""
     notes = []
     same, seen = training_overlap(model, examples)
-    trained_on = model.meta.get("examples")
+    held_out = model.validation.get("apgr")
+    cross_validated = f" (its cross-validated APGR: {held_out:.3f})" if isinstance(held_out, (int, float)) else ""
     if same:
         notes.append(f"{model.source} was trained on exactly this data: these figures are in-sample and overstate "
-                     "what it does on new prompts (its cross-validated figures: APGR "
-                     f"{model.validation.get('apgr', float('nan')):.3f})")
+                     f"what it does on new prompts{cross_validated}")
+    elif seen and seen == len(examples):
+        notes.append(f"all {seen:,} of these prompts were in {model.source}'s training data: these figures are "
+                     f"in-sample and overstate what it does on new prompts{cross_validated}")
     elif seen:
         notes.append(f"{seen:,} of these {len(examples):,} prompts were in {model.source}'s training data: "
                      "the figures are partly in-sample")
-    overall = results[0]
-    held_out = model.validation.get("apgr")
-    if overall.router.apgr() > 1.0:
-        notes.append(f"APGR {overall.router.apgr():.3f} is above 1: routing beat the strong model alone, which takes "
-                     "knowing where the weak model is right and the strong one wrong; a model that saw these "
-                     "prompts in training knows that, so check it did not")
-    if not same and not seen and isinstance(held_out, (int, float)) and overall.router.apgr() > held_out + 0.25:
-        notes.append(f"APGR {overall.router.apgr():.3f} is far above the {held_out:.3f} {model.source} reached on "
-                     f"held-out prompts when trained ({trained_on or '?'} prompts): if this file came from that "
-                     "training data, the figures are in-sample")
+    apgr = results[0].router.apgr()
+    if apgr > 1.0:
+        why = ("a model that saw these prompts in training knows that" if same or seen else
+               "on prompts a model was not trained on that is rare: check it was not trained on these")
+        notes.append(f"APGR {apgr:.3f} is above 1: routing beat the strong model alone, which takes knowing where "
+                     f"the weak model is right and the strong one wrong; {why}")
+    elif not same and not seen and isinstance(held_out, (int, float)) and apgr > held_out + 0.25:
+        notes.append(f"APGR {apgr:.3f} is far above the {held_out:.3f} {model.source} reached on held-out prompts "
+                     "when trained: if this file came from its training data, the figures are in-sample")
     return notes
 
 
