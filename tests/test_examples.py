@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import re
 import shutil
@@ -13,12 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from llmroute.config import load_config
 from llmroute.playground import emulator_ports, playground_config
 
-from .test_cli import REPO
+from .test_cli import REPO, llmroute
 
 EXAMPLES = REPO / "examples"
 ENV = {k: v for k, v in os.environ.items() if k not in ("LLMROUTE_LEDGER", "LLMROUTE_CONFIG")}
@@ -134,3 +138,29 @@ def test_try_on_a_busy_port_says_which(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=60, cwd=REPO, env=ENV)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{port}: address already in use"]
+
+
+def test_status_report_and_replay_speak_the_same_formats(tmp_path: Path) -> None:
+    """One session as a user has it: try with a ledger, a few requests, then the data commands in every format."""
+    ledger = tmp_path / "try.sqlite3"
+    running = start_try("--speed", "inf", "--ledger", str(ledger))
+    try:
+        for _ in range(5):
+            resp = httpx.post(running.base_url + "/chat/completions", timeout=30,
+                              json={"model": "balanced", "messages": [{"role": "user", "content": "Qualify this lead"}]})
+            assert resp.status_code == 200
+        gateway = running.base_url.removesuffix("/v1")
+        state = json.loads(llmroute("status", "--url", gateway, "--format", "json", env=ENV).stdout)
+        assert json.loads(llmroute("status", "--url", gateway, "--json", env=ENV).stdout).keys() == state.keys()
+        rows = list(csv.DictReader(io.StringIO(llmroute("status", "--url", gateway, "--format", "csv", env=ENV).stdout)))
+        assert {r["provider"] for r in rows} == set(state["providers"]) == {"cerebras", "runpod"}
+    finally:
+        running.process.send_signal(signal.SIGTERM)
+        assert running.process.wait(timeout=30) == 0
+    report = list(csv.DictReader(io.StringIO(llmroute("report", "--ledger", str(ledger), "--format", "csv", env=ENV).stdout)))
+    assert int(report[-1]["requests"]) == 5
+    replay = ("replay", "--ledger", str(ledger), "--strategy", "cost_optimized")
+    as_json = json.loads(llmroute(*replay, "--format", "json", env=ENV).stdout)
+    assert json.loads(llmroute(*replay, "--json", env=ENV).stdout)["actual"] == as_json["actual"]
+    rows = list(csv.DictReader(io.StringIO(llmroute(*replay, "--format", "csv", env=ENV).stdout)))
+    assert [int(r["requests"]) for r in rows] == [as_json["actual"]["requests"], as_json["estimate"]["requests"]] == [5, 5]
