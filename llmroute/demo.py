@@ -19,6 +19,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from .breaker import CLOSED
 from .config import RouterConfig, load_config
 from .errors import LLMRouteError
 from .pricing import cost_usd, format_price_per_m, per_million
@@ -176,7 +177,7 @@ async def run_strategy(
                 (outage.begin if i == start_at else outage.end)()
                 phase = PHASES[1] if i == start_at else PHASES[2]
             breaker = router.state.breaker(outage.provider) if outage and phase == PHASES[2] else None
-            recovering = breaker is not None and breaker.state != "closed"
+            recovering = breaker is not None and breaker.state != CLOSED
             if recovering:
                 await drain()
                 await asyncio.sleep(breaker.retry_in_s())  # the breaker's own schedule: its next probe
@@ -196,7 +197,10 @@ def targets(config: RouterConfig) -> dict[str, str]:
 
     rules = {RoutingStrategy.COST_OPTIMIZED: "cheapest first", RoutingStrategy.LATENCY_OPTIMIZED: "fastest first",
              RoutingStrategy.QUALITY_OPTIMIZED: "best first"}
-    _, rows = plan(config, 10**6)
+    try:
+        _, rows = plan(config, 10**6)
+    except LLMRouteError:  # a config plan cannot price (no quality model for quality_aware): rules only
+        rows = []
     shares = {row.strategy: row.share for row in rows}
     out = {}
     for strategy in RoutingStrategy:
