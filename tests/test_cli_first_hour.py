@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import os
@@ -216,6 +217,19 @@ def test_eval_names_the_shipped_model_and_flags_in_sample_data(tmp_path: Path) -
     fresh = json.loads(llmroute("router", "eval", "--data", str(part), "--format", "json", env=BARE_ENV).stdout)
     assert fresh["model"].endswith("default_model.json.gz")
     assert any(w.startswith("no --model given: this is the model shipped with llmroute") for w in fresh["warnings"])
+
+
+def test_a_model_without_fingerprints_is_still_caught_on_its_exact_data(tmp_path: Path) -> None:
+    """Models trained before fingerprints were stored still carry ``data_sha256``: the exact file is recognised."""
+    data = labelled(tmp_path, 120)
+    model = tmp_path / "model.json.gz"
+    assert llmroute("router", "train", "--data", str(data), "--out", str(model), env=BARE_ENV).returncode == 0
+    older = json.loads(gzip.decompress(model.read_bytes()))
+    del older["meta"]["prompt_fingerprints"]
+    old_model = write(tmp_path / "old-model.json", json.dumps(older))
+    warnings = json.loads(llmroute("router", "eval", "--data", str(data), "--model", str(old_model), "--format", "json",
+                                   env=BARE_ENV).stdout)["warnings"]
+    assert any("trained on exactly this data" in w for w in warnings)
 
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "routing" / "train.jsonl"
