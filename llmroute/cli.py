@@ -144,7 +144,7 @@ def _price_text(p: ProviderConfig) -> str:
 
 @app.command()
 def version() -> None:
-    """Print the version (also ``llmroute --version``)."""
+    """Print the version (also: llmroute --version)."""
     print(__version__)
 
 
