@@ -13,7 +13,8 @@ from typing import Any
 from .errors import LLMRouteError
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def pyplot():  # type: ignore[no-untyped-def]
+    """matplotlib's pyplot, drawing off-screen; missing matplotlib is an error that names the extra to install."""
     try:
         import matplotlib
     except ImportError:
@@ -37,7 +38,7 @@ def chart_format(path: Path) -> str:
 
 def figure_bytes(fig: Any, fmt: str) -> bytes:
     """A matplotlib figure as PNG, SVG or PDF bytes; the figure is closed."""
-    plt = _pyplot()
+    plt = pyplot()
     out = io.BytesIO()
     fig.savefig(out, format=fmt)
     plt.close(fig)
@@ -46,7 +47,7 @@ def figure_bytes(fig: Any, fmt: str) -> bytes:
 
 def spend_chart(daily: list[tuple[str, str, float, float]], title: str, fmt: str = "png") -> bytes:
     """Chart bytes in ``fmt`` (png, svg or pdf). ``daily`` rows are (day, provider, cost_usd, baseline_usd)."""
-    plt = _pyplot()
+    plt = pyplot()
     days = sorted({d for d, *_ in daily})
     providers = sorted({p for _, p, *_ in daily})
     cost: dict[tuple[str, str], float] = defaultdict(float)

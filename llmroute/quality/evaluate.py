@@ -91,9 +91,9 @@ def honesty_notes(model: QualityRouter, examples: Sequence[Example], results: Se
 
 def curve_chart(results: Sequence[Evaluation], title: str, fmt: str = "png") -> bytes:
     """Quality against the share of strong calls, the router's curve beside random routing's (png, svg or pdf)."""
-    from ..plots import _pyplot, figure_bytes
+    from ..plots import pyplot, figure_bytes
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 4), dpi=100, squeeze=False)
     x = [100 * f for f in GRID]
     for ax, result in zip(axes[0], results):
