@@ -168,8 +168,9 @@ def parse_config(
     config._missing_env = [var for _, var in found.missing]
     _check_quality_model(config, file)
     for name, provider in config.providers.items():
-        key_vars = found.used.get(("providers", name, "api_key"))
-        provider._api_key_env = key_vars[0][0] if key_vars else None
+        key_path = ("providers", name, "api_key")
+        key_vars = [var for var, _ in found.used.get(key_path, [])] + [var for path, var in found.missing if path == key_path]
+        provider._api_key_env = key_vars[0] if key_vars else None
         # Values read from the environment into the URL: a key in its query must never be printed.
         provider._url_secrets = tuple(value for _, value in found.used.get(("providers", name, "base_url"), []))
     return config
