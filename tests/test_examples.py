@@ -164,3 +164,15 @@ def test_status_report_and_replay_speak_the_same_formats(tmp_path: Path) -> None
     assert json.loads(llmroute(*replay, "--json", env=ENV).stdout)["actual"] == as_json["actual"]
     rows = list(csv.DictReader(io.StringIO(llmroute(*replay, "--format", "csv", env=ENV).stdout)))
     assert [int(r["requests"]) for r in rows] == [as_json["actual"]["requests"], as_json["estimate"]["requests"]] == [5, 5]
+
+
+def test_the_readme_shows_the_quickstarts_as_they_are_tested() -> None:
+    """The README's "Try it without keys" snippets are the example files this module runs, word for word."""
+    readme = (REPO / "README.md").read_text()
+    section = re.search(r"^## Try it without keys\n(.*?)(?=^## )", readme, flags=re.S | re.M)
+    if section is None:
+        pytest.skip("the README has no 'Try it without keys' section yet")
+    blocks = re.findall(r"```python\n(.*?)```", section.group(1), flags=re.S)
+    assert len(blocks) == 2
+    for block, name in zip(blocks, ("quickstart_gateway.py", "quickstart_library.py")):
+        assert block.strip() in (EXAMPLES / name).read_text()
