@@ -68,7 +68,7 @@ async def run(host: str, port: int, first_emulator_port: int = EMULATOR_PORT, *,
 
     emulators: list[RunningEmulator] = []
     try:
-        for (name, emulator_port), seed in zip(emulator_ports(first_emulator_port).items(), range(len(PROVIDERS))):
+        for seed, (name, emulator_port) in enumerate(emulator_ports(first_emulator_port).items()):
             try:
                 emulators.append(await start(EmulatorSettings(get_profile(name), speed=speed, seed=seed), host,
                                              emulator_port))
