@@ -243,6 +243,7 @@ FINGERPRINT_BYTES = 5
 
 
 def prompt_fingerprint(prompt: str) -> bytes:
+    """A prompt's identity without its text: the model file says which prompts it saw, not what they said."""
     return hashlib.sha256(prompt.encode()).digest()[:FINGERPRINT_BYTES]
 
 
@@ -256,5 +257,8 @@ def prompt_fingerprints(meta: dict[str, Any]) -> set[bytes] | None:
     text = meta.get("prompt_fingerprints")
     if not isinstance(text, str):
         return None
-    raw = base64.b64decode(text)
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:  # a damaged field: the model still scores, eval just cannot tell which prompts it saw
+        return None
     return {raw[i:i + FINGERPRINT_BYTES] for i in range(0, len(raw), FINGERPRINT_BYTES)}
