@@ -149,27 +149,56 @@ def version() -> None:
 
 
 @app.command("check-config")
-def check_config(path: Annotated[Optional[Path], typer.Argument(help="Config file (default: ./llmroute.yaml or $LLMROUTE_CONFIG)")] = None) -> None:
+def check_config(
+    path: Annotated[Optional[Path], typer.Argument(help="Config file (default: ./llmroute.yaml or $LLMROUTE_CONFIG)")] = None,
+    fmt: FormatOption = "table",
+) -> None:
     """Validate a config file and print the effective routing table. Never prints a secret."""
+    fmt = output_format(fmt)
     config = _load(path)
     weights = config.weights()
+    providers = [{
+        "provider": name, "model": p.model, "base_url": shown_url(p), "price": _price_text(p),
+        "latency_prior_ms": p.latency_ms, "quality": p.quality, "timeout_s": p.timeout_s,
+        "connect_timeout_s": p.connect_timeout_s, "context_window": p.context_window, "weight": weights[name],
+        "api_key": "none" if p.api_key is None else (f"set from ${p.api_key_env}" if p.api_key_env else "set in file"),
+    } for name, p in config.providers.items()]
+    routes = _routes(config, weights)
+    if fmt == OutputFormat.JSON:
+        print_json({"source": config.source, "providers": providers, "routes": routes, "deadline_s": config.deadline_s,
+                    "retry_rounds": config.retry_rounds, "baseline": config.baseline()})
+        return
+    if fmt == OutputFormat.CSV:
+        print_csv(providers)
+        return
     table = Table(title=f"Providers in {config.source}", title_justify="left")
     for column in ("provider", "model", "base_url", "price ($/1M in / out)", "latency prior", "quality",
                    "timeout (connect)", "context", "weight", "api key"):
         table.add_column(column, overflow="fold")
-    for name, p in config.providers.items():
-        key = "none" if p.api_key is None else (f"set from ${p.api_key_env}" if p.api_key_env else "set in file")
+    for r in providers:
         table.add_row(
-            name, p.model, shown_url(p), _price_text(p),
-            f"{p.latency_ms:g} ms", str(p.quality), f"{p.timeout_s:g} s ({p.connect_timeout_s:g} s)",
-            str(p.context_window or "-"), f"{weights[name]:g}", key,
+            r["provider"], r["model"], r["base_url"], r["price"], f"{r['latency_prior_ms']:g} ms", str(r["quality"]),
+            f"{r['timeout_s']:g} s ({r['connect_timeout_s']:g} s)", str(r["context_window"] or "-"),
+            f"{r['weight']:g}", r["api_key"],
         )
     console.print(table)
+    order = Table(title="Routing order (first choice, then fallbacks)", title_justify="left")
+    order.add_column("strategy")
+    order.add_column("order")
+    for route in routes:
+        order.add_row(route["label"], route["order"])
+    console.print(order)
+    console.print(Text.assemble(
+        f"deadline {config.deadline_s:g} s, retry rounds {config.retry_rounds}, savings baseline: {config.baseline()}. ",
+        ("OK", "green"),
+    ))
+
+
+def _routes(config: RouterConfig, weights: dict[str, float]) -> list[dict[str, Any]]:
+    """Each strategy's provider order for a typical request, as check-config shows it."""
     state = InMemoryState({n: p.latency_ms for n, p in config.providers.items()})
     request = RouteRequest(input_tokens=500, output_tokens=config.expected_output_tokens)
-    routes = Table(title="Routing order (first choice, then fallbacks)", title_justify="left")
-    routes.add_column("strategy")
-    routes.add_column("order")
+    routes = []
     for name in RoutingStrategy:
         try:
             strategy = build_strategy(name, config, state)
@@ -186,12 +215,8 @@ def check_config(path: Annotated[Optional[Path], typer.Argument(help="Config fil
                           f"else: {' → '.join(strategy.orders['weak'])}")
         else:
             order_text = " → ".join(strategy.order(request))
-        routes.add_row(label, order_text)
-    console.print(routes)
-    console.print(Text.assemble(
-        f"deadline {config.deadline_s:g} s, retry rounds {config.retry_rounds}, savings baseline: {config.baseline()}. ",
-        ("OK", "green"),
-    ))
+        routes.append({"strategy": name.value, "default": name == config.strategy, "label": label, "order": order_text})
+    return routes
 
 
 @app.command()
@@ -397,11 +422,10 @@ def demo(
     Splits and costs are reproducible with --seed (latency_optimized follows measured latency, so its
     split also depends on timing); latencies are measured, so they vary from run to run.
     """
-    from .demo import Outage, demo_tables, emulated_config, run_strategy, workload
-    from .emulator import EmulatorSettings, EmulatorThread, get_profile
+    from .demo import EmulatedPair, Outage, demo_tables, run_strategy, workload
 
     fmt = output_format(fmt, as_json)
-    emulators: dict[str, EmulatorThread] = {}
+    pair: EmulatedPair | None = None
     outage: Outage | None = None
     if config is not None:
         cfg = _load(config)
@@ -409,17 +433,8 @@ def demo(
     else:
         if not speed > 0:
             _fail("--speed must be > 0")
-        for offset, name in enumerate(("cerebras", "runpod")):
-            # No Retry-After on the outage's 503s: a cool-down's length in wall-clock time would decide which
-            # requests skip the provider, and the figures would change with the machine's speed.
-            emulators[name] = EmulatorThread(EmulatorSettings(get_profile(name), speed=speed, seed=seed + offset,
-                                                              retry_after_s=0.0))
-        cfg = emulated_config({n: e.base_url for n, e in emulators.items()}, speed)
-        runpod = emulators["runpod"]
-        outage = Outage("runpod", lambda: runpod.set_faults({"503": 1.0}), lambda: runpod.set_faults({}))
-        pace = ("emulated providers answering at once" if speed == float("inf") else
-                f"emulated providers at {speed:g}x real speed (multiply latencies by {speed:g} for real time)")
-        note = f"{pace}; runpod answers 503 for the second quarter of each run; seed {seed}"
+        pair = EmulatedPair.start(speed, seed)
+        cfg, outage, note = pair.config, pair.outage, pair.note
     # Fallbacks are the point of the demo; show them in the table, not as log lines.
     logging.getLogger("llmroute").setLevel(logging.ERROR)
     work = workload(requests, seed)
@@ -443,8 +458,8 @@ def demo(
                 ))
                 summaries.append(run.summary(cfg))
     finally:
-        for emulator in emulators.values():
-            emulator.stop()
+        if pair is not None:
+            pair.stop()
         if isinstance(demo_ledger, Ledger):
             demo_ledger.close()
             err.print(f"recorded in {ledger}: see `llmroute report --ledger {ledger}`", highlight=False)

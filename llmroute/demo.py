@@ -14,7 +14,7 @@ import statistics
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from rich.text import Text
@@ -27,6 +27,9 @@ from .result import RouteResult
 from .ledger import Ledger
 from .router import LLMRouter
 from .strategies import RoutingStrategy
+
+if TYPE_CHECKING:
+    from .emulator import EmulatorThread
 
 _COMPANIES = ["TechCorp", "Acme Logistics", "Northwind Health", "Bluewave Retail", "Quantum Analytics",
               "Greenfield Energy", "Summit Legal", "Atlas Manufacturing", "Helix Bio", "Orbit Media"]
@@ -81,6 +84,37 @@ class Outage:
     provider: str
     begin: Callable[[], None]
     end: Callable[[], None]
+
+
+@dataclass
+class EmulatedPair:
+    """The seed's two providers emulated on loopback, with a switch that takes runpod down."""
+
+    emulators: dict[str, EmulatorThread]
+    config: RouterConfig
+    outage: Outage
+    note: str
+
+    @classmethod
+    def start(cls, speed: float, seed: int) -> EmulatedPair:
+        from .emulator import EmulatorSettings, EmulatorThread, get_profile
+
+        emulators = {}
+        for offset, name in enumerate(("cerebras", "runpod")):
+            # No Retry-After on the outage's 503s: a cool-down's length in wall-clock time would decide which
+            # requests skip the provider, and the figures would change with the machine's speed.
+            emulators[name] = EmulatorThread(EmulatorSettings(get_profile(name), speed=speed, seed=seed + offset,
+                                                              retry_after_s=0.0))
+        runpod = emulators["runpod"]
+        pace = ("emulated providers answering at once" if speed == float("inf") else
+                f"emulated providers at {speed:g}x real speed (multiply latencies by {speed:g} for real time)")
+        return cls(emulators, emulated_config({n: e.base_url for n, e in emulators.items()}, speed),
+                   Outage("runpod", lambda: runpod.set_faults({"503": 1.0}), lambda: runpod.set_faults({})),
+                   f"{pace}; runpod answers 503 for the second quarter of each run; seed {seed}")
+
+    def stop(self) -> None:
+        for emulator in self.emulators.values():
+            emulator.stop()
 
 
 @dataclass

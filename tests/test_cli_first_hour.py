@@ -52,6 +52,10 @@ providers:
     assert KEY not in out and PASSWORD not in out
     # Still readable: the host, the path (an id, not a credential) and a plain query value.
     assert "https://***@generativelanguage.example.com/v1beta/proj-7?key=***&api-version=2024-02-01" in out
+    for fmt in ("json", "csv"):
+        proc = llmroute("check-config", str(config), "--format", fmt, env=env)
+        assert proc.returncode == 0 and KEY not in proc.stdout and PASSWORD not in proc.stdout
+        assert "?key=***&api-version=2024-02-01" in proc.stdout
 
 
 def test_url_redaction_covers_literal_keys_and_values_read_from_the_environment() -> None:
@@ -188,7 +192,7 @@ def test_plan_speaks_table_json_and_csv_and_keeps_json() -> None:
     assert "Traffic Distribution Analysis" in llmroute(*args, env=BARE_ENV).stdout
 
 
-@pytest.mark.parametrize("command", [("plan", "--monthly-tokens", "10M"), ("status",), ("report",),
+@pytest.mark.parametrize("command", [("check-config", "examples/emulated.yaml"), ("plan", "--monthly-tokens", "10M"), ("status",), ("report",),
                                      ("replay", "--strategy", "balanced"), ("demo",), ("router", "eval", "--data", "x")])
 def test_every_data_command_takes_the_same_format_choices(command: tuple[str, ...]) -> None:
     proc = llmroute(*command, "--format", "xml", env=BARE_ENV)
