@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import logging
+import os
 import sys
 import time
-import urllib.parse
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from .config import ProviderConfig, RouterConfig, default_config_path, load_config
+from .config.loading import shown_url
 from .errors import ConfigError, LLMRouteError
 from .ledger import Ledger, open_store, price_rows
 from .pricing import format_price_per_m, format_usd, parse_token_amount
@@ -26,15 +31,17 @@ from .strategies import QualityAware, RouteRequest, RoutingStrategy, build_strat
 
 app = typer.Typer(
     help="Route LLM traffic to the right provider, fall back when one fails, and prove the savings.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
 )
-# Tables are wide; when output is piped, do not squeeze them into 80 columns.
-console = Console() if sys.stdout.isatty() else Console(width=240)
-err = Console(stderr=True)
+# Messages carry file names, keys and install hints such as ``llmroute[plot]``: Rich must print them as they
+# are, so markup is off and styles are applied with ``Text``. Tables are wide; when output is piped, do not
+# squeeze them into 80 columns (unless $COLUMNS says how wide to be).
+console = Console(markup=False) if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=240, markup=False)
+err = Console(stderr=True, markup=False)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+    err.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -46,14 +53,85 @@ def _load(path: Optional[Path], *, strict_env: bool = True) -> RouterConfig:
         raise  # unreachable
 
 
-def _safe_url(url: str) -> str:
-    """The URL without any user:password part."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return url
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+
+
+def _format_choices() -> list[str]:
+    return [f.value for f in OutputFormat]
+
+
+FormatOption = Annotated[str, typer.Option("--format", help="table, json or csv", autocompletion=_format_choices)]
+JsonAlias = Annotated[bool, typer.Option("--json", hidden=True, help="Same as --format json")]
+
+
+def output_format(fmt: str, as_json: bool = False) -> OutputFormat:
+    """``--format``, checked the same way on every command, with the older ``--json`` flag still honoured."""
+    if as_json:
+        return OutputFormat.JSON
+    try:
+        return OutputFormat(fmt.lower())
+    except ValueError:
+        _fail(f"--format must be table, json or csv, not '{fmt}'")
+        raise  # unreachable
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+def print_csv(rows: list[dict[str, Any]]) -> None:
+    """One header line, then one line per row; nested values (a split) as JSON text."""
+    if not rows:
+        return
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()} for row in rows)
+    print(out.getvalue(), end="")
+
+
+def parse_strategy(value: str, option: str = "--strategy") -> RoutingStrategy:
+    try:
+        return RoutingStrategy(value)
+    except ValueError as exc:
+        _fail(f"{option}: {exc}")
+        raise  # unreachable
+
+
+def check_plot_path(path: Optional[Path]) -> None:
+    """Refuse a ``--plot`` file name whose format is not written, before any work is done."""
+    if path is None:
+        return
+    from .plots import chart_format
+
+    try:
+        chart_format(path)
+    except LLMRouteError as exc:
+        _fail(str(exc))
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> None:
+    """One line naming the address and the reason (``address already in use``), not a traceback."""
+    from .playground import cannot_listen_message
+
+    _fail(cannot_listen_message(host, port, exc))
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version_callback, is_eager=True,
+                                                     help="Print the version and exit")] = None,
+) -> None:
+    """Route LLM traffic to the right provider, fall back when one fails, and prove the savings."""
 
 
 def _price_text(p: ProviderConfig) -> str:
@@ -66,32 +144,61 @@ def _price_text(p: ProviderConfig) -> str:
 
 @app.command()
 def version() -> None:
-    """Print the version."""
-    console.print(__version__)
+    """Print the version (also: llmroute --version)."""
+    print(__version__)
 
 
 @app.command("check-config")
-def check_config(path: Annotated[Optional[Path], typer.Argument(help="Config file (default: ./llmroute.yaml or $LLMROUTE_CONFIG)")] = None) -> None:
+def check_config(
+    path: Annotated[Optional[Path], typer.Argument(help="Config file (default: ./llmroute.yaml or $LLMROUTE_CONFIG)")] = None,
+    fmt: FormatOption = "table",
+) -> None:
     """Validate a config file and print the effective routing table. Never prints a secret."""
+    fmt = output_format(fmt)
     config = _load(path)
     weights = config.weights()
+    providers = [{
+        "provider": name, "model": p.model, "base_url": shown_url(p), "price": _price_text(p),
+        "latency_prior_ms": p.latency_ms, "quality": p.quality, "timeout_s": p.timeout_s,
+        "connect_timeout_s": p.connect_timeout_s, "context_window": p.context_window, "weight": weights[name],
+        "api_key": "none" if p.api_key is None else (f"set from ${p.api_key_env}" if p.api_key_env else "set in file"),
+    } for name, p in config.providers.items()]
+    routes = _routes(config, weights)
+    if fmt == OutputFormat.JSON:
+        print_json({"source": config.source, "providers": providers, "routes": routes, "deadline_s": config.deadline_s,
+                    "retry_rounds": config.retry_rounds, "baseline": config.baseline()})
+        return
+    if fmt == OutputFormat.CSV:
+        print_csv(providers)
+        return
     table = Table(title=f"Providers in {config.source}", title_justify="left")
     for column in ("provider", "model", "base_url", "price ($/1M in / out)", "latency prior", "quality",
                    "timeout (connect)", "context", "weight", "api key"):
         table.add_column(column, overflow="fold")
-    for name, p in config.providers.items():
-        key = "none" if p.api_key is None else (f"set from ${p.api_key_env}" if p.api_key_env else "set in file")
+    for r in providers:
         table.add_row(
-            name, p.model, _safe_url(p.base_url), _price_text(p),
-            f"{p.latency_ms:g} ms", str(p.quality), f"{p.timeout_s:g} s ({p.connect_timeout_s:g} s)",
-            str(p.context_window or "-"), f"{weights[name]:g}", key,
+            r["provider"], r["model"], r["base_url"], r["price"], f"{r['latency_prior_ms']:g} ms", str(r["quality"]),
+            f"{r['timeout_s']:g} s ({r['connect_timeout_s']:g} s)", str(r["context_window"] or "-"),
+            f"{r['weight']:g}", r["api_key"],
         )
     console.print(table)
+    order = Table(title="Routing order (first choice, then fallbacks)", title_justify="left")
+    order.add_column("strategy")
+    order.add_column("order")
+    for route in routes:
+        order.add_row(route["label"], route["order"])
+    console.print(order)
+    console.print(Text.assemble(
+        f"deadline {config.deadline_s:g} s, retry rounds {config.retry_rounds}, savings baseline: {config.baseline()}. ",
+        ("OK", "green"),
+    ))
+
+
+def _routes(config: RouterConfig, weights: dict[str, float]) -> list[dict[str, Any]]:
+    """Each strategy's provider order for a typical request, as check-config shows it."""
     state = InMemoryState({n: p.latency_ms for n, p in config.providers.items()})
     request = RouteRequest(input_tokens=500, output_tokens=config.expected_output_tokens)
-    routes = Table(title="Routing order (first choice, then fallbacks)", title_justify="left")
-    routes.add_column("strategy")
-    routes.add_column("order")
+    routes = []
     for name in RoutingStrategy:
         try:
             strategy = build_strategy(name, config, state)
@@ -108,12 +215,8 @@ def check_config(path: Annotated[Optional[Path], typer.Argument(help="Config fil
                           f"else: {' → '.join(strategy.orders['weak'])}")
         else:
             order_text = " → ".join(strategy.order(request))
-        routes.add_row(label, order_text)
-    console.print(routes)
-    console.print(
-        f"deadline {config.deadline_s:g} s, retry rounds {config.retry_rounds}, "
-        f"savings baseline: {config.baseline()}. [green]OK[/green]"
-    )
+        routes.append({"strategy": name.value, "default": name == config.strategy, "label": label, "order": order_text})
+    return routes
 
 
 @app.command()
@@ -127,7 +230,8 @@ def plan(
     strong_share: Annotated[Optional[float], typer.Option(help="quality_aware target: share of strong calls")] = None,
     min_quality: Annotated[Optional[float], typer.Option(help="quality_aware target: share of strong-only quality to keep")] = None,
     max_price_per_m: Annotated[Optional[float], typer.Option(help="quality_aware target: blended $ per 1M tokens")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    fmt: FormatOption = "table",
+    as_json: JsonAlias = False,
 ) -> None:
     """Monthly cost of each strategy at a traffic volume, against the premium provider.
 
@@ -136,6 +240,7 @@ def plan(
     """
     from .plan import describe, plan as make_plan
 
+    fmt = output_format(fmt, as_json)
     cfg, source = _plan_config(config)
     targets = {k: v for k, v in (("strong_share", strong_share), ("min_quality", min_quality),
                                  ("max_price_per_m", max_price_per_m)) if v is not None}
@@ -173,16 +278,18 @@ def plan(
         baseline, rows = make_plan(cfg, tokens, input_share)
     except LLMRouteError as exc:
         _fail(str(exc))
-    if as_json:
-        console.print_json(json.dumps({
-            "monthly_tokens": tokens, "input_share": input_share, "baseline": baseline, "prices_from": source,
-            "strategies": [{"strategy": r.strategy, "share": r.share, "cost_usd": r.cost_usd, "total_usd": r.total_usd,
-                            "savings_usd": r.savings_usd, "savings_pct": r.savings_pct,
-                            "expected_quality": r.expected_quality} for r in rows],
-        }))
+    strategies = [{"strategy": r.strategy, "share": r.share, "cost_usd": r.cost_usd, "total_usd": r.total_usd,
+                   "savings_usd": r.savings_usd, "savings_pct": r.savings_pct,
+                   "expected_quality": r.expected_quality} for r in rows]
+    if fmt == OutputFormat.JSON:
+        print_json({"monthly_tokens": tokens, "input_share": input_share, "baseline": baseline, "prices_from": source,
+                    "strategies": strategies})
         return
-    console.print(f"[bold]Traffic Distribution Analysis[/bold]: {tokens:,} tokens/month, "
-                  f"{input_share:.0%} input, prices from {source}", highlight=False)
+    if fmt == OutputFormat.CSV:
+        print_csv(strategies)
+        return
+    console.print(Text.assemble(("Traffic Distribution Analysis", "bold"), f": {tokens:,} tokens/month, "
+                                f"{input_share:.0%} input, prices from {source}"), highlight=False)
     if volume_note:
         console.print(f"volume and input share from {volume_note}", highlight=False)
     baseline_usd = rows[0].baseline_usd
@@ -256,7 +363,44 @@ def emulate(
         profile=chosen, speed=speed, latency_ms=latency_ms, retry_after_s=retry_after, api_key=api_key,
         seed=seed, faults=FaultPlan(rates, seed=seed), prompt_cache=prompt_cache, tokens_per_minute=tokens_per_minute,
     )
-    serve(settings, host, port)
+    try:
+        serve(settings, host, port)
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        cannot_listen(host, port, exc)
+
+
+@app.command("try")
+def try_(
+    port: Annotated[int, typer.Option(help="The gateway's port (0 picks a free one)")] = 8080,
+    emulator_port: Annotated[int, typer.Option(
+        help="Port of the cerebras emulator; runpod's is the next one (0 picks free ones)")] = 8001,
+    host: Annotated[str, typer.Option(help="Address to bind (loopback: the gateway has no keys)")] = "127.0.0.1",
+    speed: Annotated[float, typer.Option(help="Emulators answer this many times faster than the real providers")] = 1.0,
+    ledger: Annotated[Optional[Path], typer.Option(help="Record the traffic in this SQLite file (default: nowhere)")] = None,
+) -> None:
+    """Try llmroute without keys: two emulated providers and the gateway, until Ctrl-C.
+
+    Same providers and ports as examples/emulated.yaml; point any OpenAI client at the printed address.
+    """
+    from .gateway.auth import KeyStore
+    from .gateway.server import check_binding
+    from .playground import Playground, run
+
+    if not speed > 0:
+        _fail("--speed must be > 0 (use inf for no latency)")
+    try:
+        check_binding(host, KeyStore([]), insecure=False)
+    except LLMRouteError as exc:
+        _fail(str(exc))
+
+    def ready(playground: Playground) -> None:
+        print(playground.instructions(), flush=True)
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(run(host, port, emulator_port, speed=speed, ledger=str(ledger) if ledger else None, ready=ready))
+    except LLMRouteError as exc:
+        _fail(str(exc))
 
 
 @app.command()
@@ -266,32 +410,34 @@ def demo(
     concurrency: Annotated[int, typer.Option(min=1)] = 16,
     speed: Annotated[float, typer.Option(help="Emulators run this many times faster than real providers")] = 20.0,
     max_tokens: Annotated[int, typer.Option(min=1)] = 300,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the workload and the emulators: the same seed gives the same "
+                                           "split, cost and fallbacks")] = 0,
+    fmt: FormatOption = "table",
+    as_json: JsonAlias = False,
     ledger: Annotated[Optional[Path], typer.Option(
         help="Record the emulated run in this SQLite ledger (real providers always record where the config says)")] = None,
 ) -> None:
-    """Route a lead-qualification / document-analysis workload through every strategy."""
-    from .demo import emulated_config, run_strategy, workload
-    from .emulator import EmulatorSettings, EmulatorThread, get_profile
+    """Route a lead-qualification / document-analysis workload through every strategy.
 
-    emulators: dict[str, EmulatorThread] = {}
+    Splits and costs are reproducible with --seed (latency_optimized follows measured latency, so its
+    split also depends on timing); latencies are measured, so they vary from run to run.
+    """
+    from .demo import EmulatedPair, Outage, demo_tables, run_strategy, workload
+
+    fmt = output_format(fmt, as_json)
+    pair: EmulatedPair | None = None
+    outage: Outage | None = None
     if config is not None:
         cfg = _load(config)
-        outage = None
         note = f"real providers from {config}; no injected fault"
     else:
         if not speed > 0:
             _fail("--speed must be > 0")
-        for name in ("cerebras", "runpod"):
-            emulators[name] = EmulatorThread(EmulatorSettings(get_profile(name), speed=speed, seed=len(emulators)))
-        cfg = emulated_config({n: e.base_url for n, e in emulators.items()}, speed)
-        runpod = emulators["runpod"]
-        outage = (lambda: runpod.set_faults({"503": 1.0}), lambda: runpod.set_faults({}))
-        note = (f"emulated providers at {speed:g}x real speed (multiply latencies by {speed:g} for real time); "
-                "runpod answers 503 for the second quarter of each run")
+        pair = EmulatedPair.start(speed, seed)
+        cfg, outage, note = pair.config, pair.outage, pair.note
     # Fallbacks are the point of the demo; show them in the table, not as log lines.
     logging.getLogger("llmroute").setLevel(logging.ERROR)
-    work = workload(requests)
+    work = workload(requests, seed)
     summaries = []
     # Emulated traffic stays out of the user's real ledger unless asked for.
     demo_ledger: Ledger | bool | None = None if config is not None else False
@@ -302,8 +448,8 @@ def demo(
         except LLMRouteError as exc:
             _fail(str(exc))
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err, transient=True, disable=as_json) as progress:
+        with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err, transient=True, disable=fmt != OutputFormat.TABLE) as progress:
             for strategy in RoutingStrategy:
                 task = progress.add_task(strategy.value, total=len(work))
                 run = asyncio.run(run_strategy(
@@ -312,36 +458,23 @@ def demo(
                 ))
                 summaries.append(run.summary(cfg))
     finally:
-        for emulator in emulators.values():
-            emulator.stop()
+        if pair is not None:
+            pair.stop()
         if isinstance(demo_ledger, Ledger):
             demo_ledger.close()
             err.print(f"recorded in {ledger}: see `llmroute report --ledger {ledger}`", highlight=False)
-    if as_json:
-        print(json.dumps({"note": note, "baseline": cfg.baseline(), "strategies": summaries}, indent=2))
-        return
-    _print_demo(summaries, cfg, note)
-
-
-def _print_demo(summaries: list[dict], cfg: RouterConfig, note: str) -> None:
-    table = Table(title="llmroute demo", caption=note, title_justify="left")
-    for column in ("strategy", "requests", "split", "cost", "$/1M", f"savings vs {cfg.baseline()}",
-                   "p50 ms", "p95 ms", "fallbacks", "errors"):
-        table.add_column(column, justify="left" if column in ("strategy", "split") else "right")
-    for s in summaries:
-        served = sum(s["split"].values()) or 1
-        split = " ".join(f"{n} {c / served:.0%}" for n, c in sorted(s["split"].items()))
-        table.add_row(
-            s["strategy"], str(s["requests"]), split, f"${s['cost_usd']:.6f}", format_price_per_m(s["blended_per_m"]),
-            f"{s['savings_pct']:.0f}%", f"{s['p50_ms']:.0f}", f"{s['p95_ms']:.0f}", str(s["fallbacks"]),
-            f"[red]{s['errors']}[/red]" if s["errors"] else "0",
-        )
-    console.print(table)
+    if fmt == OutputFormat.JSON:
+        print_json({"note": note, "seed": seed, "baseline": cfg.baseline(), "strategies": summaries})
+    elif fmt == OutputFormat.CSV:
+        print_csv(summaries)
+    else:
+        for table in demo_tables(summaries, cfg, note, outage is not None):
+            console.print(table)
 
 
 def main() -> None:
     try:
-        app()
+        app(prog_name="llmroute")
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import csv
 import html
-import io
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from .cli import _fail, app, console, err
+from .cli import (FormatOption, check_plot_path, JsonAlias, OutputFormat, _fail, app, console, err, output_format, parse_strategy,
+                  print_csv, print_json)
 from .config import RouterConfig, default_config_path, load_config
 from .errors import ConfigError, LLMRouteError
 from .ledger import Store, ledger_location, open_store
@@ -90,8 +89,8 @@ def report(
     from_: Annotated[Optional[str], typer.Option("--from", help="Start date (YYYY-MM-DD or ISO date-time, UTC)")] = None,
     to: Annotated[Optional[str], typer.Option(help="End date, inclusive for a plain date")] = None,
     by: Annotated[str, typer.Option(help="provider, strategy, model, tag, key, user, day, route, status or decision")] = "provider",
-    fmt: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
-    plot: Annotated[Optional[Path], typer.Option(help="Write spend per day and cumulative savings to FILE.png or FILE.html")] = None,
+    fmt: FormatOption = "table",
+    plot: Annotated[Optional[Path], typer.Option(help="Write spend per day and cumulative savings to FILE.png, .svg, .pdf or .html")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="Provider to price the same tokens on (default: the premium one)")] = None,
     ledger: LedgerOption = None,
     config: ConfigOption = None,
@@ -99,8 +98,8 @@ def report(
     """Requests, tokens, spend, blended $/1M, latency, fallbacks and savings, from the ledger."""
     from .report import GROUPS, build_report, daily_by_provider
 
-    if fmt not in ("table", "json", "csv"):
-        _fail(f"--format must be table, json or csv, not '{fmt}'")
+    fmt = output_format(fmt)
+    check_plot_path(plot)
     if by not in GROUPS:
         _fail(f"--by must be one of {', '.join(GROUPS)}, not '{by}'")
     lo, hi, cfg, store = _open_period(since, from_, to, ledger, config)
@@ -115,24 +114,16 @@ def report(
     finally:
         store.close()
     base_name = base.provider if base is not None else "none"
-    if fmt == "json":
-        print(json.dumps({"by": by, "from": lo, "to": hi, "baseline": base_name, "ledger": store.where,
-                          "groups": [r.to_dict() for r in rows], "total": total.to_dict(),
-                          "prices": [asdict(p) for p in effective]}, indent=2))
-    elif fmt == "csv":
-        print(_csv([r.to_dict() for r in [*rows, total]]), end="")
+    if fmt == OutputFormat.JSON:
+        print_json({"by": by, "from": lo, "to": hi, "baseline": base_name, "ledger": store.where,
+                    "groups": [r.to_dict() for r in rows], "total": total.to_dict(),
+                    "prices": [asdict(p) for p in effective]})
+    elif fmt == OutputFormat.CSV:
+        print_csv([r.to_dict() for r in [*rows, total]])
     else:
         _print_report(rows, total, effective, by, base_name, store.where)
     if plot is not None:
         _plot(plot, daily, base, by, rows, total)
-
-
-def _csv(rows: list[dict[str, object]]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
 
 
 def _ms(value: float | None) -> str:
@@ -152,7 +143,7 @@ def _print_report(rows: list, total: object, effective: list, by: str, base_name
         elif row.gpu_priced_requests:
             spend += " (GPU-s est.)"
         table.add_row(
-            f"[bold]{row.group}[/bold]" if row is total else row.group, f"{row.requests:,}", f"{row.failed:,}",
+            Text(row.group, style="bold") if row is total else row.group, f"{row.requests:,}", f"{row.failed:,}",
             f"{row.tokens:,}", spend, format_price_per_m(row.blended_per_m), format_usd(row.baseline_usd),
             f"{format_usd(row.savings_usd)} ({row.savings_pct:.0f}%)", _ms(row.p50_ms), _ms(row.p95_ms),
             f"{row.fallback_rate:.1%}",
@@ -183,7 +174,7 @@ def _plot(path: Path, daily: list, base: PriceRow | None, by: str, rows: list, t
         table += (f"<tr><td>{html.escape(row.group)}</td><td>{row.requests}</td><td>{row.cost_usd:.6f}</td>"
                   f"<td>{row.baseline_usd:.6f}</td><td>{row.savings_usd:.6f}</td></tr>")
     try:
-        write_chart(path, spend_chart(points, title), title, table + "</table>")
+        write_chart(path, lambda fmt: spend_chart(points, title, fmt), title, table + "</table>")
     except (LLMRouteError, OSError) as exc:
         _fail(str(exc))
     err.print(f"wrote {path}", highlight=False)
@@ -236,7 +227,8 @@ def replay(
     to: Annotated[Optional[str], typer.Option(help="End date")] = None,
     strong_share: Annotated[Optional[float], typer.Option(help="For quality_aware: the share of strong calls")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the latency draws")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    fmt: FormatOption = "table",
+    as_json: JsonAlias = False,
     ledger: LedgerOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -249,10 +241,8 @@ def replay(
     from .report import build_report
     from .strategies import RoutingStrategy
 
-    try:
-        name = RoutingStrategy(strategy)
-    except ValueError:
-        _fail(f"--strategy must be one of {', '.join(s.value for s in RoutingStrategy)}, not '{strategy}'")
+    name = parse_strategy(strategy)
+    fmt = output_format(fmt, as_json)
     lo, hi, cfg, store = _open_period(since, from_, to, ledger, config)
     try:
         prices = ledger_prices(store, cfg)
@@ -277,9 +267,12 @@ def replay(
         _fail(str(exc))
     finally:
         store.close()
-    if as_json:
-        print(json.dumps({"actual": result.actual.to_dict(), "estimate": result.estimate.to_dict(),
-                          "latency_source": result.latency_source, "skipped_without_score": result.skipped}, indent=2))
+    if fmt == OutputFormat.JSON:
+        print_json({"actual": result.actual.to_dict(), "estimate": result.estimate.to_dict(),
+                    "latency_source": result.latency_source, "skipped_without_score": result.skipped})
+        return
+    if fmt == OutputFormat.CSV:
+        print_csv([result.actual.to_dict(), result.estimate.to_dict()])
         return
     if not result.actual.requests:
         _fail("no successful requests in the ledger for this period", code=1)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from .cli import _fail, app, console, err
+from .cli import (FormatOption, JsonAlias, OutputFormat, _fail, app, check_plot_path, console, err, output_format,
+                  print_csv, print_json)
 from .errors import LLMRouteError
 
 router_app = typer.Typer(help="Train and evaluate the quality-aware router's model.", no_args_is_help=True)
@@ -42,7 +43,7 @@ def train(
     from .quality.train import TrainSettings, train as fit
 
     examples = _examples(data)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as progress:
+    with Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), TimeElapsedColumn(), console=err) as progress:
         task = progress.add_task(f"training on {len(examples):,} prompts", total=None)
         try:
             model = fit(examples, TrainSettings(c=c, seed=seed),
@@ -63,25 +64,45 @@ def train(
 def evaluate_command(
     data: Annotated[Path, typer.Option(help="Labelled prompts to judge the router on")],
     model: Annotated[Optional[Path], typer.Option(help="A model file (default: the shipped model)")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="Write the cost/quality curves to this PNG")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    plot: Annotated[Optional[Path], typer.Option(help="Write the cost/quality curves to FILE.png, .svg, .pdf or .html")] = None,
+    fmt: FormatOption = "table",
+    as_json: JsonAlias = False,
 ) -> None:
-    """Calls needed for 95% quality, APGR and quality at 20% strong calls, beside random routing."""
-    from .quality.evaluate import curve_chart, evaluate
+    """Calls needed for 95% quality, APGR and quality at 20% strong calls, beside random routing.
+
+    Warns when the figures are in-sample: the model was trained on this data, or on some of its prompts.
+    """
+    from .plots import write_chart
+    from .quality.evaluate import curve_chart, evaluate, honesty_notes
     from .quality.model import QualityRouter
 
+    check_plot_path(plot)
+    fmt = output_format(fmt, as_json)
     examples = _examples(data)
     try:
         router = QualityRouter.load(model)
         results = evaluate(router, examples)
+        notes = honesty_notes(router, examples, results)
+        if model is None:
+            trained = router.meta.get("examples")
+            notes.insert(0, f"no --model given: this is the model shipped with llmroute ({router.source}"
+                            + (f", trained on {trained:,} MMLU and GSM8K prompts" if isinstance(trained, int) else "")
+                            + "); pass --model FILE to judge your own")
         if plot is not None:
-            plot.write_bytes(curve_chart(results, f"{Path(router.source).name} on {data.name}"))
+            title = f"{Path(router.source).name} on {data.name}"
+            write_chart(plot, lambda chart_fmt: curve_chart(results, title, chart_fmt), title, _html_table(results))
     except LLMRouteError as exc:
         _fail(str(exc))
     except OSError as exc:
         _fail(f"{plot}: cannot write ({exc.strerror or type(exc).__name__})")
-    if as_json:
-        console.print_json(json.dumps({"model": router.source, "data": str(data), "results": [r.to_dict() for r in results]}))
+    for note in notes:
+        err.print(Text.assemble(("warning:", "yellow"), " ", note), highlight=False)
+    rows = [{"benchmark": r.benchmark, **r.to_dict()} for r in results]
+    if fmt == OutputFormat.JSON:
+        print_json({"model": router.source, "data": str(data), "warnings": notes, "results": [r.to_dict() for r in results]})
+        return
+    if fmt == OutputFormat.CSV:
+        print_csv(rows)
         return
     table = Table(title=f"{router.source} on {data} ({len(examples):,} prompts)", title_justify="left")
     for column in ("benchmark", "prompts", "weak-only", "strong-only", "calls for 95%", "random", "APGR", "random",
@@ -95,6 +116,19 @@ def evaluate_command(
     console.print(table)
     if plot is not None:
         console.print(f"curves written to {plot}", highlight=False)
+
+
+def _html_table(results: list) -> str:  # type: ignore[type-arg]
+    import html
+
+    head = ("benchmark", "prompts", "calls for 95%", "random", "APGR", "random APGR", "quality @20%")
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+            r.benchmark, r.prompts, _share(r.router.calls_for(0.95)), _share(r.random.calls_for(0.95)),
+            f"{r.router.apgr():.3f}", f"{r.random.apgr():.3f}", f"{r.router.at(0.2):.3f}")) + "</tr>"
+        for r in results)
+    return ("<table border=1 cellpadding=4><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + body
+            + "</table>")
 
 
 @router_app.command()

@@ -6,12 +6,15 @@ import base64
 import html
 import io
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .errors import LLMRouteError
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def pyplot():  # type: ignore[no-untyped-def]
+    """matplotlib's pyplot, drawing off-screen; missing matplotlib is an error that names the extra to install."""
     try:
         import matplotlib
     except ImportError:
@@ -22,9 +25,29 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
-def spend_chart(daily: list[tuple[str, str, float, float]], title: str) -> bytes:
-    """PNG bytes. ``daily`` rows are (day, provider, cost_usd, baseline_usd)."""
-    plt = _pyplot()
+FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf", ".html": "html", ".htm": "html"}
+
+
+def chart_format(path: Path) -> str:
+    """The format a chart file's name asks for; anything else is refused before any work is done."""
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise LLMRouteError(f"--plot {path}: use a file name ending in .png, .svg, .pdf or .html")
+    return fmt
+
+
+def figure_bytes(fig: Any, fmt: str) -> bytes:
+    """A matplotlib figure as PNG, SVG or PDF bytes; the figure is closed."""
+    plt = pyplot()
+    out = io.BytesIO()
+    fig.savefig(out, format=fmt)
+    plt.close(fig)
+    return out.getvalue()
+
+
+def spend_chart(daily: list[tuple[str, str, float, float]], title: str, fmt: str = "png") -> bytes:
+    """Chart bytes in ``fmt`` (png, svg or pdf). ``daily`` rows are (day, provider, cost_usd, baseline_usd)."""
+    plt = pyplot()
     days = sorted({d for d, *_ in daily})
     providers = sorted({p for _, p, *_ in daily})
     cost: dict[tuple[str, str], float] = defaultdict(float)
@@ -53,22 +76,21 @@ def spend_chart(daily: list[tuple[str, str, float, float]], title: str) -> bytes
     ax.legend(handles, [h.get_label() for h in handles], loc="upper left", fontsize=8)
     ax.set_title(title)
     fig.tight_layout()
-    out = io.BytesIO()
-    fig.savefig(out, format="png")
-    plt.close(fig)
-    return out.getvalue()
+    return figure_bytes(fig, fmt)
 
 
-def write_chart(path: Path, png: bytes, title: str, table_html: str = "") -> None:
-    """A .png file, or a self-contained .html page with the chart inline and the report table."""
-    suffix = path.suffix.lower()
-    if suffix == ".png":
-        path.write_bytes(png)
-    elif suffix in (".html", ".htm"):
-        image = base64.b64encode(png).decode()
-        path.write_text(
-            f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<h1>{html.escape(title)}</h1><img alt='spend per day and cumulative savings' "
-            f"src='data:image/png;base64,{image}'>{table_html}", encoding="utf-8")
-    else:
-        raise LLMRouteError(f"--plot {path}: use a .png or .html file name")
+def write_chart(path: Path, draw: Callable[[str], bytes], title: str, table_html: str = "") -> None:
+    """Write the chart in the format the file name asks for (see ``chart_format``).
+
+    ``draw(fmt)`` renders it as png, svg or pdf; an .html page is self-contained: the chart inline as
+    a PNG, then ``table_html``.
+    """
+    fmt = chart_format(path)
+    if fmt != "html":
+        path.write_bytes(draw(fmt))
+        return
+    image = base64.b64encode(draw("png")).decode()
+    path.write_text(
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<h1>{html.escape(title)}</h1><img alt='{html.escape(title)}' "
+        f"src='data:image/png;base64,{image}'>{table_html}", encoding="utf-8")

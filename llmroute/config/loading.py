@@ -11,7 +11,9 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -19,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError
-from .schema import RouterConfig, _KeyedError
+from .schema import ProviderConfig, RouterConfig, _KeyedError
 
 DEFAULT_CONFIG_NAME = "llmroute.yaml"
 CONFIG_ENV_VAR = "LLMROUTE_CONFIG"
@@ -27,30 +29,75 @@ CONFIG_ENV_VAR = "LLMROUTE_CONFIG"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _interpolate(
-    node: Any, path: tuple[str, ...], env: Mapping[str, str], file: str | None,
-    strict: bool, used: dict[tuple[str, ...], str], missing: list[str],
-) -> Any:
-    if isinstance(node, dict):
-        return {k: _interpolate(v, (*path, str(k)), env, file, strict, used, missing) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_interpolate(v, (*path, str(i)), env, file, strict, used, missing) for i, v in enumerate(node)]
-    if not isinstance(node, str) or "${" not in node:
-        return node
+@dataclass
+class _Interpolation:
+    """What ``${VAR}`` substitution found: the variables each key used, their values, and those unset."""
 
-    def substitute(match: re.Match[str]) -> str:
-        var, default = match.group(1), match.group(2)
-        used[path] = var
-        if var in env and env[var] != "":
-            return env[var]
-        if default is not None:
-            return default
-        if strict:
-            raise ConfigError(f"environment variable {var} is not set", file=file, key=".".join(path))
-        missing.append(var)
-        return match.group(0)
+    env: Mapping[str, str]
+    used: dict[tuple[str, ...], list[tuple[str, str]]] = field(default_factory=dict)
+    """key path -> [(variable, value substituted)] in the order they appear."""
+    missing: list[tuple[tuple[str, ...], str]] = field(default_factory=list)
+    """(key path, variable) for each reference with no value and no default."""
 
-    return _ENV_REF.sub(substitute, node)
+    def walk(self, node: Any, path: tuple[str, ...] = ()) -> Any:
+        if isinstance(node, dict):
+            return {k: self.walk(v, (*path, str(k))) for k, v in node.items()}
+        if isinstance(node, list):
+            return [self.walk(v, (*path, str(i))) for i, v in enumerate(node)]
+        if not isinstance(node, str) or "${" not in node:
+            return node
+
+        def substitute(match: re.Match[str]) -> str:
+            var, default = match.group(1), match.group(2)
+            value = self.env.get(var) or default
+            if value is None:
+                self.missing.append((path, var))
+                return match.group(0)
+            self.used.setdefault(path, []).append((var, value))
+            return value
+
+        return _ENV_REF.sub(substitute, node)
+
+    def missing_error(self, file: str | None) -> ConfigError:
+        """One error naming every unset variable and the key that needs it, so one run shows them all."""
+        if len(self.missing) == 1:
+            path, var = self.missing[0]
+            return ConfigError(f"environment variable {var} is not set", file=file, key=".".join(path))
+        lines = [f"key '{'.'.join(path)}': {var}" for path, var in self.missing]
+        names = sorted({var for _, var in self.missing})
+        return ConfigError(f"environment variables not set: {', '.join(names)}; needed by\n  " + "\n  ".join(lines),
+                           file=file)
+
+
+_SECRET_QUERY_NAME = re.compile(r"key|token|secret|sig|pass|auth|credential|session", re.IGNORECASE)
+
+
+def redact_url(url: str, secrets: Iterable[str] = ()) -> str:
+    """``url`` safe to print: no user:password part, and every query value that holds one of ``secrets``
+    (values read from ``${VAR}``) or sits under a name like ``key``/``token``/``sig`` shown as ``***``.
+
+    The host and path stay readable: an endpoint id in the path is an address, not a credential.
+    """
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        shown = []
+        for pair in query.split("&"):
+            name, sep, value = pair.partition("=")
+            raw = urllib.parse.unquote_plus(value)
+            if value and (_SECRET_QUERY_NAME.search(name) or any(s and (s in raw or s in value) for s in secrets)):
+                value = "***"
+            shown.append(name + sep + value)
+        query = "&".join(shown)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def shown_url(provider: ProviderConfig) -> str:
+    """A provider's ``base_url`` as check-config, plan and errors print it (see ``redact_url``)."""
+    return redact_url(provider.base_url, getattr(provider, "_url_secrets", ()))
 
 
 def _describe(error: Mapping[str, Any]) -> str:
@@ -109,18 +156,23 @@ def parse_config(
     """Validate an already-parsed config tree (what ``yaml.safe_load`` returns)."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"expected a mapping at the top level, got {type(data).__name__}", file=file)
-    used: dict[tuple[str, ...], str] = {}
-    missing: list[str] = []
-    data = _interpolate(dict(data), (), os.environ if env is None else env, file, strict_env, used, missing)
+    found = _Interpolation(os.environ if env is None else env)
+    data = found.walk(dict(data))
+    if found.missing and strict_env:
+        raise found.missing_error(file)
     try:
         config = RouterConfig.model_validate(data)
     except ValidationError as exc:
         raise _from_validation_error(exc, file) from None
     config._source = file
-    config._missing_env = missing
+    config._missing_env = [var for _, var in found.missing]
     _check_quality_model(config, file)
     for name, provider in config.providers.items():
-        provider._api_key_env = used.get(("providers", name, "api_key"))
+        key_path = ("providers", name, "api_key")
+        key_vars = [var for var, _ in found.used.get(key_path, [])] + [var for path, var in found.missing if path == key_path]
+        provider._api_key_env = key_vars[0] if key_vars else None
+        # Values read from the environment into the URL: a key in its query must never be printed.
+        provider._url_secrets = tuple(value for _, value in found.used.get(("providers", name, "base_url"), []))
     return config
 
 

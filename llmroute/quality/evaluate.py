@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from .data import Example
 from .metrics import GRID, Curve, curve, random_curve
 from .model import QualityRouter
+from .train import data_digest, prompt_fingerprint, prompt_fingerprints
 
 OVERALL = "overall"
 
@@ -49,11 +49,51 @@ def evaluate(model: QualityRouter, examples: Sequence[Example]) -> list[Evaluati
     return results
 
 
-def curve_chart(results: Sequence[Evaluation], title: str) -> bytes:
-    """PNG: quality against the share of strong calls, the router's curve beside random routing's."""
-    from ..plots import _pyplot
+def training_overlap(model: QualityRouter, examples: Sequence[Example]) -> tuple[bool, int | None]:
+    """(the data is exactly what the model was trained on, how many of its prompts the model was trained on).
 
-    plt = _pyplot()
+    The count needs a model that stores its prompts' fingerprints (any trained by this version); for
+    older ones it is None and only the exact match can be told.
+    """
+    same = model.meta.get("data_sha256") == data_digest(examples)
+    fingerprints = prompt_fingerprints(model.meta)
+    if fingerprints is None:
+        return same, len(examples) if same else None
+    return same, sum(prompt_fingerprint(e.prompt) in fingerprints for e in examples)
+
+
+def honesty_notes(model: QualityRouter, examples: Sequence[Example], results: Sequence[Evaluation]) -> list[str]:
+    """What a reader must know before trusting the figures: in-sample data, or figures only in-sample data gives."""
+    notes = []
+    same, seen = training_overlap(model, examples)
+    held_out = model.validation.get("apgr")
+    cross_validated = f" (its cross-validated APGR: {held_out:.3f})" if isinstance(held_out, (int, float)) else ""
+    if same:
+        notes.append(f"{model.source} was trained on exactly this data: these figures are in-sample and overstate "
+                     f"what it does on new prompts{cross_validated}")
+    elif seen and seen == len(examples):
+        notes.append(f"all {seen:,} of these prompts were in {model.source}'s training data: these figures are "
+                     f"in-sample and overstate what it does on new prompts{cross_validated}")
+    elif seen:
+        notes.append(f"{seen:,} of these {len(examples):,} prompts were in {model.source}'s training data: "
+                     "the figures are partly in-sample")
+    apgr = results[0].router.apgr()
+    if apgr > 1.0:
+        why = ("a model that saw these prompts in training knows that" if same or seen else
+               "on prompts a model was not trained on that is rare: check it was not trained on these")
+        notes.append(f"APGR {apgr:.3f} is above 1: routing beat the strong model alone, which takes knowing where "
+                     f"the weak model is right and the strong one wrong; {why}")
+    elif not same and not seen and isinstance(held_out, (int, float)) and apgr > held_out + 0.25:
+        notes.append(f"APGR {apgr:.3f} is far above the {held_out:.3f} {model.source} reached on held-out prompts "
+                     "when trained: if this file came from its training data, the figures are in-sample")
+    return notes
+
+
+def curve_chart(results: Sequence[Evaluation], title: str, fmt: str = "png") -> bytes:
+    """Quality against the share of strong calls, the router's curve beside random routing's (png, svg or pdf)."""
+    from ..plots import pyplot, figure_bytes
+
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 4), dpi=100, squeeze=False)
     x = [100 * f for f in GRID]
     for ax, result in zip(axes[0], results):
@@ -72,7 +112,4 @@ def curve_chart(results: Sequence[Evaluation], title: str) -> bytes:
     axes[0][0].legend(fontsize=8, loc="lower right")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    out = io.BytesIO()
-    fig.savefig(out, format="png")
-    plt.close(fig)
-    return out.getvalue()
+    return figure_bytes(fig, fmt)

@@ -9,6 +9,7 @@ Needs scikit-learn (``pip install 'llmroute[train]'``); scoring does not.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 import random
@@ -200,7 +201,8 @@ def train(
         quantiles=[float(v) for v in np.quantile(held_scores, np.linspace(0, 1, 101))],
         validation=validation_summary(examples, list(held_scores)),
         meta={
-            "examples": len(examples), "data_sha256": _data_digest(examples),
+            "examples": len(examples), "data_sha256": data_digest(examples),
+            "prompt_fingerprints": _fingerprint_text(examples),
             "settings": {"c": settings.c, "min_df": settings.min_df, "max_terms": settings.max_terms,
                          "folds": settings.folds, "seed": settings.seed},
             "hand_features": list(HAND_FEATURES),
@@ -228,8 +230,35 @@ def validation_summary(examples: Sequence[Example], scores: Sequence[float]) -> 
     return out
 
 
-def _data_digest(examples: Sequence[Example]) -> str:
+def data_digest(examples: Sequence[Example]) -> str:
+    """What ``meta.data_sha256`` holds: one digest of every prompt and its scores, in order."""
     digest = hashlib.sha256()
     for e in examples:
         digest.update(f"{e.prompt}\x00{e.weak!r}\x00{e.strong!r}\x00".encode())
     return digest.hexdigest()
+
+
+FINGERPRINT_BYTES = 5
+"""Per prompt: 2**40 values, so among 10**5 training prompts a new prompt matches one by chance about once in 10**7."""
+
+
+def prompt_fingerprint(prompt: str) -> bytes:
+    """A prompt's identity without its text: the model file says which prompts it saw, not what they said."""
+    return hashlib.sha256(prompt.encode()).digest()[:FINGERPRINT_BYTES]
+
+
+def _fingerprint_text(examples: Sequence[Example]) -> str:
+    """The training prompts' fingerprints, sorted (the file stays the same for the same data), as base64."""
+    return base64.b64encode(b"".join(sorted({prompt_fingerprint(e.prompt) for e in examples}))).decode()
+
+
+def prompt_fingerprints(meta: dict[str, Any]) -> set[bytes] | None:
+    """The fingerprints a model stores of the prompts it was trained on; None for a model without them."""
+    text = meta.get("prompt_fingerprints")
+    if not isinstance(text, str):
+        return None
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:  # a damaged field: the model still scores, eval just cannot tell which prompts it saw
+        return None
+    return {raw[i:i + FINGERPRINT_BYTES] for i in range(0, len(raw), FINGERPRINT_BYTES)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -20,6 +21,19 @@ class RoutingStrategy(StrEnum):
     QUALITY_OPTIMIZED = "quality_optimized"
     BALANCED = "balanced"
     QUALITY_AWARE = "quality_aware"
+
+    @classmethod
+    def _missing_(cls, value: object) -> RoutingStrategy:
+        """``RoutingStrategy("cheapest")`` names the valid strategies, and the closest one if any."""
+        raise ValueError(unknown_strategy_message(value))
+
+
+def unknown_strategy_message(value: object) -> str:
+    """Why ``value`` is not a strategy, in the words every entry point (API, config, CLI) uses."""
+    names = [s.value for s in RoutingStrategy]
+    close = difflib.get_close_matches(str(value), names, n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown strategy {str(value)!r} (valid: {', '.join(names)}){hint}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,76 @@
+"""``llmroute demo``: reproducible with --seed, each strategy's target beside what it did, readable in 100 columns."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+from rich.console import Console
+
+from llmroute.demo import Outage, demo_tables, emulated_config, run_strategy, workload
+from llmroute.strategies import RoutingStrategy
+
+from .conftest import emulator
+from .test_cli import llmroute
+
+ENV = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+# Routed by rule or by count, not by measured time: the same seed must give the same figures.
+REPRODUCIBLE = ("cost_optimized", "quality_optimized", "balanced", "quality_aware")
+
+
+def figures(seed: int) -> dict[str, tuple[object, ...]]:
+    proc = llmroute("demo", "--requests", "40", "--concurrency", "8", "--speed", "50", "--seed", str(seed),
+                    "--format", "json", env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["seed"] == seed
+    return {s["strategy"]: (s["split_by_phase"], round(s["cost_usd"], 12), s["tokens"], s["fallbacks"], s["errors"])
+            for s in data["strategies"] if s["strategy"] in REPRODUCIBLE}
+
+
+def test_the_same_seed_gives_the_same_split_cost_and_fallbacks() -> None:
+    first, second = figures(11), figures(11)
+    assert first == second
+    assert first["cost_optimized"][3] == 10  # every request of the outage quarter fell back, and only those
+    assert figures(12) != first  # the seed matters: another workload, other completions
+
+
+def test_each_strategy_is_shown_beside_its_target_in_100_columns() -> None:
+    with emulator("cerebras", seed=0) as cerebras, emulator("runpod", seed=1) as runpod:
+        cfg = emulated_config({"cerebras": cerebras.base_url, "runpod": runpod.base_url})
+        outage = Outage("runpod", lambda: runpod.set_faults({"503": 1.0}), lambda: runpod.set_faults({}))
+        summaries = [asyncio.run(run_strategy(cfg, strategy, workload(40, seed=3), concurrency=4, max_tokens=50,
+                                              outage=outage, ledger=False)).summary(cfg)
+                     for strategy in RoutingStrategy]
+    by_name = {s["strategy"]: s for s in summaries}
+    aware = by_name["quality_aware"]
+    # The outage covers requests 10-19: the weak provider answers none of them, and all of the others it is chosen for.
+    assert set(aware["split_by_phase"]["outage"]) == {"cerebras"}
+    assert set(aware["strong_decisions_by_phase"]) == {"before", "outage", "after"}
+    assert by_name["balanced"]["split_by_phase"]["before"] == {"runpod": 8, "cerebras": 2}
+
+    console = Console(width=100, record=True, markup=False)
+    for table in demo_tables(summaries, cfg, "note", outage=True):
+        console.print(table)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "…" not in text  # no cell cut short
+    aims = text.split("cost and latency")[0]  # the first table: strategy, target, before, outage, after, fallbacks
+    rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.split("│")[1:-1]]
+                                              for line in aims.splitlines() if line.startswith("│"))}
+    assert rows["balanced"][:2] == ["80/20", "80/20"]  # the target, then the split before the outage
+    assert rows["quality_aware"][0] == "80/20 (strong 20%)"
+    assert rows["quality_aware"][2] == "0/100"  # during the outage everything went to cerebras
+    assert f"${by_name['cost_optimized']['cost_usd']:.6f}" in text
+    assert f"scored {aware['strong_decisions']:.0%} of prompts as needing the strong tier" in " ".join(text.split())
+
+
+def test_the_cli_table_fits_when_columns_is_100() -> None:
+    proc = llmroute("demo", "--requests", "16", "--speed", "inf", env={**ENV, "COLUMNS": "100"})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines and max(len(line) for line in lines) <= 100
+    for word in ("quality_aware", "latency_optimized", "target", "before", "outage", "after", "fallbacks", "saved"):
+        assert word in proc.stdout
+    assert "…" not in proc.stdout
