@@ -97,7 +97,7 @@ def redact_url(url: str, secrets: Iterable[str] = ()) -> str:
 
 def shown_url(provider: ProviderConfig) -> str:
     """A provider's ``base_url`` as check-config, plan and errors print it (see ``redact_url``)."""
-    return redact_url(provider.base_url, getattr(provider, "_url_secrets", ()))
+    return redact_url(provider.base_url, provider.url_secrets)
 
 
 def _describe(error: Mapping[str, Any]) -> str:

@@ -137,6 +137,7 @@ class ProviderConfig(_Strict):
 
     _name: str = PrivateAttr(default="")
     _api_key_env: str | None = PrivateAttr(default=None)
+    _url_secrets: tuple[str, ...] = PrivateAttr(default=())
 
     @field_validator("base_url")
     @classmethod
@@ -216,6 +217,11 @@ class ProviderConfig(_Strict):
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def url_secrets(self) -> tuple[str, ...]:
+        """Values ``base_url`` took from ``${VAR}``: shown as ``***`` wherever the URL is printed."""
+        return self._url_secrets
 
     @property
     def api_key_env(self) -> str | None:

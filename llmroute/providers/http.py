@@ -263,6 +263,7 @@ class ConnectionPool:
         self.host = url.hostname
         self.port = url.port or (443 if url.scheme == "https" else 80)
         self.path_prefix = url.path.rstrip("/")
+        self._query = url.query
         self._ssl: ssl.SSLContext | None = (
             client_context(ca_bundle=ca_bundle, verify=tls_verify) if url.scheme == "https" else None
         )
@@ -294,7 +295,10 @@ class ConnectionPool:
 
     def _request_bytes(self, path: str, body: bytes, extra_headers: Mapping[str, str] | None,
                        method: bytes = b"POST") -> bytes:
-        head = method + b" " + (self._target_prefix + path).encode() + b" HTTP/1.1\r\n" + self._static_headers
+        target = self._target_prefix + path
+        if self._query:  # a key in base_url's query (``?key=...``) goes with every request
+            target += ("&" if "?" in path else "?") + self._query
+        head = method + b" " + target.encode() + b" HTTP/1.1\r\n" + self._static_headers
         if extra_headers:
             head += encode_headers(extra_headers)
         return head + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body

@@ -105,7 +105,7 @@ def test_report_table_csv_and_plots(ledger_path: Path, tmp_path: Path) -> None:
     (["--format", "xml"], "--format must be table, json or csv"),
     (["--from", "yesterday"], "'yesterday' is not a date"),
     (["--baseline", "openai"], "no provider 'openai'"),
-    (["--plot", "chart.pdf"], "use a .png or .html file name"),
+    (["--plot", "chart.docx"], "use a file name ending in .png, .svg, .pdf or .html"),
 ])
 def test_report_rejects_bad_options(ledger_path: Path, args: list[str], message: str) -> None:
     proc = llmroute("report", "--ledger", str(ledger_path), *args)

@@ -279,3 +279,21 @@ async def test_interim_answers_are_skipped(interim: bytes) -> None:
         assert stream.status == 200 and await stream.read() == b'{"ok": true'
         await stream.aclose()
         await pool.aclose()
+
+
+async def test_a_query_in_base_url_goes_with_every_request() -> None:
+    """``base_url: https://host/v1?key=${KEY}``: some providers take their key in the query."""
+    seen: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append((await read_request(reader)).split(b"\r\n", 1)[0])
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    server, url = await raw_server(answer)
+    async with server:
+        pool = ConnectionPool(url + "?key=k-123&region=eu")
+        assert (await pool.post("/chat/completions", b"{}")).status == 200
+        await pool.aclose()
+    assert seen == [b"POST /v1/chat/completions?key=k-123&region=eu HTTP/1.1"]
