@@ -9,8 +9,7 @@ asks its ``/health`` every 10 ms. Reported per case, in one run: requests, clien
 that fell back, ledger rows written (every request must have one), the gateway's RSS peak (VmHWM), and the
 event loop's worst stall (the slowest ``/health`` answer).
 
-``--extra-fault`` runs any other emulator fault the same way (repeatable), e.g. oversize answers once the
-emulator has them: ``--extra-fault huge_body --extra-fault huge_sse:stream``.
+``--extra-fault`` runs any other emulator fault the same way (repeatable), e.g. ``--extra-fault hang``.
 """
 
 from __future__ import annotations
@@ -53,7 +52,9 @@ CASES = [
     Case("stream: bad usage on every chunk", "bad_usage", stream=True),
     Case("stream: usage chunk -5 after the answer", "negative_usage", stream=True),
     Case("stream: usage chunk 1e308 after the answer", "overflow_usage", stream=True),
-    # Size cases (oversize JSON body, oversize SSE answer) go here, or through --extra-fault.
+    Case("JSON body that never ends (2 GiB)", "huge_body"),
+    Case("endless SSE answer to a non-stream request", "huge_sse"),
+    Case("stream: one SSE line that never ends", "huge_body", stream=True),
 ]
 
 

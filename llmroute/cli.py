@@ -332,7 +332,7 @@ def serve(
     except LLMRouteError as exc:  # ConfigError, or a quality model file that cannot be used
         _fail(str(exc))
     except OSError as exc:
-        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        cannot_listen(host, port, exc)
 
 
 @app.command()

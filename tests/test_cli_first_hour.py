@@ -135,12 +135,16 @@ def test_user_input_in_messages_prints_as_typed(tmp_path: Path) -> None:
 
 # -- a busy port (G29) --------------------------------------------------------------------------------------
 
-def test_emulate_on_a_busy_port_is_one_line_and_exit_2() -> None:
+@pytest.mark.parametrize("command", ["emulate", "serve"])
+def test_a_busy_port_is_one_line_and_exit_2(command: str, tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("providers:\n  a:\n    base_url: http://127.0.0.1:1/v1\n" + PROVIDER + "ledger: {enabled: false}\n")
+    args = ["--config", str(config)] if command == "serve" else []
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = llmroute("emulate", "--port", str(port), env=BARE_ENV, timeout=60)
+        proc = llmroute(command, "--port", str(port), *args, env=BARE_ENV, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{port}: address already in use"]
 

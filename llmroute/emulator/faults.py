@@ -25,6 +25,8 @@ FAULTS: dict[str, str] = {
     "bad_usage": "usage.prompt_tokens is a string; streams: on every chunk (vLLM's continuous usage), the first too",
     "negative_usage": "usage.completion_tokens is negative; streams: in the final usage chunk",
     "overflow_usage": "usage.completion_tokens is 1e308; streams: in the final usage chunk",
+    "huge_body": "HTTP 200 whose JSON body never ends (up to 2 GiB); streams: one SSE line that never ends",
+    "huge_sse": "an endless SSE answer (up to 2 GiB) to a request that did not ask for a stream; streams: as huge_body",
     "204": "HTTP 204 with no body",
     "302": "HTTP 302 redirect elsewhere",
     "stream_cut": "streams stop half-way, without data: [DONE] (non-streams: reset)",

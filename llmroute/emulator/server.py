@@ -146,7 +146,7 @@ class Emulator:
             fault = "context_length"
         if fault is not None:
             self.stats[fault] = self.stats.get(fault, 0) + 1
-            early = await self._early_fault(request, fault, prompt_tokens)
+            early = await self._early_fault(request, fault, prompt_tokens, stream=body.get("stream") is True)
             if early is not None:
                 return early
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 512
@@ -189,7 +189,8 @@ class Emulator:
         self.stats["ok"] += 1
         return _json(payload, headers=headers)
 
-    async def _early_fault(self, request: web.Request, fault: str, prompt_tokens: int) -> web.StreamResponse | None:
+    async def _early_fault(self, request: web.Request, fault: str, prompt_tokens: int,
+                           stream: bool = False) -> web.StreamResponse | None:
         """Faults that happen before any answer; None for those that happen during one."""
         # Retry-After runs at the emulator's speed, like its latency.
         retry_s = 0.0 if math.isinf(self.settings.speed) else self.settings.retry_after_s / self.settings.speed
@@ -210,6 +211,8 @@ class Emulator:
             return _json(self._error_body(500, "worker failed while generating", "InternalServerError"))
         if fault == "malformed":
             return web.Response(body=b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "mess', content_type="application/json")
+        if fault in ("huge_body", "huge_sse"):
+            return await _endless(request, fault, stream=stream)
         if fault == "204":
             return web.Response(status=204)
         if fault == "302":
@@ -438,3 +441,30 @@ def _reset(request: web.Request) -> None:
         except OSError:
             pass
     transport.abort()
+
+
+HUGE_BYTES = 2 * 1024**3
+_HUGE_PIECE = 1024 * 1024
+
+
+async def _endless(request: web.Request, fault: str, *, stream: bool) -> web.StreamResponse:
+    """An answer no client should read to its end: written a MiB at a time until the client hangs up."""
+    sse = stream or fault == "huge_sse"
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream" if sse else "application/json"})
+    if not sse:
+        response.content_length = HUGE_BYTES
+    await response.prepare(request)
+    if stream:  # one line that never ends
+        head, piece = b"data: ", b"y" * _HUGE_PIECE
+    elif sse:  # valid events, far too many of them, to a request that asked for JSON
+        event = b'data: {"choices": [{"index": 0, "delta": {"content": "' + b"x" * 1000 + b'"}}]}\n\n'
+        head, piece = b"", event * (_HUGE_PIECE // len(event))
+    else:
+        head, piece = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "', b"x" * _HUGE_PIECE
+    try:
+        await response.write(head)
+        for _ in range(HUGE_BYTES // len(piece)):
+            await response.write(piece)
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    return response

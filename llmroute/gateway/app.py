@@ -28,8 +28,8 @@ from .auth import KeyStore
 from . import validate
 from .decoding import read_body
 from .errors import (
-    BadRequest, all_failed_response, attempts_header, decision_headers, error_response, provider_error_response,
-    quote_input,
+    WARNING_HEADER, BadRequest, all_failed_response, attempts_header, decision_headers, error_response,
+    provider_error_response, quote_input,
 )
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import openapi_json
@@ -39,7 +39,6 @@ log = logging.getLogger("llmroute.gateway")
 
 STRATEGY_HEADER = "x-llmroute-strategy"
 TAGS_HEADER = "x-llmroute-tags"
-WARNING_HEADER = "x-llmroute-warning"
 REQUEST_ID_HEADER = "x-request-id"
 _STRATEGIES = {s.value: s for s in RoutingStrategy}
 _ROUTES = {"/v1/chat/completions": "POST", "/v1/completions": "POST", "/v1/models": "GET", "/health": "GET",
@@ -222,12 +221,10 @@ class Gateway:
     async def _complete(self, request: web.Request, body: dict[str, Any], path: str, endpoint: str) -> web.StreamResponse:
         strategy = self._strategy(request, body)
         warning = self._warning(request, body, strategy)
-        if warning is not None:
-            request["llmroute_warning"] = warning  # for a streamed answer's headers too
         context = self._context(request, body, endpoint) if self.router.ledger is not None else None  # ledger only
         try:
             if body.get("stream"):
-                return await stream_response(self, request, body, path, strategy, endpoint, context)
+                return await stream_response(self, request, body, path, strategy, endpoint, context, warning)
             if path == CHAT_PATH:
                 result = await self.router.chat_request(body, strategy=strategy, extra_headers=self._extra_headers(request),
                                                         context=context)

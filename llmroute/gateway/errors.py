@@ -10,6 +10,9 @@ from aiohttp import web
 from ..errors import AllProvidersFailed, ClientRequestError, ProviderError
 from ..result import Attempt
 
+WARNING_HEADER = "x-llmroute-warning"
+"""Set when the gateway did something other than what the request seemed to ask (a misspelt strategy)."""
+
 # Failures that mean "try again later" rather than "the providers are broken": a refused or dropped
 # connection is a provider restarting; auth, malformed answers and TLS failures do not heal by waiting.
 _TRANSIENT = frozenset({"rate_limited", "cooling_down", "timeout", "circuit_open", "rate_limit_headroom", "connect",
@@ -36,18 +39,19 @@ def quote_input(value: str, limit: int = 64) -> str:
     return f"'{text}'"
 
 
-def error_body(message: str, error_type: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+def error_body(message: str, error_type: str, code: str | int | None = None, param: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
 def error_response(
-    status: int, message: str, error_type: str = "invalid_request_error", code: str | None = None,
+    status: int, message: str, error_type: str = "invalid_request_error", code: str | int | None = None,
     param: str | None = None, headers: dict[str, str] | None = None,
 ) -> web.Response:
     try:
         body = orjson.dumps(error_body(message, error_type, code, param))
     except TypeError:  # a surrogate from a client's invalid UTF-8 that no caller quoted: escape, never fail here
-        body = orjson.dumps(error_body(*(_printable(s) for s in (message, error_type, code, param))))
+        body = orjson.dumps(error_body(_printable(message), _printable(error_type),  # type: ignore[arg-type]
+                                       code if isinstance(code, int) else _printable(code), _printable(param)))
     return web.Response(body=body, status=status, content_type="application/json", headers=headers)
 
 
@@ -99,10 +103,9 @@ def all_failed_response(exc: AllProvidersFailed) -> web.Response:
 def provider_client_error_response(exc: ClientRequestError) -> web.Response:
     """The provider's own verdict on a bad request, passed back with its status and its fields as it sent them
     (``param``; ``code`` with its JSON type, vLLM's integer included)."""
-    body = {"error": {"message": exc.message, "type": exc.error_type or "invalid_request_error", "param": exc.param,
-                      "code": exc.code if exc.code is not None else exc.kind}}
-    return web.Response(
-        body=orjson.dumps(body), status=exc.status or 400, content_type="application/json",
+    return error_response(
+        exc.status or 400, exc.message, exc.error_type or "invalid_request_error",
+        exc.code if exc.code is not None else exc.kind, exc.param,
         headers={"x-llmroute-provider": exc.provider, "x-llmroute-attempts": attempts_header(exc.attempts)},
     )
 

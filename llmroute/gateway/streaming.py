@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 
 from ..errors import StreamInterrupted
-from .errors import attempts_header, decision_headers, error_body
+from .errors import WARNING_HEADER, attempts_header, decision_headers, error_body
 
 if TYPE_CHECKING:
     from ..ledger import RequestContext
@@ -42,9 +42,9 @@ async def _within(timeout_s: float, pending: Awaitable[Any]) -> None:
 
 async def stream_response(
     gateway: Gateway, request: web.Request, body: dict[str, Any], path: str, strategy: str, endpoint: str,
-    context: RequestContext | None = None,
+    context: RequestContext | None = None, warning: str | None = None,
 ) -> web.StreamResponse:
-    """Stream one completion to the client.
+    """Stream one completion to the client (``warning``: an ``x-llmroute-warning`` for its headers).
 
     Nothing is sent until a provider produced its first chunk, so every failure
     before that falls back (or becomes an ordinary JSON error). Usage is always
@@ -76,6 +76,7 @@ async def stream_response(
         "x-llmroute-attempts": attempts_header(stream.attempts),
         "x-request-id": stream.request_id or "",
         **(decision_headers(stream.route.quality_score, stream.route.decision) if stream.route else {}),
+        **({WARNING_HEADER: warning} if warning else {}),
     })
     timeout_s = gateway.router.config.gateway.write_timeout_s
     try:

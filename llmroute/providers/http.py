@@ -259,7 +259,7 @@ class ConnectionPool:
                  max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
         url = urllib.parse.urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError(f"unsupported URL {base_url!r}")
+            raise ValueError(f"unsupported URL: scheme {url.scheme!r}, host {url.hostname!r}")  # never its key
         self.host = url.hostname
         self.port = url.port or (443 if url.scheme == "https" else 80)
         self.path_prefix = url.path.rstrip("/")

@@ -214,6 +214,11 @@ def test_misspelt_strategy_runs_the_default_with_a_warning(gateway: RunningGatew
     resp = httpx.post(gateway.base_url + CHAT, json={"model": "balancéd\n", "messages": HI})
     assert resp.status_code == 200
     assert resp.headers["x-llmroute-warning"].startswith("model 'balanc\\xe9d\\n' is not a strategy")
+    # A streamed answer says the same.
+    with httpx.stream("POST", gateway.base_url + CHAT, json={"model": "cost_optimised", "messages": HI, "stream": True}
+                      ) as streamed:
+        assert streamed.status_code == 200 and streamed.headers["x-llmroute-strategy"] == "balanced"
+        assert streamed.headers["x-llmroute-warning"].startswith("model 'cost_optimised' is not a strategy")
 
 
 def test_models_retrieve_with_the_openai_client(gateway: RunningGateway) -> None:
