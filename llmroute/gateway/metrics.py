@@ -43,7 +43,8 @@ class Metrics:
                               ["strategy", "provider"], buckets=LATENCY_BUCKETS_S, registry=r)
         self.ledger_written = Counter("llmroute_ledger_written", "Requests committed to the ledger", registry=r)
         self.ledger_dropped = Counter("llmroute_ledger_dropped",
-                                      "Ledger entries dropped because the write queue was full", registry=r)
+                                      "Ledger entries not stored: queue full, store unavailable past ledger.retry_s, or a row refused",
+                                      registry=r)
         self.breaker_state = Gauge("llmroute_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open",
                                    ["provider"], registry=r, multiprocess_mode="max")
         self.breaker_transitions = Counter("llmroute_breaker_transitions", "Circuit breaker changes of state",
