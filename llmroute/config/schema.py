@@ -128,7 +128,7 @@ class ProviderConfig(_Strict):
     tls_verify: bool = Field(default=True, description="false: accept any certificate (a lab endpoint; logged loudly)")
     proxy: SecretStr | None = None
     """``http://[user:password@]host:port``; unset: ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``; null or "": none."""
-    max_response_bytes: int = Field(default=32 * 1024 * 1024, gt=0,
+    max_response_bytes: int = Field(default=8 * 1024 * 1024, gt=0,
                                     description="largest answer read (after decoding gzip); past it: too_large")
     max_sse_line_bytes: int = Field(default=1024 * 1024, gt=0, description="longest SSE line or event in a stream")
     pool_timeout_s: float = Field(default=5.0, gt=0)

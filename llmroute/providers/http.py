@@ -30,9 +30,10 @@ from .decoding import ContentDecoder, ContentDecodingError
 from .proxy import Proxy, ProxyError, open_tunnel, proxy_from_environment
 from .tls import client_context
 
-_QUEUE_HIGH = 64  # body pieces buffered before reading from the socket pauses
+_QUEUE_HIGH = 64  # body pieces buffered before reading from the socket pauses...
+_QUEUE_HIGH_BYTES = 512 * 1024  # ...or bytes: a stream holds little more than this whatever the upstream sends
 _DECODED_PIECE_BYTES = 64 * 1024  # a decoded stream piece; bounds what one compressed piece can inflate to at once
-DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 
 class UpstreamClosed(ConnectionError):
@@ -97,6 +98,7 @@ class _Connection(asyncio.Protocol):
         self._headers_done: asyncio.Future[None] = self._loop.create_future()
         self._done: asyncio.Future[None] = self._loop.create_future()
         self._queue: deque[bytes] | None = None
+        self._queued_bytes = 0
         self._queue_waiter: asyncio.Future[None] | None = None
         self._paused = False
 
@@ -163,8 +165,10 @@ class _Connection(asyncio.Protocol):
             self._body.append(data)
             return
         self._queue.append(data)
+        self._queued_bytes += len(data)
         self._wake()
-        if len(self._queue) > _QUEUE_HIGH and self.transport is not None and not self._paused:
+        if (len(self._queue) > _QUEUE_HIGH or self._queued_bytes > _QUEUE_HIGH_BYTES) and not self._paused \
+                and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
 
@@ -216,14 +220,17 @@ class _Connection(asyncio.Protocol):
         assert queue is not None
         while True:
             while queue:
-                if self._paused and len(queue) <= _QUEUE_HIGH // 2 and self.transport is not None:
+                raw = queue.popleft()
+                self._queued_bytes -= len(raw)
+                if self._paused and len(queue) <= _QUEUE_HIGH // 2 and self._queued_bytes <= _QUEUE_HIGH_BYTES // 2 \
+                        and self.transport is not None:
                     self._paused = False
                     self.transport.resume_reading()
                 if self.decoder is None:
-                    yield queue.popleft()
+                    yield raw
                     continue
                 try:
-                    for piece in self.decoder.pieces(queue.popleft(), _DECODED_PIECE_BYTES):
+                    for piece in self.decoder.pieces(raw, _DECODED_PIECE_BYTES):
                         yield piece
                 except ContentDecodingError as exc:
                     raise InvalidResponse(str(exc)) from None
