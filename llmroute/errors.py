@@ -35,8 +35,8 @@ class ProviderError(LLMRouteError):
     """One failed call to one provider.
 
     ``kind`` is a short stable label (``timeout``, ``connect``, ``tls``, ``rate_limited``,
-    ``server_error``, ``error_in_body``, ``malformed``, ``unexpected_status``, ``stream_cut``,
-    ``bad_request``, ``context_length``, ``auth``, ``not_found``, ``unprocessable``,
+    ``server_error``, ``error_in_body``, ``malformed``, ``too_large``, ``unexpected_status``,
+    ``stream_cut``, ``bad_request``, ``context_length``, ``auth``, ``not_found``, ``unprocessable``,
     ``pool_exhausted``, ``bad_header``, ``internal``) used in attempt lists, metrics and the ledger.
     ``code``, ``param`` and ``error_type`` are the provider's own error fields, as it sent them
     (vLLM's ``code`` is an integer).

@@ -60,7 +60,7 @@ def _printable(value: str | None) -> str | None:
 
 
 def summarise(attempts: list[Attempt]) -> str:
-    """'runpod: server_error 503 (3 ms); cerebras: tls, TLS error: CERTIFICATE_VERIFY_FAILED (4 ms)':
+    """'runpod: server_error 503 (3 ms); cerebras: tls, TLS error: certificate verify failed: ... (4 ms)':
     no bodies, no secrets; a connection failure's reason, which llmroute wrote itself."""
     return "; ".join(
         f"{a.provider}: {a.kind}" + (f" {a.status}" if a.status is not None else "")
