@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from ..breaker import STATE_VALUE, log_transition
 from ..errors import AllProvidersFailed, ClientRequestError, ProviderError
@@ -81,6 +81,20 @@ def result_headers(result: RouteResult) -> dict[str, str]:
     return headers
 
 
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue`` gets its interim answer; any other expectation a JSON 417. (aiohttp's own
+    answer is plain text quoting the value, and fails outright on a value that is not UTF-8.)"""
+    expect = request.headers.get("Expect", "")
+    if request.version != HttpVersion11:
+        return None
+    if expect.strip().lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer itself has not started
+        return None
+    return error_response(417, f"Expect {quote_input(expect)} is not supported; send 100-continue or no Expect",
+                          param="Expect", code="expectation_failed")
+
+
 class Gateway:
     def __init__(self, router: LLMRouter, *, keys: KeyStore | None = None, metrics: Metrics | None = None) -> None:
         self.router = router
@@ -111,16 +125,23 @@ class Gateway:
         """The aiohttp application. Serve it with ``auto_decompress=False`` (as ``llmroute serve`` does): the
         handlers inflate compressed bodies themselves, bounded by ``gateway.max_body_bytes``."""
         app = web.Application(client_max_size=self.max_body_bytes)
-        app.router.add_post("/v1/chat/completions", self._guard(self.chat_completions))
-        app.router.add_post("/v1/completions", self._guard(self.completions))
-        app.router.add_get("/v1/models", self._guard(self.models))
-        app.router.add_get(MODELS_PREFIX + "{model_id:[\\s\\S]+}", self._guard(self.model))
-        app.router.add_get("/health", self.health)
-        app.router.add_get("/ready", self.ready)
-        app.router.add_get("/openapi.json", self.openapi)
-        app.router.add_get("/metrics", self._guard(self.metrics_endpoint))
-        app.router.add_get("/router/state", self._guard(self.state))
-        app.router.add_route("*", "/{tail:[\\s\\S]*}", self.not_found)
+        routes = (
+            ("POST", "/v1/chat/completions", self._guard(self.chat_completions)),
+            ("POST", "/v1/completions", self._guard(self.completions)),
+            ("GET", "/v1/models", self._guard(self.models)),
+            ("GET", MODELS_PREFIX + "{model_id:[\\s\\S]+}", self._guard(self.model)),
+            ("GET", "/health", self.health),
+            ("GET", "/ready", self.ready),
+            ("GET", "/openapi.json", self.openapi),
+            ("GET", "/metrics", self._guard(self.metrics_endpoint)),
+            ("GET", "/router/state", self._guard(self.state)),
+            ("*", "/{tail:[\\s\\S]*}", self.not_found),
+        )
+        for method, path, handler in routes:
+            if method == "GET":  # HEAD too, as aiohttp's add_get does
+                app.router.add_get(path, handler, expect_handler=expect_continue)
+            else:
+                app.router.add_route(method, path, handler, expect_handler=expect_continue)
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._close)
         return app
@@ -326,7 +347,7 @@ class Gateway:
     async def not_found(self, request: web.Request) -> web.Response:
         path = request.path
         expected = _ROUTES.get(path) or ("GET" if path.startswith(MODELS_PREFIX) else None)
-        if expected is not None:
+        if expected is not None and request.method != expected:
             return error_response(405, f"{request.method} is not allowed on {quote_input(path)}; use {expected}",
                                   code="method_not_allowed", headers={"Allow": expected})
         return error_response(404, f"no route {request.method} {quote_input(path)}", code="not_found")

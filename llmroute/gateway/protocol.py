@@ -32,6 +32,7 @@ from .errors import error_body, error_response
 log = logging.getLogger("llmroute.gateway")
 
 _LOG_EVERY_S = 10.0
+_HEAD_ROOM_BYTES = 4096  # an answer's status line and headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,8 @@ class ConnectionLimits:
     header_timeout_s: float
     body_timeout_s: float
     max_connections: int
+    write_timeout_s: float = 30.0
+    """A whole (non-streamed) answer must be taken by the client within this; streams bound each write."""
 
 
 def default_max_connections() -> int:
@@ -62,19 +65,36 @@ def raw_error(status: int, message: str, code: str) -> bytes:
 
 
 class _Throttled:
-    """Log a recurring event at most once per interval, with how many happened since."""
+    """Log a recurring event at most once per interval, with how many happened so far: hits inside an
+    interval are logged at its end, so a burst is reported whole, not as its first one."""
 
     def __init__(self, message: str) -> None:
         self.message = message
         self.count = 0
+        self._logged = 0
         self._last = -_LOG_EVERY_S
+        self._args: tuple[Any, ...] = ()
+        self._pending: asyncio.TimerHandle | None = None
 
     def hit(self, *args: Any) -> None:
+        """Called from the event loop (protocol callbacks)."""
         self.count += 1
+        self._args = args
         wall = time.monotonic()
         if wall - self._last >= _LOG_EVERY_S:
-            self._last = wall
-            log.warning(self.message, self.count, *args)
+            self._emit()
+        elif self._pending is None:
+            self._pending = asyncio.get_running_loop().call_later(self._last + _LOG_EVERY_S - wall, self._flush)
+
+    def _flush(self) -> None:
+        self._pending = None
+        if self.count > self._logged:
+            self._emit()
+
+    def _emit(self) -> None:
+        self._last = time.monotonic()
+        self._logged = self.count
+        log.warning(self.message, self.count, *self._args)
 
 
 class GatewayServer(web.Server):
@@ -89,7 +109,12 @@ class GatewayServer(web.Server):
         self._event_loop = asyncio.get_running_loop()
         self.refused = _Throttled("gateway.max_connections reached: %d connections refused so far (limit %d); "
                                   "new connections get a 503 until others close")
-        self.timed_out = _Throttled("closed %d connections so far whose client was too slow (%s)")
+        self.slow_headers = _Throttled("closed %d connections so far whose headers took longer than "
+                                       "gateway.header_timeout_s (%g s)")
+        self.slow_bodies = _Throttled("closed %d connections so far whose body took longer than "
+                                      "gateway.body_timeout_s (%g s)")
+        self.slow_readers = _Throttled("closed %d connections so far whose client did not take its answer within "
+                                       "gateway.write_timeout_s (%g s)")
 
     def __call__(self) -> GatewayProtocol:
         return GatewayProtocol(self, loop=self._event_loop, **self._handler_kwargs)
@@ -165,6 +190,14 @@ class GatewayProtocol(web.RequestHandler):
             self._header_timer.cancel()
             self._header_timer = None
         message, payload = self._messages[-1]
+        if isinstance(message, RawRequestMessage) and not message.path.startswith("/"):
+            self._messages.pop()  # CONNECT host:port, OPTIONS *: no route can take it, and aiohttp's answer is text
+            connect = message.method == "CONNECT"
+            log.info("rejected a request for %s %s", message.method, "a tunnel" if connect else "a non-path target")
+            self._abort(raw_error(405 if connect else 400, "llmroute is not a proxy: CONNECT is not supported"
+                                  if connect else "the request target must be a path such as /v1/chat/completions",
+                                  "method_not_allowed" if connect else "bad_request"))
+            return
         if self._body is not None and not isinstance(message, RawRequestMessage):
             self._body_refused(message.exc)  # e.g. a bad chunk size in a body a handler is reading
         elif not payload.is_eof():
@@ -179,7 +212,7 @@ class GatewayProtocol(web.RequestHandler):
             self.close()  # finish what is in flight, then close
             return
         limits = self._gateway_server.limits
-        self._gateway_server.timed_out.hit("gateway.header_timeout_s")
+        self._gateway_server.slow_headers.hit(limits.header_timeout_s)
         self._abort(raw_error(408, f"request headers not received within "
                               f"{limits.header_timeout_s:g} s", "header_timeout"))
 
@@ -189,7 +222,7 @@ class GatewayProtocol(web.RequestHandler):
             return
         self._body = None
         limits = self._gateway_server.limits
-        self._gateway_server.timed_out.hit("gateway.body_timeout_s")
+        self._gateway_server.slow_bodies.hit(limits.body_timeout_s)
         current = self._current_request
         answered = current is None and not self._messages or current is not None and current.writer.output_size
         self._abort(None if answered else raw_error(
@@ -221,6 +254,28 @@ class GatewayProtocol(web.RequestHandler):
                 timer.cancel()
         self._header_timer = self._body_timer = None
         self._body = None
+
+    # -- a client that does not take its answer -------------------------------------------
+
+    async def finish_response(self, request: Any, resp: web.StreamResponse,
+                              start_time: float | None) -> tuple[web.StreamResponse, bool]:
+        """Send a whole answer, within ``write_timeout_s`` when it can wait: a client that never reads would
+        otherwise hold its connection and the answer's bytes for good. Nearly every answer fits the socket's
+        buffer and cannot wait, so it gets no timer (one would cost ~10 µs a request)."""
+        transport = self.transport
+        body = getattr(resp, "body", None)
+        size = len(body) if isinstance(body, (bytes, bytearray)) else 0
+        if transport is None or (not self.writing_paused and transport.get_write_buffer_size() + size
+                                 + _HEAD_ROOM_BYTES < transport.get_write_buffer_limits()[1]):
+            return await super().finish_response(request, resp, start_time)
+        limits = self._gateway_server.limits
+        try:
+            async with asyncio.timeout(limits.write_timeout_s):
+                return await super().finish_response(request, resp, start_time)
+        except TimeoutError:
+            self._gateway_server.slow_readers.hit(limits.write_timeout_s)
+            transport.abort()  # what is buffered for the client is let go
+            return resp, True
 
     # -- errors aiohttp answers itself ----------------------------------------------------
 

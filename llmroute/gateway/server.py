@@ -55,7 +55,8 @@ async def run_gateway(config: RouterConfig, host: str, port: int, *, reuse_port:
     gateway = Gateway(LLMRouter(config=config), metrics=Metrics(collect_registry=multiprocess_registry()))
     settings = config.gateway
     limits = ConnectionLimits(header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
-                              max_connections=settings.max_connections or default_max_connections())
+                              max_connections=settings.max_connections or default_max_connections(),
+                              write_timeout_s=settings.write_timeout_s)
     # Request bodies are inflated by the app, a piece at a time up to the body limit, not by aiohttp in one go.
     runner = GatewayRunner(
         gateway.app(), limits, shutdown_timeout=settings.shutdown_grace_s, handler_cancellation=True,

@@ -115,3 +115,33 @@ def test_a_brotli_body_gets_an_openai_shaped_4xx(gateway: RunningGateway) -> Non
     assert 400 <= status < 500 and headers["content-type"].startswith("application/json")
     assert set(answer["error"]) == {"message", "type", "param", "code"}
     assert "Traceback" not in gateway.log()
+
+
+@pytest.mark.parametrize(("data", "status", "code"), [
+    (b"GET /health HTTP/1.1\r\nHost: x\r\nExpect: \xff\r\nConnection: close\r\n\r\n", 417, "expectation_failed"),
+    (b"GET /v1/models HTTP/1.1\r\nHost: x\r\nExpect: foo\r\nConnection: close\r\n\r\n", 417, "expectation_failed"),
+    (b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405, "method_not_allowed"),
+    (b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400, "bad_request"),
+    (b"GET /v1/models/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 404, "not_found"),
+])
+def test_what_aiohttp_would_answer_in_text_is_json(gateway: RunningGateway, data: bytes, status: int,
+                                                    code: str) -> None:
+    """An Expect other than 100-continue (aiohttp answers in plain text, or fails on a value that is not UTF-8),
+    a request for a tunnel or a target that is not a path (no route can take them)."""
+    got, headers, body = parse(exchange(gateway, data))
+    assert (got, body["error"]["code"]) == (status, code)
+    assert headers["content-type"].startswith("application/json")
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert "Traceback" not in gateway.log() and "unexpected error" not in gateway.log()
+
+
+def test_expect_100_continue_still_works(gateway: RunningGateway) -> None:
+    body = b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}'
+    with socket.create_connection(address(gateway), timeout=20) as s:
+        s.sendall(CHAT + b"Expect: 100-continue\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
+        assert s.recv(65536).startswith(b"HTTP/1.1 100 Continue")
+        s.sendall(body)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    assert out.startswith(b"HTTP/1.1 200")

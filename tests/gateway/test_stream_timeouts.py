@@ -7,6 +7,7 @@ import asyncio
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,12 @@ class EndlessUpstream:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         if not body.get("stream"):
+            big = body["messages"][0]["content"] == "a big answer"  # 6 MB: more than any socket buffer holds
             return web.json_response({
                 "id": "c1", "object": "chat.completion", "created": 0, "model": "m",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "word " * 1_200_000 if big else "ok"},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1_200_000 if big else 1, "total_tokens": 4},
             })
         self.streams += 1
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -147,3 +150,37 @@ def test_streamed_responses_carry_the_request_id(
         assert request_id == given
     else:
         assert request_id and request_id != again.headers["x-request-id"]
+
+
+def test_a_client_that_never_reads_a_whole_answer_is_cut_off(
+    upstream: EndlessUpstream, gateway_factory: Callable[..., RunningGateway],
+) -> None:
+    """Not only streams: a big JSON answer the client never takes would hold its connection and its bytes."""
+    gateway = gateway_factory({
+        "providers": {"big": {"base_url": upstream.base_url, "model": "m", "timeout_s": 10,
+                              "price_per_m": {"input": 1.0, "output": 2.0}}},
+        "gateway": {"write_timeout_s": 1}, "ledger": {"enabled": False},
+    })
+    body = orjson.dumps({"messages": [{"role": "user", "content": "a big answer"}]})
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.settimeout(30)
+    client.connect(address(gateway))
+    client.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    wanted = "whose client did not take its answer within gateway.write_timeout_s (1 s)"
+    deadline = time.monotonic() + 30
+    while wanted not in gateway.log() and time.monotonic() < deadline:
+        time.sleep(0.05)  # waiting for the gateway's own log line, bounded
+    assert wanted in gateway.log()
+    received = 0
+    try:
+        while chunk := client.recv(65536):
+            received += len(chunk)
+    except ConnectionResetError:
+        pass
+    client.close()
+    assert received < 6_000_000  # the answer was let go, not delivered late
+    with httpx.Client(base_url=gateway.base_url, timeout=20) as http:  # and the gateway serves on
+        r = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200 and "Traceback" not in gateway.log()
