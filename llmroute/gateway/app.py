@@ -253,7 +253,7 @@ class Gateway:
                 result = await self.router.completion_request(body, strategy=strategy,
                                                               extra_headers=self._extra_headers(request), context=context)
         except (AllProvidersFailed, ClientRequestError, ProviderError) as exc:
-            self.metrics.observe_failures(getattr(exc, "attempts", []))
+            self.metrics.observe_failures(getattr(exc, "attempts", []), strategy)
             self.metrics.observe_error(strategy, type(exc).__name__)
             raise
         self.metrics.observe(result, endpoint)

@@ -69,7 +69,12 @@ class Metrics:
         requests.inc()
         prompt.inc(result.prompt_tokens)
         completion.inc(result.completion_tokens)
-        cost.inc(result.cost_usd)
+        if len(result.attempts) <= 1:
+            cost.inc(result.cost_usd)
+        else:  # what each attempt was billed goes to its provider, as in the ledger (GPU time of a failed one)
+            for attempt in result.attempts:
+                if attempt.cost_usd:
+                    self.cost.labels(result.strategy, attempt.provider).inc(attempt.cost_usd)
         latency.observe(result.latency_ms / 1000)
         if result.ttft_ms is not None:
             self.ttft.labels(result.strategy, result.provider).observe(result.ttft_ms / 1000)
@@ -77,10 +82,13 @@ class Metrics:
             self.observe_failures(result.attempts)
             self.fallbacks.labels(result.strategy, result.provider).inc()
 
-    def observe_failures(self, attempts: list[Any]) -> None:
+    def observe_failures(self, attempts: list[Any], strategy: str | None = None) -> None:
+        """Failed attempts by kind; with ``strategy`` (a request that got no answer), what they were billed too."""
         for attempt in attempts:
             if not attempt.ok:
                 self.attempt_failures.labels(attempt.provider, attempt.kind).inc()
+                if strategy is not None and attempt.cost_usd:
+                    self.cost.labels(strategy, attempt.provider).inc(attempt.cost_usd)
 
     def observe_rejected(self, status: int, code: str | None) -> None:
         self.rejected.labels(str(status), code or "").inc()

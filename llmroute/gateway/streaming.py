@@ -118,7 +118,7 @@ async def _relay(
                     await _within(timeout_s, response.write(data))
             chunk = await anext(chunks, None)
     except StreamInterrupted as exc:
-        gateway.metrics.observe_failures(exc.attempts)
+        gateway.metrics.observe_failures(exc.attempts, strategy)
         gateway.metrics.observe_error(strategy, "StreamInterrupted")
         message = f"{exc.provider}: {exc.message}; the answer above is incomplete"
         await _within(timeout_s, response.write(_event(error_body(message, "upstream_error", "stream_interrupted"))))

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmroute.emulator import EmulatorThread
 
-from .conftest import RunningGateway
+from .conftest import RunningGateway, stop_gateway
 
 CHAT = "/v1/chat/completions"
 
@@ -81,3 +84,33 @@ def test_metrics_add_up_across_workers(
             sent += 1
     for _ in range(3):  # whichever worker answers the scrape, it reports both
         assert total(scrape(gw)["llmroute_requests_total"]) == sent
+
+
+def test_cost_counter_adds_up_to_the_ledger_when_failed_attempts_were_billed(
+    gateway_factory: Callable[..., RunningGateway], seed_config: dict[str, Any], emus: dict[str, EmulatorThread],
+    tmp_path: Path,
+) -> None:
+    """A GPU-second provider bills the worker time of an attempt that failed: the counter, per provider, must
+    say what the ledger says, not only what the answering provider cost."""
+    ledger = tmp_path / "l.sqlite3"
+    runpod = seed_config["providers"]["runpod"]
+    runpod.pop("price_per_m")
+    runpod["price_per_gpu_second"] = 0.00001  # still the cheaper one to route to: cost_optimized tries it first
+    gateway = gateway_factory({**seed_config, "ledger": {"path": str(ledger), "flush_interval_s": 0.01}})
+    emus["runpod"].set_faults({"500": 1.0})  # every runpod attempt fails, after holding the worker a moment
+    with httpx.Client(base_url=gateway.base_url, timeout=20) as http:
+        for i in range(6):
+            r = http.post(CHAT, json={"model": "cost_optimized", "messages": [{"role": "user", "content": f"q {i}"}]})
+            assert r.status_code == 200 and r.headers["x-llmroute-provider"] == "cerebras"
+        m = scrape(gateway)
+    assert stop_gateway(gateway) == 0
+    rows = sqlite3.connect(ledger).execute("SELECT provider, cost_usd, attempts FROM requests").fetchall()
+    billed: dict[str, float] = defaultdict(float)
+    for provider, cost_usd, attempts in rows:
+        if attempts is None:  # answered at the first attempt: the row is that attempt
+            billed[provider] += cost_usd
+        for attempt in orjson.loads(attempts or "[]"):
+            billed[attempt["provider"]] += attempt["cost_usd"]
+    assert billed["runpod"] > 0  # the failed attempts were billed: the case this test is about
+    for provider, cost in billed.items():
+        assert total(m["llmroute_cost_usd_total"], provider=provider) == pytest.approx(cost, rel=1e-6, abs=1e-12)
