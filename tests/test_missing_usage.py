@@ -18,7 +18,7 @@ import httpx
 import orjson
 import pytest
 
-from llmroute import LLMRouter
+from llmroute import LLMRouter, StreamInterrupted
 from llmroute.ledger import Ledger, open_store
 from llmroute.tokens import estimate_message_tokens, estimate_tokens
 
@@ -38,6 +38,7 @@ class NoUsageUpstream:
     """``absent``: no usage key at all; ``null``: ``"usage": null`` in every body or chunk."""
     requests: list[dict[str, Any]] = field(default_factory=list)
     server: asyncio.Server | None = None
+    handlers: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def base_url(self) -> str:
@@ -63,6 +64,9 @@ class NoUsageUpstream:
         return "text/event-stream", b"".join(events)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -78,6 +82,7 @@ class NoUsageUpstream:
             pass
         finally:
             writer.close()
+            self.handlers.discard(task)
 
     async def __aenter__(self) -> NoUsageUpstream:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -86,6 +91,9 @@ class NoUsageUpstream:
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
         self.server.close()
+        for task in self.handlers:  # kept-alive connections the client has not closed yet
+            task.cancel()
+        await asyncio.gather(*self.handlers, return_exceptions=True)
 
 
 @pytest.fixture(params=["absent", "null"])
@@ -164,28 +172,32 @@ async def test_gateway_bills_an_answer_without_usage_from_an_estimate(
     assert row_cost == pytest.approx(cost, rel=1e-12)
 
 
+async def cut_after_first_chunk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An upstream that sends ``ANSWER`` as one chunk, no usage, then drops the connection."""
+    await reader.readuntil(b"\r\n\r\n")
+    chunk = {"id": "c", "object": "chat.completion.chunk", "model": "bare-model",
+             "choices": [{"index": 0, "delta": {"content": ANSWER}, "finish_reason": None}]}
+    event = b"data: " + orjson.dumps(chunk) + b"\n\n"
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: "
+                 + str(len(event) + 1000).encode() + b"\r\n\r\n" + event)
+    await writer.drain()
+    writer.close()  # before the promised length: the stream breaks after its first chunk
+
+
+def provider_at(url: str, price: dict[str, float]) -> dict[str, Any]:
+    return {"base_url": url, "model": "bare-model", "price_per_m": price, "timeout_s": 5}
+
+
 async def test_an_interrupted_stream_without_usage_is_marked_estimated_too(tmp_path: Path) -> None:
     """The same rule as a complete answer: text received, no usage -> priced from the estimate, and said so."""
-
-    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        chunk = {"id": "c", "object": "chat.completion.chunk", "model": "bare-model",
-                 "choices": [{"index": 0, "delta": {"content": ANSWER}, "finish_reason": None}]}
-        event = b"data: " + orjson.dumps(chunk) + b"\n\n"
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: "
-                     + str(len(event) + 1000).encode() + b"\r\n\r\n" + event)
-        await writer.drain()
-        writer.close()  # cut before the promised length: the stream breaks after its first chunk
-
-    server = await asyncio.start_server(cut, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    config = {"providers": {"bare": {"base_url": f"http://127.0.0.1:{port}/v1", "model": "bare-model",
-                                     "price_per_m": PRICE, "timeout_s": 5}}, "strategy": "cost_optimized"}
+    server = await asyncio.start_server(cut_after_first_chunk, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    config = {"providers": {"bare": provider_at(url, PRICE)}, "strategy": "cost_optimized"}
     ledger = Ledger(open_store(str(tmp_path / "ledger.sqlite3")), flush_interval_s=0.01)
     try:
         async with LLMRouter(config=config, ledger=ledger) as router:
             stream = router.stream(MESSAGES, max_tokens=50, resume=False)
-            with pytest.raises(Exception, match="stream failed after it started"):
+            with pytest.raises(StreamInterrupted):
                 async for _ in stream:
                     pass
     finally:
@@ -195,3 +207,28 @@ async def test_an_interrupted_stream_without_usage_is_marked_estimated_too(tmp_p
     [(status, row_prompt, row_completion, row_cost, basis)] = ledger_rows(tmp_path / "ledger.sqlite3")
     assert (status, row_prompt, row_completion, basis) == ("interrupted", prompt, completion, "tokens_estimated")
     assert row_cost == pytest.approx(cost, rel=1e-12)
+
+
+async def test_a_resumed_stream_bills_each_provider_for_its_own_text(tmp_path: Path) -> None:
+    """The provider that finishes a resumed answer sent only its part: that part is its estimate, not the whole."""
+    server = await asyncio.start_server(cut_after_first_chunk, "127.0.0.1", 0)
+    cut_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    cheap = {"input": PRICE["input"] / 2, "output": PRICE["output"] / 2}
+    try:
+        async with NoUsageUpstream("absent") as rest:
+            config = {"providers": {"cut": provider_at(cut_url, cheap), "rest": provider_at(rest.base_url, PRICE)},
+                      "strategy": "cost_optimized"}
+            async with LLMRouter(config=config, ledger=False) as router:
+                stream = router.stream(MESSAGES, max_tokens=50, resume=True)
+                text = "".join([(c["choices"][0]["delta"].get("content") or "") async for c in stream if c["choices"]])
+    finally:
+        server.close()
+    result = stream.result
+    assert result is not None and stream.resumed == 1 and text == ANSWER + ANSWER
+    prompt, completion, _ = expected()
+    assert [(a.provider, a.prompt_tokens, a.completion_tokens, a.cost_basis) for a in result.attempts] == [
+        ("cut", prompt, completion, "tokens_estimated"), ("rest", prompt, completion, "tokens_estimated")]
+    costs = [(prompt * p["input"] + completion * p["output"]) / 1e6 for p in (cheap, PRICE)]
+    assert [a.cost_usd for a in result.attempts] == pytest.approx(costs, rel=1e-12)
+    assert result.cost_usd == pytest.approx(sum(costs), rel=1e-12)
+    assert result.completion_tokens == 2 * completion
