@@ -78,8 +78,8 @@ class NoUsageUpstream:
                 writer.write(f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n"
                              f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # a cancelled handler ends normally: Python 3.11's stream callback logs a cancelled one as an error
         finally:
             writer.close()
             self.handlers.discard(task)
