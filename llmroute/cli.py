@@ -29,6 +29,9 @@ from .pricing import format_price_per_m, format_usd, parse_token_amount
 from .state import InMemoryState
 from .strategies import QualityAware, RouteRequest, RoutingStrategy, build_strategy
 
+MAX_PORT = 65535
+"""Largest TCP port: every ``--port`` option is checked against it, so a typo is a usage error, not a traceback."""
+
 app = typer.Typer(
     help="Route LLM traffic to the right provider, fall back when one fails, and prove the savings.",
     no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
@@ -315,7 +318,7 @@ def _plan_config(path: Optional[Path]) -> tuple[RouterConfig, str]:
 def serve(
     config: Annotated[Optional[Path], typer.Option(help="Config file (default: ./llmroute.yaml or $LLMROUTE_CONFIG)")] = None,
     host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (0 picks a free one, with one worker)")] = 8080,
+    port: Annotated[int, typer.Option(min=0, max=MAX_PORT, help="Port (0 picks a free one, with one worker)")] = 8080,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the port")] = 1,
     insecure: Annotated[bool, typer.Option(help="Allow a non-loopback address without API keys")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "warning",
@@ -338,7 +341,7 @@ def serve(
 @app.command()
 def emulate(
     profile: Annotated[str, typer.Option(help="cerebras or runpod")] = "cerebras",
-    port: Annotated[int, typer.Option(help="Port (0 picks a free one)")] = 8001,
+    port: Annotated[int, typer.Option(min=0, max=MAX_PORT, help="Port (0 picks a free one)")] = 8001,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     speed: Annotated[float, typer.Option(help="Run this many times faster than the real provider; inf answers at once")] = 1.0,
     latency_ms: Annotated[Optional[float], typer.Option(help="Override the profile's median latency")] = None,
@@ -371,9 +374,9 @@ def emulate(
 
 @app.command("try")
 def try_(
-    port: Annotated[int, typer.Option(help="The gateway's port (0 picks a free one)")] = 8080,
+    port: Annotated[int, typer.Option(min=0, max=MAX_PORT, help="The gateway's port (0 picks a free one)")] = 8080,
     emulator_port: Annotated[int, typer.Option(
-        help="Port of the cerebras emulator; runpod's is the next one (0 picks free ones)")] = 8001,
+        min=0, max=MAX_PORT - 1, help="Port of the cerebras emulator; runpod's is the next one (0 picks free ones)")] = 8001,
     host: Annotated[str, typer.Option(help="Address to bind (loopback: the gateway has no keys)")] = "127.0.0.1",
     speed: Annotated[float, typer.Option(help="Emulators answer this many times faster than the real providers")] = 1.0,
     ledger: Annotated[Optional[Path], typer.Option(help="Record the traffic in this SQLite file (default: nowhere)")] = None,

@@ -38,6 +38,8 @@ class ReportRow:
     gpu_priced_requests: int
     """Requests priced from worker time (an attribution of a per-second bill)."""
     fallbacks: int
+    estimated_tokens_requests: int
+    """Requests priced from estimated tokens: the provider sent no usage."""
     p50_ms: float | None
     p95_ms: float | None
     baseline_usd: float
@@ -141,7 +143,8 @@ def percentile(values: list[float], q: float) -> float:
 SUMS = (
     "COUNT(*), SUM(CASE WHEN status = 'ok' THEN 0 ELSE 1 END), SUM(prompt_tokens), SUM(completion_tokens), "
     "SUM(cached_tokens), SUM(COALESCE(cost_usd, 0)), SUM(CASE WHEN cost_usd IS NULL THEN 1 ELSE 0 END), "
-    "SUM(CASE WHEN cost_basis = 'gpu_seconds' THEN 1 ELSE 0 END), SUM(CASE WHEN fallback THEN 1 ELSE 0 END)"
+    "SUM(CASE WHEN cost_basis = 'gpu_seconds' THEN 1 ELSE 0 END), SUM(CASE WHEN fallback THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN cost_basis = 'tokens_estimated' THEN 1 ELSE 0 END)"
 )
 
 
@@ -212,7 +215,7 @@ def build_report(
     rows = [_row(label(g), list(rest), latencies[g], baseline) for g, *rest in grouped]
     if by != "tag":  # the groups' latencies are sorted runs now, which the total's sort merges cheaply
         every = [v for values in latencies.values() for v in values]
-    total = _row("total", [sum((r[i] or 0) for r in providers) for i in range(1, 10)], every, baseline)
+    total = _row("total", [sum((r[i] or 0) for r in providers) for i in range(1, 11)], every, baseline)
     served = {r[0]: (int(r[3] or 0) + int(r[4] or 0), r[6]) for r in providers if r[0] != "(none)"}
     return Report(rows, total, provider_prices(store, prices or {}, lo, hi, served))
 
@@ -234,12 +237,13 @@ def _explode_tags(tag_sets: list[tuple]) -> list[tuple]:
 
 
 def _row(group: str, sums: list[object], latencies: list[float], baseline: PriceRow | None) -> ReportRow:
-    count, failed, prompt, completion, cached, cost, unknown, gpu, fallbacks = (v or 0 for v in sums)
+    count, failed, prompt, completion, cached, cost, unknown, gpu, fallbacks, estimated = (v or 0 for v in sums)
     latencies.sort()
     return ReportRow(
         group=group, requests=int(count), failed=int(failed), prompt_tokens=int(prompt),  # type: ignore[call-overload]
         completion_tokens=int(completion), cost_usd=float(cost), unknown_cost_requests=int(unknown),  # type: ignore[call-overload,arg-type]
         gpu_priced_requests=int(gpu), fallbacks=int(fallbacks),  # type: ignore[call-overload]
+        estimated_tokens_requests=int(estimated),  # type: ignore[call-overload]
         p50_ms=percentile(latencies, 0.50) if latencies else None,
         p95_ms=percentile(latencies, 0.95) if latencies else None,
         baseline_usd=baseline_cost(baseline, int(prompt), int(completion), int(cached)),  # type: ignore[call-overload]

@@ -14,11 +14,11 @@ from .config import RouterConfig, load_config
 from .errors import AllProvidersFailed, ClientRequestError, ProviderError, StreamInterrupted
 from .health import HealthMonitor
 from .ledger import Ledger, RequestContext, entry_from_failure, entry_from_result, open_ledger
-from .pricing import Pricer, per_million, usage_tokens
+from .pricing import Pricer, per_million
 from .providers import OpenAICompatProvider, ProviderResponse
 from .result import Attempt, RouteResult, request_headers
 from .state import ColdStartSettings, InMemoryState, RouterState
-from .stream import RouteStream
+from .stream import RouteStream, bill_attempt
 from .strategies import Route, RouteRequest, RoutingStrategy, StrategyBase, build_strategy
 from .tokens import estimate_message_tokens, estimate_tokens
 
@@ -275,6 +275,7 @@ class LLMRouter:
             provider, cascade, strategy_name, request_id, started,
             text=text or "", usage=response.body.get("usage"), finish_reason=choice.get("finish_reason"),
             raw=response.body, ratelimit=response.ratelimit, raw_json=response.raw_json, route=route,
+            estimate=estimate,
         )
         if self.ledger is not None:
             self.ledger.record(entry_from_result(result, context))
@@ -282,16 +283,17 @@ class LLMRouter:
 
     def _result(
         self, provider: OpenAICompatProvider, cascade: Cascade, strategy_name: str, request_id: str,
-        started: float, *, text: str, usage: Mapping[str, Any] | None, finish_reason: str | None,
-        raw: dict[str, Any], ratelimit: dict[str, str], ttft_ms: float | None = None, raw_json: bytes | None = None,
-        route: Route | None = None,
+        started: float, *, text: str, usage: Mapping[str, Any] | None, estimate: RouteRequest,
+        finish_reason: str | None, raw: dict[str, Any], ratelimit: dict[str, str], ttft_ms: float | None = None, raw_json: bytes | None = None,
+        route: Route | None = None, billed_text: str | None = None,
     ) -> RouteResult:
-        prompt_tokens, completion_tokens, cached = usage_tokens(usage)
-        cost = self.pricers[provider.name].end(cascade.open_mark, prompt_tokens, completion_tokens, cached)
+        """The answer and its bill. Without ``usage`` the tokens are estimated: the request's estimated
+        prompt, and ``billed_text`` (this provider's part of the answer; default ``text``)."""
         attempts = cascade.attempts
-        attempts[-1].prompt_tokens, attempts[-1].completion_tokens, attempts[-1].cost_usd = (
-            prompt_tokens, completion_tokens, cost,
-        )
+        last = attempts[-1]
+        cached = bill_attempt(last, self.pricers[provider.name], cascade.open_mark, usage, estimate.input_tokens,
+                              text if billed_text is None else billed_text)
+        prompt_tokens, completion_tokens, cost = last.prompt_tokens, last.completion_tokens, last.cost_usd
         failed = [a for a in attempts if not a.ok and a.kind != "hedge_cancelled"]
         return RouteResult(
             text=text, provider=provider.name, model=str(raw.get("model") or provider.model),

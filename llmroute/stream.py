@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .cascade import Cascade, race
 from .errors import AllProvidersFailed, ProviderError, StreamInterrupted
 from .ledger import RequestContext, entry_from_result
-from .pricing import usage_tokens
+from .pricing import Pricer, usage_tokens
 from .providers import OpenAICompatProvider
 from .result import Attempt, RouteResult, request_headers
 from .strategies import Route, RouteRequest, RoutingStrategy
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from .router import LLMRouter
 
 CHAT_PATH = "/chat/completions"
+TOKENS_ESTIMATED = "tokens_estimated"
+"""``cost_basis`` of an attempt priced from estimated tokens: the provider reported no usage."""
 RESUME_PROMPT = ("Your previous reply was cut off. Continue it exactly where it stopped, without repeating "
                  "anything and without any preamble.")
 
@@ -206,6 +208,7 @@ class RouteStream:
             text="".join(parts), usage=usage, finish_reason=finish_reason,
             raw={k: v for k, v in last.items() if k != "choices"}, ratelimit=dict(ratelimit),
             ttft_ms=ttft_ms if ttft_ms is not None else elapsed_ms, route=route,
+            estimate=self._estimate, billed_text="".join(parts[segment_from:]) if earlier else None,
         )
         if earlier:  # a resumed answer: its tokens and cost are every segment's
             self.result.prompt_tokens = sum(a.prompt_tokens for a in self.result.attempts)
@@ -218,10 +221,25 @@ class RouteStream:
         self, provider: OpenAICompatProvider, cascade: Cascade, parts: list[str], usage: Mapping[str, Any] | None,
     ) -> None:
         """A stream that stopped early was still billed for what it generated: estimate it from the text."""
-        if usage:
-            prompt, completion, cached = usage_tokens(usage)
-        else:
-            prompt, completion, cached = self._estimate.input_tokens, estimate_tokens("".join(parts)), 0
-        attempt = cascade.attempts[-1]
-        attempt.prompt_tokens, attempt.completion_tokens = prompt, completion
-        attempt.cost_usd = self._router.pricers[provider.name].end(cascade.open_mark, prompt, completion, cached)
+        bill_attempt(cascade.attempts[-1], self._router.pricers[provider.name], cascade.open_mark, usage,
+                     self._estimate.input_tokens, "".join(parts))
+
+
+def bill_attempt(
+    attempt: Attempt, pricer: Pricer, mark: float, usage: Mapping[str, Any] | None, input_tokens: int, text: str,
+) -> int:
+    """Price the attempt that produced ``text`` from the provider's ``usage``; returns its cached prompt tokens.
+
+    A provider that sends no usage (absent, null or empty) still billed the request: its tokens are
+    estimated (the request's estimated prompt, the text received) and priced, and a token-priced
+    attempt's ``cost_basis`` becomes ``tokens_estimated`` so the ledger and reports say so.
+    """
+    if usage:
+        prompt, completion, cached = usage_tokens(usage)
+    else:
+        prompt, completion, cached = input_tokens, estimate_tokens(text), 0
+        if attempt.cost_basis == "tokens":
+            attempt.cost_basis = TOKENS_ESTIMATED
+    attempt.prompt_tokens, attempt.completion_tokens = prompt, completion
+    attempt.cost_usd = pricer.end(mark, prompt, completion, cached)
+    return cached

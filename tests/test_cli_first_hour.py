@@ -279,3 +279,21 @@ def test_python_m_runs_the_same_app() -> None:
     proc = subprocess.run([sys.executable, "-m", "llmroute.cli", "--help"], capture_output=True, text=True,
                           cwd=REPO, env=BARE_ENV, timeout=60)
     assert proc.returncode == 0 and "try" in proc.stdout and "demo" in proc.stdout
+
+
+# -- port ranges ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("command", "option", "value", "limit"), [
+    ("emulate", "--port", "70000", "65535"),
+    ("serve", "--port", "70000", "65535"),
+    ("try", "--port", "70000", "65535"),
+    ("try", "--port", "-1", "0"),
+    ("try", "--emulator-port", "65535", "65534"),  # runpod's emulator takes the next port
+])
+def test_a_port_out_of_range_is_a_usage_error(command: str, option: str, value: str, limit: str) -> None:
+    """Not a traceback from bind(), and not a silent listen on the port modulo 65536."""
+    proc = llmroute(command, option, value, env=BARE_ENV, timeout=60)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "OverflowError" not in proc.stderr
+    assert f"Invalid value for '{option}'" in proc.stderr and limit in proc.stderr
+    assert proc.stdout == ""

@@ -190,3 +190,56 @@ def test_pricing_and_ledger_errors_name_the_key(tmp_path: Path, replace: str, ke
     message = str(info.value)
     assert str(path) in message and f"key '{key}'" in message and problem in message
     assert "mysql://x" not in message or key != "ledger.dsn"
+
+
+@pytest.mark.parametrize(("new", "key", "problem"), [
+    ("{input: .inf, output: 0.02}", "providers.runpod.price_per_m.input", "finite number"),
+    ("{input: 0.02, output: .nan}", "providers.runpod.price_per_m.output", "finite number"),
+    ("{input: 0.02, output: 0.02, cached_input: -.inf}", "providers.runpod.price_per_m.cached_input", "finite number"),
+    ("{input: 1e308, output: 0.02}", "providers.runpod.price_per_m.input", "less than or equal to 1000000"),
+    ("{input: 0.02, output: 0.02}\n    price_per_gpu_second: .inf", "providers.runpod.price_per_gpu_second",
+     "finite number"),
+    ("{input: 0.02, output: 0.02}\n    price_per_gpu_second: 5000", "providers.runpod.price_per_gpu_second",
+     "less than or equal to 1000"),
+    ("{input: 0.02, output: 0.02}\n    timeout_s: .inf", "providers.runpod.timeout_s", "finite number"),
+])
+def test_prices_and_numbers_must_be_finite_and_sane(tmp_path: Path, new: str, key: str, problem: str) -> None:
+    """An infinite or absurd price would make every cost, metric and report inf or nan."""
+    path = write(tmp_path, SEED_YAML.replace("{input: 0.02, output: 0.02}", new, 1))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env=SEED_ENV)
+    message = str(info.value)
+    assert str(path) in message and f"'{key}'" in message and problem in message
+
+
+def test_top_level_numbers_must_be_finite(tmp_path: Path) -> None:
+    path = write(tmp_path, SEED_YAML + "deadline_s: .inf\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env=SEED_ENV)
+    assert "'deadline_s'" in str(info.value) and "finite number" in str(info.value)
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ("garbage\n", "is not a PEM bundle of CA certificates: no PEM certificate found"),
+    ("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n", "is not a PEM bundle"),
+    ("", "is not a PEM bundle"),
+])
+def test_ca_bundle_must_hold_certificates(tmp_path: Path, content: str, problem: str) -> None:
+    """Refused at load, not later as a ``tls`` failure on every request."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text(content)
+    path = write(tmp_path, SEED_YAML.replace("    quality: 1\n", f"    quality: 1\n    ca_bundle: {bundle}\n"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env=SEED_ENV)
+    message = str(info.value)
+    assert str(path) in message and "'providers.runpod.ca_bundle'" in message and problem in message
+
+
+def test_ca_bundle_with_a_certificate_loads(tmp_path: Path) -> None:
+    import ssl
+
+    bundle = ssl.get_default_verify_paths().cafile
+    if bundle is None or not Path(bundle).is_file():
+        pytest.skip("no system CA file to use as a valid bundle")
+    path = write(tmp_path, SEED_YAML.replace("    quality: 1\n", f"    quality: 1\n    ca_bundle: {bundle}\n"))
+    assert load_config(path, env=SEED_ENV).providers["runpod"].ca_bundle == bundle

@@ -6,6 +6,7 @@ Cross-field checks raise ``_KeyedError`` so the loader can name the key that is 
 from __future__ import annotations
 
 import os
+import ssl
 import urllib.parse
 from collections.abc import Mapping
 from typing import Literal
@@ -18,15 +19,22 @@ from ..strategies.base import RoutingStrategy
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    # No key means infinity or NaN: one such value turns every cost, metric and report into inf or nan.
+    model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
+
+
+MAX_PRICE_PER_M = 1_000_000.0
+"""Highest price per 1M tokens accepted (US$): anything above is a typo, not a price."""
+MAX_PRICE_PER_GPU_SECOND = 1_000.0
+"""Highest price per worker second accepted (US$)."""
 
 
 class Price(_Strict):
     """US dollars per one million tokens."""
 
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
-    cached_input: float | None = Field(default=None, ge=0)
+    input: float = Field(ge=0, le=MAX_PRICE_PER_M)
+    output: float = Field(ge=0, le=MAX_PRICE_PER_M)
+    cached_input: float | None = Field(default=None, ge=0, le=MAX_PRICE_PER_M)
 
 
 class BreakerConfig(_Strict):
@@ -108,7 +116,7 @@ class ProviderConfig(_Strict):
     model: str = Field(min_length=1)
     price_per_m: Price | None = None
     """US$ per 1M tokens; with ``price_per_gpu_second`` too, only the routing estimate."""
-    price_per_gpu_second: float | None = Field(default=None, ge=0)
+    price_per_gpu_second: float | None = Field(default=None, ge=0, le=MAX_PRICE_PER_GPU_SECOND)
     """Self-hosted billing (RunPod serverless): US$ per second of worker time."""
     idle_share: float = Field(default=0.0, ge=0, lt=1)
     """Share of billed worker time spent idle or cold-starting, not serving requests."""
@@ -159,8 +167,18 @@ class ProviderConfig(_Strict):
     @field_validator("ca_bundle")
     @classmethod
     def _readable_bundle(cls, value: str | None) -> str | None:
-        if value is not None and not os.path.isfile(value):
+        """Load it now, as a connection would: a bad file must fail at start-up, not as a ``tls`` error per request."""
+        if value is None:
+            return value
+        if not os.path.isfile(value):
             raise ValueError(f"file {value!r} does not exist")
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=value)
+        except ssl.SSLError as exc:
+            detail = "no PEM certificate found" if exc.reason == "NO_CERTIFICATE_OR_CRL_FOUND" else exc.reason or str(exc)
+            raise ValueError(f"file {value!r} is not a PEM bundle of CA certificates: {detail}") from None
+        except OSError as exc:
+            raise ValueError(f"file {value!r} cannot be read: {exc.strerror or exc}") from None
         return value
 
     @field_validator("proxy")

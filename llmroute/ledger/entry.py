@@ -72,7 +72,8 @@ class LedgerEntry:
     cached_tokens: int
     cost_usd: float | None
     cost_basis: str
-    """``tokens`` (price_per_m), ``gpu_seconds`` (price_per_gpu_second) or ``unknown``."""
+    """``tokens`` (price_per_m), ``gpu_seconds`` (price_per_gpu_second), ``tokens_estimated`` (price_per_m of
+    estimated tokens: the provider sent no usage) or ``unknown``."""
     latency_ms: float
     ttft_ms: float | None
     fallback: bool
@@ -176,15 +177,23 @@ def _finite(value: Any, default: float | None) -> float | None:
     return number if math.isfinite(number) else default
 
 
+# A row's basis is its least certain attempt's: an estimated token count is less certain than a worker-time
+# attribution, which is less certain than the provider's own usage.
+_BASIS_RANK = {"tokens": 0, "gpu_seconds": 1, "tokens_estimated": 2}
+
+
 def _billed(attempts: Sequence[Attempt]) -> tuple[float | None, str]:
-    """Total billed cost of the attempts and its basis; None if any billed attempt has no known price."""
+    """Total billed cost of the attempts and its basis; None if any billed attempt has no known price.
+
+    ``tokens_estimated``: some attempt's provider sent no usage, so its tokens were estimated and priced.
+    """
     total = 0.0
     basis = "tokens"
     for attempt in attempts:
         if attempt.cost_basis == "unknown":
             return None, "unknown"
-        if attempt.cost_basis == "gpu_seconds":
-            basis = "gpu_seconds"
+        if _BASIS_RANK.get(attempt.cost_basis, 0) > _BASIS_RANK[basis]:
+            basis = attempt.cost_basis
         total += attempt.cost_usd
     return total, basis
 

@@ -173,3 +173,22 @@ def test_gpu_second_provider_shows_configured_and_effective_price(tmp_path: Path
     assert data["groups"][0]["gpu_priced_requests"] == 3
     table = llmroute("report", "--ledger", str(path))
     assert "$0.001/GPU-second + 50% idle" in table.stdout and "GPU-s est." in table.stdout
+
+
+def test_report_counts_requests_priced_from_estimated_tokens(tmp_path: Path) -> None:
+    """A provider that sent no usage was billed from an estimate: the report says how many requests were."""
+    path = tmp_path / "est.sqlite3"
+    ledger = Ledger(open_store(str(path)))
+    ledger.store.put_prices(price_rows(parse_config(PRICES)), T0)
+    for i, basis in enumerate(["tokens", "tokens_estimated", "tokens_estimated", "tokens"]):
+        ledger.record(entry(i, ts=T0 + i, provider="runpod" if i < 3 else "cerebras", prompt_tokens=400,
+                            completion_tokens=600, cost_usd=0.00002, cost_basis=basis))
+    ledger.close()
+    data = report_json(path)
+    groups = {g["group"]: g for g in data["groups"]}
+    assert groups["runpod"]["estimated_tokens_requests"] == 2
+    assert groups["cerebras"]["estimated_tokens_requests"] == 0
+    assert data["total"]["estimated_tokens_requests"] == 2
+    assert data["total"]["cost_usd"] == pytest.approx(4 * 0.00002)  # an estimate is a cost, never free
+    by_day = report_json(path, "--by", "day")
+    assert sum(g["estimated_tokens_requests"] for g in by_day["groups"]) == 2
