@@ -140,6 +140,8 @@ def _print_report(rows: list, total: object, effective: list, by: str, base_name
         spend = format_usd(row.cost_usd)
         if row.unknown_cost_requests:
             spend += f" (+{row.unknown_cost_requests} unpriced)"
+        elif row.estimated_tokens_requests:  # the provider sent no usage: priced from estimated tokens
+            spend += f" ({row.estimated_tokens_requests} est.)"
         elif row.gpu_priced_requests:
             spend += " (GPU-s est.)"
         table.add_row(

@@ -192,3 +192,5 @@ def test_report_counts_requests_priced_from_estimated_tokens(tmp_path: Path) -> 
     assert data["total"]["cost_usd"] == pytest.approx(4 * 0.00002)  # an estimate is a cost, never free
     by_day = report_json(path, "--by", "day")
     assert sum(g["estimated_tokens_requests"] for g in by_day["groups"]) == 2
+    table = llmroute("report", "--ledger", str(path), "--by", "provider")
+    assert table.returncode == 0 and "(2 est.)" in table.stdout
