@@ -250,8 +250,8 @@ def _chunk(text: str) -> bytes:
 async def test_valid_sse_variants_are_read_whole(seed_config: dict[str, Any], eol: bytes, prefix: bytes,
                                                  done: bytes) -> None:
     # A chunk with no choices (Azure's content filter results) is legitimate in a stream.
-    events = [_chunk("Hello"), b'{"id": "c1", "object": "chat.completion.chunk", "choices": [], "prompt_filter_results": []}',
-              _chunk(", world"), done]
+    no_choices = b'{"id": "c1", "object": "chat.completion.chunk", "choices": [], "prompt_filter_results": []}'
+    events = [_chunk("Hello"), no_choices, _chunk(", world"), done]
     server, url = await _raw_upstream(_sse_answer(events, eol, prefix=prefix))
     async with server:
         result, text = await _fallback_from(seed_config, url, stream=True)

@@ -5,9 +5,10 @@ when its end arrives, so a long line costs O(length), not O(length x pieces).
 A line or an event longer than ``max_line_bytes`` raises ``ResponseTooLarge``:
 an upstream that never ends a line must not grow the buffer without end.
 
-Lines end with ``\r\n``, ``\n`` or a bare ``\r`` (the spec allows all three), split
-by ``bytes.splitlines`` (those three only, in C). A ``\r\n`` split across two pieces
-drops the ``\n`` that starts the second. A UTF-8 byte order mark at the very start of the stream is dropped.
+Lines end with ``\r\n``, ``\n`` or a bare ``\r`` (the spec allows all three, mixed),
+split by ``bytes.splitlines`` (those three only, in C, cheaper than the ``\n`` split
+and ``rstrip`` it replaced). A ``\r\n`` split across two pieces drops the ``\n`` that
+starts the second. A UTF-8 byte order mark at the very start of the stream is dropped.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def only_rate_limited(seed_config: dict[str, Any], base: str, value: str, **extr
 def test_a_huge_retry_after_is_capped(value: str) -> None:
     assert parse_retry_after({"retry-after": value}) == DEFAULT_MAX_RETRY_AFTER_S
     assert parse_retry_after({"retry-after": value}, max_s=7.5) == 7.5
-    if value[0].isdigit() or value[0] == "I" or value == "inf":  # a number: retry-after-ms takes it too
+    if not value.startswith("Fri"):  # a number: retry-after-ms takes it too
         assert parse_retry_after({"retry-after-ms": value}, max_s=7.5) == 7.5
 
 
