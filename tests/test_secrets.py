@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from llmroute.providers.errors import MAX_MESSAGE_CHARS, Classifier
 from llmroute.providers.openai_compat import configured_secrets, redacted_url
 
 from .gateway.conftest import RunningGateway, gateway_factory  # noqa: F401
+from .providers.upstreams import QuietHandler, threaded_upstream
 
 API_KEY = "sk-api-key-0123456789abcdef"
 HEADER_KEY = "hk-header-key-fedcba9876543210"
@@ -30,7 +29,7 @@ URL_KEY = "uk-url-query-key-5555aaaa7777"
 SECRETS = (API_KEY, HEADER_KEY, URL_KEY)
 
 
-class EchoingUpstream(BaseHTTPRequestHandler):
+class EchoingUpstream(QuietHandler):
     """Answers per the first path segment, always quoting the credentials it was sent."""
 
     def do_POST(self) -> None:  # noqa: N802
@@ -46,24 +45,13 @@ class EchoingUpstream(BaseHTTPRequestHandler):
             error = {"message": f"bad credentials {echoed}", "type": "invalid_request_error",
                      "param": f"key {HEADER_KEY}", "code": "bad_key"}
             ctype, body = "application/json", json.dumps({"error": error}).encode()
-        self.send_response(status)
-        self.send_header("content-type", ctype)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.answer(status, body, ctype)
 
 
 @pytest.fixture
 def echoing_upstream() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoingUpstream)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with threaded_upstream(EchoingUpstream) as host:
+        yield host
 
 
 def echo_provider(host: str, mode: str, price: float) -> dict[str, Any]:
@@ -126,3 +114,43 @@ def test_a_secret_across_the_scrubbing_window_leaves_no_part() -> None:
         text = (short + " ") * 6 + "x" * (start - 6 * (len(short) + 1)) + long + "y" * 100
         message = classify.scrub(text)
         assert "zz-bbb" not in message and "sk-aaa" not in message, start
+
+
+RAW_QUERY_KEY = "QK+SECRET/VAL=9"
+"""A key as it goes into the URL: decoding the query would turn its "+" into a space."""
+
+
+class TargetEchoingUpstream(QuietHandler):
+    """A 500 quoting the request target exactly as received, query included."""
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.answer(500, json.dumps({"error": {"message": f"no route for {self.path}"}}).encode())
+
+
+def test_configured_secrets_include_query_values_as_sent() -> None:
+    config = ProviderConfig.model_validate({"base_url": f"https://example.com/v1?a=1&key={RAW_QUERY_KEY}&flag",
+                                            "model": "m", "price_per_m": {"input": 1, "output": 1}})
+    assert RAW_QUERY_KEY in set(configured_secrets(config))
+    scrubbed = Classifier("p", configured_secrets(config)).scrub(f"bad key {RAW_QUERY_KEY} in /v1?key={RAW_QUERY_KEY}")
+    assert "SECRET" not in scrubbed and scrubbed.count("[redacted]") == 2
+
+
+def test_a_query_key_from_the_environment_is_scrubbed_as_sent(
+    gateway_factory: Callable[..., RunningGateway], tmp_path: Path,  # noqa: F811
+) -> None:
+    ledger = tmp_path / "ledger.sqlite3"
+    with threaded_upstream(TargetEchoingUpstream) as host:
+        config = {"providers": {"echo": {"base_url": f"http://{host}/v1?api-version=2024&key=${{QUERY_KEY}}",
+                                         "model": "m", "price_per_m": {"input": 1, "output": 1}}},
+                  "retry_rounds": 0, "ledger": {"path": str(ledger)}}
+        gw = gateway_factory(config, "--log-level", "debug", env={"QUERY_KEY": RAW_QUERY_KEY})
+        resp = httpx.post(gw.base_url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+        gw.process.terminate()
+        gw.process.wait(timeout=20)
+    db = sqlite3.connect(ledger)
+    stored = "\n".join(repr(row) for row in db.execute("SELECT * FROM requests"))
+    db.close()
+    assert resp.status_code == 502 and "[redacted]" in stored  # the upstream's echo came through, scrubbed
+    for where, text in (("response", resp.text), ("ledger", stored), ("log", gw.log())):
+        assert "SECRET" not in text, f"the query key leaked into the {where}"

@@ -7,6 +7,8 @@ the emulated Cerebras answers. Every case must fall back and leave a ledger row 
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from llmroute.ledger import Ledger, open_store
 from llmroute.pricing import MAX_USAGE_TOKENS, InvalidUsage, usage_tokens
 
 from .gateway.conftest import RunningGateway, gateway_factory  # noqa: F401
+from .providers.upstreams import QuietHandler, threaded_upstream
 
 SHAPE_FAULTS = ["bad_choices", "bad_message", "bad_usage", "negative_usage", "overflow_usage"]
 
@@ -181,3 +184,89 @@ def test_usage_tokens_refuses_what_is_not_a_count(usage: Any) -> None:
 def test_usage_tokens_accepts_counts() -> None:
     assert usage_tokens({"prompt_tokens": 10, "completion_tokens": 2.0, "prompt_tokens_details": None}) == (10, 2, 0)
     assert usage_tokens({}) == (0, 0, 0) and usage_tokens(None) == (0, 0, 0)
+
+
+async def _fallback_from(seed_config: dict[str, Any], url: str, *, stream: bool = False) -> Any:
+    """The result of one request that tries the upstream at ``url`` first, then the emulated Cerebras."""
+    config = broken_runpod_first(seed_config, "400")
+    config["providers"]["runpod"].update(base_url=url, headers={})
+    async with LLMRouter(config=config, ledger=False) as router:
+        if not stream:
+            return await router.generate("hi", max_tokens=5)
+        chunks = router.stream(prompt="hi", max_tokens=5)
+        texts = [c["choices"][0]["delta"].get("content") or "" async for c in chunks if c.get("choices")]
+        return chunks.result, "".join(texts)
+
+
+class EndlessHead(QuietHandler):
+    """200, then header lines until the client hangs up (or twice the head's byte limit)."""
+
+    written = 0
+    hung_up = threading.Event()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # count what the peer took, roughly
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            while EndlessHead.written < 16 * 1024 * 1024:  # without a line limit the client reads 8 MiB of it
+                self.wfile.write(b"X-A: b\r\n" * 512)
+                EndlessHead.written += 8 * 512
+        except ConnectionError:
+            pass
+        finally:
+            self.close_connection = True
+            EndlessHead.hung_up.set()
+
+
+async def test_endless_header_lines_are_cut_early(seed_config: dict[str, Any]) -> None:
+    with threaded_upstream(EndlessHead) as host:
+        result = await _fallback_from(seed_config, f"http://{host}/v1")
+        assert await asyncio.to_thread(EndlessHead.hung_up.wait, 10)
+    assert result.provider == "cerebras" and result.fallback
+    assert result.attempts[0].provider == "runpod" and result.attempts[0].kind == "too_large"
+    assert "header lines" in result.attempts[0].error
+    assert EndlessHead.written < 1024 * 1024  # hung up on after a few KiB, not after megabytes of callbacks
+
+
+def _sse_answer(events: list[bytes], eol: bytes, *, prefix: bytes = b"") -> bytes:
+    """A close-delimited SSE answer: ``data:`` lines ended by ``eol``, blank-line separated."""
+    body = prefix + b"".join(b"data: " + e + eol + eol for e in events)
+    return b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n" + body
+
+
+def _chunk(text: str) -> bytes:
+    return orjson.dumps({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                         "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]})
+
+
+@pytest.mark.parametrize(("eol", "prefix", "done"), [
+    (b"\r", b"", b"[DONE]"),  # bare CR line endings
+    (b"\r\n", b"", b"[DONE]   "),  # [DONE] with trailing spaces
+    (b"\n", b"", b"[DONE]\t "),
+    (b"\n", b"\xef\xbb\xbf", b"[DONE]"),  # a byte order mark before the first event
+    (b"\r", b"\xef\xbb\xbf", b"[DONE] "),
+])
+async def test_valid_sse_variants_are_read_whole(seed_config: dict[str, Any], eol: bytes, prefix: bytes,
+                                                 done: bytes) -> None:
+    # A chunk with no choices (Azure's content filter results) is legitimate in a stream.
+    no_choices = b'{"id": "c1", "object": "chat.completion.chunk", "choices": [], "prompt_filter_results": []}'
+    events = [_chunk("Hello"), no_choices, _chunk(", world"), done]
+    server, url = await _raw_upstream(_sse_answer(events, eol, prefix=prefix))
+    async with server:
+        result, text = await _fallback_from(seed_config, url, stream=True)
+    assert result.provider == "runpod" and not result.fallback, result.attempts
+    assert text == "Hello, world"  # the first chunk was not dropped
+
+
+async def test_an_answer_with_no_choices_falls_back(seed_config: dict[str, Any], tmp_path: Path) -> None:
+    body = orjson.dumps({"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": [],
+                         "usage": {"prompt_tokens": 5, "completion_tokens": 0, "total_tokens": 5}})
+    answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    server, url = await _raw_upstream(answer)
+    async with server:
+        result = await _fallback_from(seed_config, url)
+    assert result.provider == "cerebras" and result.fallback
+    assert [(a.provider, a.kind) for a in result.attempts] == [("runpod", "malformed"), ("cerebras", "ok")]
+    assert "'choices' is empty" in result.attempts[0].error
+    assert result.text

@@ -142,6 +142,8 @@ class ProviderConfig(_Strict):
     pool_timeout_s: float = Field(default=5.0, gt=0)
     """Longest wait for a free connection when all ``max_connections`` are busy; then the next provider is tried.
     Not a provider failure: it never counts toward the breaker."""
+    max_retry_after_s: float = Field(default=300.0, ge=0,
+                                     description="longest cool-down a provider's Retry-After can ask for")
 
     _name: str = PrivateAttr(default="")
     _api_key_env: str | None = PrivateAttr(default=None)

@@ -88,9 +88,11 @@ def all_failed_response(exc: AllProvidersFailed) -> web.Response:
     """503 when waiting should help (rate limits, cool-downs, timeouts, 503s), else 502."""
     transient = all(a.kind in _TRANSIENT or a.status == 503 for a in exc.attempts)
     status = 503 if transient or exc.deadline_exceeded else 502
-    retry_after = exc.retry_after_s
+    # Any float, inf and nan included, gives 1 s to a day: min/max keep their first argument when a
+    # comparison with nan is false, so nan becomes 1.
+    retry_after_s = min(86400.0, max(1.0, exc.retry_after_s or 1.0))
     headers = {
-        "Retry-After": str(max(1, round(retry_after))) if retry_after else "1",
+        "Retry-After": str(round(retry_after_s)),
         "x-llmroute-attempts": attempts_header(exc.attempts),
     }
     head = "overall deadline passed" if exc.deadline_exceeded else "all providers failed"

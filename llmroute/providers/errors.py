@@ -9,6 +9,7 @@ or nested); RunPod's worker may send any of these with HTTP 200.
 from __future__ import annotations
 
 import email.utils
+import math
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -37,26 +38,39 @@ _CONTEXT_LENGTH = re.compile(
 )
 
 
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``retry-after-ms``, ``retry-after`` (seconds or an HTTP date)."""
+DEFAULT_MAX_RETRY_AFTER_S = 300.0
+
+
+def parse_retry_after(headers: Mapping[str, str], max_s: float = DEFAULT_MAX_RETRY_AFTER_S) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, ``retry-after`` (seconds or an HTTP date), within ``[0, max_s]``.
+
+    A provider's header is a hint, not an order: ``inf``, ``nan`` or a date in the year 3000 must neither
+    break the answer nor cool the provider down for ever, so anything past ``max_s`` is ``max_s``.
+    """
     value = headers.get("retry-after-ms")
     if value:
-        try:
-            return max(0.0, float(value) / 1000)
-        except ValueError:
-            pass
+        seconds = _seconds(value, 1000)
+        if seconds is not None:
+            return min(seconds, max_s)
     value = headers.get("retry-after")
     if not value:
         return None
+    seconds = _seconds(value, 1)
+    if seconds is None:
+        try:
+            seconds = max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+    return min(seconds, max_s)
+
+
+def _seconds(value: str, per_second: int) -> float | None:
+    """A non-negative number of seconds, or None for anything else (text, ``nan``); ``inf`` stays ``inf``."""
     try:
-        return max(0.0, float(value))
+        seconds = float(value) / per_second
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return None if math.isnan(seconds) else max(0.0, seconds)
 
 
 @dataclass(slots=True)
@@ -103,8 +117,10 @@ def _code(code: Any) -> str | int | None:
 class Classifier:
     """Builds provider errors for one provider, with every configured secret scrubbed from every message."""
 
-    def __init__(self, provider: str, secrets: Iterable[str | None] = ()) -> None:
+    def __init__(self, provider: str, secrets: Iterable[str | None] = (),
+                 max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S) -> None:
         self.provider = provider
+        self.max_retry_after_s = max_retry_after_s
         # Longest first, so a secret that contains another is replaced whole.
         self._secrets = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
         self._longest = len(self._secrets[0]) if self._secrets else 0
@@ -145,7 +161,7 @@ class Classifier:
         fields = error_fields(body)
         message = fields.message if fields else (_plain(body, MAX_MESSAGE_CHARS + self._longest + 1) or f"HTTP {status}")
         code = fields.code if fields else None
-        retry_after = parse_retry_after(headers)
+        retry_after = parse_retry_after(headers, self.max_retry_after_s)
         if status == 429:
             return self._make(RateLimited, message, fields, status=status, kind="rate_limited", retry_after_s=retry_after)
         if status in (401, 403):

@@ -34,6 +34,9 @@ _QUEUE_HIGH = 64  # body pieces buffered before reading from the socket pauses..
 _QUEUE_HIGH_BYTES = 512 * 1024  # ...or bytes: a stream holds little more than this whatever the upstream sends
 _DECODED_PIECE_BYTES = 64 * 1024  # a decoded stream piece; bounds what one compressed piece can inflate to at once
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+MAX_HEADER_LINES = 256
+"""Header lines of one answer (interim ones included). Each costs a Python callback, so the head's byte limit
+alone would let 8 MiB of ``X-A: b`` lines hold the event loop for a fifth of a second; real answers send ~20."""
 
 
 class UpstreamClosed(ConnectionError):
@@ -94,6 +97,7 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_bytes = 0
         self._head_bytes = 0
+        self._header_lines = 0
         self.decoder: ContentDecoder | None = None
         self._headers_done: asyncio.Future[None] = self._loop.create_future()
         self._done: asyncio.Future[None] = self._loop.create_future()
@@ -139,6 +143,9 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks --------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_lines += 1
+        if self._header_lines > MAX_HEADER_LINES:
+            raise ResponseTooLarge(f"response head has more than {MAX_HEADER_LINES} header lines")
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:

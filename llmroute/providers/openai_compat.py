@@ -57,6 +57,7 @@ def configured_secrets(config: ProviderConfig) -> Iterator[str]:
         if name.lower() not in _NOT_SECRET_HEADERS:
             yield value
             yield value.partition(" ")[2]  # "Bearer sk-..." -> "sk-..."
+    yield from config.url_secrets  # every ${VAR} value in base_url, as substituted
     url = urllib.parse.urlsplit(config.base_url)
     yield from (url.username or "", url.password or "")
     if config.proxy is not None:
@@ -65,6 +66,8 @@ def configured_secrets(config: ProviderConfig) -> Iterator[str]:
     for _, value in urllib.parse.parse_qsl(url.query):
         yield value
         yield urllib.parse.quote(value, safe="")
+    for pair in url.query.split("&"):  # as sent: decoding turns "+" into a space, and an echo is of the raw URL
+        yield pair.partition("=")[2]
 
 
 def redacted_url(url: str) -> str:
@@ -82,6 +85,8 @@ def shape_problem(body: dict[str, Any], *, stream: bool) -> str | None:
     choices = body.get("choices")
     if not isinstance(choices, list) and (choices is not None or not stream):
         return "'choices' is not a list"
+    if not choices and not stream:  # a chunk may have none (Azure's prefilter chunk, the usage chunk); an answer not
+        return "'choices' is empty"
     for choice in choices or ():
         if not isinstance(choice, dict):
             return "a choice is not an object"
@@ -109,7 +114,7 @@ class OpenAICompatProvider:
         self.name = config.name
         self.model = config.model
         secret = config.api_key.get_secret_value() if config.api_key is not None else None
-        self._classify = Classifier(self.name, configured_secrets(config))
+        self._classify = Classifier(self.name, configured_secrets(config), config.max_retry_after_s)
         self._headers = {"content-type": "application/json", **config.headers}
         if secret:
             self._headers["authorization"] = f"Bearer {secret}"
@@ -239,11 +244,11 @@ class OpenAICompatProvider:
                 except StopAsyncIteration:
                     break
                 for data in decoder.feed(piece):
-                    if data == b"[DONE]":
+                    if data.strip() == b"[DONE]":
                         return
                     yield self._parse_event(data)
                     event_by = time.perf_counter() + timeout_s  # the caller's time with the event does not count
-            if decoder.flush() == [b"[DONE]"]:
+            if [data.strip() for data in decoder.flush()] == [b"[DONE]"]:
                 return
             raise ProviderConnectionError(
                 message="stream ended before data: [DONE]", provider=self.name, status=200, kind="stream_cut",
