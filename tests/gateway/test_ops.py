@@ -18,7 +18,7 @@ CHAT = "/v1/chat/completions"
 
 def test_health_and_ready(gateway_factory: Callable[..., RunningGateway], emus: dict[str, EmulatorThread]) -> None:
     with emulator("runpod", speed=1.0, latency_ms=0.0, retry_after_s=600) as limited:
-        config = {"providers": {"only": provider(limited.base_url, "runpod")}, "retry_rounds": 0}
+        config = {"providers": {"only": provider(limited.base_url, "runpod", max_retry_after_s=900)}, "retry_rounds": 0}
         gw = gateway_factory(config)
         assert httpx.get(gw.base_url + "/health").json() == {"status": "ok"}
         ready = httpx.get(gw.base_url + "/ready")
