@@ -284,8 +284,8 @@ class LLMRouter:
     def _result(
         self, provider: OpenAICompatProvider, cascade: Cascade, strategy_name: str, request_id: str,
         started: float, *, text: str, usage: Mapping[str, Any] | None, estimate: RouteRequest,
-        finish_reason: str | None, raw: dict[str, Any], ratelimit: dict[str, str], ttft_ms: float | None = None, raw_json: bytes | None = None,
-        route: Route | None = None, billed_text: str | None = None,
+        finish_reason: str | None, raw: dict[str, Any], ratelimit: dict[str, str], ttft_ms: float | None = None,
+        raw_json: bytes | None = None, route: Route | None = None, billed_text: str | None = None,
     ) -> RouteResult:
         """The answer and its bill. Without ``usage`` the tokens are estimated: the request's estimated
         prompt, and ``billed_text`` (this provider's part of the answer; default ``text``)."""

@@ -72,9 +72,10 @@ class _Interpolation:
 _SECRET_QUERY_NAME = re.compile(r"key|token|secret|sig|pass|auth|credential|session", re.IGNORECASE)
 
 
-def redact_url(url: str, secrets: Iterable[str] = ()) -> str:
+def redact_url(url: str, secrets: Iterable[str] = (), *, every_query_value: bool = False) -> str:
     """``url`` safe to print: no user:password part, and every query value that holds one of ``secrets``
-    (values read from ``${VAR}``) or sits under a name like ``key``/``token``/``sig`` shown as ``***``.
+    (values read from ``${VAR}``) or sits under a name like ``key``/``token``/``sig`` shown as ``***``
+    (with ``every_query_value``, all of them: for logs, where nothing says which value came from where).
 
     The host and path stay readable: an endpoint id in the path is an address, not a credential.
     """
@@ -88,7 +89,8 @@ def redact_url(url: str, secrets: Iterable[str] = ()) -> str:
         for pair in query.split("&"):
             name, sep, value = pair.partition("=")
             raw = urllib.parse.unquote_plus(value)
-            if value and (_SECRET_QUERY_NAME.search(name) or any(s and (s in raw or s in value) for s in secrets)):
+            if value and (every_query_value or _SECRET_QUERY_NAME.search(name)
+                          or any(s and (s in raw or s in value) for s in secrets)):
                 value = "***"
             shown.append(name + sep + value)
         query = "&".join(shown)

@@ -267,8 +267,8 @@ class GatewayConfig(_Strict):
                                   "of its body; slower gets a 408 and the connection closed")
     keepalive_timeout_s: float = Field(default=75.0, gt=0, description="an idle keep-alive connection is closed "
                                        "after this")
-    write_timeout_s: float = Field(default=30.0, gt=0, description="a streaming client that takes no data for this "
-                                   "long is cut off, and the provider's stream closed")
+    write_timeout_s: float = Field(default=30.0, gt=0, description="a client that takes no data for this long "
+                                   "(a stream's, or a whole answer's) is cut off; a stream's provider stream closed")
     max_connections: int | None = Field(default=None, gt=0, description="open client connections per worker; past "
                                         "it a new one gets a 503. Default: half the open-file limit, at most 10,000")
     max_header_bytes: int = Field(default=8190, ge=1024, description="longest request line or header line; longer "

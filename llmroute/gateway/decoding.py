@@ -2,25 +2,24 @@
 
 aiohttp is run with ``auto_decompress=False``: it would inflate a whole body before the handler sees it,
 so a 1 MB gzip bomb expanding to 1 GB would block the event loop for seconds before anyone could refuse
-it. Here the compressed bytes are read as they arrive (bounded by the body limit too), inflated in pieces
-of at most ``PIECE_BYTES`` with ``zlib.decompressobj(max_length=...)``, and the loop yields between
-pieces, so an oversize body gets its 413 once its inflated size passes the limit, and other requests
-(``/health`` included) keep being answered meanwhile.
+it. Here the compressed bytes are read as they arrive (bounded by the body limit too) and inflated in
+pieces of at most ``PIECE_BYTES`` by ``providers.decoding.ContentDecoder`` (the decoder answers from
+providers go through), yielding between pieces, so an oversize body gets its 413 once its inflated size
+passes the limit, and other requests (``/health`` included) keep being answered meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
-import zlib
 
 from aiohttp import web
 
+from ..providers.decoding import ContentDecoder, ContentDecodingError
 from .errors import BadRequest, quote_input
 
 PIECE_BYTES = 256 * 1024
 """Most output one inflate call may produce: a fraction of a millisecond of work between yields."""
 
-_GZIP_WBITS = 16 + zlib.MAX_WBITS
 _CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
 SUPPORTED = ("gzip", "deflate", "identity")
 
@@ -51,64 +50,43 @@ async def read_body(request: web.Request, max_body_bytes: int) -> bytes:
         raise BadRequest(413, f"request body is {request.content_length} bytes; the limit is {max_body_bytes}",
                          code="request_too_large")
     coding = content_coding(request.headers.get("Content-Encoding"))
-    inflater = _Inflater(coding) if coding is not None else None
+    decoder = ContentDecoder(coding) if coding is not None else None
     out = bytearray()
     received = 0
     async for piece in request.content.iter_any():
         received += len(piece)
         if received > max_body_bytes:  # as sent, before inflating
             raise too_large(max_body_bytes)
-        if inflater is None:
+        if decoder is None:
             out += piece
         else:
-            await inflater.feed(piece, out, max_body_bytes)
-    if inflater is not None:
-        inflater.finish()
+            await _inflate(decoder, piece, out, max_body_bytes)
+    if decoder is not None:
+        try:
+            decoder.finish()
+        except ContentDecodingError as exc:
+            raise _invalid(exc, coding) from None
     return bytes(out)
 
 
-class _Inflater:
-    """gzip (several members allowed, as the format does) or deflate (zlib-wrapped, or raw as some clients send)."""
-
-    def __init__(self, coding: str) -> None:
-        self.coding = coding
-        self._zlib: zlib._Decompress | None = zlib.decompressobj(_GZIP_WBITS) if coding == "gzip" else None
-        self._head = b""
-
-    async def feed(self, data: bytes, out: bytearray, limit: int) -> None:
-        while True:
-            if self._zlib is None:  # deflate: the first two bytes say whether there is a zlib header
-                data = self._head + data
-                if len(data) < 2:
-                    self._head = data
-                    return
-                self._zlib = zlib.decompressobj(zlib.MAX_WBITS if _zlib_header(data) else -zlib.MAX_WBITS)
-            elif self._zlib.eof:
-                if not data:
-                    return
-                if self.coding != "gzip":
-                    raise BadRequest(400, "request body has data after the end of its deflate stream",
-                                     param="Content-Encoding", code="invalid_content_encoding")
-                self._zlib = zlib.decompressobj(_GZIP_WBITS)  # the next gzip member
-            max_length = min(PIECE_BYTES, limit - len(out) + 1)
-            try:
-                piece = self._zlib.decompress(data, max_length)
-            except zlib.error as exc:
-                raise BadRequest(400, f"request body is not valid {self.coding} ({exc})",
-                                 param="Content-Encoding", code="invalid_content_encoding") from None
+async def _inflate(decoder: ContentDecoder, data: bytes, out: bytearray, limit: int) -> None:
+    """Inflate ``data`` onto ``out`` a piece at a time, letting other requests run between pieces."""
+    try:
+        for piece in decoder.pieces(data, PIECE_BYTES):
             out += piece
             if len(out) > limit:
                 raise too_large(limit)
-            data = self._zlib.unused_data if self._zlib.eof else self._zlib.unconsumed_tail
-            if not data and len(piece) < max_length:
-                return  # all input used and nothing held back: wait for more
-            await asyncio.sleep(0)  # let other requests run between pieces
-
-    def finish(self) -> None:
-        if self._zlib is None or not self._zlib.eof:
-            raise BadRequest(400, f"request body is truncated {self.coding} data", param="Content-Encoding",
-                             code="invalid_content_encoding")
+            if decoder.pending:
+                await asyncio.sleep(0)
+    except ContentDecodingError as exc:
+        raise _invalid(exc, decoder.encoding) from None
 
 
-def _zlib_header(data: bytes) -> bool:
-    return data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0
+def _invalid(exc: ContentDecodingError, coding: str) -> BadRequest:
+    if exc.problem == "truncated":
+        message = f"request body is truncated {coding} data"
+    elif exc.problem == "trailing":
+        message = f"request body has data after the end of its {coding} stream"
+    else:
+        message = f"request body is not valid {coding} ({exc})"
+    return BadRequest(400, message, param="Content-Encoding", code="invalid_content_encoding")

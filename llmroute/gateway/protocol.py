@@ -32,7 +32,7 @@ from .errors import error_body, error_response
 log = logging.getLogger("llmroute.gateway")
 
 _LOG_EVERY_S = 10.0
-_HEAD_ROOM_BYTES = 4096  # an answer's status line and headers
+_HEAD_ROOM_BYTES = 4096  # what a writer adds around a body: status line and headers, chunk framing
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,16 @@ class ConnectionLimits:
     max_connections: int
     write_timeout_s: float = 30.0
     """A whole (non-streamed) answer must be taken by the client within this; streams bound each write."""
+
+
+def write_may_wait(protocol: Any, size: int) -> bool:
+    """Whether writing ``size`` more bytes to a client can wait on it: only when its buffer would pass the
+    high-water mark, or writing is paused already. Below that a write returns at once, so a write timeout's
+    timer (about 10 µs each) is armed only for the writes that can wait."""
+    transport = protocol.transport
+    if transport is None or protocol.writing_paused:
+        return True
+    return transport.get_write_buffer_size() + size + _HEAD_ROOM_BYTES >= transport.get_write_buffer_limits()[1]
 
 
 def default_max_connections() -> int:
@@ -262,11 +272,8 @@ class GatewayProtocol(web.RequestHandler):
         """Send a whole answer, within ``write_timeout_s`` when it can wait: a client that never reads would
         otherwise hold its connection and the answer's bytes for good. Nearly every answer fits the socket's
         buffer and cannot wait, so it gets no timer (one would cost ~10 µs a request)."""
-        transport = self.transport
         body = getattr(resp, "body", None)
-        size = len(body) if isinstance(body, (bytes, bytearray)) else 0
-        if transport is None or (not self.writing_paused and transport.get_write_buffer_size() + size
-                                 + _HEAD_ROOM_BYTES < transport.get_write_buffer_limits()[1]):
+        if not write_may_wait(self, len(body) if isinstance(body, (bytes, bytearray)) else 0):
             return await super().finish_response(request, resp, start_time)
         limits = self._gateway_server.limits
         try:
@@ -274,7 +281,8 @@ class GatewayProtocol(web.RequestHandler):
                 return await super().finish_response(request, resp, start_time)
         except TimeoutError:
             self._gateway_server.slow_readers.hit(limits.write_timeout_s)
-            transport.abort()  # what is buffered for the client is let go
+            if self.transport is not None:
+                self.transport.abort()  # what is buffered for the client is let go
             return resp, True
 
     # -- errors aiohttp answers itself ----------------------------------------------------

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from ..errors import StreamInterrupted
 from .errors import WARNING_HEADER, attempts_header, decision_headers, error_body
+from .protocol import write_may_wait
 
 if TYPE_CHECKING:
     from ..ledger import RequestContext
@@ -91,17 +92,12 @@ async def stream_response(
     return response
 
 
-_FRAMING_BYTES = 64
-"""Room for what the writer adds around an event (a chunked-encoding header)."""
-
-
 async def _relay(
     gateway: Gateway, request: web.Request, response: web.StreamResponse, chunks: Any, first: dict[str, Any],
     wants_usage: bool, strategy: str, timeout_s: float,
 ) -> None:
     await _within(timeout_s, response.prepare(request))
-    transport, protocol = request.transport, request.protocol
-    high_water = transport.get_write_buffer_limits()[1] if transport is not None else 0
+    protocol = request.protocol
     chunk: dict[str, Any] | None = first
     try:
         while chunk is not None:
@@ -109,13 +105,10 @@ async def _relay(
                 if not wants_usage and "usage" in chunk:
                     chunk = {k: v for k, v in chunk.items() if k != "usage"}
                 data = _event(chunk)
-                # A write waits only once the client's buffer passes the high-water mark; below it (nearly
-                # always) the timer would cost ~10 µs an event for nothing, so it is armed only near the mark.
-                if transport is not None and not protocol.writing_paused and \
-                        transport.get_write_buffer_size() + len(data) + _FRAMING_BYTES < high_water:
-                    await response.write(data)
-                else:
+                if write_may_wait(protocol, len(data)):  # near the client's high-water mark: rare
                     await _within(timeout_s, response.write(data))
+                else:
+                    await response.write(data)
             chunk = await anext(chunks, None)
     except StreamInterrupted as exc:
         gateway.metrics.observe_failures(exc.attempts, strategy)

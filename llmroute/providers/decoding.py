@@ -15,21 +15,32 @@ _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate":
 
 
 class ContentDecodingError(ValueError):
-    """A body that is not what its ``Content-Encoding`` says, or an encoding llmroute cannot undo."""
+    """A body that is not what its ``Content-Encoding`` says, or an encoding llmroute cannot undo.
+
+    ``problem``: ``invalid``, ``truncated``, ``trailing`` (data after a deflate stream's end) or ``unsupported``.
+    """
+
+    def __init__(self, message: str, problem: str = "invalid") -> None:
+        super().__init__(message)
+        self.problem = problem
 
 
 class ContentDecoder:
-    """Incremental gzip or deflate decoding; ``decode(data, max_bytes)`` never returns more than asked."""
+    """Incremental gzip or deflate decoding; ``decode(data, max_bytes)`` never returns more than asked.
 
-    __slots__ = ("encoding", "_zlib", "_started")
+    Used for answers from providers and for request bodies sent to the gateway alike. A gzip body may
+    hold several members one after another (the format allows it); "deflate" is zlib-wrapped as the
+    standard says, or raw as some servers and clients send it, which its first two bytes tell.
+    """
+
+    __slots__ = ("encoding", "_zlib", "_head")
 
     def __init__(self, encoding: str) -> None:
-        wbits = _WBITS.get(encoding)
-        if wbits is None:
-            raise ContentDecodingError(f"unsupported Content-Encoding {encoding[:40]!r}")
+        if encoding not in _WBITS:
+            raise ContentDecodingError(f"unsupported Content-Encoding {encoding[:40]!r}", "unsupported")
         self.encoding = encoding
-        self._zlib = zlib.decompressobj(wbits)
-        self._started = False
+        self._zlib: zlib._Decompress | None = None if encoding == "deflate" else zlib.decompressobj(_WBITS[encoding])
+        self._head = b""
 
     @classmethod
     def for_header(cls, value: str | None) -> ContentDecoder | None:
@@ -40,22 +51,36 @@ class ContentDecoder:
         return None if encoding in ("", "identity") else cls(encoding)
 
     def decode(self, data: bytes, max_bytes: int) -> bytes:
-        """Up to ``max_bytes`` (> 0) of output; input that did not fit waits in ``pending``."""
+        """Up to ``max_bytes`` (> 0) of output from ``data`` and what earlier calls left (``pending``)."""
+        inflater = self._zlib
+        if inflater is None:  # deflate, not yet known which
+            data = self._head + data
+            if len(data) < 2:
+                self._head = data
+                return b""
+            self._head = b""
+            inflater = self._zlib = zlib.decompressobj(zlib.MAX_WBITS if _zlib_header(data) else -zlib.MAX_WBITS)
+        elif inflater.eof:
+            data = inflater.unused_data + data
+            if not data:
+                return b""
+            if self.encoding == "deflate":
+                raise ContentDecodingError(f"data after the end of its {self.encoding} stream", "trailing")
+            inflater = self._zlib = zlib.decompressobj(_WBITS[self.encoding])  # the next gzip member
+        elif inflater.unconsumed_tail:
+            data = inflater.unconsumed_tail + data
         try:
-            out = self._zlib.decompress(data, max_bytes)
+            return inflater.decompress(data, max_bytes)
         except zlib.error as exc:
-            if self.encoding != "deflate" or self._started:
-                raise ContentDecodingError(f"invalid {self.encoding} body: {exc}") from None
-            # "deflate" should be zlib-wrapped, but some servers send raw deflate (browsers accept both)
-            self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
-            return self.decode(data, max_bytes)
-        self._started = True
-        return out
+            raise ContentDecodingError(f"invalid {self.encoding} body: {exc}") from None
 
     @property
     def pending(self) -> bytes:
-        """Compressed input not yet decoded because the last call's output was full."""
-        return self._zlib.unconsumed_tail
+        """Input not yet decoded: what did not fit the last call's output, or a next member's start."""
+        inflater = self._zlib
+        if inflater is None:
+            return b""
+        return inflater.unused_data if inflater.eof else inflater.unconsumed_tail
 
     def pieces(self, data: bytes, piece_bytes: int) -> Iterator[bytes]:
         """All of ``data`` decoded, in pieces of at most ``piece_bytes``, produced one at a time."""
@@ -65,4 +90,13 @@ class ContentDecoder:
                 yield out
             if not self.pending:
                 return
-            out = self.decode(self.pending, piece_bytes)
+            out = self.decode(b"", piece_bytes)
+
+    def finish(self) -> None:
+        """Raise if the body ended before its compressed stream did."""
+        if self._zlib is None or not self._zlib.eof:
+            raise ContentDecodingError(f"truncated {self.encoding} body", "truncated")
+
+
+def _zlib_header(data: bytes) -> bool:
+    return data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0

@@ -163,13 +163,12 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, data: bytes) -> None:
         if self._queue is None:
-            room = self.max_body_bytes - self._body_bytes
-            if self.decoder is not None:
-                data = self.decoder.decode(data, room + 1)
-            self._body_bytes += len(data)
-            if len(data) > room:
-                raise ResponseTooLarge(f"answer larger than {self.max_body_bytes} bytes")
-            self._body.append(data)
+            decoded = (data,) if self.decoder is None else self.decoder.pieces(data, _DECODED_PIECE_BYTES)
+            for piece in decoded:  # each decoded piece is bounded: a bomb stops at the limit, not after it
+                self._body_bytes += len(piece)
+                if self._body_bytes > self.max_body_bytes:
+                    raise ResponseTooLarge(f"answer larger than {self.max_body_bytes} bytes")
+                self._body.append(piece)
             return
         self._queue.append(data)
         self._queued_bytes += len(data)

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from ..config import ProviderConfig
+from ..config.loading import redact_url
 from ..errors import ClientRequestError, PoolExhausted, ProviderConnectionError, ProviderError, ProviderTimeout
 from ..pricing import InvalidUsage, usage_tokens
 from .errors import Classifier
@@ -70,16 +71,6 @@ def configured_secrets(config: ProviderConfig) -> Iterator[str]:
         yield pair.partition("=")[2]
 
 
-def redacted_url(url: str) -> str:
-    """``url`` without its user, password and query values, for logs and reprs."""
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    query = "&".join(f"{k}=[redacted]" for k, _ in urllib.parse.parse_qsl(parts.query))
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
 def shape_problem(body: dict[str, Any], *, stream: bool) -> str | None:
     """What makes an answer (or, with ``stream``, a chunk) unusable, or None: a few type checks, no schema."""
     choices = body.get("choices")
@@ -124,7 +115,7 @@ class OpenAICompatProvider:
             warn_unverified(self.name)  # once, when the router is built: at start-up for the gateway
 
     def __repr__(self) -> str:
-        return f"<OpenAICompatProvider {self.name} model={self.model!r} base_url={redacted_url(self.config.base_url)!r}>"
+        return f"<OpenAICompatProvider {self.name} model={self.model!r} base_url={redact_url(self.config.base_url, every_query_value=True)!r}>"
 
     def scrub(self, text: str) -> str:
         """``text`` without any of this provider's configured secrets, cut to a message's length."""
