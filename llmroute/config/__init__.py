@@ -1,5 +1,6 @@
 """Config: the schema (``schema.py``) and reading it from YAML with clear errors (``loading.py``)."""
 
+from .evaluation import GRADER_NAMES, GraderRule, JudgeConfig, ShadowConfig, grader_for
 from .loading import CONFIG_ENV_VAR, DEFAULT_CONFIG_NAME, default_config_path, load_config, parse_config
 from .schema import (
     BreakerConfig,
@@ -17,6 +18,11 @@ from .schema import (
 )
 
 __all__ = [
+    "GRADER_NAMES",
+    "GraderRule",
+    "JudgeConfig",
+    "ShadowConfig",
+    "grader_for",
     "CONFIG_ENV_VAR",
     "DEFAULT_CONFIG_NAME",
     "BreakerConfig",

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field
 
 from ..breaker import BreakerSettings
 from ..strategies.base import RoutingStrategy
+from .evaluation import GraderRule, JudgeConfig, ShadowConfig
 
 
 
@@ -342,6 +343,10 @@ class RouterConfig(_Strict):
     quality_aware: QualityAwareConfig = Field(default_factory=QualityAwareConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
+    graders: list[GraderRule] = Field(default_factory=list)
+    """Which grader measures which requests: the first rule that matches a request's tag, route or strategy."""
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
 
     _source: str | None = PrivateAttr(default=None)
     _missing_env: list[str] = PrivateAttr(default_factory=list)
@@ -370,6 +375,14 @@ class RouterConfig(_Strict):
         pair = self.quality_pair() if len(self.providers) > 1 else None
         if pair is not None and pair[0] == pair[1]:
             raise _KeyedError("quality_aware", f"strong and weak must be different providers (both '{pair[0]}')")
+        for key, name in (("shadow.reference", self.shadow.reference), ("shadow.candidate", self.shadow.candidate),
+                          ("judge.provider", self.judge.provider)):
+            if name is not None and name not in self.providers:
+                raise _KeyedError(key, f"names unknown provider '{name}' (known: {', '.join(self.providers)})")
+        if self.shadow.rate > 0 and len(self.providers) > 1:
+            reference, candidate = self.shadow_pair()
+            if reference == candidate:
+                raise _KeyedError("shadow", f"reference and candidate must be different providers (both '{reference}')")
         return self
 
     @property
@@ -402,6 +415,15 @@ class RouterConfig(_Strict):
         others = [n for n in names if n != strong] or names
         weak = qa.weak or min(others, key=lambda n: _blended_price(self.providers[n]))
         return strong, weak
+
+    def shadow_pair(self) -> tuple[str, str]:
+        """(reference, candidate) for shadow evaluation: as configured, else quality_aware's (strong, weak)."""
+        strong, weak = self.quality_pair()
+        return self.shadow.reference or strong, self.shadow.candidate or weak
+
+    def judge_provider(self) -> str:
+        """The provider that judges: as configured, else the shadow reference."""
+        return self.judge.provider or self.shadow_pair()[0]
 
     def baseline(self) -> str:
         """The premium provider savings are measured against (the most expensive, unless set)."""
