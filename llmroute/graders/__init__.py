@@ -7,17 +7,25 @@
 from .base import Grade, Grader
 from .choice import ChoiceGrader
 from .exact import ExactGrader
+from .judge import Ask, Judge, Judgement, JudgeReply
 from .number import NumberGrader
+from .pair import PairGrade, grade_pair
 from .registry import GRADERS, get_grader
 from .structured import JsonGrader
 
 __all__ = [
     "GRADERS",
+    "Ask",
     "ChoiceGrader",
     "ExactGrader",
     "Grade",
     "Grader",
     "JsonGrader",
+    "Judge",
+    "JudgeReply",
+    "Judgement",
     "NumberGrader",
+    "PairGrade",
     "get_grader",
+    "grade_pair",
 ]

@@ -26,6 +26,11 @@ def get_grader(name: str, **options: Any) -> Grader:
 
     A bad name or option is a config mistake, so it raises ValueError naming what is valid.
     """
+    if name == "judge":
+        raise ValueError(
+            "grader 'judge' needs a provider, so it is not built by name: use "
+            "llmroute.graders.Judge(ask, mode=..., rubric=...), where ask sends the judge's messages"
+        )
     factory = GRADERS.get(name) if isinstance(name, str) else None
     if factory is None:
         raise ValueError(f"unknown grader {name!r}; valid graders: {', '.join(sorted(GRADERS))}")
