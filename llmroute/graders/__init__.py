@@ -10,10 +10,12 @@ from .exact import ExactGrader
 from .judge import Ask, Judge, Judgement, JudgeReply
 from .number import NumberGrader
 from .pair import PairGrade, grade_pair
-from .registry import GRADERS, get_grader
+from .registry import EXTRA_GRADERS, GRADERS, get_grader
+from .similarity import MissingExtra, SimilarityGrader
 from .structured import JsonGrader
 
 __all__ = [
+    "EXTRA_GRADERS",
     "GRADERS",
     "Ask",
     "ChoiceGrader",
@@ -24,8 +26,10 @@ __all__ = [
     "Judge",
     "JudgeReply",
     "Judgement",
+    "MissingExtra",
     "NumberGrader",
     "PairGrade",
+    "SimilarityGrader",
     "get_grader",
     "grade_pair",
 ]
