@@ -8,6 +8,7 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from llmroute.graders import Judge, JudgeReply, PairGrade, get_grader, grade_pair
 from llmroute.graders.judge import read_rating, read_verdict
@@ -442,31 +443,23 @@ async def test_the_judge_over_http_to_a_chat_completions_upstream() -> None:
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", completions)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with aiohttp.ClientSession() as session:
+    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as session:
+        url = server.make_url("/v1/chat/completions")
 
-            async def ask(messages: list[dict]) -> JudgeReply:
-                url = f"http://127.0.0.1:{port}/v1/chat/completions"
-                try:
-                    async with session.post(url, json={"model": "judge", "messages": messages}) as resp:
-                        data = await resp.json(content_type=None)
-                except (aiohttp.ClientError, ValueError) as exc:
-                    return JudgeReply(text=None, cost_usd=0.0, error=f"bad answer: {type(exc).__name__}")
-                usage = data["usage"]
-                cost = usage["prompt_tokens"] * 1e-6 + usage["completion_tokens"] * 2e-6
-                return JudgeReply(text=data["choices"][0]["message"]["content"], cost_usd=cost)
+        async def ask(messages: list[dict]) -> JudgeReply:
+            try:
+                async with session.post(url, json={"model": "judge", "messages": messages}) as resp:
+                    data = await resp.json(content_type=None)
+            except (aiohttp.ClientError, ValueError) as exc:
+                return JudgeReply(text=None, cost_usd=0.0, error=f"bad answer: {type(exc).__name__}")
+            usage = data["usage"]
+            cost = usage["prompt_tokens"] * 1e-6 + usage["completion_tokens"] * 2e-6
+            return JudgeReply(text=data["choices"][0]["message"]["content"], cost_usd=cost)
 
-            judge = Judge(ask)
-            wins = await grade_pair(judge, "Capital of France?", RIGHT, WRONG)
-            even = await grade_pair(judge, "Capital of France?", RIGHT, "It is Paris.")
-            broken = await grade_pair(judge, "broken", RIGHT, WRONG)
-    finally:
-        await runner.cleanup()
+        judge = Judge(ask)
+        wins = await grade_pair(judge, "Capital of France?", RIGHT, WRONG)
+        even = await grade_pair(judge, "Capital of France?", RIGHT, "It is Paris.")
+        broken = await grade_pair(judge, "broken", RIGHT, WRONG)
 
     assert (wins.candidate.score, wins.reference.score) == (1.0, 0.0)
     assert (even.candidate.score, even.reference.score) == (0.5, 0.5)  # the upstream's bias cancelled
