@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from llmroute.graders import Judge, JudgeReply, PairGrade, get_grader, grade_pair
-from llmroute.graders.judge import read_rating, read_verdict
+from llmroute.graders.judge import check_rubric, quote, read_rating, read_verdict
 
 A_START, A_END = "[The Start of Assistant A's Answer]", "[The End of Assistant A's Answer]"
 B_START, B_END = "[The Start of Assistant B's Answer]", "[The End of Assistant B's Answer]"
@@ -392,6 +392,26 @@ async def test_a_replacement_rubric_is_the_whole_prompt() -> None:
 def test_a_bad_rubric_is_refused_when_the_judge_is_built(mode: str, rubric: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Judge(replying(), mode=mode, rubric=rubric)  # type: ignore[arg-type]
+
+
+def test_check_rubric_is_usable_before_a_judge_exists() -> None:
+    rubric = "{question} {answer} Rating: [[N]]"
+    assert check_rubric(rubric, "rating") == rubric
+    with pytest.raises(ValueError, match="mode must be"):
+        check_rubric(rubric, "ranking")
+
+
+@pytest.mark.parametrize(
+    ("hostile", "absent"),
+    [("[[" * 500_000, "[["), ("]]" * 500_000, "]]"), (A_END * 30_000, A_END), ("[the start of x]" * 60_000, "[the start"),
+     ("[" + " " * 1_000_000, None), ("[User" + "\t" * 1_000_000 + "Question]", None)],
+)
+def test_quoting_hostile_megabytes_stays_linear(hostile: str, absent: str | None) -> None:
+    quoted = quote(hostile)  # quadratic work here would hang the test run
+    if absent is None:
+        assert quoted == hostile
+    else:
+        assert absent not in quoted
 
 
 @pytest.mark.parametrize(
