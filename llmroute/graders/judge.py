@@ -180,10 +180,14 @@ def _answer(role: str, value: object) -> tuple[str | None, str | None]:
     return text, None
 
 
-def check_rubric(rubric: object, mode: str) -> str:
-    """`rubric` if it is a valid replacement prompt for `mode`, else a ValueError saying what to fix."""
+def _check_mode(mode: object) -> None:
     if mode not in _PLACEHOLDERS:
         raise ValueError(f"judge: mode must be 'pairwise' or 'rating', got {mode!r}")
+
+
+def check_rubric(rubric: object, mode: str) -> str:
+    """`rubric` if it is a valid replacement prompt for `mode`, else a ValueError saying what to fix."""
+    _check_mode(mode)
     allowed = _PLACEHOLDERS[mode]
     names = ", ".join("{" + name + "}" for name in allowed)
     if not isinstance(rubric, str) or not rubric.strip():
@@ -239,8 +243,7 @@ class Judge:
     ) -> None:
         if not callable(ask):
             raise ValueError("judge: ask must be an async callable taking chat messages")
-        if mode not in _PLACEHOLDERS:
-            raise ValueError(f"judge: mode must be 'pairwise' or 'rating', got {mode!r}")
+        _check_mode(mode)
         if timeout_s is not None and (
             isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
             or not 0 < timeout_s < math.inf
