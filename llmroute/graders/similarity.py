@@ -1,6 +1,6 @@
 """`similarity`: how close two answers mean, as the cosine of their all-MiniLM-L6-v2 embeddings.
 
-The score is the cosine clamped to [0, 1]: a negative cosine (rare with this model) says the texts
+The score is the cosine clamped to [0, 1]: a negative cosine (which only unrelated texts get) says they
 are unrelated, which is what 0 already says. Unrelated answers score about 0-0.3, paraphrases
 about 0.7-0.95, identical text 1.0. It measures closeness of meaning, not correctness ("Paris is the
 capital of France" against "Lyon is ..." scores 0.70): where an answer can be checked, `exact`,
@@ -30,7 +30,7 @@ from .base import Grade, as_text, unparsed
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["MAX_CHARS", "MissingExtra", "SimilarityGrader", "embed"]
+__all__ = ["MAX_CHARS", "MissingExtra", "SimilarityGrader", "embed", "require_extra"]
 
 MAX_CHARS = 32_768
 """Characters of an answer read; 256 tokens of real text take about 1,200."""
