@@ -46,7 +46,7 @@ def open_ledger_store(ledger: Optional[str], config: RouterConfig | None) -> Sto
         raise
 
 
-def _open_period(
+def open_period(
     since: Optional[str], from_: Optional[str], to: Optional[str], ledger: Optional[str], config: Optional[Path],
 ) -> tuple[float, float, RouterConfig | None, Store]:
     """The period asked for, the config if any, and the ledger opened read-only; exits with a message on bad input."""
@@ -102,7 +102,7 @@ def report(
     check_plot_path(plot)
     if by not in GROUPS:
         _fail(f"--by must be one of {', '.join(GROUPS)}, not '{by}'")
-    lo, hi, cfg, store = _open_period(since, from_, to, ledger, config)
+    lo, hi, cfg, store = open_period(since, from_, to, ledger, config)
     try:
         prices = ledger_prices(store, cfg)
         base = pick_baseline(prices, cfg, baseline)
@@ -245,7 +245,7 @@ def replay(
 
     name = parse_strategy(strategy)
     fmt = output_format(fmt, as_json)
-    lo, hi, cfg, store = _open_period(since, from_, to, ledger, config)
+    lo, hi, cfg, store = open_period(since, from_, to, ledger, config)
     try:
         prices = ledger_prices(store, cfg)
         cfg = cfg or config_from_ledger(prices)

@@ -202,7 +202,7 @@ def build_report(
         for tags, latency in results["latencies"]:
             names = split.get(tags)
             if names is None:
-                names = split[tags] = _tag_names(tags)
+                names = split[tags] = tag_names(tags)
             for name in names:
                 latencies[name].append(latency)
             every.append(latency)
@@ -220,7 +220,7 @@ def build_report(
     return Report(rows, total, provider_prices(store, prices or {}, lo, hi, served))
 
 
-def _tag_names(tags: str | None) -> list[str]:
+def tag_names(tags: str | None) -> list[str]:
     """The distinct tags in a stored tag set (JSON text); none for an untagged request."""
     return list(dict.fromkeys(str(t) for t in orjson.loads(tags))) if tags else []
 
@@ -229,7 +229,7 @@ def _explode_tags(tag_sets: list[tuple]) -> list[tuple]:
     """Rows of (tag set JSON, sums...) -> rows of (tag, sums...), a request counted once under each of its tags."""
     per_tag: dict[str, list[float]] = {}
     for tags, *sums in tag_sets:
-        for tag in _tag_names(tags):
+        for tag in tag_names(tags):
             acc = per_tag.setdefault(tag, [0] * len(sums))
             for i, value in enumerate(sums):
                 acc[i] += value or 0
