@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .cli import FormatOption, OutputFormat, _fail, app, check_plot_path, console, err, output_format, print_csv, print_json
-from .cli_ledger import ConfigOption, LedgerOption, open_period
+from .cli_ledger import ConfigOption, FromOption, LedgerOption, SinceOption, ToOption, open_period
 from .errors import LLMRouteError
 from .pricing import format_usd
 
@@ -22,9 +22,9 @@ app.add_typer(quality_app, name="quality")
 @quality_app.callback(invoke_without_command=True)
 def quality(
     ctx: typer.Context,
-    since: Annotated[Optional[str], typer.Option(help="Time span back from now: 30m, 12h, 7d, 4w (default 30d)")] = None,
-    from_: Annotated[Optional[str], typer.Option("--from", help="Start date (YYYY-MM-DD or ISO date-time, UTC)")] = None,
-    to: Annotated[Optional[str], typer.Option(help="End date, inclusive for a plain date")] = None,
+    since: SinceOption = None,
+    from_: FromOption = None,
+    to: ToOption = None,
     by: Annotated[str, typer.Option(help="strategy, route, tag, decision or day")] = "strategy",
     fmt: FormatOption = "table",
     plot: Annotated[Optional[Path], typer.Option(help="Write the cost/quality curve to FILE.png, .svg, .pdf or .html")] = None,

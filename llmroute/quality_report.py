@@ -263,17 +263,6 @@ def measured_quality(store: Store, config: RouterConfig, since_ts: float | None 
                            [None if r[0] is None else float(r[0]) for r in rows])
 
 
-def measurement_spend(store: Store, lo: float, hi: float) -> dict[str, float | int]:
-    """Shadow calls and judge calls in the period: the cost of measuring quality, apart from serving."""
-    if not store.has(GRADED_PAIRS):
-        return {"pairs": 0, "shadow_cost_usd": 0.0, "judge_cost_usd": 0.0, "total_usd": 0.0}
-    where, params = _window(lo, hi)
-    count, shadow, judge = store.fetch(f"SELECT COUNT(*), SUM(COALESCE(shadow_cost_usd, 0)), "
-                                       f"SUM(COALESCE(judge_cost_usd, 0)) FROM graded_pairs {where}", params)[0]
-    shadow, judge = float(shadow or 0), float(judge or 0)
-    return {"pairs": int(count or 0), "shadow_cost_usd": shadow, "judge_cost_usd": judge, "total_usd": shadow + judge}
-
-
 def _window(lo: float | None, hi: float | None) -> tuple[str, tuple[Any, ...]]:
     return "WHERE ts >= ? AND ts < ?", (-math.inf if lo is None else lo, math.inf if hi is None else hi)
 
@@ -306,7 +295,7 @@ def quality_chart(report: CurveReport | None, total: Sequence[Estimate] | None, 
     series = []
     if report is not None:
         series.append((f"quality_aware, re-decided ({report.pairs:,} scored pairs)", report.points))
-        total = total or report.prompt_blind
+        total = report.prompt_blind  # the same pairs, split without looking at the prompt
     if total:
         series.append(("prompt-blind split", list(total)))
     for name, points in series:
