@@ -321,7 +321,10 @@ async def test_the_judge_grades_through_its_provider_and_a_failed_verdict_is_ung
 # -- resume after a kill ------------------------------------------------------------------
 
 
-def test_a_killed_run_resumes_without_paying_twice_for_an_answered_call(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGINT, 130)])
+def test_an_interrupted_run_resumes_without_paying_twice_for_an_answered_call(
+        tmp_path: Path, sig: signal.Signals, code: int) -> None:
+    """Killed (nothing runs after) or Ctrl-C (asyncio cancels the calls in flight, the command says how to resume)."""
     prompts = 24
     data = write_prompts(tmp_path / "p.jsonl", [{"id": i, "prompt": f"Qualify lead {i}.", "reference": "hot"}
                                                 for i in range(prompts)])
@@ -339,10 +342,13 @@ def test_a_killed_run_resumes_without_paying_twice_for_an_answered_call(tmp_path
             while (not calls.exists() or calls.read_text().count("\n") < 8) and proc.poll() is None:
                 assert time.monotonic() < deadline, "no answers recorded"
                 time.sleep(0.02)  # polling a file another process writes: there is no event to wait on
-            proc.send_signal(signal.SIGKILL)
+            proc.send_signal(sig)
         finally:
             proc.wait(timeout=30)
-        assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
+        stderr = proc.stderr.read().decode() if proc.stderr else ""
+        assert proc.returncode == code, stderr
+        if sig == signal.SIGINT:
+            assert "re-run the same command to resume" in stderr
         kept = {"cerebras": 0, "runpod": 0}
         for line in calls.read_text().splitlines():
             try:
