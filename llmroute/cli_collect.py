@@ -67,7 +67,10 @@ def collect(
         _fail(f"--grader {grader!r} is unknown; valid graders: {', '.join(sorted(GRADER_NAMES))}")
     logging.getLogger("llmroute").setLevel(logging.ERROR)  # failures show in the summary, not as log lines
 
-    router = LLMRouter(config=cfg, ledger=False)
+    try:
+        router = LLMRouter(config=cfg, ledger=False)
+    except LLMRouteError as exc:  # a quality model file that cannot be used
+        _fail(str(exc))
     collector = Collector(cfg, router.providers, router.pricers, router.state, reference=reference,
                           candidate=candidate, out=out, max_usd=max_usd, concurrency=concurrency, grader=grader,
                           max_tokens=max_tokens)

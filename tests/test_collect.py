@@ -370,3 +370,50 @@ def test_an_interrupted_run_resumes_without_paying_twice_for_an_answered_call(
     assert sorted(int(r["id"]) for r in rows) == list(range(prompts))
     assert all("scores" in r for r in rows)
     assert report["skipped"] == labelled_before and report["labelled"] == prompts
+
+
+async def test_tool_calls_of_both_tiers_are_compared_by_the_json_grader(tmp_path: Path) -> None:
+    """Tools in ``params`` reach both tiers; their calls differ in ids and spacing, and agree or not in arguments."""
+    seen: list[Any] = []
+
+    def tier(arguments: dict[str, str]) -> Any:
+        async def handler(request: web.Request) -> web.Response:
+            body = await request.json()
+            seen.append(body.get("tools"))
+            label = arguments[body["messages"][-1]["content"]]
+            call = {"id": f"call_{len(seen)}", "type": "function",
+                    "function": {"name": "qualify", "arguments": json.dumps({"label": label}, indent=len(seen) % 3)}}
+            return web.json_response({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                                      "choices": [{"index": 0, "finish_reason": "tool_calls",
+                                                   "message": {"role": "assistant", "content": None, "tool_calls": [call]}}],
+                                      "usage": {"prompt_tokens": 20, "completion_tokens": 8}})
+        return handler
+
+    runners = []
+    urls = []
+    for arguments in ({"lead A": "hot", "lead B": "cold"}, {"lead A": "hot", "lead B": "hot"}):
+        web_app = web.Application()
+        web_app.router.add_post("/v1/chat/completions", tier(arguments))
+        app_runner = web.AppRunner(web_app, access_log=None)
+        await app_runner.setup()
+        await web.TCPSite(app_runner, "127.0.0.1", 0).start()
+        runners.append(app_runner)
+        urls.append(f"http://127.0.0.1:{app_runner.addresses[0][1]}/v1")
+    tools = [{"type": "function", "function": {"name": "qualify", "parameters": {"type": "object"}}}]
+    lines = load_prompts(write_prompts(tmp_path / "p.jsonl", [
+        {"id": name, "prompt": name, "params": {"tools": tools}} for name in ("lead A", "lead B")]))
+    config = load_config({"providers": {"strong": provider(urls[0], "cerebras"), "weak": provider(urls[1], "runpod")}})
+    out = tmp_path / "labels.jsonl"
+    router = LLMRouter(config=config, ledger=False)
+    try:
+        await Collector(config, router.providers, router.pricers, router.state, reference="strong", candidate="weak",
+                        out=out, max_usd=1.0, grader="json").run(lines)
+    finally:
+        await router.aclose()
+        for app_runner in runners:
+            await app_runner.cleanup()
+    assert seen == [tools] * 4
+    rows = {r["id"]: r for r in read_jsonl(out)}
+    assert rows["lead A"]["scores"] == {"weak": 1.0, "strong": 1.0}
+    assert rows["lead B"]["scores"] == {"weak": 0.0, "strong": 1.0}
+    assert json.loads(rows["lead B"]["candidate_answer"]) == {"tool_calls": [{"name": "qualify", "arguments": {"label": "hot"}}]}
