@@ -259,10 +259,7 @@ class Shadow:
                 else:
                     pair = await grade_pair(grader, prompt, texts["candidate"], texts["reference"])
                     grades = (pair.reference.score, pair.candidate.score)
-                    if not pair.graded:
-                        note = "; ".join(f"{tier}: {g.reason}" for tier, g in
-                                         (("reference", pair.reference), ("candidate", pair.candidate))
-                                         if g.score is None) or "not graded"
+                    note = pair.note
         except asyncio.CancelledError:
             note = "cancelled: the gateway shut down before the pair was graded"
             raise
