@@ -111,6 +111,7 @@ class Shadow:
         self._new_pairs = 0
         self._computed_at = -RECOMPUTE_S
         self._recompute: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._alerted_at = -ALERT_EVERY_S
         self.alert_below = settings.alert_below or config.quality_aware.target.min_quality or 0.95
         self._graders: dict[tuple[str, str], Any] = {}
@@ -330,14 +331,24 @@ class Shadow:
     # -- the drift alarm ---------------------------------------------------------------
 
     def _maybe_recompute(self, force: bool = False) -> None:
-        if self._recompute is not None or not self._new_pairs or not self._window:
+        if self._recompute is not None or not self._new_pairs or not self._window or self._closing:
             return
         wall = time.monotonic()
         if not force and self._new_pairs < RECOMPUTE_PAIRS and wall - self._computed_at < RECOMPUTE_S:
+            if self._timer is None:  # traffic may stop here: catch up when the interval is over anyway
+                self._timer = asyncio.get_running_loop().call_later(
+                    RECOMPUTE_S - (wall - self._computed_at), self._on_timer)
             return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._new_pairs, self._computed_at = 0, wall
         served, reference = zip(*self._window)
         self._recompute = asyncio.get_running_loop().create_task(self._estimate(list(served), list(reference)))
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._maybe_recompute(force=True)
 
     async def _estimate(self, served: list[float], reference: list[float]) -> None:
         """Retained quality over the window, with its interval: a bootstrap, so off the event loop."""
@@ -398,6 +409,8 @@ class Shadow:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+        if self._timer is not None:
+            self._timer.cancel()
         if self._recompute is not None:
             self._recompute.cancel()
 
