@@ -216,17 +216,19 @@ class LLMRouter:
         """quality_aware's ``min_quality`` from this traffic's graded pairs when there are enough, judged by the
         interval's lower bound; else the model's benchmark curve, and the log says quality is not measured."""
         from .evaluation.shadow import measured_share
+        from .strategies.quality_aware import QualityAware
 
         strategy = self.strategy(RoutingStrategy.QUALITY_AWARE)
+        assert isinstance(strategy, QualityAware)
         needed = self.config.shadow.min_pairs
         measured = measured_share(pairs, min_quality, needed)
         if measured is None:
             log.info("quality_aware: quality not measured on your traffic (fewer than %d graded quality_aware pairs "
                      "with scores in the ledger, or none reaching %.1f%%); strong share %.1f%% from the model's "
                      "benchmark curve. Measure it with shadow evaluation (shadow.rate) or llmroute quality collect",
-                     needed, min_quality * 100, strategy.strong_share * 100)  # type: ignore[attr-defined]
+                     needed, min_quality * 100, strategy.strong_share * 100)
             return
-        strategy.set_strong_share(measured.share)  # type: ignore[attr-defined]
+        strategy.set_strong_share(measured.share)
         estimate = measured.estimate
         figures = (f"retained quality {estimate.value:.1%} (95% CI {estimate.low:.1%}-{estimate.high:.1%})"
                    if estimate is not None else "retained quality unknown")

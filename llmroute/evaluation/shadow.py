@@ -320,11 +320,11 @@ class Shadow:
         )
         if self._ledger is not None:
             self._ledger.record_pair(pair)
-        graded = pair.served_grade is not None and reference_grade is not None
+        served_grade = pair.served_grade
         self.completed += 1
-        self.on_completed(graded)
-        if graded:
-            self._window.append((pair.served_grade, reference_grade))  # type: ignore[arg-type]
+        self.on_completed(served_grade is not None and reference_grade is not None)
+        if served_grade is not None and reference_grade is not None:
+            self._window.append((served_grade, reference_grade))
             self._new_pairs += 1
             self._maybe_recompute()
 
@@ -377,7 +377,7 @@ class Shadow:
         self._seed_day = today
         self._seed_usd = sum((p.shadow_cost_usd or 0.0) + (p.judge_cost_usd or 0.0)
                              for p in pairs if p.source == "shadow" and utc_day(p.ts) == today)
-        for p in sorted(pairs, key=lambda p: p.ts)[-self._window.maxlen:]:  # type: ignore[index]
+        for p in sorted(pairs, key=lambda p: p.ts)[-self.config.shadow.window:]:
             served = p.served_grade
             if served is not None and p.reference_grade is not None:
                 self._window.append((served, p.reference_grade))
