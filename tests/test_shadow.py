@@ -238,7 +238,8 @@ async def test_a_full_queue_drops_and_counts(seed_config: dict[str, Any], tmp_pa
         results = await ask(router, 6)  # answered at once: shadow work never holds a client up
         assert all(r.provider == "runpod" for r in results)
         shadow = router.shadow
-        assert (shadow.sampled, len(shadow._tasks), len(shadow._queue)) == (6, 1, 2)
+        state = shadow.snapshot()
+        assert (state["sampled"], state["in_flight"], state["queued"]) == (6, 1, 2)
         assert shadow.dropped == {"queue_full": 3}
         assert "shadow evaluation dropped sampled requests (queue_full 1)" in caplog.text
         upstream.open.set()
