@@ -32,6 +32,8 @@ def collect(
     reference: Annotated[Optional[str], typer.Option(help="Reference tier (default: quality_aware's strong provider)")] = None,
     candidate: Annotated[Optional[str], typer.Option(help="Candidate tier (default: quality_aware's weak provider)")] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of a prompt whose params set none")] = 512,
+    ledger: Annotated[bool, typer.Option(help="Also record the graded pairs in the config's ledger, where "
+                                              "`llmroute quality` and `plan` measure from")] = True,
     fmt: FormatOption = "table",
 ) -> None:
     """Send each prompt to both tiers, grade the pair, write labels, and show what each strategy would keep.
@@ -68,16 +70,17 @@ def collect(
     logging.getLogger("llmroute").setLevel(logging.ERROR)  # failures show in the summary, not as log lines
 
     try:
-        router = LLMRouter(config=cfg, ledger=False)
-    except LLMRouteError as exc:  # a quality model file that cannot be used
+        router = LLMRouter(config=cfg, ledger=None if ledger else False)
+    except LLMRouteError as exc:  # a quality model file or a ledger that cannot be used
         _fail(str(exc))
     collector = Collector(cfg, router.providers, router.pricers, router.state, reference=reference,
                           candidate=candidate, out=out, max_usd=max_usd, concurrency=concurrency, grader=grader,
-                          max_tokens=max_tokens)
+                          max_tokens=max_tokens, ledger=router.ledger)
     try:
         collector.check_graders(lines)
     except ValueError as exc:
         collector.log.close()
+        asyncio.run(router.aclose())
         _fail(str(exc))
     interrupted = False
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),

@@ -417,3 +417,31 @@ async def test_tool_calls_of_both_tiers_are_compared_by_the_json_grader(tmp_path
     assert rows["lead A"]["scores"] == {"weak": 1.0, "strong": 1.0}
     assert rows["lead B"]["scores"] == {"weak": 0.0, "strong": 1.0}
     assert json.loads(rows["lead B"]["candidate_answer"]) == {"tool_calls": [{"name": "qualify", "arguments": {"label": "hot"}}]}
+
+
+def test_pairs_go_to_the_ledger_where_plan_measures_from(tmp_path: Path, fresh_pair: dict[str, EmulatorThread]) -> None:
+    from llmroute.ledger import open_store
+    from llmroute.quality_report import load_pairs, measured_quality
+
+    data = write_prompts(tmp_path / "p.jsonl", [{"id": i, "prompt": f"Classify ticket {i}.", "reference": "x"}
+                                                for i in range(5)])
+    db = tmp_path / "ledger.sqlite3"
+    config_path = write_config(tmp_path / "c.yaml", pair_providers(fresh_pair), ledger={"path": str(db)},
+                               quality_aware={"strong": "cerebras", "weak": "runpod"})
+    result = collect("--data", str(data), "--out", str(tmp_path / "l.jsonl"), "--config", str(config_path))
+    assert result.exit_code == 0, result.output
+    store = open_store(str(db), readonly=True)
+    pairs = load_pairs(store)
+    assert len(pairs) == 5
+    assert {p.source for p in pairs} == {"collect"} and {p.request_id for p in pairs} == {f"collect:{i}" for i in range(5)}
+    assert all(p.quality_score is not None and p.prompt is None for p in pairs)  # no text without store_text
+    labels = {f"collect:{r['id']}": r for r in read_jsonl(tmp_path / "l.jsonl")}
+    for p in pairs:
+        row = labels[p.request_id]
+        assert (p.candidate_grade, p.reference_grade) == (row["scores"]["weak"], row["scores"]["strong"])
+        assert p.shadow_cost_usd == pytest.approx(row["reference_cost_usd"] + row["candidate_cost_usd"])
+    measured = measured_quality(store, load_config(config_path))
+    assert measured.pairs == 5
+    # --no-ledger records nothing more
+    collect("--data", str(data), "--out", str(tmp_path / "l2.jsonl"), "--config", str(config_path), "--no-ledger")
+    assert len(load_pairs(open_store(str(db), readonly=True))) == 5

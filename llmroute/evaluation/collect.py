@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,10 @@ from typing import Any
 import orjson
 
 from ..config import ProviderConfig, RouterConfig, grader_for
+from ..errors import LLMRouteError
 from ..graders import Grader, Judge, JudgeReply, PairGrade, get_grader, grade_pair
+from ..ledger import Ledger
+from ..ledger.pairs import GradedPair
 from ..pricing import Pricer, cost_usd
 from ..providers import OpenAICompatProvider
 from ..quality.data import DataError
@@ -204,8 +208,10 @@ class Collector:
         self, config: RouterConfig, providers: Mapping[str, OpenAICompatProvider], pricers: Mapping[str, Pricer],
         state: RouterState, *, reference: str, candidate: str, out: Path, max_usd: float, concurrency: int = 4,
         grader: str | None = None, max_tokens: int = DEFAULT_MAX_TOKENS,
-        on_done: Callable[[RunSummary], None] | None = None,
+        on_done: Callable[[RunSummary], None] | None = None, ledger: Ledger | None = None,
     ) -> None:
+        """``ledger``: also record each pair there (``source="collect"``), so that ``quality`` reports and
+        ``plan`` measure from it; text only with ``shadow.store_text``, as for shadow pairs."""
         self.config = config
         self.providers, self.pricers, self.state = providers, pricers, state
         self.reference, self.candidate = reference, candidate
@@ -219,6 +225,8 @@ class Collector:
         self.budget = Budget(max_usd, self.log.spent_usd)
         self._graders: dict[str, Grader | Judge] = {}
         self._stop = False
+        self.ledger = ledger
+        self._scorer: Any = None
 
     # -- graders
 
@@ -247,14 +255,15 @@ class Collector:
             self.build_grader(*self.grader_name(line))
 
     async def _ask(self, messages: list[dict]) -> JudgeReply:
+        """The judge's reply through ``call_once``; a reply reused from the log costs nothing now."""
         judge = self.config.judge
+        name = self.config.judge_provider()
         body = {"messages": messages, "temperature": 0, "max_tokens": judge.max_tokens}
-        outcome = await self._call(self.config.judge_provider(), body, judge.timeout_s)
+        reused = _call_key(self.providers[name], body) in self.log.answers
+        outcome = await self._call(name, body, judge.timeout_s)
         if outcome is None:
             return JudgeReply(None, 0.0, "budget: the spending cap would be passed")
-        return JudgeReply(outcome.text, outcome.cost_usd, outcome.error)
-
-    # -- calls
+        return JudgeReply(outcome.text, 0.0 if reused else outcome.cost_usd, outcome.error)
 
     async def _call(self, name: str, body: dict[str, Any], timeout_s: float,
                     reserved_usd: float | None = None) -> CallOutcome | None:
@@ -279,38 +288,72 @@ class Collector:
         self.log.add(key, outcome)
         return outcome
 
-    async def _pair(self, line: PromptLine) -> tuple[CallOutcome, CallOutcome] | None:
-        """Both tiers' answers; None (nothing sent) when the cap cannot cover both.
+    async def _pair(self, line: PromptLine) -> tuple[CallOutcome, CallOutcome, float] | None:
+        """Both tiers' answers and what was paid for them now (not for reused ones); None (nothing sent)
+        when the cap cannot cover both.
 
         Both are reserved at once: paying one tier and then being refused the other would waste it."""
         body = line.body(self.max_tokens)
         calls = []
+        known = []
         for name in (self.reference, self.candidate):
             provider = self.providers[name]
-            known = _call_key(provider, body) in self.log.answers
+            known.append(_call_key(provider, body) in self.log.answers)
             timeout_s = provider.config.timeout_s
-            calls.append((name, timeout_s, 0.0 if known else worst_cost_usd(provider.config, body, timeout_s)))
+            calls.append((name, timeout_s, 0.0 if known[-1] else worst_cost_usd(provider.config, body, timeout_s)))
         if not self.budget.reserve(sum(worst for _, _, worst in calls)):
             self._stop = True
             return None
         reference, candidate = await asyncio.gather(*(self._call(n, body, t, w) for n, t, w in calls))
         assert reference is not None and candidate is not None  # reserved above
-        return reference, candidate
+        paid_usd = sum(o.cost_usd for o, was_known in zip((reference, candidate), known) if not was_known)
+        return reference, candidate, paid_usd
 
-    async def _one(self, line: PromptLine) -> dict[str, Any] | None:
+    async def _one(self, line: PromptLine) -> tuple[dict[str, Any], float] | None:
+        """The line's label and what its two calls cost in this run; None when the cap stopped it."""
         pair = await self._pair(line)
         if pair is None:
             return None
-        reference, candidate = pair
+        reference, candidate, paid_usd = pair
         failed = [f"{tier} call failed: {o.error}" for tier, o in (("reference", reference), ("candidate", candidate))
                   if o.error is not None]
         if failed:
-            return _label(line, reference, candidate, None, "; ".join(failed))
+            return _label(line, reference, candidate, None, "; ".join(failed)), paid_usd
         grader = self.build_grader(*self.grader_name(line))
         grade = await grade_pair(grader, line.prompt, candidate.text, reference.text, line.gold)
         if self._stop and not grade.graded:
             return None  # the judge was refused by the cap: not done, not a fact about the answers
-        return _label(line, reference, candidate, grade, None)
+        return _label(line, reference, candidate, grade, None), paid_usd
+
+    def _quality_score(self, prompt: str) -> float | None:
+        """The configured quality model's score, so the ledger's pairs can re-decide quality_aware."""
+        if self._scorer is None:
+            from ..strategies.quality_aware import load_quality_model
+
+            try:
+                self._scorer = load_quality_model(self.config.quality_aware.model)
+            except LLMRouteError:
+                self._scorer = False
+        return self._scorer.score(prompt) if self._scorer else None
+
+    def _record(self, line: PromptLine, row: dict[str, Any], paid_usd: float) -> None:
+        """An offline pair in the ledger: nobody was served, so its served tier is the candidate (what
+        the pair measures is whether the candidate would have done)."""
+        if self.ledger is None:
+            return
+        scores = row.get("scores") or {}
+        store = self.config.shadow.store_text
+        self.ledger.record_pair(GradedPair(
+            ts=time.time(), request_id=f"collect:{line.id}", route=None, strategy="collect", tags=line.tags,
+            key_id=None, quality_score=self._quality_score(line.prompt), route_decision=None,
+            served_provider=self.candidate, reference_provider=self.reference, candidate_provider=self.candidate,
+            served_tier="candidate", grader=row["grader"] or "none", reference_grade=scores.get("strong"),
+            candidate_grade=scores.get("weak"), note=row.get("ungraded"),
+            shadow_cost_usd=paid_usd, judge_cost_usd=row["judge_cost_usd"],
+            source="collect", prompt=line.prompt if store else None,
+            reference_answer=row["reference_answer"] if store else None,
+            candidate_answer=row["candidate_answer"] if store else None,
+        ))
 
     async def run(self, lines: list[PromptLine]) -> RunSummary:
         """Label every line not yet graded in ``out``; returns what was done."""
@@ -327,12 +370,14 @@ class Collector:
             async def worker() -> None:
                 while pending and not self._stop:
                     line = pending.pop()
-                    row = await self._one(line)
-                    if row is None:
+                    done = await self._one(line)
+                    if done is None:
                         pending.append(line)
                         continue
+                    row, paid_usd = done
                     labels.write(orjson.dumps(row) + b"\n")
                     labels.flush()
+                    self._record(line, row, paid_usd)
                     if "scores" in row:
                         summary.graded += 1
                     else:
@@ -403,7 +448,6 @@ def strategy_estimates(config: RouterConfig, rows: list[dict[str, Any]], referen
 
 def _quality_aware(config: RouterConfig, rows: list[dict[str, Any]], cand: list[float], ref: list[float],
                    reference: str, candidate: str, routed_estimate: Callable[..., Any]) -> StrategyEstimate:
-    from ..errors import LLMRouteError
     from ..strategies.quality_aware import load_quality_model, target_share
 
     try:
