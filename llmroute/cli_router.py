@@ -27,10 +27,15 @@ def _examples(path: Path):  # type: ignore[no-untyped-def]
 def _lines(path: Path):  # type: ignore[no-untyped-def]
     from .quality.data import load_lines
 
+    ungraded: list[str] = []
     try:
-        return load_lines(path)
+        lines = load_lines(path, ungraded)
     except LLMRouteError as exc:
         _fail(str(exc))
+    if ungraded:
+        err.print(f"skipped {len(ungraded):,} ungraded lines (no scores: see each line's 'ungraded' reason), "
+                  f"the first at {ungraded[0]}", highlight=False)
+    return lines
 
 
 def ledger_examples(store: Store, since_ts: float | None = None) -> tuple[list[Example], int]:

@@ -26,7 +26,7 @@ from llmroute.evaluation.collect import Collector, calls_path, worst_cost_usd
 from llmroute.evaluation.prompts import load_prompts
 from llmroute.pricing import Pricer
 from llmroute.providers import OpenAICompatProvider
-from llmroute.quality.data import load_examples
+from llmroute.quality.data import load_lines
 from llmroute.quality.retained import routed_estimate, split_estimate
 from llmroute.router import LLMRouter
 from llmroute.state import InMemoryState
@@ -163,11 +163,10 @@ def test_labels_grade_both_tiers_against_gold_and_are_routing_data(tmp_path: Pat
         assert row["grader"] == "exact"  # a gold answer and no --grader: exact
         assert row["scores"] == ({"weak": 1.0, "strong": 0.0} if i % 2 == 0 else {"weak": 0.0, "strong": 1.0})
         assert row["reference_cost_usd"] > 0 and row["candidate_cost_usd"] > 0
-    # routing data as router train / eval read it, ungraded lines aside
-    graded_lines = [line for line in out.read_text().splitlines() if '"scores"' in line]
-    (tmp_path / "graded.jsonl").write_text("\n".join(graded_lines) + "\n")
-    examples = load_examples(tmp_path / "graded.jsonl")
-    assert len(examples) == report["labelled"] == 5 and report["ungraded"] == 3
+    # routing data as router train / eval read it: ungraded lines are left out and counted
+    ungraded: list[str] = []
+    examples = [e for e, _ in load_lines(out, ungraded)]
+    assert len(examples) == report["labelled"] == 5 and report["ungraded"] == len(ungraded) == 3
     # The printed figures are the estimates on these pairs.
     weak_scores = [e.weak for e in examples]
     strong_scores = [e.strong for e in examples]
@@ -248,9 +247,9 @@ def test_a_failed_tier_is_ungraded_and_a_rerun_pays_only_for_it(
     for row in rows:
         assert "scores" not in row and row["ungraded"].startswith("candidate call failed: ")
         assert row["reference_answer"] and row["candidate_answer"] is None
-    # router train refuses such a file cleanly, naming the line
+    # router train leaves ungraded lines out; a file of nothing else is a clear error, not a crash
     train = runner.invoke(app, ["router", "train", "--data", str(out), "--out", str(tmp_path / "m.json.gz")])
-    assert train.exit_code == 2 and f"{out}, line 1" in train.output
+    assert train.exit_code == 2 and "all 4 lines are ungraded" in train.output
     fresh_pair["runpod"].set_faults({})
     before = requests(fresh_pair)
     result = collect("--data", str(data), "--out", str(out), "--config", str(config))

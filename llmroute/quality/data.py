@@ -39,13 +39,17 @@ def _score(value: object, where: str, which: str) -> float:
     return float(value)
 
 
-def parse_example(line: str, where: str) -> Example:
+def parse_example(line: str, where: str) -> Example | None:
+    """The example on a line; None for a line ``llmroute quality collect`` could not grade (``ungraded``
+    with its reason and no ``scores``): a fact about that prompt, not a bad line, and no score to learn from."""
     try:
         row = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise DataError(f"{where}: not valid JSON ({exc})") from None
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    if row.get("ungraded") and row.get("scores") is None:
+        return None
     for key in ("prompt", "scores"):
         if key not in row:
             raise DataError(f"{where}: missing field '{key}'")
@@ -67,8 +71,10 @@ def load_examples(path: str | Path) -> list[Example]:
     return [example for example, _ in load_lines(path)]
 
 
-def load_lines(path: str | Path) -> list[tuple[Example, str]]:
-    """Each example with its line as written (``router split`` copies lines, unknown fields included)."""
+def load_lines(path: str | Path, ungraded: list[str] | None = None) -> list[tuple[Example, str]]:
+    """Each example with its line as written (``router split`` copies lines, unknown fields included).
+
+    Lines marked ``ungraded`` are left out; pass a list as ``ungraded`` to get where each one was."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
@@ -77,8 +83,18 @@ def load_lines(path: str | Path) -> list[tuple[Example, str]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{file}: cannot read: {type(exc).__name__}") from None
     # split("\n"), not splitlines(): a prompt may hold U+2028 or other separators JSON leaves unescaped.
-    examples = [(parse_example(line, f"{file}, line {number}"), line)
-                for number, line in enumerate(text.split("\n"), 1) if line.strip()]
+    examples, skipped = [], []
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        example = parse_example(line, f"{file}, line {number}")
+        if example is None:
+            skipped.append(f"{file}, line {number}")
+        else:
+            examples.append((example, line))
+    if ungraded is not None:
+        ungraded.extend(skipped)
     if not examples:
-        raise DataError(f"{file}: no examples (the file is empty)")
+        why = f"all {len(skipped):,} lines are ungraded" if skipped else "the file is empty"
+        raise DataError(f"{file}: no examples ({why})")
     return examples
