@@ -351,20 +351,29 @@ def emulate(
     seed: Annotated[int, typer.Option(help="Random seed for latency, text and fault rolls")] = 0,
     prompt_cache: Annotated[bool, typer.Option(help="Report repeated message prefixes as cached prompt tokens")] = False,
     tokens_per_minute: Annotated[Optional[int], typer.Option(help="Enforce a token bucket (prompt + max_tokens per request)")] = None,
+    labels: Annotated[Optional[Path], typer.Option(
+        help="Labelled mode: answer the prompts of this JSONL file right or wrong (and judge answers to them)")] = None,
+    accuracy: Annotated[Optional[float], typer.Option(
+        min=0.0, max=1.0, help="Labelled mode: share of labelled prompts answered right (default: the profile's)")] = None,
+    judge_noise: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Labelled mode: probability that a judge verdict is flipped")] = 0.0,
 ) -> None:
     """Run a local OpenAI-compatible server that behaves like a paid provider."""
-    from .emulator import EmulatorSettings, FaultPlan, get_profile, parse_fault_rate, serve
+    from .emulator import EmulatorSettings, FaultPlan, Labels, get_profile, parse_fault_rate, serve
 
     try:
         chosen = get_profile(profile)
         rates = dict(parse_fault_rate(spec) for spec in fault or [])
-    except ValueError as exc:
+        known = None if labels is None else Labels.load(
+            labels, seed=seed, accuracy=None if accuracy is None else {chosen.name: accuracy})
+    except (OSError, ValueError) as exc:
         _fail(str(exc))
     if not speed > 0:
         _fail("--speed must be > 0 (use inf for no latency)")
     settings = EmulatorSettings(
         profile=chosen, speed=speed, latency_ms=latency_ms, retry_after_s=retry_after, api_key=api_key,
         seed=seed, faults=FaultPlan(rates, seed=seed), prompt_cache=prompt_cache, tokens_per_minute=tokens_per_minute,
+        labels=known, judge_noise=judge_noise,
     )
     try:
         serve(settings, host, port)
