@@ -429,27 +429,27 @@ def demo(
     ledger: Annotated[Optional[Path], typer.Option(
         help="Record the emulated run in this SQLite ledger (real providers always record where the config says)")] = None,
 ) -> None:
-    """Route a lead-qualification / document-analysis workload through every strategy.
+    """Route a lead-qualification / extraction / chat workload with known answers through every strategy.
 
-    Splits and costs are reproducible with --seed (latency_optimized follows measured latency, so its
-    split also depends on timing); latencies are measured, so they vary from run to run.
+    Splits, costs and the true quality kept are reproducible with --seed (latency_optimized follows measured
+    latency, so its split also depends on timing); latencies are measured, so they vary from run to run.
     """
-    from .demo import EmulatedPair, Outage, demo_tables, run_strategy, workload
+    from .demo import EmulatedPair, Outage, demo_tables, run_strategy, truth, workload
 
     fmt = output_format(fmt, as_json)
     pair: EmulatedPair | None = None
     outage: Outage | None = None
+    work = workload(requests, seed)
     if config is not None:
         cfg = _load(config)
         note = f"real providers from {config}; no injected fault"
     else:
         if not speed > 0:
             _fail("--speed must be > 0")
-        pair = EmulatedPair.start(speed, seed)
+        pair = EmulatedPair.start(speed, seed, truth(work, seed))
         cfg, outage, note = pair.config, pair.outage, pair.note
     # Fallbacks are the point of the demo; show them in the table, not as log lines.
     logging.getLogger("llmroute").setLevel(logging.ERROR)
-    work = workload(requests, seed)
     summaries = []
     # Emulated traffic stays out of the user's real ledger unless asked for.
     demo_ledger: Ledger | bool | None = None if config is not None else False
@@ -468,7 +468,7 @@ def demo(
                     cfg, strategy, work, concurrency=concurrency, max_tokens=max_tokens, outage=outage,
                     on_done=lambda task=task: progress.advance(task), ledger=demo_ledger,
                 ))
-                summaries.append(run.summary(cfg))
+                summaries.append(run.summary(cfg, pair.labels if pair is not None else None))
     finally:
         if pair is not None:
             pair.stop()

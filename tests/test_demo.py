@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 
 from rich.console import Console
 
-from llmroute.demo import Outage, demo_tables, emulated_config, run_strategy, workload
+from llmroute.demo import EmulatedPair, Outage, demo_tables, emulated_config, run_strategy, true_retained, truth, workload
+from llmroute.demo.workload import ACCURACY
 from llmroute.strategies import RoutingStrategy
 
 from .conftest import emulator
@@ -74,3 +76,39 @@ def test_the_cli_table_fits_when_columns_is_100() -> None:
     for word in ("quality_aware", "latency_optimized", "target", "before", "outage", "after", "fallbacks", "saved"):
         assert word in proc.stdout
     assert "…" not in proc.stdout
+
+
+def test_the_emulated_pair_answers_from_the_demos_truth() -> None:
+    work = workload(120, seed=5)
+    labels = truth(work, seed=5)
+    assert {r.task for r in work} == set(ACCURACY)
+    pair = EmulatedPair.start(math.inf, 5, labels)
+    try:
+        runs = {s: asyncio.run(run_strategy(pair.config, s, work, concurrency=8, max_tokens=300, ledger=False))
+                for s in (RoutingStrategy.COST_OPTIMIZED, RoutingStrategy.QUALITY_OPTIMIZED)}
+    finally:
+        pair.stop()
+    for run in runs.values():
+        assert len(run.results) == len(work) and len(run.served) == len(work)
+        for result, (prompt, provider) in zip(run.results, run.served):
+            # each answer is right exactly when the truth says its provider is right on that prompt
+            assert labels.grade(prompt, result.text) is labels.is_correct(provider, prompt), (prompt, result.text)
+    structured = [r for r in work if r.task != "chat"]
+    by_prompt = {p: r.text for p, r in zip((p for p, _ in runs[RoutingStrategy.QUALITY_OPTIMIZED].served),
+                                            runs[RoutingStrategy.QUALITY_OPTIMIZED].results)}
+    assert all(isinstance(json.loads(by_prompt[r.prompt]), dict) for r in structured)  # response_format honoured
+    cheap = runs[RoutingStrategy.COST_OPTIMIZED]
+    assert {p for _, p in cheap.served} == {"runpod"}  # no outage: the cheap one served everything
+    expected = (sum(bool(labels.is_correct("runpod", r.prompt)) for r in work)
+                / sum(bool(labels.is_correct("cerebras", r.prompt)) for r in work))
+    assert true_retained(cheap.served, labels, "cerebras") == expected < 1
+    assert runs[RoutingStrategy.QUALITY_OPTIMIZED].summary(pair.config, labels)["true_retained"] == 1.0
+
+
+def test_the_truth_is_reproducible_by_seed() -> None:
+    def right(seed: int) -> list[bool | None]:
+        work = workload(60, seed)
+        labels = truth(work, seed)
+        return [labels.is_correct("runpod", r.prompt) for r in work]
+
+    assert right(4) == right(4) and right(4) != right(6)

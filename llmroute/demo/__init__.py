@@ -3,13 +3,14 @@
 With no config it starts two emulated providers (the seed's Cerebras and RunPod
 pair) and makes RunPod fail for the second quarter of each run; with a config
 it sends the same workload to the real providers, with no injected fault.
+The workload's answers are known (``workload.py``): the emulated pair answers
+from them, so the demo knows the true quality each strategy kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import random
 import statistics
 from collections import Counter
 from collections.abc import Callable
@@ -19,60 +20,18 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 from rich.text import Text
 
-from .breaker import CLOSED
-from .config import RouterConfig, load_config
-from .errors import LLMRouteError
-from .pricing import cost_usd, format_price_per_m, per_million
-from .result import RouteResult
-from .ledger import Ledger
-from .router import LLMRouter
-from .strategies import RoutingStrategy
+from ..breaker import CLOSED
+from ..config import RouterConfig, load_config
+from ..errors import LLMRouteError
+from ..pricing import cost_usd, format_price_per_m, per_million
+from ..result import RouteResult
+from ..ledger import Ledger
+from ..router import LLMRouter
+from ..strategies import RoutingStrategy
+from .workload import DemoRequest, truth, workload
 
 if TYPE_CHECKING:
-    from .emulator import EmulatorThread
-
-_COMPANIES = ["TechCorp", "Acme Logistics", "Northwind Health", "Bluewave Retail", "Quantum Analytics",
-              "Greenfield Energy", "Summit Legal", "Atlas Manufacturing", "Helix Bio", "Orbit Media"]
-_INDUSTRIES = ["SaaS", "logistics", "healthcare", "retail", "fintech", "energy", "legal services", "manufacturing"]
-_DOCS = [
-    "Master services agreement, 14 pages: 3-year term, auto-renewal, 60-day termination notice, "
-    "liability capped at 12 months of fees, data processing addendum attached.",
-    "Q3 board report: revenue up 18% year on year, gross margin 71%, net revenue retention 112%, "
-    "two enterprise logos churned, hiring plan cut by 10%.",
-    "Vendor security questionnaire: SOC 2 Type II, encryption at rest with AES-256, annual penetration "
-    "test, no formal incident-response drill in the last year.",
-    "Customer support transcript: user cannot export reports to CSV since the last release; workaround "
-    "offered; customer threatens to escalate to their account manager.",
-]
-_CHAT = [
-    "Draft a short follow-up email to a prospect who asked for pricing last week.",
-    "What questions should I ask in a discovery call with a mid-market logistics company?",
-    "Summarise the main objections SaaS buyers raise about usage-based pricing.",
-    "Rewrite this sentence to sound more confident: we think our product might help your team.",
-]
-
-
-def workload(n: int, seed: int = 7) -> list[list[dict[str, str]]]:
-    """``n`` chat requests: about half lead qualification, a third document analysis, the rest chat."""
-    rng = random.Random(seed)
-    requests = []
-    for _ in range(n):
-        roll = rng.random()
-        if roll < 0.5:
-            company, industry = rng.choice(_COMPANIES), rng.choice(_INDUSTRIES)
-            prompt = (f"Qualify this lead: {company}, {rng.choice([12, 45, 120, 500, 2300, 9000])} employees, "
-                      f"{industry} industry. Budget signal: {rng.choice(['none', 'approved', 'exploring'])}. "
-                      "Answer with a score from 1 to 10, a one-line reason and the next step.")
-            system = "You are a B2B sales assistant. Be concise."
-        elif roll < 0.83:
-            prompt = f"Analyse this document and list the three most important points and any risks:\n{rng.choice(_DOCS)}"
-            system = "You are a careful analyst."
-        else:
-            prompt = rng.choice(_CHAT)
-            system = "You are a helpful assistant."
-        requests.append([{"role": "system", "content": system}, {"role": "user", "content": prompt}])
-    return requests
-
+    from ..emulator import EmulatorThread, Labels
 
 PHASES = ("before", "outage", "after")
 
@@ -94,23 +53,25 @@ class EmulatedPair:
     config: RouterConfig
     outage: Outage
     note: str
+    labels: Labels | None = None
+    """What the pair answers from (labelled mode), when it was started with them."""
 
     @classmethod
-    def start(cls, speed: float, seed: int) -> EmulatedPair:
-        from .emulator import EmulatorSettings, EmulatorThread, get_profile
+    def start(cls, speed: float, seed: int, labels: Labels | None = None) -> EmulatedPair:
+        from ..emulator import EmulatorSettings, EmulatorThread, get_profile
 
         emulators = {}
         for offset, name in enumerate(("cerebras", "runpod")):
             # No Retry-After on the outage's 503s: a cool-down's length in wall-clock time would decide which
             # requests skip the provider, and the figures would change with the machine's speed.
             emulators[name] = EmulatorThread(EmulatorSettings(get_profile(name), speed=speed, seed=seed + offset,
-                                                              retry_after_s=0.0))
+                                                              retry_after_s=0.0, labels=labels))
         runpod = emulators["runpod"]
         pace = ("emulated providers answering at once" if speed == float("inf") else
                 f"emulated providers at {speed:g}x real speed (multiply latencies by {speed:g} for real time)")
         return cls(emulators, emulated_config({n: e.base_url for n, e in emulators.items()}, speed),
                    Outage("runpod", lambda: runpod.set_faults({"503": 1.0}), lambda: runpod.set_faults({})),
-                   f"{pace}; runpod answers 503 for the second quarter of each run; seed {seed}")
+                   f"{pace}; runpod answers 503 for the second quarter of each run; seed {seed}", labels)
 
     def stop(self) -> None:
         for emulator in self.emulators.values():
@@ -127,8 +88,10 @@ class StrategyRun:
     """Which provider answered, before, during and after the outage (all under ``before`` without one)."""
     decisions_by_phase: dict[str, Counter[str]] = field(default_factory=lambda: {p: Counter() for p in PHASES})
     """quality_aware: the tier each prompt was scored into (``strong``/``weak``), whoever answered it."""
+    served: list[tuple[str, str]] = field(default_factory=list)
+    """(prompt, provider) of each answered request: with the labels, the true quality kept."""
 
-    def summary(self, config: RouterConfig) -> dict[str, Any]:
+    def summary(self, config: RouterConfig, labels: Labels | None = None) -> dict[str, Any]:
         latencies = sorted(r.latency_ms for r in self.results)
         tokens = sum(r.total_tokens for r in self.results)
         # fsum: the same answers give the same figure whatever order they arrived in.
@@ -149,7 +112,18 @@ class StrategyRun:
             "p95_ms": _percentile(latencies, 95),
             "fallbacks": sum(r.fallback for r in self.results),
             "errors": len(self.errors),
+            "true_retained": None if labels is None else true_retained(self.served, labels, config.quality_pair()[0]),
         }
+
+
+def true_retained(served: list[tuple[str, str]], labels: Labels, reference: str) -> float | None:
+    """Right answers among those served over right answers had ``reference`` served every request.
+
+    The truth the shadow estimate is checked against; None when the reference would have been right on nothing.
+    """
+    right = sum(bool(labels.is_correct(provider, prompt)) for prompt, provider in served)
+    reference_right = sum(bool(labels.is_correct(reference, prompt)) for prompt, _ in served)
+    return right / reference_right if reference_right else None
 
 
 def _strong_share(decisions: Counter[str]) -> float | None:
@@ -166,7 +140,7 @@ def _percentile(sorted_values: list[float], pct: float) -> float:
 
 
 async def run_strategy(
-    config: RouterConfig, strategy: RoutingStrategy, requests: list[list[dict[str, str]]], *,
+    config: RouterConfig, strategy: RoutingStrategy, requests: list[DemoRequest], *,
     concurrency: int, max_tokens: int, outage: Outage | None = None,
     on_done: Callable[[], None] | None = None, ledger: Ledger | bool | None = None,
 ) -> StrategyRun:
@@ -183,13 +157,14 @@ async def run_strategy(
     start_at, end_at = len(requests) // 4, len(requests) // 2
     tasks: list[asyncio.Task[None]] = []
 
-    async def one(messages: list[dict[str, str]], phase: str) -> None:
+    async def one(request: DemoRequest, phase: str) -> None:
         try:
-            result = await router.chat(messages, max_tokens=max_tokens)
+            result = await router.chat(request.messages, max_tokens=max_tokens, tags=request.tags, **request.params)
         except LLMRouteError as exc:
             run.errors.append(str(exc).splitlines()[0])
         else:
             run.results.append(result)
+            run.served.append((request.prompt, result.provider))
             run.split_by_phase[phase][result.provider] += 1
             if result.route_decision:
                 run.decisions_by_phase[phase][result.route_decision] += 1
@@ -205,7 +180,7 @@ async def run_strategy(
 
     async with LLMRouter(strategy=strategy, config=config, ledger=ledger) as router:
         phase = PHASES[0]
-        for i, messages in enumerate(requests):
+        for i, request in enumerate(requests):
             if outage and i in (start_at, end_at):
                 await drain()
                 (outage.begin if i == start_at else outage.end)()
@@ -216,7 +191,7 @@ async def run_strategy(
                 await drain()
                 await asyncio.sleep(breaker.retry_in_s())  # the breaker's own schedule: its next probe
             await limit.acquire()
-            tasks.append(asyncio.create_task(one(messages, phase)))
+            tasks.append(asyncio.create_task(one(request, phase)))
             if recovering:
                 await drain()
         await drain()
@@ -227,7 +202,7 @@ async def run_strategy(
 
 def targets(config: RouterConfig) -> dict[str, str]:
     """What each strategy aims for, in words: the split ``llmroute plan`` expects, or the rule it follows."""
-    from .plan import plan
+    from ..plan import plan
 
     rules = {RoutingStrategy.COST_OPTIMIZED: "cheapest first", RoutingStrategy.LATENCY_OPTIMIZED: "fastest first",
              RoutingStrategy.QUALITY_OPTIMIZED: "best first"}
@@ -302,7 +277,7 @@ def emulated_config(base_urls: dict[str, str], speed: float = 1.0, **settings: A
 
     Emulators run ``speed`` times faster than real providers, so the breaker's clocks run faster too.
     """
-    from .emulator import get_profile
+    from ..emulator import get_profile
 
     providers = {}
     for name, url in base_urls.items():
