@@ -9,6 +9,9 @@ Targets, all POST /v1/chat/completions with the same body, loaded by wrk:
   (d) forwarder  benchmarks/forwarder.py: read the body, POST it upstream with a pooled client, return it
   (e) llmroute+quality_aware  two providers on the same upstream, each request scored by the quality model;
       the same process with `x-llmroute-strategy: cost_optimized` is the baseline without scoring
+  (f) llmroute shadow R  two providers on the same upstream with the ledger on and shadow evaluation at rate R
+      (0, 0.1, 1.0; exact grader): what measuring quality on live traffic costs the client
+      (`--shadow-only` runs just these three and the direct upstream)
 
 Each round loads every target at 1 and at 32 connections; rounds alternate
 targets so machine noise hits all alike; the table shows medians over rounds.
@@ -115,13 +118,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--litellm-venv", default=".venv-litellm")
+    parser.add_argument("--shadow-only", action="store_true", help="only the direct upstream and shadow rates")
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (Debian: apt-get install nginx-light wrk)")
     tmp = Path(tempfile.mkdtemp(prefix="llmroute-bench-"))
     ports = {name: free_port() for name in ("direct", "llmroute", "llmroute+ledger", "llmroute+quality_aware",
-                                            "litellm", "forwarder")}
+                                            "litellm", "forwarder", *SHADOW_TARGETS)}
     upstream = f"http://127.0.0.1:{ports['direct']}/v1"
     (tmp / "llmroute.yaml").write_text(
         f"providers:\n  upstream:\n    base_url: {upstream}\n    model: bench-model\n"
@@ -134,31 +138,50 @@ def main() -> None:
         "    price_per_m: {input: 0.10, output: 0.10}\n"
         "strategy: quality_aware\n"
     )
+    for name, rate in SHADOW_TARGETS.items():
+        (tmp / f"{name}.yaml").write_text(
+            f"providers:\n  weak:\n    base_url: {upstream}\n    model: bench-model\n"
+            "    price_per_m: {input: 0.02, output: 0.02}\n"
+            f"  strong:\n    base_url: {upstream}\n    model: bench-model\n    quality: 2\n"
+            "    price_per_m: {input: 0.10, output: 0.10}\n"
+            f"strategy: balanced\nshadow: {{rate: {rate}, grader: exact, max_usd_per_day: 1000, max_in_flight: 32, "
+            "max_queued: 1024}\n"
+        )
     (tmp / "litellm.yaml").write_text(
         "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/bench-model\n"
         f"      api_base: {upstream}\n      api_key: none\n"
     )
     litellm_bin = Path(args.litellm_venv) / "bin" / "litellm"
     targets = {"direct": {}, "llmroute": {}, "llmroute+ledger": {}, "llmroute+quality_aware": {},
-               "llmroute 2 providers, cost_optimized": {"x-llmroute-strategy": "cost_optimized"}, "forwarder": {}}
+               "llmroute 2 providers, cost_optimized": {"x-llmroute-strategy": "cost_optimized"}, "forwarder": {},
+               **{name: {} for name in SHADOW_TARGETS}}
+    if args.shadow_only:
+        targets = {"direct": {}, **{name: {} for name in SHADOW_TARGETS}}
     ports["llmroute 2 providers, cost_optimized"] = ports["llmroute+quality_aware"]
     with ExitStack() as stack:
         stack.enter_context(process(nginx(tmp, ports["direct"])))
         wait_ready(upstream + "/chat/completions")
         # Without and with the cost ledger (SQLite in the temporary folder), to measure what recording costs.
         pids: dict[str, int] = {}
-        for name, ledger, config in (("llmroute", "off", "llmroute.yaml"),
-                                     ("llmroute+ledger", str(tmp / "ledger.sqlite3"), "llmroute.yaml"),
-                                     ("llmroute+quality_aware", "off", "quality_aware.yaml")):
+        servers = [("llmroute", "off", "llmroute.yaml"),
+                   ("llmroute+ledger", str(tmp / "ledger.sqlite3"), "llmroute.yaml"),
+                   ("llmroute+quality_aware", "off", "quality_aware.yaml"),
+                   *((name, str(tmp / f"{name}.sqlite3"), f"{name}.yaml") for name in SHADOW_TARGETS)]
+        for name, ledger, config in servers:
+            if name not in targets:
+                continue
             pids[name] = stack.enter_context(process(
                 [sys.executable, "-m", "llmroute.cli", "serve", "--config", str(tmp / config),
                  "--port", str(ports[name]), "--workers", str(args.workers)],
                 env={"LLMROUTE_LEDGER": ledger}, log=tmp / f"{name}.log"))
-        pids["llmroute 2 providers, cost_optimized"] = pids["llmroute+quality_aware"]
-        stack.enter_context(process(
-            [sys.executable, str(HERE / "forwarder.py"), upstream, str(ports["forwarder"]), str(args.workers)],
-            log=tmp / "forwarder.log"))
-        if litellm_bin.exists():
+        if not args.shadow_only:
+            pids["llmroute 2 providers, cost_optimized"] = pids["llmroute+quality_aware"]
+            stack.enter_context(process(
+                [sys.executable, str(HERE / "forwarder.py"), upstream, str(ports["forwarder"]), str(args.workers)],
+                log=tmp / "forwarder.log"))
+        if args.shadow_only:
+            pass
+        elif litellm_bin.exists():
             stack.enter_context(process(
                 [str(litellm_bin), "--config", str(tmp / "litellm.yaml"), "--port", str(ports["litellm"]),
                  "--num_workers", str(args.workers)],
@@ -179,7 +202,37 @@ def main() -> None:
                     if name in pids:
                         r["cpu_us_per_request"] = (cpu_s(pids[name]) - before) * 1e6 / max(1, r["requests"])
                     results.setdefault((name, connections), []).append(r)
-    report(results, targets, args)
+        if not args.shadow_only:
+            report(results, targets, args)
+        shadow_report(results, tmp)
+
+
+SHADOW_TARGETS = {"llmroute shadow 0": 0.0, "llmroute shadow 0.1": 0.1, "llmroute shadow 1.0": 1.0}
+
+
+def shadow_report(results: dict[tuple[str, int], list[dict[str, float]]], tmp: Path) -> None:
+    """Shadow evaluation's cost to clients: throughput and latency at each rate against rate 0."""
+    import sqlite3
+
+    def med(name: str, connections: int, key: str) -> float:
+        return statistics.median(r[key] for r in results[(name, connections)])
+
+    print(f"machine: {machine()}")
+    print("| shadow rate | conns | requests/s | vs rate 0 | p50 ms | p99 ms | graded pairs | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    time.sleep(2)  # let the last shadow calls finish before counting pairs (reported, not asserted)
+    for connections in (1, 32):
+        base = med("llmroute shadow 0", connections, "rps")
+        for name, rate in SHADOW_TARGETS.items():
+            try:
+                with sqlite3.connect(tmp / f"{name}.sqlite3") as db:
+                    pairs = db.execute("SELECT count(*) FROM graded_pairs").fetchone()[0]
+            except sqlite3.Error:
+                pairs = 0
+            rps = med(name, connections, "rps")
+            errors = sum(r["errors"] for r in results[(name, connections)])
+            print(f"| {rate} | {connections} | {rps:,.0f} | {rps / base:.2f}x | {med(name, connections, 'p50_ms'):.3f} | "
+                  f"{med(name, connections, 'p99_ms'):.3f} | {pairs:,} (both conns) | {errors} |")
 
 
 def report(results: dict[tuple[str, int], list[dict[str, float]]], targets: dict[str, dict[str, str]],

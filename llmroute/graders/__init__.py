@@ -7,17 +7,29 @@
 from .base import Grade, Grader
 from .choice import ChoiceGrader
 from .exact import ExactGrader
+from .judge import Ask, Judge, Judgement, JudgeReply
 from .number import NumberGrader
-from .registry import GRADERS, get_grader
+from .pair import PairGrade, grade_pair
+from .registry import EXTRA_GRADERS, GRADERS, get_grader
+from .similarity import MissingExtra, SimilarityGrader
 from .structured import JsonGrader
 
 __all__ = [
+    "EXTRA_GRADERS",
     "GRADERS",
+    "Ask",
     "ChoiceGrader",
     "ExactGrader",
     "Grade",
     "Grader",
     "JsonGrader",
+    "Judge",
+    "JudgeReply",
+    "Judgement",
+    "MissingExtra",
     "NumberGrader",
+    "PairGrade",
+    "SimilarityGrader",
     "get_grader",
+    "grade_pair",
 ]
