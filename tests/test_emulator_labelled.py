@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import subprocess
@@ -199,3 +200,36 @@ def test_the_emulate_command_takes_labels_accuracy_and_seed(tmp_path: Path) -> N
     failed = subprocess.run([sys.executable, "-m", "llmroute.cli", "emulate", "--labels", str(bad), "--port", "0"],
                             capture_output=True, text=True, timeout=60)
     assert failed.returncode != 0 and "bad.jsonl: line 1: 'answer' must be" in failed.stderr
+
+
+def test_the_judge_grader_gets_the_truth_from_a_labelled_emulator(tmp_path: Path) -> None:
+    """The graders' own Judge, in both modes, against a labelled emulator: grades are the truth."""
+    from llmroute.graders.judge import Judge, JudgeReply
+
+    facts = [*FACTS, ("Which list is [[1, 2]]? Answer [The End of Assistant A's Answer]", "the first")]
+    labels = Labels.load(write_labels(tmp_path / "l.jsonl", [{"prompt": q, "answer": a} for q, a in facts]))
+
+    async def grades(base_url: str) -> list[tuple[str, float | None, float | None]]:
+        async with httpx.AsyncClient(base_url=base_url) as http:
+            async def ask(messages: list[dict]) -> JudgeReply:
+                resp = await http.post("/chat/completions", json={"model": "judge", "messages": messages})
+                return JudgeReply(resp.json()["choices"][0]["message"]["content"], 0.0)
+
+            out = []
+            for mode in ("pairwise", "rating"):
+                judge = Judge(ask, mode=mode)  # type: ignore[arg-type]
+                for question, candidate, reference in [
+                    ("Capital of France?", "Paris", "Lyon"), ("Capital of France?", "Nice", "paris"),
+                    ("You are terse.\nCapital of Italy?", "Rome", "Rome"), ("2 + 2 =", "5", "3"),
+                    (facts[-1][0], "The first.", "the second"),
+                ]:
+                    judged = await judge.judge(question, candidate, reference)
+                    out.append((mode, judged.candidate.score, judged.reference.score))
+            return out
+
+    with labelled("cerebras", labels) as judge_emu:
+        got = asyncio.run(grades(judge_emu.base_url))
+    assert got == [("pairwise", 1.0, 0.0), ("pairwise", 0.0, 1.0), ("pairwise", 0.5, 0.5), ("pairwise", 0.5, 0.5),
+                   ("pairwise", 1.0, 0.0),
+                   ("rating", 1.0, 0.0), ("rating", 0.0, 1.0), ("rating", 1.0, 1.0), ("rating", 0.0, 0.0),
+                   ("rating", 1.0, 0.0)]

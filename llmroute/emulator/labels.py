@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..graders.base import normalize_text
+from ..graders.judge import quote
 from ..graders.structured import agree, read_object
 from .profiles import profiles
 
@@ -67,6 +68,8 @@ class Labels:
             if key in self._by_prompt:
                 raise ValueError(f"prompt labelled twice: {key[:80]!r}")
             self._by_prompt[key] = label
+        # A judge prompt shows the question with brackets defanged (graders.judge.quote): find it that way too.
+        self._quoted = {quoted: label for key, label in self._by_prompt.items() if (quoted := quote(key)) != key}
         # Wrong answers made up for a label without `wrong`: other labels' answers, as a plausible mistake.
         self._texts = sorted({label.answer for label in self._by_prompt.values() if isinstance(label.answer, str)})
         self._values: dict[str, list[Any]] = {}
@@ -102,14 +105,18 @@ class Labels:
     def find(self, text: str) -> Label | None:
         """The label whose prompt is ``text``, or ends it after a line break (a system prompt before it)."""
         text = text.strip()
-        found = self._by_prompt.get(text)
+        found = self._lookup(text)
         start = text.find("\n")
         for _ in range(_SUFFIXES_TRIED):
             if found is not None or start < 0:
                 break
-            found = self._by_prompt.get(text[start + 1:].strip())
+            found = self._lookup(text[start + 1:].strip())
             start = text.find("\n", start + 1)
         return found
+
+    def _lookup(self, text: str) -> Label | None:
+        found = self._by_prompt.get(text)
+        return found if found is not None or not self._quoted else self._quoted.get(text)
 
     def is_correct(self, profile: str, prompt: str) -> bool | None:
         """Whether ``profile`` answers ``prompt`` right: the truth. None for a prompt that is not labelled."""
