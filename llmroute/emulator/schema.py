@@ -3,8 +3,8 @@
 Covers what structured-output clients send (pydantic's and zod's schemas, OpenAI's strict
 mode): types (one or a list), ``enum``/``const``, objects (``properties``, ``required``,
 ``additionalProperties``), arrays (``items``, ``prefixItems``, lengths, ``uniqueItems``),
-numeric bounds and ``multipleOf``, string lengths, common ``format``s, ``pattern`` where a
-simple candidate matches, ``anyOf``/``oneOf``/``allOf`` and local ``$ref`` (recursive too,
+numeric bounds and ``multipleOf``, string lengths, common ``format``s, ``pattern`` (generated from
+the regular expression), ``anyOf``/``oneOf``/``allOf`` and local ``$ref`` (recursive too,
 bounded). A schema nothing can satisfy, or one this cannot generate for, raises
 ``SchemaError`` naming where, so the server answers a 400 as a real provider does.
 """
@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from .pattern import sample
+
 __all__ = ["SchemaError", "generate"]
 
 MAX_DEPTH = 24
@@ -27,6 +29,8 @@ MAX_NODES = 20_000
 _SHALLOW = 4
 """Past this depth, optional parts are left out so that recursive schemas end."""
 
+_PATTERN_TRIES = 8
+"""Strings generated from a pattern before the simple candidates are tried (repeats vary between tries)."""
 _WORDS = ("qualified", "lead", "budget", "renewal", "growth", "risk", "follow", "call", "team", "review")
 _FORMATS: dict[str, Callable[[random.Random], str]] = {
     "date-time": lambda r: f"2025-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}T{r.randint(0, 23):02d}:00:00Z",
@@ -244,8 +248,9 @@ class _Generator:
             compiled = re.compile(pattern)
         except (re.error, TypeError) as exc:
             raise SchemaError(f"`pattern` is not a regular expression: {exc}", path) from None
-        for candidate in (text, *_WORDS, "a", "A", "0", "1", "a1", "abc", "ABC", "123", "x", "yes", ""):
-            if compiled.search(candidate) and low <= len(candidate) <= high:
+        generated = [sample(pattern, self.rng) for _ in range(_PATTERN_TRIES)]
+        for candidate in (*generated, text, *_WORDS, "a", "A", "0", "1", "abc", "123", ""):
+            if candidate is not None and low <= len(candidate) <= high and compiled.search(candidate):
                 return candidate
         raise SchemaError(f"cannot generate a string matching pattern {str(pattern)[:80]!r}", path)
 
