@@ -423,7 +423,9 @@ def demo(
     speed: Annotated[float, typer.Option(help="Emulators run this many times faster than real providers")] = 20.0,
     max_tokens: Annotated[int, typer.Option(min=1)] = 300,
     seed: Annotated[int, typer.Option(help="Seed of the workload and the emulators: the same seed gives the same "
-                                           "split, cost and fallbacks")] = 0,
+                                           "split, cost, fallbacks and true quality")] = 0,
+    shadow_rate: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Emulated pair: share of answers shadowed and graded to measure quality (0: off)")] = 0.5,
     fmt: FormatOption = "table",
     as_json: JsonAlias = False,
     ledger: Annotated[Optional[Path], typer.Option(
@@ -434,47 +436,40 @@ def demo(
     Splits, costs and the true quality kept are reproducible with --seed (latency_optimized follows measured
     latency, so its split also depends on timing); latencies are measured, so they vary from run to run.
     """
-    from .demo import EmulatedPair, Outage, demo_tables, run_strategy, truth, workload
+    from contextlib import nullcontext
+    from functools import partial
+
+    from .demo import EmulatedPair, Outage, demo_tables, quality_table, recording, run_all, truth, workload
 
     fmt = output_format(fmt, as_json)
     pair: EmulatedPair | None = None
     outage: Outage | None = None
     work = workload(requests, seed)
     if config is not None:
-        cfg = _load(config)
-        note = f"real providers from {config}; no injected fault"
+        cfg, note = _load(config), f"real providers from {config}; no injected fault"
     else:
         if not speed > 0:
             _fail("--speed must be > 0")
-        pair = EmulatedPair.start(speed, seed, truth(work, seed))
+        pair = EmulatedPair.start(speed, seed, truth(work, seed), shadow_rate, requests)
         cfg, outage, note = pair.config, pair.outage, pair.note
     # Fallbacks are the point of the demo; show them in the table, not as log lines.
     logging.getLogger("llmroute").setLevel(logging.ERROR)
-    summaries = []
-    # Emulated traffic stays out of the user's real ledger unless asked for.
-    demo_ledger: Ledger | bool | None = None if config is not None else False
-    if config is None and ledger is not None:
-        try:
-            demo_ledger = Ledger(open_store(str(ledger)))
-            demo_ledger.store.put_prices(price_rows(cfg), time.time())
-        except LLMRouteError as exc:
-            _fail(str(exc))
+    measuring = pair is not None and shadow_rate > 0
+    # Emulated traffic stays out of the user's real ledger unless asked for; measuring keeps it in a scratch one.
     try:
-        with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err, transient=True, disable=fmt != OutputFormat.TABLE) as progress:
-            for strategy in RoutingStrategy:
-                task = progress.add_task(strategy.value, total=len(work))
-                run = asyncio.run(run_strategy(
-                    cfg, strategy, work, concurrency=concurrency, max_tokens=max_tokens, outage=outage,
-                    on_done=lambda task=task: progress.advance(task), ledger=demo_ledger,
-                ))
-                summaries.append(run.summary(cfg, pair.labels if pair is not None else None))
+        with (recording(cfg, ledger, measuring=measuring) if pair is not None else nullcontext(None)) as demo_ledger, \
+                Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                         TimeElapsedColumn(), console=err, transient=True, disable=fmt != OutputFormat.TABLE) as progress:
+            summaries = run_all(cfg, work, lambda name: partial(progress.advance, progress.add_task(name, total=len(work))),
+                                concurrency=concurrency, max_tokens=max_tokens, outage=outage, ledger=demo_ledger,
+                                seed=seed, labels=pair and pair.labels)
+    except LLMRouteError as exc:  # the ledger file cannot be opened
+        _fail(str(exc))
     finally:
         if pair is not None:
             pair.stop()
-        if isinstance(demo_ledger, Ledger):
-            demo_ledger.close()
-            err.print(f"recorded in {ledger}: see `llmroute report --ledger {ledger}`", highlight=False)
+    if pair is not None and ledger is not None:
+        err.print(f"recorded in {ledger}: see `llmroute report --ledger {ledger}`", highlight=False)
     if fmt == OutputFormat.JSON:
         print_json({"note": note, "seed": seed, "baseline": cfg.baseline(), "strategies": summaries})
     elif fmt == OutputFormat.CSV:
@@ -482,6 +477,8 @@ def demo(
     else:
         for table in demo_tables(summaries, cfg, note, outage is not None):
             console.print(table)
+        if measuring:
+            console.print(quality_table(summaries, cfg.quality_pair()[0], shadow_rate))
 
 
 def main() -> None:

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import statistics
+import tempfile
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
@@ -25,9 +30,10 @@ from ..config import RouterConfig, load_config
 from ..errors import LLMRouteError
 from ..pricing import cost_usd, format_price_per_m, per_million
 from ..result import RouteResult
-from ..ledger import Ledger
+from ..ledger import Ledger, open_store, price_rows
 from ..router import LLMRouter
 from ..strategies import RoutingStrategy
+from .quality import DEFAULT_RATE, measured_retained, quality_table, shadow_settings
 from .workload import DemoRequest, truth, workload
 
 if TYPE_CHECKING:
@@ -57,7 +63,9 @@ class EmulatedPair:
     """What the pair answers from (labelled mode), when it was started with them."""
 
     @classmethod
-    def start(cls, speed: float, seed: int, labels: Labels | None = None) -> EmulatedPair:
+    def start(cls, speed: float, seed: int, labels: Labels | None = None, shadow_rate: float = 0.0,
+              requests: int = 0) -> EmulatedPair:
+        """The pair at ``speed``; with ``labels`` it answers from them, and ``shadow_rate`` > 0 measures quality."""
         from ..emulator import EmulatorSettings, EmulatorThread, get_profile
 
         emulators = {}
@@ -69,7 +77,8 @@ class EmulatedPair:
         runpod = emulators["runpod"]
         pace = ("emulated providers answering at once" if speed == float("inf") else
                 f"emulated providers at {speed:g}x real speed (multiply latencies by {speed:g} for real time)")
-        return cls(emulators, emulated_config({n: e.base_url for n, e in emulators.items()}, speed),
+        settings = shadow_settings(shadow_rate, requests) if shadow_rate > 0 else {}
+        return cls(emulators, emulated_config({n: e.base_url for n, e in emulators.items()}, speed, **settings),
                    Outage("runpod", lambda: runpod.set_faults({"503": 1.0}), lambda: runpod.set_faults({})),
                    f"{pace}; runpod answers 503 for the second quarter of each run; seed {seed}", labels)
 
@@ -90,6 +99,8 @@ class StrategyRun:
     """quality_aware: the tier each prompt was scored into (``strong``/``weak``), whoever answered it."""
     served: list[tuple[str, str]] = field(default_factory=list)
     """(prompt, provider) of each answered request: with the labels, the true quality kept."""
+    shadowed: bool = False
+    """Whether shadow evaluation ran (and every sampled request was graded before the run ended)."""
 
     def summary(self, config: RouterConfig, labels: Labels | None = None) -> dict[str, Any]:
         latencies = sorted(r.latency_ms for r in self.results)
@@ -142,14 +153,15 @@ def _percentile(sorted_values: list[float], pct: float) -> float:
 async def run_strategy(
     config: RouterConfig, strategy: RoutingStrategy, requests: list[DemoRequest], *,
     concurrency: int, max_tokens: int, outage: Outage | None = None,
-    on_done: Callable[[], None] | None = None, ledger: Ledger | bool | None = None,
+    on_done: Callable[[], None] | None = None, ledger: Ledger | bool | None = None, shadow_seed: int | None = None,
 ) -> StrategyRun:
     """Send ``requests`` through a fresh router; the outage covers the second quarter of them.
 
     The run is reproducible: the outage starts and ends between requests (those in flight finish first),
     and after it requests go one at a time, each at the moment the provider's breaker lets a probe
     through, until the breaker has closed again. So which requests saw the outage, and which fell back,
-    does not depend on how fast the machine is.
+    does not depend on how fast the machine is. With shadow evaluation in the config, the run ends when every
+    sampled request is graded; ``shadow_seed`` makes the sample reproducible.
     """
     run = StrategyRun(strategy.value)
     baseline_price = config.providers[config.baseline()].routing_price
@@ -179,6 +191,9 @@ async def run_strategy(
         tasks.clear()
 
     async with LLMRouter(strategy=strategy, config=config, ledger=ledger) as router:
+        shadow = getattr(router, "shadow", None)
+        if shadow is not None and shadow_seed is not None:
+            shadow.rng = random.Random(f"{shadow_seed}:{strategy.value}")
         phase = PHASES[0]
         for i, request in enumerate(requests):
             if outage and i in (start_at, end_at):
@@ -197,7 +212,50 @@ async def run_strategy(
         await drain()
         if outage:
             outage.end()
+        if shadow is not None:
+            await shadow.drain()
+            run.shadowed = True
     return run
+
+
+@contextmanager
+def recording(config: RouterConfig, path: Path | None, *, measuring: bool) -> Iterator[Ledger | bool]:
+    """The ledger an emulated run records to: ``path``, else a scratch one when measuring quality needs it, else none.
+
+    An unusable ``path`` raises LLMRouteError; the ledger is closed (and a scratch one removed) on leaving.
+    """
+    with ExitStack() as stack:
+        if path is None and measuring:
+            path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llmroute-demo-"))) / "demo.sqlite"
+        if path is None:
+            yield False
+            return
+        ledger = Ledger(open_store(str(path)))
+        stack.callback(ledger.close)
+        ledger.store.put_prices(price_rows(config), time.time())
+        yield ledger
+
+
+def run_all(
+    config: RouterConfig, requests: list[DemoRequest], progress: Callable[[str], Callable[[], None]], *,
+    concurrency: int, max_tokens: int, outage: Outage | None, ledger: Ledger | bool | None, seed: int,
+    labels: Labels | None,
+) -> list[dict[str, Any]]:
+    """Every strategy's summary, one after the other; ``progress(name)`` gives the callback each answer calls.
+
+    With shadow evaluation on and a ledger to keep the graded pairs in, each summary has ``measured``: the
+    retained quality read back from the pairs; with ``labels``, ``true_retained``: the truth.
+    """
+    summaries = []
+    for strategy in RoutingStrategy:
+        started = time.time()
+        run = asyncio.run(run_strategy(config, strategy, requests, concurrency=concurrency, max_tokens=max_tokens,
+                                       outage=outage, on_done=progress(strategy.value), ledger=ledger,
+                                       shadow_seed=seed))
+        summaries.append(run.summary(config, labels))
+        if run.shadowed and isinstance(ledger, Ledger):
+            summaries[-1]["measured"] = measured_retained(ledger, strategy.value, started)
+    return summaries
 
 
 def targets(config: RouterConfig) -> dict[str, str]:
