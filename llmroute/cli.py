@@ -425,7 +425,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the workload and the emulators: the same seed gives the same "
                                            "split, cost, fallbacks and true quality")] = 0,
     shadow_rate: Annotated[float, typer.Option(
-        min=0.0, max=1.0, help="Emulated pair: share of answers shadowed and graded to measure quality (0: off)")] = 0.5,
+        min=0.0, max=1.0, help="Emulated pair: share of answers shadowed and graded to measure quality (0: off)")] = 1.0,
     fmt: FormatOption = "table",
     as_json: JsonAlias = False,
     ledger: Annotated[Optional[Path], typer.Option(
@@ -477,7 +477,7 @@ def demo(
     else:
         for table in demo_tables(summaries, cfg, note, outage is not None):
             console.print(table)
-        if measuring:
+        if pair is not None:
             console.print(quality_table(summaries, cfg.quality_pair()[0], shadow_rate))
 
 

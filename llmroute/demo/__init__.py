@@ -33,7 +33,7 @@ from ..result import RouteResult
 from ..ledger import Ledger, open_store, price_rows
 from ..router import LLMRouter
 from ..strategies import RoutingStrategy
-from .quality import DEFAULT_RATE, measured_retained, quality_table, shadow_settings
+from .quality import measured_retained, quality_table, shadow_settings
 from .workload import DemoRequest, truth, workload
 
 if TYPE_CHECKING:
@@ -99,8 +99,9 @@ class StrategyRun:
     """quality_aware: the tier each prompt was scored into (``strong``/``weak``), whoever answered it."""
     served: list[tuple[str, str]] = field(default_factory=list)
     """(prompt, provider) of each answered request: with the labels, the true quality kept."""
-    shadowed: bool = False
-    """Whether shadow evaluation ran (and every sampled request was graded before the run ended)."""
+    shadow: dict[str, Any] | None = None
+    """Shadow evaluation's counts (sampled, completed, dropped by reason, spend) when it ran; every sampled
+    request was graded or dropped before the run ended."""
 
     def summary(self, config: RouterConfig, labels: Labels | None = None) -> dict[str, Any]:
         latencies = sorted(r.latency_ms for r in self.results)
@@ -161,7 +162,9 @@ async def run_strategy(
     and after it requests go one at a time, each at the moment the provider's breaker lets a probe
     through, until the breaker has closed again. So which requests saw the outage, and which fell back,
     does not depend on how fast the machine is. With shadow evaluation in the config, the run ends when every
-    sampled request is graded; ``shadow_seed`` makes the sample reproducible.
+    sampled request is graded; ``shadow_seed`` seeds the sample. Shadowing pauses from the outage until the
+    breaker has closed again: shadow calls to the failing provider would trip its breaker at moments that
+    depend on timing (and never reset it under a strategy that does not send it traffic).
     """
     run = StrategyRun(strategy.value)
     baseline_price = config.providers[config.baseline()].routing_price
@@ -194,14 +197,19 @@ async def run_strategy(
         shadow = getattr(router, "shadow", None)
         if shadow is not None and shadow_seed is not None:
             shadow.rng = random.Random(f"{shadow_seed}:{strategy.value}")
-        phase = PHASES[0]
+        phase, paused_rate = PHASES[0], None
         for i, request in enumerate(requests):
             if outage and i in (start_at, end_at):
                 await drain()
+                if shadow is not None and i == start_at:
+                    await shadow.drain()
+                    shadow.rate, paused_rate = 0.0, shadow.rate
                 (outage.begin if i == start_at else outage.end)()
                 phase = PHASES[1] if i == start_at else PHASES[2]
             breaker = router.state.breaker(outage.provider) if outage and phase == PHASES[2] else None
             recovering = breaker is not None and breaker.state != CLOSED
+            if shadow is not None and paused_rate is not None and phase == PHASES[2] and not recovering:
+                shadow.rate, paused_rate = paused_rate, None
             if recovering:
                 await drain()
                 await asyncio.sleep(breaker.retry_in_s())  # the breaker's own schedule: its next probe
@@ -214,7 +222,7 @@ async def run_strategy(
             outage.end()
         if shadow is not None:
             await shadow.drain()
-            run.shadowed = True
+            run.shadow = shadow.snapshot()
     return run
 
 
@@ -253,8 +261,9 @@ def run_all(
                                        outage=outage, on_done=progress(strategy.value), ledger=ledger,
                                        shadow_seed=seed))
         summaries.append(run.summary(config, labels))
-        if run.shadowed and isinstance(ledger, Ledger):
-            summaries[-1]["measured"] = measured_retained(ledger, strategy.value, started)
+        if run.shadow is not None and isinstance(ledger, Ledger):
+            counts = {key: run.shadow[key] for key in ("sampled", "completed", "dropped")}
+            summaries[-1]["measured"] = {**measured_retained(ledger, strategy.value, started), **counts}
     return summaries
 
 

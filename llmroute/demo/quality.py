@@ -18,14 +18,10 @@ if TYPE_CHECKING:
 
 __all__ = ["measured_retained", "quality_table", "shadow_settings"]
 
-DEFAULT_RATE = 0.5
-"""Share of the demo's answered requests shadowed: about 100 pairs per strategy at the default 200 requests."""
-
-
 def shadow_settings(rate: float, requests: int, reference: str = "cerebras") -> dict[str, Any]:
     """Config keys for the demo's shadow evaluation: every sampled request graded, none dropped for room."""
     return {
-        "shadow": {"rate": rate, "grader": "judge", "max_in_flight": 32, "max_queued": requests,
+        "shadow": {"rate": rate, "grader": "judge", "max_in_flight": 32, "max_queued": requests, "store_text": True,
                    "max_usd_per_day": 100.0},
         # rating: a right answer 10, a wrong one 1, so each grade is the answer's correctness and the ratio of
         # means is the truth's own definition of retained quality.
@@ -33,7 +29,7 @@ def shadow_settings(rate: float, requests: int, reference: str = "cerebras") -> 
     }
 
 
-def measured_retained(ledger: Ledger, strategy: str, since_ts: float) -> dict[str, Any] | None:
+def measured_retained(ledger: Ledger, strategy: str, since_ts: float) -> dict[str, Any]:
     """This strategy's retained quality from the ledger's graded pairs since ``since_ts``, with its 95% interval."""
     from ..quality.retained import retained
     from ..quality_report import load_pairs
@@ -54,21 +50,20 @@ def measured_retained(ledger: Ledger, strategy: str, since_ts: float) -> dict[st
 
 def quality_table(summaries: list[dict[str, Any]], reference: str, rate: float) -> Table:
     """Per strategy: savings, the retained quality shadow evaluation measured (95% interval), and the truth."""
+    how = (f"shadow evaluation of {rate:.0%} of answers (paused from the outage until the breaker closed), "
+           "each graded by a judge" if rate > 0 else "off (--shadow-rate 0)")
     table = Table(title=f"quality kept, against {reference} answering everything", title_justify="left",
-                  caption=(f"measured: shadow evaluation of {rate:.0%} of answers, each graded by a judge; "
-                           "true: from the workload's known answers; ungraded: shadow calls that failed "
-                           "(during the outage)"), caption_justify="left")
-    for column in ("strategy", "saved", "measured", "95% CI", "pairs", "ungraded", "true", "in CI", "shadow $"):
+                  caption=f"measured: {how}; true: from the workload's known answers, over every request",
+                  caption_justify="left")
+    for column in ("strategy", "saved", "measured", "95% CI", "pairs", "true", "in CI", "shadow $"):
         table.add_column(column, justify="left" if column == "strategy" else "right", no_wrap=True)
     for s in summaries:
         measured, true = s.get("measured") or {}, s.get("true_retained")
         has = "value" in measured
         inside = has and true is not None and measured["low"] - 1e-9 <= true <= measured["high"] + 1e-9
         table.add_row(
-            s["strategy"], f"{round(s['savings_pct'])}%",
-            f"{measured['value']:.1%}" if has else "-",
-            f"{measured['low']:.1%}-{measured['high']:.1%}" if has else "-",
-            str(measured.get("graded", 0)), str(measured.get("pairs", 0) - measured.get("graded", 0)),
+            s["strategy"], f"{round(s['savings_pct'])}%", f"{measured['value']:.1%}" if has else "-",
+            f"{measured['low']:.1%}-{measured['high']:.1%}" if has else "-", str(measured.get("graded", 0)),
             "-" if true is None else f"{true:.1%}", ("yes" if inside else "no") if has and true is not None else "-",
             f"${measured.get('shadow_cost_usd', 0.0):.6f}",
         )
