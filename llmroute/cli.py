@@ -21,11 +21,10 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .config import ProviderConfig, RouterConfig, default_config_path, load_config
+from .config import ProviderConfig, RouterConfig, load_config
 from .config.loading import shown_url
 from .errors import ConfigError, LLMRouteError
 from .ledger import Ledger, open_store, price_rows
-from .pricing import format_price_per_m, format_usd, parse_token_amount
 from .state import InMemoryState
 from .strategies import QualityAware, RouteRequest, RoutingStrategy, build_strategy
 
@@ -223,98 +222,6 @@ def _routes(config: RouterConfig, weights: dict[str, float]) -> list[dict[str, A
 
 
 @app.command()
-def plan(
-    monthly_tokens: Annotated[Optional[str], typer.Option(help="Tokens per month: 10M, 2.5B or a plain number")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="Config whose prices to use")] = None,
-    input_share: Annotated[Optional[float], typer.Option(help="Fraction of tokens that are input (default 0.5)")] = None,
-    from_ledger: Annotated[bool, typer.Option("--from-ledger", help="Take volume and input share from the ledger")] = False,
-    since: Annotated[Optional[str], typer.Option(help="With --from-ledger: the period to read (default 30d)")] = None,
-    ledger: Annotated[Optional[str], typer.Option(help="With --from-ledger: SQLite file or postgresql:// DSN")] = None,
-    strong_share: Annotated[Optional[float], typer.Option(help="quality_aware target: share of strong calls")] = None,
-    min_quality: Annotated[Optional[float], typer.Option(help="quality_aware target: share of strong-only quality to keep")] = None,
-    max_price_per_m: Annotated[Optional[float], typer.Option(help="quality_aware target: blended $ per 1M tokens")] = None,
-    fmt: FormatOption = "table",
-    as_json: JsonAlias = False,
-) -> None:
-    """Monthly cost of each strategy at a traffic volume, against the premium provider.
-
-    quality_aware is planned at the config's target unless one of --strong-share, --min-quality
-    or --max-price-per-m is given; every row shows the quality it is expected to keep.
-    """
-    from .plan import describe, plan as make_plan
-
-    fmt = output_format(fmt, as_json)
-    cfg, source = _plan_config(config)
-    targets = {k: v for k, v in (("strong_share", strong_share), ("min_quality", min_quality),
-                                 ("max_price_per_m", max_price_per_m)) if v is not None}
-    if targets:
-        from pydantic import ValidationError
-
-        from .config import QualityTarget
-
-        try:
-            cfg.quality_aware.target = QualityTarget(**targets)
-        except ValidationError as exc:
-            _fail("quality_aware target: " + "; ".join(e["msg"] for e in exc.errors()))
-    volume_note = ""
-    if from_ledger:
-        from .cli_ledger import ledger_volume
-
-        if monthly_tokens is not None:
-            _fail("use either --monthly-tokens or --from-ledger, not both")
-        explicit = config is not None or default_config_path().exists()
-        tokens, measured_share, volume_note, noted = ledger_volume(ledger, cfg if explicit else None, since)
-        if not explicit and noted is not None:
-            cfg, source = noted, "the prices noted in the ledger"
-        input_share = measured_share if input_share is None else input_share
-    else:
-        if monthly_tokens is None:
-            _fail("give --monthly-tokens (e.g. 10M), or --from-ledger to use the traffic the ledger recorded")
-        try:
-            tokens = parse_token_amount(monthly_tokens)  # type: ignore[arg-type]
-        except ValueError as exc:
-            _fail(f"--monthly-tokens: {exc}")
-    input_share = 0.5 if input_share is None else input_share
-    if not 0.0 <= input_share <= 1.0:
-        _fail("--input-share must be between 0 and 1")
-    try:
-        baseline, rows = make_plan(cfg, tokens, input_share)
-    except LLMRouteError as exc:
-        _fail(str(exc))
-    strategies = [{"strategy": r.strategy, "share": r.share, "cost_usd": r.cost_usd, "total_usd": r.total_usd,
-                   "savings_usd": r.savings_usd, "savings_pct": r.savings_pct,
-                   "expected_quality": r.expected_quality} for r in rows]
-    if fmt == OutputFormat.JSON:
-        print_json({"monthly_tokens": tokens, "input_share": input_share, "baseline": baseline, "prices_from": source,
-                    "strategies": strategies})
-        return
-    if fmt == OutputFormat.CSV:
-        print_csv(strategies)
-        return
-    console.print(Text.assemble(("Traffic Distribution Analysis", "bold"), f": {tokens:,} tokens/month, "
-                                f"{input_share:.0%} input, prices from {source}"), highlight=False)
-    if volume_note:
-        console.print(f"volume and input share from {volume_note}", highlight=False)
-    baseline_usd = rows[0].baseline_usd
-    console.print(f"100% {baseline} (baseline): {format_usd(baseline_usd)}/month; "
-                  f"{format_price_per_m(baseline_usd * 1e6 / tokens)} per 1M tokens", highlight=False)
-    for row in rows:
-        console.print(describe(row, tokens), highlight=False)
-
-
-def _plan_config(path: Optional[Path]) -> tuple[RouterConfig, str]:
-    if path is not None:
-        return _load(path, strict_env=False), str(path)
-    default = default_config_path()
-    if default.exists():
-        return _load(default, strict_env=False), str(default)
-    from .demo import emulated_config
-
-    cfg = emulated_config({"cerebras": "http://127.0.0.1:1/v1", "runpod": "http://127.0.0.1:1/v1"})
-    return cfg, "the seed's pair (emulator profiles)"
-
-
-@app.command()
 def serve(
     config: Annotated[Optional[Path], typer.Option(help="Config file (default: ./llmroute.yaml or $LLMROUTE_CONFIG)")] = None,
     host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
@@ -488,7 +395,7 @@ def main() -> None:
         sys.exit(130)
 
 
-from . import cli_collect, cli_ledger, cli_quality, cli_router, cli_status  # noqa: E402,F401  (they register on ``app``)
+from . import cli_collect, cli_ledger, cli_plan, cli_quality, cli_router, cli_status  # noqa: E402,F401  (they register on ``app``)
 
 if __name__ == "__main__":
     # Run as ``python -m llmroute.cli``: use the importable module's ``app``, which the ledger commands joined.

@@ -22,6 +22,9 @@ from .pricing import format_price_per_m, format_usd
 LedgerOption = Annotated[Optional[str], typer.Option(
     "--ledger", help="SQLite file or postgresql:// DSN (default: the config's, $LLMROUTE_LEDGER, or the user data dir)")]
 ConfigOption = Annotated[Optional[Path], typer.Option(help="Config for prices and the ledger location")]
+SinceOption = Annotated[Optional[str], typer.Option(help="Time span back from now: 30m, 12h, 7d, 4w (default 30d)")]
+FromOption = Annotated[Optional[str], typer.Option("--from", help="Start date (YYYY-MM-DD or ISO date-time, UTC)")]
+ToOption = Annotated[Optional[str], typer.Option(help="End date, inclusive for a plain date")]
 
 
 def _config_or_none(path: Optional[Path]) -> RouterConfig | None:
@@ -46,7 +49,7 @@ def open_ledger_store(ledger: Optional[str], config: RouterConfig | None) -> Sto
         raise
 
 
-def _open_period(
+def open_period(
     since: Optional[str], from_: Optional[str], to: Optional[str], ledger: Optional[str], config: Optional[Path],
 ) -> tuple[float, float, RouterConfig | None, Store]:
     """The period asked for, the config if any, and the ledger opened read-only; exits with a message on bad input."""
@@ -85,9 +88,9 @@ def pick_baseline(prices: dict[str, PriceRow], config: RouterConfig | None, name
 
 @app.command()
 def report(
-    since: Annotated[Optional[str], typer.Option(help="Time span back from now: 30m, 12h, 7d, 4w (default 30d)")] = None,
-    from_: Annotated[Optional[str], typer.Option("--from", help="Start date (YYYY-MM-DD or ISO date-time, UTC)")] = None,
-    to: Annotated[Optional[str], typer.Option(help="End date, inclusive for a plain date")] = None,
+    since: SinceOption = None,
+    from_: FromOption = None,
+    to: ToOption = None,
     by: Annotated[str, typer.Option(help="provider, strategy, model, tag, key, user, day, route, status or decision")] = "provider",
     fmt: FormatOption = "table",
     plot: Annotated[Optional[Path], typer.Option(help="Write spend per day and cumulative savings to FILE.png, .svg, .pdf or .html")] = None,
@@ -102,7 +105,7 @@ def report(
     check_plot_path(plot)
     if by not in GROUPS:
         _fail(f"--by must be one of {', '.join(GROUPS)}, not '{by}'")
-    lo, hi, cfg, store = _open_period(since, from_, to, ledger, config)
+    lo, hi, cfg, store = open_period(since, from_, to, ledger, config)
     try:
         prices = ledger_prices(store, cfg)
         base = pick_baseline(prices, cfg, baseline)
@@ -117,11 +120,12 @@ def report(
     if fmt == OutputFormat.JSON:
         print_json({"by": by, "from": lo, "to": hi, "baseline": base_name, "ledger": store.where,
                     "groups": [r.to_dict() for r in rows], "total": total.to_dict(),
-                    "prices": [asdict(p) for p in effective]})
+                    "prices": [asdict(p) for p in effective], "measurement": built.measurement})
     elif fmt == OutputFormat.CSV:
         print_csv([r.to_dict() for r in [*rows, total]])
     else:
         _print_report(rows, total, effective, by, base_name, store.where)
+        _print_measurement(built.measurement)
     if plot is not None:
         _plot(plot, daily, base, by, rows, total)
 
@@ -159,6 +163,15 @@ def _print_report(rows: list, total: object, effective: list, by: str, base_name
                        format_price_per_m(p.effective_per_m) if p.effective_per_m is not None else "unknown (no traffic)",
                        f"{p.busy_s:,.1f} s" if p.busy_s is not None else "-", f"{p.tokens:,}")
     console.print(prices)
+
+
+def _print_measurement(spend: dict) -> None:
+    """Shadow and judge calls: what measuring quality cost, kept apart from what serving cost."""
+    if not spend.get("pairs"):
+        return
+    console.print(f"cost of measurement (not in the spend above): {format_usd(spend['total_usd'])} = "
+                  f"{format_usd(spend['shadow_cost_usd'])} shadow calls + {format_usd(spend['judge_cost_usd'])} "
+                  f"judge, for {spend['pairs']:,} graded pairs (llmroute quality)", highlight=False)
 
 
 def _plot(path: Path, daily: list, base: PriceRow | None, by: str, rows: list, total: object) -> None:
@@ -245,7 +258,7 @@ def replay(
 
     name = parse_strategy(strategy)
     fmt = output_format(fmt, as_json)
-    lo, hi, cfg, store = _open_period(since, from_, to, ledger, config)
+    lo, hi, cfg, store = open_period(since, from_, to, ledger, config)
     try:
         prices = ledger_prices(store, cfg)
         cfg = cfg or config_from_ledger(prices)

@@ -11,12 +11,13 @@ import re
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 import orjson
 
 from .ledger import Store
+from .ledger.schema import GRADED_PAIRS
 from .ledger.store import PriceRow
 from .pricing import per_million, savings_pct
 
@@ -174,6 +175,8 @@ class Report:
     rows: list[ReportRow]
     total: ReportRow
     prices: list[ProviderPrice]
+    measurement: dict[str, float | int] = field(default_factory=dict)
+    """Shadow and judge spend in the period (``measurement_spend``): not part of serving spend."""
 
 
 def build_report(
@@ -202,7 +205,7 @@ def build_report(
         for tags, latency in results["latencies"]:
             names = split.get(tags)
             if names is None:
-                names = split[tags] = _tag_names(tags)
+                names = split[tags] = tag_names(tags)
             for name in names:
                 latencies[name].append(latency)
             every.append(latency)
@@ -217,10 +220,21 @@ def build_report(
         every = [v for values in latencies.values() for v in values]
     total = _row("total", [sum((r[i] or 0) for r in providers) for i in range(1, 11)], every, baseline)
     served = {r[0]: (int(r[3] or 0) + int(r[4] or 0), r[6]) for r in providers if r[0] != "(none)"}
-    return Report(rows, total, provider_prices(store, prices or {}, lo, hi, served))
+    return Report(rows, total, provider_prices(store, prices or {}, lo, hi, served), measurement_spend(store, lo, hi))
 
 
-def _tag_names(tags: str | None) -> list[str]:
+def measurement_spend(store: Store, lo: float, hi: float) -> dict[str, float | int]:
+    """Shadow calls and judge calls in the period: the cost of measuring quality, apart from serving."""
+    if not store.has(GRADED_PAIRS):
+        return {"pairs": 0, "shadow_cost_usd": 0.0, "judge_cost_usd": 0.0, "total_usd": 0.0}
+    count, shadow, judge = store.fetch("SELECT COUNT(*), SUM(COALESCE(shadow_cost_usd, 0)), "
+                                       "SUM(COALESCE(judge_cost_usd, 0)) FROM graded_pairs WHERE ts >= ? AND ts < ?",
+                                       (lo, hi))[0]
+    shadow, judge = float(shadow or 0), float(judge or 0)
+    return {"pairs": int(count or 0), "shadow_cost_usd": shadow, "judge_cost_usd": judge, "total_usd": shadow + judge}
+
+
+def tag_names(tags: str | None) -> list[str]:
     """The distinct tags in a stored tag set (JSON text); none for an untagged request."""
     return list(dict.fromkeys(str(t) for t in orjson.loads(tags))) if tags else []
 
@@ -229,7 +243,7 @@ def _explode_tags(tag_sets: list[tuple]) -> list[tuple]:
     """Rows of (tag set JSON, sums...) -> rows of (tag, sums...), a request counted once under each of its tags."""
     per_tag: dict[str, list[float]] = {}
     for tags, *sums in tag_sets:
-        for tag in _tag_names(tags):
+        for tag in tag_names(tags):
             acc = per_tag.setdefault(tag, [0] * len(sums))
             for i, value in enumerate(sums):
                 acc[i] += value or 0

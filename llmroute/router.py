@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .breaker import log_transition
 from .cascade import Cascade, race
@@ -22,8 +23,16 @@ from .stream import RouteStream, bill_attempt
 from .strategies import Route, RouteRequest, RoutingStrategy, StrategyBase, build_strategy
 from .tokens import estimate_message_tokens, estimate_tokens
 
+if TYPE_CHECKING:
+    from .evaluation.shadow import Shadow
+    from .ledger.pairs import GradedPair
+
 CHAT_PATH = "/chat/completions"
 COMPLETIONS_PATH = "/completions"
+MEASURED_DAYS = 30
+"""Graded pairs older than this are not read back at start-up (today's shadow spend, quality targets)."""
+
+log = logging.getLogger("llmroute")
 
 Messages = Sequence[Mapping[str, Any]]
 
@@ -59,8 +68,22 @@ class LLMRouter:
         self._owns_ledger = ledger is None or ledger is True
         self.ledger: Ledger | None = open_ledger(self.config) if self._owns_ledger else (ledger or None)
         self._strategies: dict[RoutingStrategy, StrategyBase] = {}
-        if self.default_strategy is RoutingStrategy.QUALITY_AWARE or self.config.quality_aware.model is not None:
+        min_quality = self.config.quality_aware.target.min_quality
+        if (self.default_strategy is RoutingStrategy.QUALITY_AWARE or self.config.quality_aware.model is not None
+                or min_quality is not None):
             self.strategy(RoutingStrategy.QUALITY_AWARE)  # load the model now: a bad file fails here, not on a request
+        self.shadow: Shadow | None = None
+        """Shadow evaluation (``shadow.rate`` above 0): a sample of answers graded against the other tier."""
+        if self.config.shadow.rate > 0 and len(self.providers) > 1:
+            from .evaluation.shadow import Shadow
+
+            self.shadow = Shadow(self.config, self.providers, self.pricers, self.state, self.ledger)
+        if self.shadow is not None or min_quality is not None:
+            pairs = self._graded_pairs()
+            if self.shadow is not None:
+                self.shadow.seed(pairs)
+            if min_quality is not None:
+                self._measure_quality_target(pairs, min_quality)
 
     def strategy(self, name: RoutingStrategy | str | None = None) -> StrategyBase:
         """The strategy object for ``name`` (the default if None), built once."""
@@ -77,7 +100,10 @@ class LLMRouter:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop health checks, close provider connections and commit what the ledger has queued."""
+        """Finish (or, past a bound, cancel) shadow work, stop health checks, close provider connections and
+        commit what the ledger has queued."""
+        if self.shadow is not None:
+            await self.shadow.aclose()
         await self.health.aclose()
         for provider in self.providers.values():
             await provider.aclose()
@@ -166,6 +192,49 @@ class LLMRouter:
             estimate = self._estimate(estimate_tokens(prompt), body, prompt=prompt)
         return RouteStream(self, upstream, estimate, strategy, extra_headers, path, context,
                            resume=self.config.stream_resume if resume is None else resume)
+
+    # -- measured quality -----------------------------------------------------------
+
+    def _graded_pairs(self) -> list[GradedPair]:
+        """The ledger's recent graded pairs; none (and a warning) when they cannot be read."""
+        if self.ledger is None:
+            return []
+        from .quality_report import load_pairs
+
+        try:
+            reader = self.ledger.store.reader()
+            try:
+                return load_pairs(reader, since_ts=time.time() - MEASURED_DAYS * 86400)
+            finally:
+                reader.close()
+        except Exception as exc:  # an older store, a locked file: measure from scratch, loudly
+            log.warning("graded pairs could not be read from the ledger (%s: %s); today's shadow spend and the "
+                        "measured quality start from zero", type(exc).__name__, str(exc).split("\n")[0])
+            return []
+
+    def _measure_quality_target(self, pairs: list[GradedPair], min_quality: float) -> None:
+        """quality_aware's ``min_quality`` from this traffic's graded pairs when there are enough, judged by the
+        interval's lower bound; else the model's benchmark curve, and the log says quality is not measured."""
+        from .evaluation.shadow import measured_share
+        from .strategies.quality_aware import QualityAware
+
+        strategy = self.strategy(RoutingStrategy.QUALITY_AWARE)
+        assert isinstance(strategy, QualityAware)
+        needed = self.config.shadow.min_pairs
+        measured = measured_share(pairs, min_quality, needed)
+        if measured is None:
+            log.info("quality_aware: quality not measured on your traffic (fewer than %d graded quality_aware pairs "
+                     "with scores in the ledger, or none reaching %.1f%%); strong share %.1f%% from the model's "
+                     "benchmark curve. Measure it with shadow evaluation (shadow.rate) or llmroute quality collect",
+                     needed, min_quality * 100, strategy.strong_share * 100)
+            return
+        strategy.set_strong_share(measured.share)
+        estimate = measured.estimate
+        figures = (f"retained quality {estimate.value:.1%} (95% CI {estimate.low:.1%}-{estimate.high:.1%})"
+                   if estimate is not None else "retained quality unknown")
+        log.info("quality_aware: strong share %.1f%% measured for min_quality %.1f%% from %d graded pairs (%s) by the "
+                 "interval's lower bound: %s", measured.share * 100, min_quality * 100, measured.pairs,
+                 ", ".join(measured.graders), figures)
 
     # -- internals ----------------------------------------------------------------
 
@@ -279,6 +348,8 @@ class LLMRouter:
         )
         if self.ledger is not None:
             self.ledger.record(entry_from_result(result, context))
+        if self.shadow is not None:  # off: this one comparison is all shadow costs a request
+            self.shadow.offer(path, body, result, context)
         return result
 
     def _result(

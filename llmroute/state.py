@@ -9,6 +9,7 @@ path; a networked store keeps a local copy and syncs it in the background.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -96,6 +97,19 @@ class RouterState(ABC):
     def breaker(self, provider: str) -> CircuitBreaker:
         """The provider's circuit breaker; ``record_success``/``record_failure`` feed it."""
 
+    @abstractmethod
+    def reserve(self, key: str, amount: float, limit: float) -> bool:
+        """Add ``amount`` to the running total of ``key`` if the total stays within ``limit``; atomically,
+        so concurrent spenders can never pass the limit together. False (nothing added) otherwise."""
+
+    @abstractmethod
+    def settle(self, key: str, reserved: float, actual: float) -> None:
+        """Replace a reservation by what was actually spent (``reserved`` 0: just add ``actual``)."""
+
+    @abstractmethod
+    def spent(self, key: str) -> float:
+        """The running total of ``key``: what was settled plus what is still reserved."""
+
 
 class InMemoryState(RouterState):
     """Per-process state. Timeouts count toward latency: a provider that hangs must look slow."""
@@ -113,6 +127,8 @@ class InMemoryState(RouterState):
         self._breakers: dict[str, CircuitBreaker] = {}
         self._ratelimits: dict[str, RateLimitWindow] = {}
         self._cold = dict(cold_starts or {})
+        self._totals: dict[str, float] = {}
+        self._totals_lock = threading.Lock()  # a SyncRouter's loop thread and its callers may both spend
         self.on_breaker_change = on_breaker_change
         """Called with (provider, new state, reason) on every transition: metrics and logs hang here."""
 
@@ -202,6 +218,27 @@ class InMemoryState(RouterState):
 
             breaker = self._breakers[provider] = CircuitBreaker(self._breaker_settings.get(provider), changed)
         return breaker
+
+    def reserve(self, key: str, amount: float, limit: float) -> bool:
+        with self._totals_lock:
+            total = self._totals.get(key, 0.0)
+            if total + amount > limit:
+                return False
+            if key not in self._totals and len(self._totals) >= MAX_TOTALS:
+                del self._totals[next(iter(self._totals))]  # the oldest key (a past day): bounded memory
+            self._totals[key] = total + amount
+            return True
+
+    def settle(self, key: str, reserved: float, actual: float) -> None:
+        with self._totals_lock:
+            self._totals[key] = max(0.0, self._totals.get(key, 0.0) + actual - reserved)
+
+    def spent(self, key: str) -> float:
+        return self._totals.get(key, 0.0)
+
+
+MAX_TOTALS = 64
+"""Keys ``reserve`` keeps at once (one per budget and period); the oldest goes first."""
 
 
 @dataclass(frozen=True, slots=True)

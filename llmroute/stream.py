@@ -216,6 +216,8 @@ class RouteStream:
             self.result.cost_usd = sum(a.cost_usd for a in self.result.attempts)
         if router.ledger is not None:
             router.ledger.record(entry_from_result(self.result, self._context))
+        if router.shadow is not None and not earlier:  # a resumed answer has two authors: nothing to compare
+            router.shadow.offer(self._path, self._body, self.result, self._context)
 
     def _bill_partial(
         self, provider: OpenAICompatProvider, cascade: Cascade, parts: list[str], usage: Mapping[str, Any] | None,

@@ -10,9 +10,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..graders import GRADERS
+from ..graders import EXTRA_GRADERS, GRADERS, get_grader
+from ..graders.judge import check_rubric
 
-GRADER_NAMES = frozenset(GRADERS) | {"similarity", "judge"}
+GRADER_NAMES = frozenset(GRADERS) | frozenset(EXTRA_GRADERS) | {"judge"}
 """Every grader a config may name (similarity and judge are built where their parts are)."""
 
 
@@ -45,8 +46,7 @@ class ShadowConfig(_Section):
 
     @model_validator(mode="after")
     def _known_grader(self) -> ShadowConfig:
-        if self.grader not in GRADER_NAMES:
-            raise ValueError(f"grader {self.grader!r} is unknown; valid graders: {', '.join(sorted(GRADER_NAMES))}")
+        check_grader(self.grader, {})
         return self
 
 
@@ -78,12 +78,7 @@ class GraderRule(_Section):
     def _valid(self) -> GraderRule:
         if self.tag is None and self.route is None and self.strategy is None:
             raise ValueError("needs at least one of tag, route or strategy to match on")
-        if self.grader not in GRADER_NAMES:
-            raise ValueError(f"grader {self.grader!r} is unknown; valid graders: {', '.join(sorted(GRADER_NAMES))}")
-        if self.grader in GRADERS:  # cheap to build: a bad option fails at start-up, not on a request
-            from ..graders import get_grader
-
-            get_grader(self.grader, **self.options)
+        check_grader(self.grader, self.options)
         return self
 
 
@@ -98,6 +93,23 @@ class JudgeConfig(_Section):
     """Replaces the built-in prompt; pairwise uses {question}, {answer_a}, {answer_b}; rating {question}, {answer}."""
     max_tokens: int = Field(default=512, gt=0, description="longest judge reply")
     timeout_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _valid_rubric(self) -> JudgeConfig:
+        if self.rubric is not None:
+            check_rubric(self.rubric, self.mode)
+        return self
+
+
+def check_grader(name: str, options: dict[str, Any]) -> None:
+    """Build the grader once so a bad name, option or missing extra fails when the config loads.
+
+    Building is cheap (the similarity model loads on first use); the judge is built where its provider is.
+    """
+    if name not in GRADER_NAMES:
+        raise ValueError(f"grader {name!r} is unknown; valid graders: {', '.join(sorted(GRADER_NAMES))}")
+    if name != "judge":
+        get_grader(name, **options)
 
 
 def grader_for(rules: list[GraderRule], default: str, route: str | None, strategy: str | None,

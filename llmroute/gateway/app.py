@@ -115,6 +115,9 @@ class Gateway:
         if router.ledger is not None:
             router.ledger.on_drop = self.metrics.ledger_dropped.inc
             router.ledger.on_written = self.metrics.ledger_written.inc
+        if router.shadow is not None:
+            self.metrics.watch_shadow(router.shadow)
+        self._keeps_context = router.ledger is not None or router.shadow is not None
 
     def _breaker_changed(self, provider: str, state: str, reason: str) -> None:
         self.metrics.breaker_state.labels(provider).set(STATE_VALUE[state])
@@ -148,6 +151,8 @@ class Gateway:
 
     async def _start(self, app: web.Application) -> None:
         self.router.health.ensure_started()  # health checks run from start-up, not from the first request
+        if self.router.shadow is not None:
+            self.router.shadow.start()
 
     async def _close(self, app: web.Application) -> None:
         await self.router.aclose()
@@ -242,7 +247,7 @@ class Gateway:
     async def _complete(self, request: web.Request, body: dict[str, Any], path: str, endpoint: str) -> web.StreamResponse:
         strategy = self._strategy(request, body)
         warning = self._warning(request, body, strategy)
-        context = self._context(request, body, endpoint) if self.router.ledger is not None else None  # ledger only
+        context = self._context(request, body, endpoint) if self._keeps_context else None  # ledger and shadow only
         try:
             if body.get("stream"):
                 return await stream_response(self, request, body, path, strategy, endpoint, context, warning)
@@ -337,6 +342,8 @@ class Gateway:
                 "price_per_gpu_second": p.price_per_gpu_second,
             }
         body = {"default_strategy": self._default_strategy, "strategies": list(_STRATEGIES), "providers": providers}
+        shadow = self.router.shadow
+        body["shadow"] = shadow.snapshot() if shadow is not None else {"rate": 0.0}
         return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())
 
     def _breaker_state(self, provider: str) -> dict[str, Any]:

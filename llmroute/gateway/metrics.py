@@ -7,12 +7,16 @@ increment itself, and this runs on every request.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..result import RouteResult
+
+if TYPE_CHECKING:
+    from ..evaluation.shadow import Shadow
+    from ..quality.retained import Estimate
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -49,6 +53,19 @@ class Metrics:
                                    ["provider"], registry=r, multiprocess_mode="max")
         self.breaker_transitions = Counter("llmroute_breaker_transitions", "Circuit breaker changes of state",
                                            ["provider", "state"], registry=r)
+        self.shadow_sampled = Counter("llmroute_shadow_sampled", "Answered requests sampled for shadow evaluation",
+                                      registry=r)
+        self.shadow_completed = Counter("llmroute_shadow_completed", "Shadow evaluations recorded as graded pairs",
+                                        ["graded"], registry=r)
+        self.shadow_dropped = Counter("llmroute_shadow_dropped", "Sampled requests not shadowed (queue_full, budget, "
+                                      "circuit_open, rate_limit_headroom, cooling_down, shutdown)", ["reason"], registry=r)
+        self.shadow_cost = Counter("llmroute_shadow_cost_usd", "US dollars spent measuring quality, not serving",
+                                   ["kind"], registry=r)
+        self.quality_retained = Gauge("llmroute_quality_retained", "Retained quality over the latest graded pairs "
+                                      "(served over reference), with its 95% interval", ["bound"], registry=r,
+                                      multiprocess_mode="liveall")
+        self.quality_retained_pairs = Gauge("llmroute_quality_retained_pairs", "Graded pairs behind "
+                                            "llmroute_quality_retained", registry=r, multiprocess_mode="liveall")
         self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
 
     def _for(self, strategy: str, provider: str, endpoint: str) -> tuple[Any, ...]:
@@ -95,6 +112,19 @@ class Metrics:
 
     def observe_error(self, strategy: str, code: str) -> None:
         self.errors.labels(strategy, code).inc()
+
+    def watch_shadow(self, shadow: Shadow) -> None:
+        """Count what shadow evaluation does, and export its live retained-quality estimate."""
+        shadow.on_sampled = self.shadow_sampled.inc
+        shadow.on_completed = lambda graded: self.shadow_completed.labels("true" if graded else "false").inc()
+        shadow.on_dropped = lambda reason: self.shadow_dropped.labels(reason).inc()
+        shadow.on_spend = lambda kind, usd: self.shadow_cost.labels(kind).inc(usd)
+        shadow.on_estimate = self._estimate
+
+    def _estimate(self, estimate: Estimate) -> None:
+        for bound, value in (("estimate", estimate.value), ("low", estimate.low), ("high", estimate.high)):
+            self.quality_retained.labels(bound).set(value)
+        self.quality_retained_pairs.set(estimate.pairs)
 
     def render(self) -> bytes:
         return generate_latest(self._collect)

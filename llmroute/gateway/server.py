@@ -45,14 +45,18 @@ def _run(main: Callable[[], Any]) -> None:
 
 
 async def run_gateway(config: RouterConfig, host: str, port: int, *, reuse_port: bool = False,
-                      ready: Callable[[int], None] | None = None) -> None:
+                      ready: Callable[[int], None] | None = None, workers: int = 1) -> None:
     """Serve until SIGTERM or SIGINT, then let requests in flight finish (up to ``gateway.shutdown_grace_s``),
-    commit the ledger and return."""
+    commit the ledger and return. ``workers``: how many processes serve the port (each gets that share of
+    the daily shadow budget)."""
     from ..router import LLMRouter
     from .app import Gateway
     from .metrics import Metrics, multiprocess_registry
 
-    gateway = Gateway(LLMRouter(config=config), metrics=Metrics(collect_registry=multiprocess_registry()))
+    router = LLMRouter(config=config)
+    if router.shadow is not None:
+        router.shadow.split_budget(workers)
+    gateway = Gateway(router, metrics=Metrics(collect_registry=multiprocess_registry()))
     settings = config.gateway
     limits = ConnectionLimits(header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
                               max_connections=settings.max_connections or default_max_connections(),
@@ -92,11 +96,11 @@ def _announce(host: str, workers: int) -> Callable[[int], None]:
     return ready
 
 
-def _worker(config_path: str | None, host: str, port: int, ready: Any) -> None:
+def _worker(config_path: str | None, host: str, port: int, ready: Any, workers: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     try:
         config = load_config(config_path)
-        _run(lambda: run_gateway(config, host, port, reuse_port=True, ready=ready.put))
+        _run(lambda: run_gateway(config, host, port, reuse_port=True, ready=ready.put, workers=workers))
     except LLMRouteError as exc:  # a ledger that cannot be written, say: one line, as the parent would print it
         print(f"error: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)
@@ -120,7 +124,7 @@ def serve(config_path: str | os.PathLike[str] | None, host: str, port: int, work
     context = multiprocessing.get_context("spawn")
     path = str(config.source) if config.source else None
     ready = context.Queue()
-    processes = [context.Process(target=_worker, args=(path, host, port, ready), daemon=False) for _ in range(workers)]
+    processes = [context.Process(target=_worker, args=(path, host, port, ready, workers), daemon=False) for _ in range(workers)]
     for process in processes:
         process.start()
     for _ in processes:  # announce only once every worker is listening

@@ -2,6 +2,7 @@
 
     ledger = open_ledger(config)          # SQLite in the user's data dir, or Postgres by DSN
     ledger.record(entry)                  # from the request path: queued, never blocks
+    ledger.record_pair(pair)              # a graded pair (shadow evaluation, quality collect): the same
     ledger.close()                        # on shutdown: commits what is queued
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .entry import COLUMNS, LedgerEntry, RequestContext, entry_from_failure, entry_from_result, parse_tags
+from .pairs import MAX_PAIR_TEXT_CHARS, GradedPair
 from .schema import LedgerError
 from .store import PriceRow, Store
 from .writer import Ledger
@@ -99,6 +101,8 @@ def _close_open_ledgers() -> None:
 
 __all__ = [
     "COLUMNS",
+    "MAX_PAIR_TEXT_CHARS",
+    "GradedPair",
     "Ledger",
     "LedgerEntry",
     "LedgerError",

@@ -110,16 +110,20 @@ class LedgerEntry:
         n = max_text_chars
         tags = self.tags
         return (
-            _finite(self.ts, 0.0), _text(self.request_id, n) or "", _text(self.endpoint, n) or "",
-            _text(self.route, n), _text(self.strategy, n) or "", _text(self.provider, n), _text(self.model, n),
-            _text(self.status, n) or "", _count(self.prompt_tokens), _count(self.completion_tokens),
-            _count(self.cached_tokens), _finite(self.cost_usd, None), _text(self.cost_basis, n) or "",
-            _finite(self.latency_ms, 0.0), _finite(self.ttft_ms, None), bool(self.fallback),
-            self._attempts_json(n), _text(self.key_id, n), _text(self.user_id, n),
-            orjson.dumps([_text(t, n) for t in tags[:MAX_TAGS]]).decode() if tags else None,
-            _text(self.error, n), _finite(self.quality_score, None), _text(self.route_decision, n),
+            finite_float(self.ts, 0.0), cut_text(self.request_id, n) or "", cut_text(self.endpoint, n) or "",
+            cut_text(self.route, n), cut_text(self.strategy, n) or "", cut_text(self.provider, n),
+            cut_text(self.model, n), cut_text(self.status, n) or "", _count(self.prompt_tokens),
+            _count(self.completion_tokens), _count(self.cached_tokens), finite_float(self.cost_usd, None),
+            cut_text(self.cost_basis, n) or "", finite_float(self.latency_ms, 0.0), finite_float(self.ttft_ms, None),
+            bool(self.fallback), self._attempts_json(n), cut_text(self.key_id, n), cut_text(self.user_id, n),
+            tags_json(tags, n), cut_text(self.error, n), finite_float(self.quality_score, None),
+            cut_text(self.route_decision, n),
         )
 
+
+def tags_json(tags: Sequence[Any], limit: int) -> str | None:
+    """Tags as JSON text (at most ``MAX_TAGS``, each cut to ``limit``); None for none."""
+    return orjson.dumps([cut_text(t, limit) for t in tags[:MAX_TAGS]]).decode() if tags else None
 
 
 def row_bytes(row: tuple[Any, ...]) -> int:
@@ -127,7 +131,7 @@ def row_bytes(row: tuple[Any, ...]) -> int:
     return _ROW_OVERHEAD_BYTES + sum(map(len, filter(None, _text_values(row))))
 
 
-def _text(value: Any, limit: int) -> str | None:
+def cut_text(value: Any, limit: int) -> str | None:
     """Text cut to ``limit`` characters, without NUL; None stays None, anything else becomes its ``str``."""
     if type(value) is not str:
         if value is None:
@@ -155,16 +159,16 @@ def _count(value: Any) -> int:
 
 def _plain(attempt: Attempt, limit: int) -> dict[str, Any]:
     """An attempt with every value storable: counts clamped, text cut."""
-    values = {k: _text(v, limit) if isinstance(v, str) else v for k, v in attempt.to_dict().items()}
-    values["latency_ms"] = _finite(attempt.latency_ms, 0.0)
-    values["cost_usd"] = _finite(attempt.cost_usd, None)
+    values = {k: cut_text(v, limit) if isinstance(v, str) else v for k, v in attempt.to_dict().items()}
+    values["latency_ms"] = finite_float(attempt.latency_ms, 0.0)
+    values["cost_usd"] = finite_float(attempt.cost_usd, None)
     values["prompt_tokens"] = _count(attempt.prompt_tokens)
     values["completion_tokens"] = _count(attempt.completion_tokens)
     values["status"] = attempt.status if type(attempt.status) is int and 0 <= attempt.status < 1000 else None
     return values
 
 
-def _finite(value: Any, default: float | None) -> float | None:
+def finite_float(value: Any, default: float | None) -> float | None:
     """A finite float (SQLite stores NaN as NULL, which a NOT NULL column refuses); ``default`` otherwise."""
     if type(value) is float and -math.inf < value < math.inf:
         return value

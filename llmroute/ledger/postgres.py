@@ -6,11 +6,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .entry import COLUMNS
-from .schema import MIGRATIONS, SCHEMA_TABLE, LedgerError, latest_version
-from .store import INSERT_SQL, PriceRow, Store
-
-_FALLBACK = COLUMNS.index("fallback")
+from .schema import MIGRATIONS, REQUESTS, SCHEMA_TABLE, LedgerError, Table, latest_version
+from .store import PriceRow, Store
 
 _LOCK_ID = 0x6C6C6D72  # advisory lock held while migrating, so workers do not race
 
@@ -59,22 +56,25 @@ class PostgresStore(Store):
             if version > latest_version(self.dialect):
                 raise LedgerError(f"{self.where}: written by a newer llmroute (schema version {version}; "
                                   f"this one knows up to {latest_version(self.dialect)}). Upgrade llmroute")
+            self.schema_version = version
             if readonly:
                 return
+            self.schema_version = latest_version(self.dialect)
             for number, statements in enumerate(MIGRATIONS[self.dialect][version:], version + 1):
                 for sql in statements:
                     self._db.execute(sql)
                 self._db.execute(f"UPDATE {SCHEMA_TABLE} SET version = %s", (number,))
 
-    def write(self, values: list[Any], rows: int) -> None:
+    def write(self, values: list[Any], rows: int, table: Table = REQUESTS) -> None:
         if self._db.closed:  # the server went away since the last batch: a new connection, not a lost batch
             self._db = self._psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
-        width = len(COLUMNS)
+        width = table.width
         tuples = [values[i * width:(i + 1) * width] for i in range(rows)]
         for row in tuples:
-            row[_FALLBACK] = bool(row[_FALLBACK])  # SQLite stores 0/1, Postgres a boolean
+            for column in table.booleans:
+                row[column] = bool(row[column])  # SQLite stores 0/1, Postgres a boolean
         with self._db.transaction(), self._db.cursor() as cur:
-            cur.executemany(_pg(INSERT_SQL), tuples)
+            cur.executemany(_pg(table.insert_sql()), tuples)
 
     def unavailable(self, exc: Exception) -> bool:
         return isinstance(exc, self._psycopg.OperationalError)

@@ -7,7 +7,14 @@ add the next one.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 from ..errors import LLMRouteError
+from .entry import COLUMNS, row_bytes
+from .pairs import PAIR_COLUMNS, pair_row_bytes
 
 SCHEMA_TABLE = "llmroute_schema"
 
@@ -61,6 +68,34 @@ _V2 = [
     "ALTER TABLE requests ADD COLUMN route_decision TEXT",
 ]
 
+# v3: graded pairs (shadow evaluation and ``quality collect``), what retained quality is measured from.
+_PAIRS_V3 = """
+CREATE TABLE graded_pairs (
+    id {pk},
+    ts DOUBLE PRECISION NOT NULL,
+    request_id TEXT NOT NULL,
+    route TEXT,
+    strategy TEXT NOT NULL,
+    tags TEXT,
+    key_id TEXT,
+    quality_score DOUBLE PRECISION,
+    route_decision TEXT,
+    served_provider TEXT NOT NULL,
+    reference_provider TEXT NOT NULL,
+    candidate_provider TEXT NOT NULL,
+    served_tier TEXT NOT NULL,
+    grader TEXT NOT NULL,
+    reference_grade DOUBLE PRECISION,
+    candidate_grade DOUBLE PRECISION,
+    note TEXT,
+    shadow_cost_usd DOUBLE PRECISION,
+    judge_cost_usd DOUBLE PRECISION,
+    source TEXT NOT NULL,
+    prompt TEXT,
+    reference_answer TEXT,
+    candidate_answer TEXT
+)"""
+
 MIGRATIONS: dict[str, list[list[str]]] = {
     "sqlite": [
         [
@@ -69,6 +104,7 @@ MIGRATIONS: dict[str, list[list[str]]] = {
             _PRICES_V1,
         ],
         _V2,
+        [_PAIRS_V3.format(pk="INTEGER PRIMARY KEY"), "CREATE INDEX graded_pairs_ts ON graded_pairs (ts)"],
     ],
     "postgres": [
         [
@@ -77,9 +113,43 @@ MIGRATIONS: dict[str, list[list[str]]] = {
             _PRICES_V1,
         ],
         _V2,
+        [_PAIRS_V3.format(pk="BIGSERIAL PRIMARY KEY"), "CREATE INDEX graded_pairs_ts ON graded_pairs (ts)"],
     ],
 }
 
 
 def latest_version(dialect: str) -> int:
     return len(MIGRATIONS[dialect])
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A table the writer appends rows to: its columns, and how to size a queued row."""
+
+    name: str
+    columns: tuple[str, ...]
+    row_bytes: Callable[[tuple[Any, ...]], int]
+    booleans: tuple[int, ...] = ()
+    """Columns SQLite stores as 0/1 and Postgres as a boolean."""
+    since_version: int = 1
+    """The schema version that created the table."""
+
+    @property
+    def width(self) -> int:
+        return len(self.columns)
+
+    @property
+    def id_index(self) -> int:
+        """Where a row keeps its request id, for messages about a refused row."""
+        return self.columns.index("request_id")
+
+    @functools.lru_cache(maxsize=16)  # noqa: B019 (a handful of module-level tables)
+    def insert_sql(self, rows: int = 1) -> str:
+        """A ``?``-placeholder INSERT of ``rows`` rows."""
+        one = "(" + ", ".join("?" for _ in self.columns) + ")"
+        return f"INSERT INTO {self.name} ({', '.join(self.columns)}) VALUES " + ", ".join([one] * rows)
+
+
+REQUESTS = Table("requests", COLUMNS, row_bytes, booleans=(COLUMNS.index("fallback"),))
+GRADED_PAIRS = Table("graded_pairs", PAIR_COLUMNS, pair_row_bytes, since_version=3)
+TABLES = (REQUESTS, GRADED_PAIRS)

@@ -7,24 +7,16 @@ commits. Several processes (gateway workers) can share one file.
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .entry import COLUMNS
-from .schema import MIGRATIONS, SCHEMA_TABLE, LedgerError, latest_version
+from .schema import MIGRATIONS, REQUESTS, SCHEMA_TABLE, LedgerError, Table, latest_version
 from .store import PriceRow, Store
 
 _MAGIC = b"SQLite format 3\x00"
-_ROWS_PER_INSERT = 200  # 200 rows x 21 columns stays well under SQLite's 32,766 bound parameters
-
-
-@functools.lru_cache(maxsize=8)
-def _insert_many(rows: int) -> str:
-    one = "(" + ", ".join("?" for _ in COLUMNS) + ")"
-    return f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES " + ", ".join([one] * rows)
+_ROWS_PER_INSERT = 200  # 200 rows x 23 columns stays well under SQLite's 32,766 bound parameters
 
 
 class SQLiteStore(Store):
@@ -62,7 +54,7 @@ class SQLiteStore(Store):
         if readonly:
             if not tables:
                 raise LedgerError(f"{self.where}: empty database, no ledger in it yet")
-            self._check_version()
+            self.schema_version = self._check_version()
             return
         self._db.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see it done
         try:
@@ -75,6 +67,7 @@ class SQLiteStore(Store):
                     self._db.execute(sql)
                 self._db.execute(f"UPDATE {SCHEMA_TABLE} SET version = ?", (number,))
             self._db.execute("COMMIT")
+            self.schema_version = latest_version(self.dialect)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
@@ -87,16 +80,16 @@ class SQLiteStore(Store):
                               f"this one knows up to {latest_version(self.dialect)}). Upgrade llmroute")
         return version
 
-    def write(self, values: list[Any], rows: int) -> None:
+    def write(self, values: list[Any], rows: int, table: Table = REQUESTS) -> None:
         # One multi-row INSERT per chunk, not executemany: the sqlite3 module releases and retakes the
         # GIL around every statement step, and under load each retake makes the event loop thread give
         # way; one step per chunk keeps the writer from convoying the request path.
-        width = len(COLUMNS)
+        width = table.width
         with self._db:
             self._db.execute("BEGIN")
             for start in range(0, rows, _ROWS_PER_INSERT):
                 count = min(_ROWS_PER_INSERT, rows - start)
-                self._db.execute(_insert_many(count), values[start * width:(start + count) * width])
+                self._db.execute(table.insert_sql(count), values[start * width:(start + count) * width])
 
     def put_prices(self, prices: Iterable[PriceRow], ts: float) -> None:
         try:

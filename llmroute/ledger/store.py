@@ -12,8 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .entry import COLUMNS
-
+from .schema import REQUESTS, Table
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,14 +35,20 @@ class Store(ABC):
     dialect: str
     where: str
     """The file or DSN (without password), for messages."""
+    schema_version: int = 0
+    """The ledger's schema version once opened (a read-only store sees an older ledger as it is)."""
 
     # Dialect snippets used by the read queries.
     day_number_expr: str
     """Whole days since the Unix epoch (UTC) of ``ts``."""
 
     @abstractmethod
-    def write(self, values: list[Any], rows: int) -> None:
-        """Append ``rows`` rows in one transaction; ``values`` holds them flat, ``COLUMNS`` values per row."""
+    def write(self, values: list[Any], rows: int, table: Table = REQUESTS) -> None:
+        """Append ``rows`` rows to ``table`` in one transaction; ``values`` holds them flat, in its column order."""
+
+    def has(self, table: Table) -> bool:
+        """Whether this ledger has ``table`` yet: a read-only store does not migrate an older ledger."""
+        return self.schema_version >= table.since_version
 
     @abstractmethod
     def put_prices(self, prices: Iterable[PriceRow], ts: float) -> None:
@@ -69,6 +74,3 @@ class Store(ABC):
         rows = self.fetch("SELECT provider, input_per_m, output_per_m, cached_input_per_m, per_gpu_second, "
                           "idle_share, quality, latency_prior_ms FROM prices")
         return {r[0]: PriceRow(*r) for r in rows}
-
-
-INSERT_SQL = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"

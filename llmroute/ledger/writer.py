@@ -1,6 +1,7 @@
 """Ledger writes off the request path: a bounded buffer drained in batches by one thread.
 
-``record`` never blocks and never waits for the disk. An entry that cannot be
+``record`` (a request) and ``record_pair`` (a graded pair) never block and never wait for
+the disk. Both tables share one buffer, its bounds, its drop counting and its thread. An entry that cannot be
 kept is dropped, counted (``dropped``, and the gateway's
 ``llmroute_ledger_dropped_total``) and logged: never silently. That happens when
 the buffer is full (``queue_size`` entries or ``queue_bytes`` of them), when the
@@ -24,12 +25,15 @@ from collections.abc import Callable
 from itertools import chain
 from typing import Any
 
-from .entry import COLUMNS, MAX_TEXT_CHARS, LedgerEntry, row_bytes
+from .entry import MAX_TEXT_CHARS, LedgerEntry
+from .pairs import GradedPair
+from .schema import GRADED_PAIRS, REQUESTS, TABLES, Table
 from .store import Store
 
 log = logging.getLogger("llmroute.ledger")
 
-_WIDTH = len(COLUMNS)
+_REQUESTS = TABLES.index(REQUESTS)
+_PAIRS = TABLES.index(GRADED_PAIRS)
 _MAX_BACKOFF_S = 5.0
 _LOG_EVERY_S = 10.0
 
@@ -52,19 +56,23 @@ class Ledger:
         """Called once per dropped entry (the gateway's counter)."""
         self.on_written = on_written
         self.written = 0
+        """Requests stored (``on_written`` counts these)."""
+        self.pairs_written = 0
+        """Graded pairs stored."""
         self.dropped = 0
-        """Entries recorded but never stored, whatever the reason."""
+        """Entries (requests and pairs) recorded but never stored, whatever the reason."""
         self.failed = 0
         """Of those, the entries the store refused or stayed unavailable for."""
         # Rows are flattened into one list as they are recorded: the writer swaps the list out and hands
         # it to the database in a few statements, so it needs the GIL only briefly per batch. A
         # queue.Queue (a notify per put) or per-row work on the writer thread made the request path
-        # give way to the writer thread on every request under load.
-        self._values: list[Any] = []
+        # give way to the writer thread on every request under load. One flat list per table (``TABLES``
+        # order); ``_rows`` and ``_bytes`` count them all, so the bounds are shared.
+        self._values: list[list[Any]] = [[] for _ in TABLES]
         self._rows = 0
         self._bytes = 0
         # Rows the store could not take yet, oldest first: the writer thread's own, counted in the bounds.
-        self._held: list[Any] = []
+        self._held: list[list[Any]] = [[] for _ in TABLES]
         self._held_rows = 0
         self._held_bytes = 0
         self._held_since: float | None = None
@@ -92,11 +100,22 @@ class Ledger:
         except Exception as exc:  # a value no row can hold: lose this entry, not the request
             self._refused(1, getattr(entry, "request_id", "?"), exc)
             return
-        size = row_bytes(row)
+        self._queue(_REQUESTS, row, REQUESTS.row_bytes(row))
+
+    def record_pair(self, pair: GradedPair) -> None:
+        """Queue a graded pair for writing, like ``record``: never blocks, dropped and counted when full."""
+        try:
+            row = pair.row(self.max_text_chars)
+        except Exception as exc:
+            self._refused(1, getattr(pair, "request_id", "?"), exc)
+            return
+        self._queue(_PAIRS, row, GRADED_PAIRS.row_bytes(row))
+
+    def _queue(self, table: int, row: tuple[Any, ...], size: int) -> None:
         with self._lock:
             if (self._rows + self._held_rows < self.queue_size and not self._stopping
                     and self._bytes + self._held_bytes + size <= self.queue_bytes):
-                self._values.extend(row)
+                self._values[table].extend(row)
                 self._rows += 1
                 self._bytes += size
                 return
@@ -169,11 +188,12 @@ class Ledger:
             # Everything recorded before those waiters asked is in the buffer now: take it all.
             with self._lock:
                 values, rows, size = self._values, self._rows, self._bytes
-                self._values, self._rows, self._bytes = [], 0, 0
+                self._values, self._rows, self._bytes = [[] for _ in TABLES], 0, 0
             if self._held_rows:
-                values, rows, size = self._held + values, self._held_rows + rows, self._held_bytes + size
-                self._held, self._held_rows, self._held_bytes = [], 0, 0
-            left, left_rows, error = self._write(values, rows)
+                values = [held + new for held, new in zip(self._held, values)]
+                rows, size = self._held_rows + rows, self._held_bytes + size
+                self._held, self._held_rows, self._held_bytes = [[] for _ in TABLES], 0, 0
+            left, left_rows, error = self._write_tables(values)
             if left_rows:
                 self._hold(left, left_rows, (size * left_rows) // max(rows, 1), error, give_up=stopping)
             elif self._held_since is not None:
@@ -189,7 +209,7 @@ class Ledger:
             if stopping:
                 return
 
-    def _hold(self, values: list[Any], rows: int, size: int, error: BaseException, give_up: bool) -> None:
+    def _hold(self, values: list[list[Any]], rows: int, size: int, error: BaseException, give_up: bool) -> None:
         """Keep rows the store could not take for a later try, with backoff, until ``retry_s`` has passed."""
         wall = time.monotonic()
         first = self._held_since is None
@@ -208,27 +228,45 @@ class Ledger:
             log.warning("ledger: could not write %d entries to %s (%s); retrying for up to %.0f s",
                         rows, self.where, error, self.retry_s)
 
-    def _write(self, values: list[Any], rows: int) -> tuple[list[Any], int, BaseException | None]:
+    def _write_tables(self, values: list[list[Any]]) -> tuple[list[list[Any]], int, BaseException | None]:
+        """Write each table's rows (``values`` in ``TABLES`` order). Returns the rows left unwritten, per
+        table, because the store is unavailable, and why: then the tables after it are not tried."""
+        left: list[list[Any]] = [[] for _ in TABLES]
+        for i, table in enumerate(TABLES):
+            if not values[i]:
+                continue
+            rest, rest_rows, error = self._write(table, values[i], len(values[i]) // table.width)
+            if error is not None:
+                left[i] = rest
+                left[i + 1:] = values[i + 1:]
+                return left, rest_rows + sum(len(v) // t.width for v, t in zip(values[i + 1:], TABLES[i + 1:])), error
+        return left, 0, None
+
+    def _write(self, table: Table, values: list[Any], rows: int) -> tuple[list[Any], int, BaseException | None]:
         """Write in batches. A batch the store refuses is split until the refused entries are found, so only
         they are lost. Returns the rows left unwritten because the store is unavailable, and why."""
+        width = table.width
         pending = [(start, min(self.batch_size, rows - start)) for start in range(0, rows, self.batch_size)]
         pending.reverse()  # a stack: the next batch on top
         while pending:
             start, count = pending.pop()
-            chunk = values[start * _WIDTH:(start + count) * _WIDTH]
+            chunk = values[start * width:(start + count) * width]
             try:
-                self.store.write(chunk, count)
+                self.store.write(chunk, count, table)
             except Exception as exc:  # a full disk or a locked file must not kill the writer
                 if self.store.unavailable(exc):
-                    rest = [values[s * _WIDTH:(s + c) * _WIDTH] for s, c in reversed(pending)]
+                    rest = [values[s * width:(s + c) * width] for s, c in reversed(pending)]
                     return list(chain(chunk, *rest)), count + sum(c for _, c in pending), exc
                 if count == 1:
-                    self._refused(1, chunk[COLUMNS.index("request_id")], exc)
+                    self._refused(1, chunk[table.id_index], exc)
                 else:
                     half = count // 2
                     pending += [(start + half, count - half), (start, half)]
                 continue
-            self.written += count
-            if self.on_written is not None:
-                self.on_written(count)
+            if table is REQUESTS:
+                self.written += count
+                if self.on_written is not None:
+                    self.on_written(count)
+            else:
+                self.pairs_written += count
         return [], 0, None

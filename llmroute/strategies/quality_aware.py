@@ -97,6 +97,14 @@ class QualityAware(StrategyBase):
         if self.strong == self.weak:  # a single provider: nothing to choose
             self.orders = {"strong": [self.strong, *rest], "weak": [self.strong, *rest]}
 
+    def set_strong_share(self, share: float) -> None:
+        """Send ``share`` of requests to strong from now on (a share measured on this traffic, say); the
+        model's threshold follows, and the adaptive window keeps the new share on live traffic."""
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"strong share must be between 0 and 1, got {share}")
+        self.strong_share = share
+        self.model_threshold = self.model.threshold_for_share(share)
+
     def threshold(self) -> float:
         """The live threshold: the window's quantile once warmed up, the model's before."""
         adaptive = self.window.threshold(self.strong_share)

@@ -1,0 +1,485 @@
+"""Shadow evaluation: a sample of answered requests also sent to the other tier, the two answers graded.
+
+The client's answer is never delayed or changed. The router hands each answered request to
+``Shadow.offer`` (constant time, no await), which samples it and queues it; a bounded set of
+background tasks makes the shadow call, grades the pair and records it in the ledger. What does not
+fit (queue full, daily budget spent, a provider without a breaker or rate-limit headroom to spare) is
+dropped and counted, never waited for.
+
+Both directions are sampled: a request the candidate answered also goes to the reference, and one the
+reference answered also goes to the candidate. The pairs then describe the whole traffic, not only
+the prompts that went cheap, so retained quality and the cost/quality curve can be measured from them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..config import grader_for
+from ..graders import get_grader
+from ..graders.judge import Judge, JudgeReply
+from ..graders.pair import grade_pair
+from ..ledger import RequestContext
+from ..ledger.pairs import GradedPair
+from ..quality.features import prompt_text
+from ..quality.retained import Estimate, retained, routed_estimate, share_for_quality
+from ..result import RouteResult
+from ..tokens import estimate_message_tokens, estimate_tokens
+from .calls import answer_text, call_once
+
+if TYPE_CHECKING:
+    from ..config import RouterConfig
+    from ..ledger import Ledger
+    from ..pricing import Pricer
+    from ..providers import OpenAICompatProvider
+    from ..state import RouterState
+
+log = logging.getLogger("llmroute.shadow")
+
+CHAT_PATH = "/chat/completions"
+NOT_SENT = frozenset({"circuit_open", "rate_limit_headroom", "cooling_down"})
+"""Outcomes of a shadow call that never reached the provider: dropped and counted, not recorded as pairs."""
+PROMPT_MARGIN = 1.25
+"""Reserved prompt tokens over the estimate: token counts differ between tokenizers, and the budget must hold."""
+RECOMPUTE_PAIRS = 20
+RECOMPUTE_S = 5.0
+"""The live retained-quality estimate is recomputed after this many new pairs, or this long after the last."""
+LOG_EVERY_S = 10.0
+"""Dropped shadow requests are logged at most this often (with the counts since the last line)."""
+ALERT_EVERY_S = 300.0
+"""While the drift alarm holds, its WARNING is repeated at most this often."""
+CLOSE_TIMEOUT_S = 5.0
+"""How long closing waits for shadow work in flight before cancelling it."""
+SEED_DAYS = 30
+"""Graded pairs read back at start-up: today's spend, the live window and a measured quality target."""
+
+
+def _nothing(*args: Any) -> None:
+    return None
+
+
+def utc_day(ts: float | None = None) -> int:
+    """Whole UTC days since the epoch: the period of the daily budget."""
+    return int((time.time() if ts is None else ts) // 86400)
+
+
+@dataclass(slots=True)
+class _Job:
+    path: str
+    body: Mapping[str, Any]
+    result: RouteResult
+    context: RequestContext | None
+
+
+class Shadow:
+    """Samples answered requests at ``shadow.rate`` and grades them against the other tier, in the background.
+
+    ``on_*`` hooks (no-ops by default) let a gateway count what happens: ``on_sampled()``,
+    ``on_completed(graded)``, ``on_dropped(reason)``, ``on_spend(kind, usd)``, ``on_estimate(estimate)``.
+    """
+
+    def __init__(self, config: RouterConfig, providers: Mapping[str, OpenAICompatProvider],
+                 pricers: Mapping[str, Pricer], state: RouterState, ledger: Ledger | None, *,
+                 rng: random.Random | None = None) -> None:
+        self.config = config
+        settings = config.shadow
+        self.rate = settings.rate
+        self.reference, self.candidate = config.shadow_pair()
+        self._other = {self.reference: self.candidate, self.candidate: self.reference}
+        self._providers, self._pricers, self._state, self._ledger = providers, pricers, state, ledger
+        self.rng = rng or random.Random()
+        self.max_in_flight, self.max_queued = settings.max_in_flight, settings.max_queued
+        self._queue: deque[_Job] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self.sampled = 0
+        self.completed = 0
+        self.dropped: dict[str, int] = {}
+        self._unlogged: dict[str, int] = {}
+        self._logged_at = -LOG_EVERY_S
+        self.workers = 1
+        self._seed_day, self._seed_usd = utc_day(), 0.0
+        self._window: deque[tuple[float, float]] = deque(maxlen=settings.window)
+        self.estimate: Estimate | None = None
+        self._new_pairs = 0
+        self._computed_at = -RECOMPUTE_S
+        self._recompute: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._alerted_at = -ALERT_EVERY_S
+        self.alert_below = settings.alert_below or config.quality_aware.target.min_quality or 0.95
+        self._graders: dict[tuple[str, str], Any] = {}
+        self.on_sampled: Callable[[], None] = _nothing
+        self.on_completed: Callable[[bool], None] = _nothing
+        self.on_dropped: Callable[[str], None] = _nothing
+        self.on_spend: Callable[[str, float], None] = _nothing
+        self.on_estimate: Callable[[Estimate], None] = _nothing
+
+    # -- the request path --------------------------------------------------------------
+
+    def offer(self, path: str, body: Mapping[str, Any], result: RouteResult, context: RequestContext | None) -> None:
+        """Sample an answered request for shadowing: constant time, never waits, never raises on a full queue."""
+        other = self._other.get(result.provider)
+        if other is None or self.rng.random() >= self.rate:
+            return
+        n = body.get("n")
+        if n is not None and n != 1:  # several answers: no single one to grade
+            return
+        self.sampled += 1
+        self.on_sampled()
+        if self._closing:
+            self._drop("shutdown")
+        elif self._state.breaker(other).state == "open":
+            self._drop("circuit_open")
+        elif self.budget_left_usd() <= 0.0:
+            self._drop("budget")
+        elif len(self._tasks) < self.max_in_flight:
+            self._start(_Job(path, body, result, context))
+        elif len(self._queue) < self.max_queued:
+            self._queue.append(_Job(path, body, result, context))
+        else:
+            self._drop("queue_full")
+
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        self._unlogged[reason] = self._unlogged.get(reason, 0) + 1
+        self.on_dropped(reason)
+        wall = time.monotonic()
+        if wall - self._logged_at >= LOG_EVERY_S:
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(self._unlogged.items()))
+            log.warning("shadow evaluation dropped sampled requests (%s); the client answers were not affected",
+                        counts)
+            self._unlogged.clear()
+            self._logged_at = wall
+
+    def _start(self, job: _Job) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("shadow evaluation failed: %s", task.exception())
+        while self._queue and len(self._tasks) < self.max_in_flight and not self._closing:
+            self._start(self._queue.popleft())
+
+    # -- budget ------------------------------------------------------------------------
+
+    def split_budget(self, workers: int) -> None:
+        """Each of ``workers`` gateway processes gets an equal share of the daily cap (and of today's spend)."""
+        self.workers = max(1, workers)
+
+    def _budget_key(self) -> tuple[str, float]:
+        """Today's budget key and this process's limit on it (the cap's share, less what the ledger had spent)."""
+        day = utc_day()
+        limit = self.config.shadow.max_usd_per_day / self.workers
+        if day == self._seed_day:
+            limit -= self._seed_usd / self.workers
+        return f"shadow-usd:{day}", limit
+
+    def budget_left_usd(self) -> float:
+        key, limit = self._budget_key()
+        return limit - self._state.spent(key)
+
+    def spent_today_usd(self) -> float:
+        """This process's shadow and judge spend today, including what the ledger had when it started."""
+        key, _ = self._budget_key()
+        seeded = self._seed_usd / self.workers if utc_day() == self._seed_day else 0.0
+        return self._state.spent(key) + seeded
+
+    def _reserve(self, usd: float) -> str | None:
+        """Reserve a worst-case cost against today's budget; the key to settle it on, None if it does not fit."""
+        key, limit = self._budget_key()
+        return key if self._state.reserve(key, usd, limit) else None
+
+    def _worst_case_usd(self, provider: str, input_tokens: int, output_tokens: int) -> float:
+        price = self.config.providers[provider].routing_price
+        return (input_tokens * PROMPT_MARGIN + 16) * price.input / 1e6 + output_tokens * price.output / 1e6
+
+    async def _paid_call(self, provider_name: str, body: dict[str, Any], input_tokens: int, output_tokens: int,
+                         timeout_s: float, kind: str) -> tuple[str | None, float, str | None]:
+        """One call to one provider inside today's budget: (text, cost, error)."""
+        reserved = self._worst_case_usd(provider_name, input_tokens, output_tokens)
+        key = self._reserve(reserved)
+        if key is None:
+            return None, 0.0, "budget: the daily shadow budget is spent"
+        cost = reserved
+        try:
+            outcome = await call_once(self._providers[provider_name], self._pricers[provider_name], self._state, body,
+                                      timeout_s=timeout_s, spare_headroom=True,
+                                      default_output_tokens=self.config.expected_output_tokens)
+            cost = outcome.cost_usd
+        finally:  # cancelled mid-call: the reservation stands as its cost, the cap stays safe
+            self._state.settle(key, reserved, cost)
+        if cost:
+            self.on_spend(kind, cost)
+        return outcome.text, cost, outcome.error
+
+    # -- one shadow evaluation ---------------------------------------------------------
+
+    async def _run(self, job: _Job) -> None:
+        result, context = job.result, job.context
+        served = result.provider
+        other = self._other[served]
+        shadow_body = {k: v for k, v in job.body.items() if k not in ("stream", "stream_options")}
+        shadow_body["model"] = self._providers[other].model
+        input_tokens, output_tokens = _sizes(job.body, result, self.config.expected_output_tokens)
+        note: str | None = None
+        shadow_cost: float | None = None
+        judge_cost: list[float] = []
+        grades: tuple[float | None, float | None] = (None, None)
+        grader_name = self.config.shadow.grader
+        texts: dict[str, str | None] = {}
+        try:
+            text, shadow_cost, error = await self._paid_call(
+                other, shadow_body, input_tokens, output_tokens, self.config.providers[other].timeout_s, "shadow")
+            kind = (error or "").split(":", 1)[0]
+            if text is None and (kind in NOT_SENT or kind == "budget"):
+                self._drop(kind)
+                return
+            served_text = _served_text(job)
+            texts = {self._tier(served): served_text, self._tier(other): text}
+            prompt = _prompt(job)
+            tags = context.tags if context is not None else []
+            grader_name, options = grader_for(self.config.graders, self.config.shadow.grader,
+                                              context.route if context is not None else None, result.strategy, tags)
+            if text is None:
+                note = f"shadow call to {other} failed: {error}"
+            else:
+                try:
+                    grader = self._grader(grader_name, options, judge_cost)
+                except Exception as exc:  # e.g. similarity without its extra installed
+                    note = f"grader {grader_name} unavailable: {exc}"
+                else:
+                    pair = await grade_pair(grader, prompt, texts["candidate"], texts["reference"])
+                    grades = (pair.reference.score, pair.candidate.score)
+                    note = pair.note
+        except asyncio.CancelledError:
+            note = "cancelled: the gateway shut down before the pair was graded"
+            raise
+        except Exception as exc:  # a bug here must cost one pair, not the worker
+            log.exception("shadow evaluation of %s failed", result.request_id)
+            note = f"internal: {type(exc).__name__}"
+        finally:
+            if texts or note:
+                self._record(job, grader_name, grades, note, shadow_cost, sum(judge_cost) if judge_cost else None,
+                             texts)
+
+    def _tier(self, provider: str) -> str:
+        return "reference" if provider == self.reference else "candidate"
+
+    def _grader(self, name: str, options: dict[str, Any], judge_cost: list[float]) -> Any:
+        """The grader for a request; a judge adds what each of its calls cost to ``judge_cost``."""
+        if name == "judge":
+            judge = self.config.judge
+            return Judge(self._ask(judge_cost), mode=options.get("mode", judge.mode),
+                         rubric=options.get("rubric", judge.rubric))
+        key = (name, repr(sorted(options.items())))
+        grader = self._graders.get(key)
+        if grader is None:
+            grader = self._graders[key] = get_grader(name, **options)
+        return grader
+
+    def _ask(self, judge_cost: list[float]) -> Callable[[list[dict]], Any]:
+        name = self.config.judge_provider()
+        judge = self.config.judge
+
+        async def ask(messages: list[dict]) -> JudgeReply:
+            body = {"model": self._providers[name].model, "messages": messages, "max_tokens": judge.max_tokens,
+                    "temperature": 0}
+            text, cost, error = await self._paid_call(name, body, estimate_message_tokens(messages),
+                                                      judge.max_tokens, judge.timeout_s, "judge")
+            judge_cost.append(cost)
+            return JudgeReply(text=text, cost_usd=cost, error=error)
+
+        return ask
+
+    def _record(self, job: _Job, grader: str, grades: tuple[float | None, float | None], note: str | None,
+                shadow_cost: float | None, judge_cost: float | None, texts: Mapping[str, str | None]) -> None:
+        result, context = job.result, job.context
+        reference_grade, candidate_grade = grades
+        store = self.config.shadow.store_text
+        pair = GradedPair(
+            ts=time.time(), request_id=result.request_id or "", route=context.route if context else None,
+            strategy=result.strategy, tags=list(context.tags) if context else [],
+            key_id=context.key_id if context else None, quality_score=result.quality_score,
+            route_decision=result.route_decision, served_provider=result.provider,
+            reference_provider=self.reference, candidate_provider=self.candidate,
+            served_tier=self._tier(result.provider), grader=grader, reference_grade=reference_grade,
+            candidate_grade=candidate_grade, note=note, shadow_cost_usd=shadow_cost, judge_cost_usd=judge_cost,
+            source="shadow", prompt=_prompt(job) if store else None,
+            reference_answer=texts.get("reference") if store else None,
+            candidate_answer=texts.get("candidate") if store else None,
+        )
+        if self._ledger is not None:
+            self._ledger.record_pair(pair)
+        served_grade = pair.served_grade
+        self.completed += 1
+        self.on_completed(served_grade is not None and reference_grade is not None)
+        if served_grade is not None and reference_grade is not None:
+            self._window.append((served_grade, reference_grade))
+            self._new_pairs += 1
+            self._maybe_recompute()
+
+    # -- the drift alarm ---------------------------------------------------------------
+
+    def _maybe_recompute(self, force: bool = False) -> None:
+        if self._recompute is not None or not self._new_pairs or not self._window or self._closing:
+            return
+        wall = time.monotonic()
+        if not force and self._new_pairs < RECOMPUTE_PAIRS and wall - self._computed_at < RECOMPUTE_S:
+            if self._timer is None:  # traffic may stop here: catch up when the interval is over anyway
+                self._timer = asyncio.get_running_loop().call_later(
+                    RECOMPUTE_S - (wall - self._computed_at), self._on_timer)
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._new_pairs, self._computed_at = 0, wall
+        served, reference = zip(*self._window)
+        self._recompute = asyncio.get_running_loop().create_task(self._estimate(list(served), list(reference)))
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._maybe_recompute(force=True)
+
+    async def _estimate(self, served: list[float], reference: list[float]) -> None:
+        """Retained quality over the window, with its interval: a bootstrap, so off the event loop."""
+        try:
+            estimate = await asyncio.to_thread(retained, served, reference)
+        finally:
+            self._recompute = None
+        if estimate is None:
+            return
+        self.estimate = estimate
+        self.on_estimate(estimate)
+        wall = time.monotonic()
+        if (estimate.pairs >= self.config.shadow.min_pairs and estimate.high < self.alert_below
+                and wall - self._alerted_at >= ALERT_EVERY_S):
+            self._alerted_at = wall
+            log.warning("quality drift: retained quality %.1f%% (95%% CI %.1f-%.1f%%, %d pairs) is below the target "
+                        "%.1f%% even at the interval's upper bound", estimate.value * 100, estimate.low * 100,
+                        estimate.high * 100, estimate.pairs, self.alert_below * 100)
+
+    # -- start, drain, close -----------------------------------------------------------
+
+    def seed(self, pairs: Sequence[GradedPair]) -> None:
+        """Pick up where a previous run stopped: today's spend (so a restart does not reset the budget) and the
+        latest graded pairs for the live estimate."""
+        today = utc_day()
+        self._seed_day = today
+        self._seed_usd = sum((p.shadow_cost_usd or 0.0) + (p.judge_cost_usd or 0.0)
+                             for p in pairs if p.source == "shadow" and utc_day(p.ts) == today)
+        for p in sorted(pairs, key=lambda p: p.ts)[-self.config.shadow.window:]:
+            served = p.served_grade
+            if served is not None and p.reference_grade is not None:
+                self._window.append((served, p.reference_grade))
+                self._new_pairs += 1
+
+    def start(self) -> None:
+        """From inside the event loop: compute the estimate of the pairs read back at start-up."""
+        self._maybe_recompute(force=True)
+
+    async def drain(self) -> None:
+        """Wait until every sampled request has been graded and recorded, and the estimate is up to date."""
+        while True:
+            if not self._tasks:
+                self._maybe_recompute(force=True)
+            waiting = {*self._tasks, *((self._recompute,) if self._recompute is not None else ())}
+            if not waiting:
+                return
+            await asyncio.wait(waiting)
+
+    async def aclose(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Stop sampling; give work in flight ``timeout_s`` to finish, then cancel it (recording what it can)."""
+        self._closing = True
+        while self._queue:
+            self._queue.popleft()
+            self._drop("shutdown")
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._recompute is not None:
+            self._recompute.cancel()
+
+    def snapshot(self) -> dict[str, Any]:
+        """What ``/router/state`` shows: no prompt, answer or key."""
+        estimate = self.estimate
+        return {
+            "rate": self.rate, "reference": self.reference, "candidate": self.candidate,
+            "in_flight": len(self._tasks), "queued": len(self._queue), "sampled": self.sampled,
+            "completed": self.completed, "dropped": dict(self.dropped),
+            "spent_today_usd": round(self.spent_today_usd(), 9),
+            "cap_usd_per_day": self.config.shadow.max_usd_per_day / self.workers, "workers": self.workers,
+            "retained": None if estimate is None else {"estimate": estimate.value, "low": estimate.low,
+                                                        "high": estimate.high, "pairs": estimate.pairs},
+            "alert_below": self.alert_below,
+        }
+
+
+def _sizes(body: Mapping[str, Any], result: RouteResult, expected_output_tokens: int) -> tuple[int, int]:
+    """(prompt tokens, output tokens) to reserve for the shadow call: the larger of the served prompt's count
+    and the estimate, and ``max_tokens`` or the config's expected output."""
+    messages = body.get("messages")
+    estimate = (estimate_message_tokens(messages) if isinstance(messages, list)
+                else estimate_tokens(str(body.get("prompt") or "")))
+    output = body.get("max_completion_tokens") or body.get("max_tokens")
+    if not isinstance(output, int) or isinstance(output, bool) or output <= 0:
+        output = expected_output_tokens
+    return max(estimate, result.prompt_tokens), output
+
+
+def _served_text(job: _Job) -> str:
+    """The answer the client got, as graders compare it (tool calls as canonical JSON)."""
+    choices = job.result.raw.get("choices") if job.result.raw else None
+    if job.path == CHAT_PATH and choices and isinstance(choices[0].get("message"), Mapping):
+        return answer_text(choices[0]["message"])
+    return job.result.text
+
+
+def _prompt(job: _Job) -> str:
+    messages = job.body.get("messages")
+    return prompt_text(messages) if isinstance(messages, list) else str(job.body.get("prompt") or "")
+
+
+# -- min_quality from the measured curve ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MeasuredShare:
+    """quality_aware's strong share chosen from graded pairs, with the figures behind it."""
+
+    share: float
+    estimate: Estimate | None
+    """Retained quality at that share, re-deciding the logged scores."""
+    pairs: int
+    graders: tuple[str, ...]
+
+
+def measured_share(pairs: Sequence[GradedPair], min_quality: float, min_pairs: int) -> MeasuredShare | None:
+    """The smallest strong share whose retained quality, at the interval's LOW bound, reaches ``min_quality``,
+    from quality_aware pairs with logged scores; None with fewer than ``min_pairs`` of them (or none enough)."""
+    usable = [p for p in pairs if p.strategy == "quality_aware" and p.quality_score is not None
+              and p.reference_grade is not None and p.candidate_grade is not None]
+    if len(usable) < min_pairs:
+        return None
+    scores = [p.quality_score for p in usable]
+    candidate = [p.candidate_grade for p in usable]
+    reference = [p.reference_grade for p in usable]
+    share = share_for_quality(scores, candidate, reference, min_quality)
+    if share is None:
+        return None
+    estimate = routed_estimate(scores, candidate, reference, share)
+    return MeasuredShare(share, estimate, len(usable), tuple(sorted({p.grader for p in usable})))
