@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import sys
-import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -24,7 +23,6 @@ from . import __version__
 from .config import ProviderConfig, RouterConfig, load_config
 from .config.loading import shown_url
 from .errors import ConfigError, LLMRouteError
-from .ledger import Ledger, open_store, price_rows
 from .state import InMemoryState
 from .strategies import QualityAware, RouteRequest, RoutingStrategy, build_strategy
 

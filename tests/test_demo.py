@@ -15,6 +15,7 @@ from rich.console import Console
 from llmroute.demo import (EmulatedPair, Outage, demo_tables, emulated_config, recording, run_all, run_strategy,
                            true_retained, truth, workload)
 from llmroute.demo.workload import ACCURACY
+from llmroute.quality_report import load_pairs
 from llmroute.strategies import RoutingStrategy
 
 from .conftest import emulator
@@ -122,9 +123,6 @@ def test_the_truth_is_reproducible_by_seed() -> None:
 def test_shadow_evaluation_in_the_demo_measures_what_the_truth_says(tmp_path: Path) -> None:
     """Shadow pairs, judged by the labelled emulator, read back from the ledger: every grade is the truth, the
     measured ratio is the truth's over the shadowed requests, and the fallbacks are those of a run without it."""
-    pytest.importorskip("llmroute.evaluation.shadow")
-    from llmroute.quality_report import load_pairs
-
     work = workload(80, seed=9)
     labels = truth(work, seed=9)
     measured_pair = EmulatedPair.start(math.inf, 9, labels, shadow_rate=1.0, requests=len(work))
