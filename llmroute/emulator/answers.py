@@ -88,8 +88,7 @@ def last_user_text(messages: Sequence[Any]) -> str:
 def compose(body: dict[str, Any], prompt: str, *, profile: str, seed: int, labels: Labels | None,
             judge_noise: float, babble: Callable[[], list[str]]) -> Answer:
     """The answer to a checked request; ``Refused`` for a schema no answer can satisfy."""
-    rng = random.Random(f"{seed}\x00{prompt}")
-    tool = _tool_call(body, rng)
+    tool = _tool_call(body, seed, prompt) if body.get("tools") else None
     if tool is not None:
         return tool
     fmt = body.get("response_format")
@@ -109,18 +108,21 @@ def compose(body: dict[str, Any], prompt: str, *, profile: str, seed: int, label
         if schema is None:  # json_object: any object
             return Answer(_sliced(_json({"answer": "".join(babble()).strip()})))
         try:
-            return Answer(_sliced(_json(generate(schema, rng))))
+            return Answer(_sliced(_json(generate(schema, _rng(seed, prompt)))))
         except SchemaError as exc:
             name = str(spec.get("name", "response"))[:64]
             raise Refused(f"Invalid schema for response_format '{name}': {exc}", "response_format") from None
     return Answer(tuple(babble()))
 
 
-def _tool_call(body: dict[str, Any], rng: random.Random) -> Answer | None:
+def _rng(seed: int, prompt: str) -> random.Random:
+    """The same draws for the same prompt and seed, whatever came before: structured answers are deterministic."""
+    return random.Random(f"{seed}\x00{prompt}")
+
+
+def _tool_call(body: dict[str, Any], seed: int, prompt: str) -> Answer | None:
     """A call to one of ``tools`` when ``tool_choice`` asks for one (``auto``: unless a tool just answered)."""
-    tools = body.get("tools")
-    if not tools:
-        return None
+    tools, rng = body["tools"], _rng(seed, prompt)
     schemas = []
     for i, tool in enumerate(tools):  # every schema is checked, as a provider does, not only the one called
         function = tool["function"]
