@@ -27,7 +27,7 @@ FromOption = Annotated[Optional[str], typer.Option("--from", help="Start date (Y
 ToOption = Annotated[Optional[str], typer.Option(help="End date, inclusive for a plain date")]
 
 
-def _config_or_none(path: Optional[Path]) -> RouterConfig | None:
+def config_or_none(path: Optional[Path]) -> RouterConfig | None:
     candidate = path if path is not None else default_config_path()
     if path is None and not candidate.exists():
         return None
@@ -59,7 +59,7 @@ def open_period(
         lo, hi = window(since, from_, to)
     except ValueError as exc:
         _fail(str(exc))
-    cfg = _config_or_none(config)
+    cfg = config_or_none(config)
     return lo, hi, cfg, open_ledger_store(ledger, cfg)
 
 

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.text import Text
 
-from .cli import FormatOption, JsonAlias, OutputFormat, _fail, _load, app, console, output_format, print_csv, print_json
+from .cli import (FormatOption, JsonAlias, OutputFormat, _fail, _load, app, console, output_format, print_csv,
+                  print_json)
 from .config import RouterConfig, default_config_path
 from .errors import LLMRouteError
 from .pricing import format_price_per_m, format_usd, parse_token_amount
@@ -104,8 +105,8 @@ def plan(
     console.print(f"100% {baseline} (baseline): {format_usd(baseline_usd)}/month; "
                   f"{format_price_per_m(baseline_usd * 1e6 / tokens)} per 1M tokens", highlight=False)
     for row in rows:
-        console.print(describe(row, tokens), highlight=False)
-    console.print(measurement["summary"], highlight=False)
+        console.print(describe(row, tokens), highlight=False, soft_wrap=True)  # one line per strategy, for grep
+    console.print(measurement["summary"], highlight=False, soft_wrap=True)
 
 
 def _measured(explicit: RouterConfig | None, ledger: Optional[str], since: Optional[str],

@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .cli import FormatOption, OutputFormat, _fail, app, check_plot_path, console, err, output_format, print_csv, print_json
+from .cli import (FormatOption, OutputFormat, _fail, app, check_plot_path, console, err, output_format, print_csv,
+                  print_json)
 from .cli_ledger import ConfigOption, FromOption, LedgerOption, SinceOption, ToOption, open_period
 from .errors import LLMRouteError
 from .pricing import format_usd

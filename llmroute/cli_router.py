@@ -11,7 +11,10 @@ from rich.text import Text
 
 from .cli import (FormatOption, JsonAlias, OutputFormat, _fail, app, check_plot_path, console, err, output_format,
                   print_csv, print_json)
+from .cli_ledger import ConfigOption, LedgerOption, config_or_none, open_ledger_store
 from .errors import LLMRouteError
+from .ledger import Store
+from .quality.data import Example
 
 router_app = typer.Typer(help="Train and evaluate the quality-aware router's model.", no_args_is_help=True)
 app.add_typer(router_app, name="router")
@@ -30,10 +33,37 @@ def _lines(path: Path):  # type: ignore[no-untyped-def]
         _fail(str(exc))
 
 
+def ledger_examples(store: Store, since_ts: float | None = None) -> tuple[list[Example], int]:
+    """Training examples from the ledger's graded pairs that kept their prompt (``shadow.store_text``), and the
+    number of graded pairs that could not be used because they kept no text.
+
+    The candidate tier's grade is the weak score, the reference tier's the strong one; the route (or strategy)
+    is the benchmark, so cross-validation reports per route."""
+    from .quality_report import load_pairs
+
+    examples, textless = [], 0
+    for pair in load_pairs(store, since_ts):
+        if pair.candidate_grade is None or pair.reference_grade is None:
+            continue
+        if not pair.prompt or not pair.prompt.strip():
+            textless += 1
+            continue
+        examples.append(Example(id=pair.request_id, benchmark=pair.route or pair.strategy or "ledger",
+                                prompt=pair.prompt, weak=pair.candidate_grade, strong=pair.reference_grade))
+    return examples, textless
+
+
 @router_app.command()
 def train(
-    data: Annotated[Path, typer.Option(help="Labelled prompts, one JSON object a line (see docs/QUALITY.md)")],
     out: Annotated[Path, typer.Option(help="Where to write the model (.json.gz or .json)")],
+    data: Annotated[Optional[Path], typer.Option(
+        help="Labelled prompts, one JSON object a line (see docs/QUALITY.md)")] = None,
+    from_ledger: Annotated[bool, typer.Option(
+        "--from-ledger", help="Train on the ledger's graded pairs (they keep prompts only with shadow.store_text)")] = False,
+    ledger: LedgerOption = None,
+    config: ConfigOption = None,
+    since: Annotated[Optional[str], typer.Option(
+        help="With --from-ledger, only pairs from this span back from now: 12h, 7d, 4w (default: all)")] = None,
     c: Annotated[float, typer.Option(help="Inverse regularisation strength of the linear models")] = 0.3,
     seed: Annotated[int, typer.Option(help="Seed for the cross-validation folds")] = 20260,
 ) -> None:
@@ -42,7 +72,12 @@ def train(
 
     from .quality.train import TrainSettings, train as fit
 
-    examples = _examples(data)
+    if (data is None) == (not from_ledger):
+        _fail("give exactly one of --data FILE and --from-ledger")
+    if data is not None:
+        examples = _examples(data)
+    else:
+        examples = _ledger_examples(ledger, config, since)
     with Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), TimeElapsedColumn(), console=err) as progress:
         task = progress.add_task(f"training on {len(examples):,} prompts", total=None)
         try:
@@ -58,6 +93,32 @@ def train(
     console.print(f"wrote {out} ({out.stat().st_size:,} bytes, {len(model.term_table):,} terms); "
                   f"cross-validated, whole subjects held out: calls for 95% quality {_share(v['calls_for_95'])} "
                   f"(random {_share(v['random_calls_for_95'])}), APGR {v['apgr']:.3f}", highlight=False)
+
+
+def _ledger_examples(ledger: Optional[str], config: Optional[Path], since: Optional[str]) -> list[Example]:
+    from .report import window
+
+    cfg = config_or_none(config)
+    store = open_ledger_store(ledger, cfg)
+    since_ts = None
+    if since is not None:
+        try:
+            since_ts = window(since, None, None)[0]
+        except ValueError as exc:
+            _fail(str(exc))
+    try:
+        examples, textless = ledger_examples(store, since_ts)
+    finally:
+        store.close()
+    if not examples:
+        why = (f"its {textless:,} graded pairs kept no prompt: set shadow.store_text: true (prompts are then stored "
+               "in the ledger) or train from `llmroute quality collect` labels with --data" if textless else
+               "it has no graded pairs: start with `shadow: {rate: 0.05, store_text: true}` or `llmroute quality collect`")
+        _fail(f"the ledger {store.where} has nothing to train on: {why}")
+    if textless:
+        err.print(f"{textless:,} graded pairs kept no prompt (recorded without shadow.store_text) and were left out",
+                  highlight=False)
+    return examples
 
 
 @router_app.command("eval")

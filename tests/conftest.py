@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -21,6 +22,15 @@ os.environ.pop("LLMROUTE_LEDGER", None)
 # proxy the machine happens to have set.
 for _name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
     os.environ.pop(_name, None)
+
+
+@pytest.fixture(autouse=True)
+def _restore_log_levels() -> Iterator[None]:
+    """Commands run in-process (demo, quality collect) quiet the ``llmroute`` logger; later tests need it back."""
+    levels = {name: logging.getLogger(name).level for name in ("llmroute", "llmroute.ledger")}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def emulator(profile: str, **settings: Any) -> EmulatorThread:

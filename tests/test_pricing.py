@@ -72,12 +72,13 @@ def test_plan_reproduces_the_seed_figures() -> None:
     assert balanced.savings_pct == pytest.approx(64)
     assert describe(balanced, tokens) == (
         "balanced: 80% runpod / 20% cerebras: $160 + $200 = $360/month; "
-        f"savings $640/month (64%); blended $0.036 per 1M tokens; expected quality {balanced.expected_quality:.1%} "
-        "of strong-only"
+        "savings $640/month (64%); blended $0.036 per 1M tokens; quality not measured on your traffic"
     )
-    # A split that ignores the prompt keeps the random line between weak-only and strong-only quality.
+    # Asked for, the shipped model's benchmark curve: a split that ignores the prompt keeps its random line.
+    _, with_benchmark = plan(load_config(SEED), tokens, benchmark=True)
+    bench = next(r for r in with_benchmark if r.strategy == "balanced").benchmark
     line = QualityRouter.load().validation["quality"]
-    assert balanced.expected_quality == pytest.approx((0.8 * line[0] + 0.2 * line[-1]) / line[-1])
+    assert bench is not None and bench.value == pytest.approx((0.8 * line[0] + 0.2 * line[-1]) / line[-1])
     assert by_name["cost_optimized"].share == {"runpod": 1.0}
     assert by_name["latency_optimized"].share == {"cerebras": 1.0}
     assert by_name["quality_optimized"].share == {"cerebras": 1.0}

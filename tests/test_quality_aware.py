@@ -116,18 +116,19 @@ def test_price_and_quality_targets_set_the_share(seed_config: dict[str, Any], mo
 
 
 def test_plan_shows_quality_aware_with_expected_quality(model: QualityRouter) -> None:
-    proc = llmroute("plan", "--monthly-tokens", "10B", "--json")
+    proc = llmroute("plan", "--monthly-tokens", "10B", "--json", "--benchmark-quality")
     assert proc.returncode == 0, proc.stderr
     rows = {r["strategy"]: r for r in json.loads(proc.stdout)["strategies"]}
     qa, balanced = rows["quality_aware"], rows["balanced"]
     assert qa["share"] == pytest.approx({"runpod": 0.8, "cerebras": 0.2})  # the default target: 20% strong
     assert qa["total_usd"] == pytest.approx(balanced["total_usd"])  # the seed's $360 at 10B tokens
-    assert qa["expected_quality"] == pytest.approx(model.expected_quality(0.2))
-    assert qa["expected_quality"] > balanced["expected_quality"]  # same spend, chosen prompts vs a random fifth
-    assert rows["quality_optimized"]["expected_quality"] == pytest.approx(1.0)
-    proc = llmroute("plan", "--monthly-tokens", "10B", "--min-quality", "0.95")
+    assert qa["benchmark_quality"]["value"] == pytest.approx(model.expected_quality(0.2))
+    # same spend, chosen prompts vs a random fifth
+    assert qa["benchmark_quality"]["value"] > balanced["benchmark_quality"]["value"]
+    assert rows["quality_optimized"]["benchmark_quality"]["value"] == pytest.approx(1.0)
+    proc = llmroute("plan", "--monthly-tokens", "10B", "--min-quality", "0.95", "--benchmark-quality")
     line = next(l for l in proc.stdout.splitlines() if l.startswith("quality_aware"))
-    assert "cerebras" in line and "expected quality 9" in line
+    assert "cerebras" in line and "benchmark quality 9" in line
     bad = llmroute("plan", "--monthly-tokens", "10B", "--min-quality", "0.95", "--strong-share", "0.2")
     assert bad.returncode == 2 and "set exactly one" in bad.stderr
 

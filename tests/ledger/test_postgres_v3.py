@@ -84,3 +84,29 @@ def test_a_fresh_postgres_ledger_starts_at_v3(postgres_dsn: str) -> None:
             (30, '["n=0"]', 0.0)]
     finally:
         store.close()
+
+
+def test_quality_and_report_read_pairs_from_postgres(postgres_dsn: str) -> None:
+    import json
+
+    from ..test_cli import llmroute
+    from ..test_quality_report import synthetic_pairs
+
+    dsn = _database(postgres_dsn, "ledger_quality")
+    pairs = synthetic_pairs(120)
+    ledger = Ledger(open_store(dsn), flush_interval_s=0.01)
+    for p in pairs:
+        ledger.record_pair(p)
+    ledger.close()
+    graded = [p for p in pairs if p.graded]
+    for by in ("strategy", "tag", "day", "decision"):
+        proc = llmroute("quality", "--ledger", dsn, "--by", by, "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        data = json.loads(proc.stdout)
+        assert data["total"]["pairs"] == len(graded) and data["total"]["ungraded"] == len(pairs) - len(graded)
+        assert data["total"]["retained"] == pytest.approx(sum(p.served_grade for p in graded)
+                                                          / sum(p.reference_grade for p in graded))
+    assert data["curve"]["pairs"] == sum(p.quality_score is not None for p in graded)
+    proc = llmroute("report", "--ledger", dsn, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["measurement"]["shadow_cost_usd"] == pytest.approx(0.12)
