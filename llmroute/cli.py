@@ -367,7 +367,7 @@ def demo(
                          TimeElapsedColumn(), console=err, transient=True, disable=fmt != OutputFormat.TABLE) as progress:
             summaries = run_all(cfg, work, lambda name: partial(progress.advance, progress.add_task(name, total=len(work))),
                                 concurrency=concurrency, max_tokens=max_tokens, outage=outage, ledger=demo_ledger,
-                                seed=seed, labels=pair and pair.labels)
+                                seed=seed, labels=pair.labels if pair is not None else None)
     except LLMRouteError as exc:  # the ledger file cannot be opened
         _fail(str(exc))
     finally:
