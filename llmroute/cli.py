@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import sys
-import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -24,7 +23,6 @@ from . import __version__
 from .config import ProviderConfig, RouterConfig, load_config
 from .config.loading import shown_url
 from .errors import ConfigError, LLMRouteError
-from .ledger import Ledger, open_store, price_rows
 from .state import InMemoryState
 from .strategies import QualityAware, RouteRequest, RoutingStrategy, build_strategy
 
@@ -258,20 +256,29 @@ def emulate(
     seed: Annotated[int, typer.Option(help="Random seed for latency, text and fault rolls")] = 0,
     prompt_cache: Annotated[bool, typer.Option(help="Report repeated message prefixes as cached prompt tokens")] = False,
     tokens_per_minute: Annotated[Optional[int], typer.Option(help="Enforce a token bucket (prompt + max_tokens per request)")] = None,
+    labels: Annotated[Optional[Path], typer.Option(
+        help="Labelled mode: answer the prompts of this JSONL file right or wrong (and judge answers to them)")] = None,
+    accuracy: Annotated[Optional[float], typer.Option(
+        min=0.0, max=1.0, help="Labelled mode: share of labelled prompts answered right (default: the profile's)")] = None,
+    judge_noise: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Labelled mode: probability that a judge verdict is flipped")] = 0.0,
 ) -> None:
     """Run a local OpenAI-compatible server that behaves like a paid provider."""
-    from .emulator import EmulatorSettings, FaultPlan, get_profile, parse_fault_rate, serve
+    from .emulator import EmulatorSettings, FaultPlan, Labels, get_profile, parse_fault_rate, serve
 
     try:
         chosen = get_profile(profile)
         rates = dict(parse_fault_rate(spec) for spec in fault or [])
-    except ValueError as exc:
+        known = None if labels is None else Labels.load(
+            labels, seed=seed, accuracy=None if accuracy is None else {chosen.name: accuracy})
+    except (OSError, ValueError) as exc:
         _fail(str(exc))
     if not speed > 0:
         _fail("--speed must be > 0 (use inf for no latency)")
     settings = EmulatorSettings(
         profile=chosen, speed=speed, latency_ms=latency_ms, retry_after_s=retry_after, api_key=api_key,
         seed=seed, faults=FaultPlan(rates, seed=seed), prompt_cache=prompt_cache, tokens_per_minute=tokens_per_minute,
+        labels=known, judge_noise=judge_noise,
     )
     try:
         serve(settings, host, port)
@@ -321,58 +328,53 @@ def demo(
     speed: Annotated[float, typer.Option(help="Emulators run this many times faster than real providers")] = 20.0,
     max_tokens: Annotated[int, typer.Option(min=1)] = 300,
     seed: Annotated[int, typer.Option(help="Seed of the workload and the emulators: the same seed gives the same "
-                                           "split, cost and fallbacks")] = 0,
+                                           "split, cost, fallbacks and true quality")] = 0,
+    shadow_rate: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Emulated pair: share of answers shadowed and graded to measure quality (0: off)")] = 1.0,
     fmt: FormatOption = "table",
     as_json: JsonAlias = False,
     ledger: Annotated[Optional[Path], typer.Option(
         help="Record the emulated run in this SQLite ledger (real providers always record where the config says)")] = None,
 ) -> None:
-    """Route a lead-qualification / document-analysis workload through every strategy.
+    """Route a lead-qualification / extraction / chat workload with known answers through every strategy.
 
-    Splits and costs are reproducible with --seed (latency_optimized follows measured latency, so its
-    split also depends on timing); latencies are measured, so they vary from run to run.
+    Splits, costs and the true quality kept are reproducible with --seed (latency_optimized follows measured
+    latency, so its split also depends on timing); latencies are measured, so they vary from run to run.
     """
-    from .demo import EmulatedPair, Outage, demo_tables, run_strategy, workload
+    from contextlib import nullcontext
+    from functools import partial
+
+    from .demo import EmulatedPair, Outage, demo_tables, quality_table, recording, run_all, truth, workload
 
     fmt = output_format(fmt, as_json)
     pair: EmulatedPair | None = None
     outage: Outage | None = None
+    work = workload(requests, seed)
     if config is not None:
-        cfg = _load(config)
-        note = f"real providers from {config}; no injected fault"
+        cfg, note = _load(config), f"real providers from {config}; no injected fault"
     else:
         if not speed > 0:
             _fail("--speed must be > 0")
-        pair = EmulatedPair.start(speed, seed)
+        pair = EmulatedPair.start(speed, seed, truth(work, seed), shadow_rate, requests)
         cfg, outage, note = pair.config, pair.outage, pair.note
     # Fallbacks are the point of the demo; show them in the table, not as log lines.
     logging.getLogger("llmroute").setLevel(logging.ERROR)
-    work = workload(requests, seed)
-    summaries = []
-    # Emulated traffic stays out of the user's real ledger unless asked for.
-    demo_ledger: Ledger | bool | None = None if config is not None else False
-    if config is None and ledger is not None:
-        try:
-            demo_ledger = Ledger(open_store(str(ledger)))
-            demo_ledger.store.put_prices(price_rows(cfg), time.time())
-        except LLMRouteError as exc:
-            _fail(str(exc))
+    measuring = pair is not None and shadow_rate > 0
+    # Emulated traffic stays out of the user's real ledger unless asked for; measuring keeps it in a scratch one.
     try:
-        with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err, transient=True, disable=fmt != OutputFormat.TABLE) as progress:
-            for strategy in RoutingStrategy:
-                task = progress.add_task(strategy.value, total=len(work))
-                run = asyncio.run(run_strategy(
-                    cfg, strategy, work, concurrency=concurrency, max_tokens=max_tokens, outage=outage,
-                    on_done=lambda task=task: progress.advance(task), ledger=demo_ledger,
-                ))
-                summaries.append(run.summary(cfg))
+        with (recording(cfg, ledger, measuring=measuring) if pair is not None else nullcontext(None)) as demo_ledger, \
+                Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                         TimeElapsedColumn(), console=err, transient=True, disable=fmt != OutputFormat.TABLE) as progress:
+            summaries = run_all(cfg, work, lambda name: partial(progress.advance, progress.add_task(name, total=len(work))),
+                                concurrency=concurrency, max_tokens=max_tokens, outage=outage, ledger=demo_ledger,
+                                seed=seed, labels=pair.labels if pair is not None else None)
+    except LLMRouteError as exc:  # the ledger file cannot be opened
+        _fail(str(exc))
     finally:
         if pair is not None:
             pair.stop()
-        if isinstance(demo_ledger, Ledger):
-            demo_ledger.close()
-            err.print(f"recorded in {ledger}: see `llmroute report --ledger {ledger}`", highlight=False)
+    if pair is not None and ledger is not None:
+        err.print(f"recorded in {ledger}: see `llmroute report --ledger {ledger}`", highlight=False)
     if fmt == OutputFormat.JSON:
         print_json({"note": note, "seed": seed, "baseline": cfg.baseline(), "strategies": summaries})
     elif fmt == OutputFormat.CSV:
@@ -380,6 +382,8 @@ def demo(
     else:
         for table in demo_tables(summaries, cfg, note, outage is not None):
             console.print(table)
+        if pair is not None:
+            console.print(quality_table(summaries, cfg.quality_pair()[0], shadow_rate))
 
 
 def main() -> None:

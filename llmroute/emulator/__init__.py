@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .faults import FAULTS, FaultPlan, parse_fault_rate
+from .labels import Label, Labels
 from .profiles import Profile, get_profile, profiles
 from .server import Emulator, EmulatorSettings
 
@@ -111,6 +112,8 @@ __all__ = [
     "EmulatorSettings",
     "EmulatorThread",
     "FaultPlan",
+    "Label",
+    "Labels",
     "Profile",
     "RunningEmulator",
     "get_profile",

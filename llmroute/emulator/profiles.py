@@ -22,6 +22,8 @@ class Profile:
     error_style: str
     ratelimit_headers: bool
     completion_tokens: tuple[int, int]
+    accuracy: float = 0.8
+    """Labelled mode: the share of labelled prompts this profile answers right (unless a label says)."""
 
 
 @cache

@@ -18,7 +18,10 @@ import orjson
 from aiohttp import web
 
 from ..tokens import count_message_tokens, count_tokens
+from .answers import Answer, Refused, compose, last_user_text
 from .faults import BAD_USAGE, HEADER, FaultPlan, check_fault
+from .labels import Labels
+from .params import invalid_param
 from .profiles import Profile
 
 _WORDS = (
@@ -47,6 +50,10 @@ class EmulatorSettings:
     """Enforce a Cerebras-style token bucket: each request charges prompt + max_tokens; over it, 429."""
     prompt_cache: bool = False
     """Report repeated message prefixes as ``usage.prompt_tokens_details.cached_tokens``, as OpenAI does."""
+    labels: Labels | None = None
+    """Labelled mode: answer these prompts right or wrong, and judge prompts about them, by their truth."""
+    judge_noise: float = 0.0
+    """Labelled mode: the probability that a judge verdict is flipped (seeded per prompt)."""
 
 
 class Emulator:
@@ -155,14 +162,19 @@ class Emulator:
             return limited
         low, high = self.profile.completion_tokens
         target = max(1, min(int(max_tokens), self._rng.randint(low, high)))
-        pieces = self._completion(target)
-        completion_tokens = sum(count_tokens(p) for p in pieces)
+        try:
+            answer = compose(body, last_user_text(messages) if chat else prompt, profile=self.profile.name,
+                             seed=self.settings.seed, labels=self.settings.labels,
+                             judge_noise=self.settings.judge_noise, babble=lambda: self._completion(target))
+        except Refused as exc:
+            return self._count("400", self._error(400, str(exc), "invalid_request_error", param=exc.param))
+        completion_tokens = answer.completion_tokens
         latency_s = self._latency_s()
         headers = self._ratelimit_headers(prompt_tokens + completion_tokens)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return await self._stream(
-                request, body, chat, pieces, prompt_tokens, completion_tokens, latency_s, headers,
+                request, body, chat, answer, prompt_tokens, completion_tokens, latency_s, headers,
                 include_usage, fault, cached_tokens,
             )
         if latency_s:
@@ -170,13 +182,12 @@ class Emulator:
         if fault in ("stream_cut", "stream_cut_first"):
             _reset(request)
             return web.Response()
-        text = "".join(pieces)
-        finish = "length" if completion_tokens >= int(max_tokens) else "stop"
+        finish = answer.finish_reason or ("length" if completion_tokens >= int(max_tokens) else "stop")
         choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
         if chat:
-            choice["message"] = "str" if fault == "bad_message" else {"role": "assistant", "content": text}
+            choice["message"] = "str" if fault == "bad_message" else answer.message()
         else:
-            choice["text"] = 5 if fault == "bad_message" else text
+            choice["text"] = 5 if fault == "bad_message" else answer.text
         payload = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}" if chat else f"cmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion" if chat else "text_completion",
@@ -240,7 +251,7 @@ class Emulator:
             raise
 
     async def _stream_events(
-        self, request: web.Request, body: dict[str, Any], chat: bool, pieces: list[str],
+        self, request: web.Request, body: dict[str, Any], chat: bool, answer: Answer,
         prompt_tokens: int, completion_tokens: int, latency_s: float, headers: dict[str, str],
         include_usage: bool, fault: str | None, cached_tokens: int = 0,
     ) -> web.StreamResponse:
@@ -248,7 +259,8 @@ class Emulator:
             "Content-Type": "text/event-stream", "Cache-Control": "no-cache", **headers,
         })
         ttft_s = latency_s * 0.3
-        per_piece_s = (latency_s - ttft_s) / max(1, len(pieces))
+        deltas: list[Any] = answer.deltas() if chat else list(answer.pieces)
+        per_piece_s = (latency_s - ttft_s) / max(1, len(deltas) - chat)
         if ttft_s:
             await asyncio.sleep(ttft_s)
         await response.prepare(request)
@@ -260,32 +272,28 @@ class Emulator:
         base = {"id": cid, "object": "chat.completion.chunk" if chat else "text_completion",
                 "created": created, "model": self.profile.model}
 
-        def chunk(delta_text: str | None, finish: str | None = None, role: bool = False) -> bytes:
+        def chunk(delta: Any, finish: str | None = None) -> bytes:
             if chat:
-                delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
-                if delta_text is not None:
-                    delta["content"] = delta_text
-                choice: dict[str, Any] = {"index": 0, "delta": "str" if fault == "bad_message" else delta,
+                choice: dict[str, Any] = {"index": 0, "delta": "str" if fault == "bad_message" else delta or {},
                                           "finish_reason": finish, "logprobs": None}
             else:
-                choice = {"index": 0, "text": 5 if fault == "bad_message" else delta_text or "",
+                choice = {"index": 0, "text": 5 if fault == "bad_message" else delta or "",
                           "finish_reason": finish, "logprobs": None}
             event: dict[str, Any] = {**base, "choices": [5] if fault == "bad_choices" else [choice]}
             if fault == "bad_usage":  # continuous usage on every chunk, spoilt from the first
                 event["usage"] = _usage(prompt_tokens, 0, 0, fault)
             return b"data: " + orjson.dumps(event) + b"\n\n"
 
-        if chat:
-            await response.write(chunk(None, role=True))
-        cut_at = len(pieces) // 2 if fault == "stream_cut" else None
-        for i, piece in enumerate(pieces):
+        cut_at = (len(deltas) + chat) // 2 if fault == "stream_cut" else None
+        for i, delta in enumerate(deltas):
             if cut_at is not None and i == cut_at:
                 _reset(request)
                 return response
-            if per_piece_s:
+            if per_piece_s and (i or not chat):  # a chat stream's first delta (the role) comes with the first byte
                 await asyncio.sleep(per_piece_s)
-            await response.write(chunk(piece))
-        finish = "length" if completion_tokens >= int(body.get("max_completion_tokens") or body.get("max_tokens") or 1 << 30) else "stop"
+            await response.write(chunk(delta))
+        limit = int(body.get("max_completion_tokens") or body.get("max_tokens") or 1 << 30)
+        finish = answer.finish_reason or ("length" if completion_tokens >= limit else "stop")
         await response.write(chunk(None, finish=finish))
         if include_usage:
             usage_event = {**base, "choices": [], "usage": _usage(prompt_tokens, completion_tokens, cached_tokens, fault)}
@@ -377,41 +385,6 @@ class Emulator:
     def _count(self, key: str, response: web.Response) -> web.Response:
         self.stats[key] = self.stats.get(key, 0) + 1
         return response
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-# name: (check, what it must be); None is always allowed (the parameter's default).
-_PARAMS: dict[str, tuple[Any, str]] = {
-    "max_tokens": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
-    "max_completion_tokens": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
-    "n": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 128, "an integer from 1 to 128"),
-    "temperature": (lambda v: _number(v) and 0 <= v <= 2, "a number from 0 to 2"),
-    "top_p": (lambda v: _number(v) and 0 <= v <= 1, "a number from 0 to 1"),
-    "stream": (lambda v: isinstance(v, bool), "a boolean"),
-    "stream_options": (lambda v: isinstance(v, dict), "an object"),
-}
-
-
-def invalid_param(body: dict[str, Any], *, chat: bool) -> tuple[str, str] | None:
-    """(message, param) for a field of the wrong type or range, as a real provider refuses it with a 400."""
-    for name, (check, must_be) in _PARAMS.items():
-        value = body.get(name)
-        if value is not None and not check(value):
-            return f"'{name}' must be {must_be}, got {orjson.dumps(value)[:40].decode(errors='replace')}", name
-    if chat and isinstance(body.get("messages"), list):
-        for i, message in enumerate(body["messages"]):
-            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-                return f"messages[{i}] must be an object with a string 'role'", f"messages[{i}]"
-            content = message.get("content")
-            if content is not None and not isinstance(content, (str, list)):
-                return f"messages[{i}].content must be a string or a list of parts", f"messages[{i}].content"
-            for j, part in enumerate(content if isinstance(content, list) else ()):
-                if not isinstance(part, dict) or (part.get("type") == "text" and not isinstance(part.get("text"), str)):
-                    return f"messages[{i}].content[{j}] must be a part object with string text", f"messages[{i}].content[{j}]"
-    return None
 
 
 def _usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, fault: str | None = None) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 With no config it starts two emulated providers (the seed's Cerebras and RunPod
 pair) and makes RunPod fail for the second quarter of each run; with a config
 it sends the same workload to the real providers, with no injected fault.
+The workload's answers are known (``workload.py``): the emulated pair answers
+from them, so the demo knows the true quality each strategy kept.
 """
 
 from __future__ import annotations
@@ -11,68 +13,31 @@ import asyncio
 import math
 import random
 import statistics
+import tempfile
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from rich.text import Text
 
-from .breaker import CLOSED
-from .config import RouterConfig, load_config
-from .errors import LLMRouteError
-from .pricing import cost_usd, format_price_per_m, per_million
-from .result import RouteResult
-from .ledger import Ledger
-from .router import LLMRouter
-from .strategies import RoutingStrategy
+from ..breaker import CLOSED
+from ..config import RouterConfig, load_config
+from ..errors import LLMRouteError
+from ..pricing import cost_usd, format_price_per_m, per_million
+from ..result import RouteResult
+from ..ledger import Ledger, open_store, price_rows
+from ..router import LLMRouter
+from ..strategies import RoutingStrategy
+from .quality import measured_retained, quality_table, shadow_settings
+from .workload import DemoRequest, truth, workload
 
 if TYPE_CHECKING:
-    from .emulator import EmulatorThread
-
-_COMPANIES = ["TechCorp", "Acme Logistics", "Northwind Health", "Bluewave Retail", "Quantum Analytics",
-              "Greenfield Energy", "Summit Legal", "Atlas Manufacturing", "Helix Bio", "Orbit Media"]
-_INDUSTRIES = ["SaaS", "logistics", "healthcare", "retail", "fintech", "energy", "legal services", "manufacturing"]
-_DOCS = [
-    "Master services agreement, 14 pages: 3-year term, auto-renewal, 60-day termination notice, "
-    "liability capped at 12 months of fees, data processing addendum attached.",
-    "Q3 board report: revenue up 18% year on year, gross margin 71%, net revenue retention 112%, "
-    "two enterprise logos churned, hiring plan cut by 10%.",
-    "Vendor security questionnaire: SOC 2 Type II, encryption at rest with AES-256, annual penetration "
-    "test, no formal incident-response drill in the last year.",
-    "Customer support transcript: user cannot export reports to CSV since the last release; workaround "
-    "offered; customer threatens to escalate to their account manager.",
-]
-_CHAT = [
-    "Draft a short follow-up email to a prospect who asked for pricing last week.",
-    "What questions should I ask in a discovery call with a mid-market logistics company?",
-    "Summarise the main objections SaaS buyers raise about usage-based pricing.",
-    "Rewrite this sentence to sound more confident: we think our product might help your team.",
-]
-
-
-def workload(n: int, seed: int = 7) -> list[list[dict[str, str]]]:
-    """``n`` chat requests: about half lead qualification, a third document analysis, the rest chat."""
-    rng = random.Random(seed)
-    requests = []
-    for _ in range(n):
-        roll = rng.random()
-        if roll < 0.5:
-            company, industry = rng.choice(_COMPANIES), rng.choice(_INDUSTRIES)
-            prompt = (f"Qualify this lead: {company}, {rng.choice([12, 45, 120, 500, 2300, 9000])} employees, "
-                      f"{industry} industry. Budget signal: {rng.choice(['none', 'approved', 'exploring'])}. "
-                      "Answer with a score from 1 to 10, a one-line reason and the next step.")
-            system = "You are a B2B sales assistant. Be concise."
-        elif roll < 0.83:
-            prompt = f"Analyse this document and list the three most important points and any risks:\n{rng.choice(_DOCS)}"
-            system = "You are a careful analyst."
-        else:
-            prompt = rng.choice(_CHAT)
-            system = "You are a helpful assistant."
-        requests.append([{"role": "system", "content": system}, {"role": "user", "content": prompt}])
-    return requests
-
+    from ..emulator import EmulatorThread, Labels
 
 PHASES = ("before", "outage", "after")
 
@@ -94,23 +59,28 @@ class EmulatedPair:
     config: RouterConfig
     outage: Outage
     note: str
+    labels: Labels | None = None
+    """What the pair answers from (labelled mode), when it was started with them."""
 
     @classmethod
-    def start(cls, speed: float, seed: int) -> EmulatedPair:
-        from .emulator import EmulatorSettings, EmulatorThread, get_profile
+    def start(cls, speed: float, seed: int, labels: Labels | None = None, shadow_rate: float = 0.0,
+              requests: int = 0) -> EmulatedPair:
+        """The pair at ``speed``; with ``labels`` it answers from them, and ``shadow_rate`` > 0 measures quality."""
+        from ..emulator import EmulatorSettings, EmulatorThread, get_profile
 
         emulators = {}
         for offset, name in enumerate(("cerebras", "runpod")):
             # No Retry-After on the outage's 503s: a cool-down's length in wall-clock time would decide which
             # requests skip the provider, and the figures would change with the machine's speed.
             emulators[name] = EmulatorThread(EmulatorSettings(get_profile(name), speed=speed, seed=seed + offset,
-                                                              retry_after_s=0.0))
+                                                              retry_after_s=0.0, labels=labels))
         runpod = emulators["runpod"]
         pace = ("emulated providers answering at once" if speed == float("inf") else
                 f"emulated providers at {speed:g}x real speed (multiply latencies by {speed:g} for real time)")
-        return cls(emulators, emulated_config({n: e.base_url for n, e in emulators.items()}, speed),
+        settings = shadow_settings(shadow_rate, requests) if shadow_rate > 0 else {}
+        return cls(emulators, emulated_config({n: e.base_url for n, e in emulators.items()}, speed, **settings),
                    Outage("runpod", lambda: runpod.set_faults({"503": 1.0}), lambda: runpod.set_faults({})),
-                   f"{pace}; runpod answers 503 for the second quarter of each run; seed {seed}")
+                   f"{pace}; runpod answers 503 for the second quarter of each run; seed {seed}", labels)
 
     def stop(self) -> None:
         for emulator in self.emulators.values():
@@ -127,8 +97,13 @@ class StrategyRun:
     """Which provider answered, before, during and after the outage (all under ``before`` without one)."""
     decisions_by_phase: dict[str, Counter[str]] = field(default_factory=lambda: {p: Counter() for p in PHASES})
     """quality_aware: the tier each prompt was scored into (``strong``/``weak``), whoever answered it."""
+    served: list[tuple[str, str]] = field(default_factory=list)
+    """(prompt, provider) of each answered request: with the labels, the true quality kept."""
+    shadow: dict[str, Any] | None = None
+    """Shadow evaluation's counts (sampled, completed, dropped by reason, spend) when it ran; every sampled
+    request was graded or dropped before the run ended."""
 
-    def summary(self, config: RouterConfig) -> dict[str, Any]:
+    def summary(self, config: RouterConfig, labels: Labels | None = None) -> dict[str, Any]:
         latencies = sorted(r.latency_ms for r in self.results)
         tokens = sum(r.total_tokens for r in self.results)
         # fsum: the same answers give the same figure whatever order they arrived in.
@@ -149,7 +124,18 @@ class StrategyRun:
             "p95_ms": _percentile(latencies, 95),
             "fallbacks": sum(r.fallback for r in self.results),
             "errors": len(self.errors),
+            "true_retained": None if labels is None else true_retained(self.served, labels, config.quality_pair()[0]),
         }
+
+
+def true_retained(served: list[tuple[str, str]], labels: Labels, reference: str) -> float | None:
+    """Right answers among those served over right answers had ``reference`` served every request.
+
+    The truth the shadow estimate is checked against; None when the reference would have been right on nothing.
+    """
+    right = sum(bool(labels.is_correct(provider, prompt)) for prompt, provider in served)
+    reference_right = sum(bool(labels.is_correct(reference, prompt)) for prompt, _ in served)
+    return right / reference_right if reference_right else None
 
 
 def _strong_share(decisions: Counter[str]) -> float | None:
@@ -166,16 +152,19 @@ def _percentile(sorted_values: list[float], pct: float) -> float:
 
 
 async def run_strategy(
-    config: RouterConfig, strategy: RoutingStrategy, requests: list[list[dict[str, str]]], *,
+    config: RouterConfig, strategy: RoutingStrategy, requests: list[DemoRequest], *,
     concurrency: int, max_tokens: int, outage: Outage | None = None,
-    on_done: Callable[[], None] | None = None, ledger: Ledger | bool | None = None,
+    on_done: Callable[[], None] | None = None, ledger: Ledger | bool | None = None, shadow_seed: int | None = None,
 ) -> StrategyRun:
     """Send ``requests`` through a fresh router; the outage covers the second quarter of them.
 
     The run is reproducible: the outage starts and ends between requests (those in flight finish first),
     and after it requests go one at a time, each at the moment the provider's breaker lets a probe
     through, until the breaker has closed again. So which requests saw the outage, and which fell back,
-    does not depend on how fast the machine is.
+    does not depend on how fast the machine is. With shadow evaluation in the config, the run ends when every
+    sampled request is graded; ``shadow_seed`` seeds the sample. Shadowing pauses from the outage until the
+    breaker has closed again: shadow calls to the failing provider would trip its breaker at moments that
+    depend on timing (and never reset it under a strategy that does not send it traffic).
     """
     run = StrategyRun(strategy.value)
     baseline_price = config.providers[config.baseline()].routing_price
@@ -183,13 +172,14 @@ async def run_strategy(
     start_at, end_at = len(requests) // 4, len(requests) // 2
     tasks: list[asyncio.Task[None]] = []
 
-    async def one(messages: list[dict[str, str]], phase: str) -> None:
+    async def one(request: DemoRequest, phase: str) -> None:
         try:
-            result = await router.chat(messages, max_tokens=max_tokens)
+            result = await router.chat(request.messages, max_tokens=max_tokens, tags=request.tags, **request.params)
         except LLMRouteError as exc:
             run.errors.append(str(exc).splitlines()[0])
         else:
             run.results.append(result)
+            run.served.append((request.prompt, result.provider))
             run.split_by_phase[phase][result.provider] += 1
             if result.route_decision:
                 run.decisions_by_phase[phase][result.route_decision] += 1
@@ -204,30 +194,82 @@ async def run_strategy(
         tasks.clear()
 
     async with LLMRouter(strategy=strategy, config=config, ledger=ledger) as router:
-        phase = PHASES[0]
-        for i, messages in enumerate(requests):
+        shadow = getattr(router, "shadow", None)
+        if shadow is not None and shadow_seed is not None:
+            shadow.rng = random.Random(f"{shadow_seed}:{strategy.value}")
+        phase, paused_rate = PHASES[0], None
+        for i, request in enumerate(requests):
             if outage and i in (start_at, end_at):
                 await drain()
+                if shadow is not None and i == start_at:
+                    await shadow.drain()
+                    shadow.rate, paused_rate = 0.0, shadow.rate
                 (outage.begin if i == start_at else outage.end)()
                 phase = PHASES[1] if i == start_at else PHASES[2]
             breaker = router.state.breaker(outage.provider) if outage and phase == PHASES[2] else None
             recovering = breaker is not None and breaker.state != CLOSED
+            if shadow is not None and paused_rate is not None and phase == PHASES[2] and not recovering:
+                shadow.rate, paused_rate = paused_rate, None
             if recovering:
                 await drain()
                 await asyncio.sleep(breaker.retry_in_s())  # the breaker's own schedule: its next probe
             await limit.acquire()
-            tasks.append(asyncio.create_task(one(messages, phase)))
+            tasks.append(asyncio.create_task(one(request, phase)))
             if recovering:
                 await drain()
         await drain()
         if outage:
             outage.end()
+        if shadow is not None:
+            await shadow.drain()
+            run.shadow = shadow.snapshot()
     return run
+
+
+@contextmanager
+def recording(config: RouterConfig, path: Path | None, *, measuring: bool) -> Iterator[Ledger | bool]:
+    """The ledger an emulated run records to: ``path``, else a scratch one when measuring quality needs it, else none.
+
+    An unusable ``path`` raises LLMRouteError; the ledger is closed (and a scratch one removed) on leaving.
+    """
+    with ExitStack() as stack:
+        if path is None and measuring:
+            path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llmroute-demo-"))) / "demo.sqlite"
+        if path is None:
+            yield False
+            return
+        ledger = Ledger(open_store(str(path)))
+        stack.callback(ledger.close)
+        ledger.store.put_prices(price_rows(config), time.time())
+        yield ledger
+
+
+def run_all(
+    config: RouterConfig, requests: list[DemoRequest], progress: Callable[[str], Callable[[], None]], *,
+    concurrency: int, max_tokens: int, outage: Outage | None, ledger: Ledger | bool | None, seed: int,
+    labels: Labels | None,
+) -> list[dict[str, Any]]:
+    """Every strategy's summary, one after the other; ``progress(name)`` gives the callback each answer calls.
+
+    With shadow evaluation on and a ledger to keep the graded pairs in, each summary has ``measured``: the
+    retained quality read back from the pairs; with ``labels``, ``true_retained``: the truth.
+    """
+    summaries = []
+    for strategy in RoutingStrategy:
+        started = time.time()
+        run = asyncio.run(run_strategy(config, strategy, requests, concurrency=concurrency, max_tokens=max_tokens,
+                                       outage=outage, on_done=progress(strategy.value), ledger=ledger,
+                                       shadow_seed=seed))
+        summaries.append(run.summary(config, labels))
+        if run.shadow is not None and isinstance(ledger, Ledger):
+            counts = {key: run.shadow[key] for key in ("sampled", "completed", "dropped")}
+            summaries[-1]["measured"] = {**measured_retained(ledger, strategy.value, started), **counts}
+    return summaries
 
 
 def targets(config: RouterConfig) -> dict[str, str]:
     """What each strategy aims for, in words: the split ``llmroute plan`` expects, or the rule it follows."""
-    from .plan import plan
+    from ..plan import plan
 
     rules = {RoutingStrategy.COST_OPTIMIZED: "cheapest first", RoutingStrategy.LATENCY_OPTIMIZED: "fastest first",
              RoutingStrategy.QUALITY_OPTIMIZED: "best first"}
@@ -302,7 +344,7 @@ def emulated_config(base_urls: dict[str, str], speed: float = 1.0, **settings: A
 
     Emulators run ``speed`` times faster than real providers, so the breaker's clocks run faster too.
     """
-    from .emulator import get_profile
+    from ..emulator import get_profile
 
     providers = {}
     for name, url in base_urls.items():
