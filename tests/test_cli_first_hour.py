@@ -178,7 +178,9 @@ def test_version_flag_and_command() -> None:
 
 
 def test_shell_completion_script_and_completions() -> None:
-    proc = llmroute("--show-completion", "bash", env=BARE_ENV)
+    # Name the shell rather than let typer detect it from the parent processes: under a runner started in the
+    # background no parent is a shell, and detection then fails whatever llmroute does.
+    proc = llmroute("--show-completion", "bash", env={**BARE_ENV, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"})
     assert proc.returncode == 0 and "_LLMROUTE_COMPLETE=complete_bash" in proc.stdout
     completing = {**BARE_ENV, "_LLMROUTE_COMPLETE": "complete_bash", "COMP_WORDS": "llmroute rep", "COMP_CWORD": "1"}
     assert set(llmroute(env=completing).stdout.split()) == {"report", "replay"}
