@@ -135,7 +135,7 @@ class Shadow:
         self.on_sampled()
         if self._closing:
             self._drop("shutdown")
-        elif self._state.breaker(other).state == "open":
+        elif self._state.breaker(other).retry_in_s() > 0:  # open and not yet due a probe
             self._drop("circuit_open")
         elif self.budget_left_usd() <= 0.0:
             self._drop("budget")

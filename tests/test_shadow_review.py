@@ -1,0 +1,105 @@
+"""Shadow evaluation against hostile providers: breakers that must close again, errors that echo what they
+were sent, budgets that must hold, pairs of another provider pair. Real HTTP, real SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from llmroute import LLMRouter
+from llmroute.emulator import EmulatorThread
+from llmroute.ledger import open_store
+from llmroute.ledger.pairs import GradedPair
+from llmroute.quality_report import load_pairs
+
+from .conftest import provider
+
+PROMPT = "Confidential: Initech merger terms, 40 employees"
+UPSTREAM_KEY = "sk-upstream-secret-31415926"
+
+
+class Upstream:
+    """A provider stand-in the test steers: ``mode`` "ok" answers, "fail" sends a 500 that echoes the
+    prompt and the key it was sent (as some providers do); ``completion_tokens`` is the usage it reports."""
+
+    def __init__(self) -> None:
+        self.mode = "ok"
+        self.requests: list[dict[str, Any]] = []
+        self.completion_tokens = 3
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append(body)
+        if self.mode == "fail":
+            echo = f"upstream broke on {json.dumps(body['messages'])} with {request.headers.get('Authorization')}"
+            return web.json_response({"error": {"message": echo, "type": "server_error"}}, status=500)
+        return web.json_response({
+            "id": "chatcmpl-up", "object": "chat.completion", "created": 1, "model": body.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "upstream answer"},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": self.completion_tokens,
+                      "total_tokens": 10 + self.completion_tokens},
+        })
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[tuple[Upstream, str]]:
+    stand_in = Upstream()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", stand_in.handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield stand_in, f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    await runner.cleanup()
+
+
+def config_with(seed_config: dict[str, Any], tmp_path: Path, base_url: str, *, breaker: dict[str, Any] | None = None,
+                **shadow: Any) -> dict[str, Any]:
+    """runpod serves every request; the stand-in is the reference, reached only by shadow calls."""
+    seed_config["providers"]["upstream"] = {**provider(base_url, "cerebras"), "model": "up", "api_key": UPSTREAM_KEY,
+                                            **({"breaker": breaker} if breaker else {})}
+    seed_config["balanced_weights"] = {"runpod": 100, "cerebras": 0, "upstream": 0}
+    return {**seed_config, "ledger": {"path": str(tmp_path / "ledger.sqlite3"), "flush_interval_s": 0.01},
+            "shadow": {"rate": 1.0, "grader": "exact", "reference": "upstream", "candidate": "runpod", **shadow}}
+
+
+def stored_pairs(tmp_path: Path) -> list[GradedPair]:
+    store = open_store(str(tmp_path / "ledger.sqlite3"), readonly=True)
+    try:
+        return load_pairs(store)
+    finally:
+        store.close()
+
+
+async def ask(router: LLMRouter, count: int, **params: Any) -> list[Any]:
+    params.setdefault("max_tokens", 20)
+    return [await router.chat([{"role": "user", "content": f"{PROMPT} #{i}"}], **params) for i in range(count)]
+
+
+async def test_a_breaker_opened_by_shadow_calls_closes_again_without_user_traffic(
+    seed_config: dict[str, Any], tmp_path: Path, emus: dict[str, EmulatorThread], upstream: tuple[Upstream, str],
+) -> None:
+    stand_in, base_url = upstream
+    config = config_with(seed_config, tmp_path, base_url, breaker={"failures": 2, "open_s": 0.05, "max_open_s": 0.05})
+    async with LLMRouter(config=config) as router:
+        stand_in.mode = "fail"
+        await ask(router, 2)
+        await router.shadow.drain()
+        breaker = router.state.breaker("upstream")
+        assert breaker.state == "open"
+        stand_in.mode = "ok"
+        while breaker.retry_in_s() > 0:  # the open period runs out; no user request goes to this provider
+            await asyncio.sleep(breaker.retry_in_s())
+        await ask(router, 1)  # its shadow call is the half-open probe
+        await router.shadow.drain()
+        assert breaker.state == "closed"
+        assert router.shadow.completed == 3 and "circuit_open" not in router.shadow.dropped
+    assert [p.reference_grade for p in stored_pairs(tmp_path)].count(1.0) == 1
