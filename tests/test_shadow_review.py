@@ -103,3 +103,26 @@ async def test_a_breaker_opened_by_shadow_calls_closes_again_without_user_traffi
         assert breaker.state == "closed"
         assert router.shadow.completed == 3 and "circuit_open" not in router.shadow.dropped
     assert [p.reference_grade for p in stored_pairs(tmp_path)].count(1.0) == 1
+
+
+@pytest.mark.parametrize("failing", ["shadow call", "judge"])
+async def test_a_provider_error_echoing_the_prompt_and_key_stores_neither(
+    seed_config: dict[str, Any], tmp_path: Path, emus: dict[str, EmulatorThread], upstream: tuple[Upstream, str],
+    failing: str,
+) -> None:
+    stand_in, base_url = upstream
+    config = config_with(seed_config, tmp_path, base_url)
+    if failing == "judge":  # the emulator is the reference; the stand-in only judges
+        config["shadow"].update(reference="cerebras", grader="judge")
+        config["judge"] = {"provider": "upstream", "max_tokens": 20}
+    stand_in.mode = "fail"
+    async with LLMRouter(config=config) as router:
+        await ask(router, 2)
+        await router.shadow.drain()
+    assert any(PROMPT in json.dumps(body) for body in stand_in.requests)  # the stand-in was sent it, and echoed it
+    pairs = stored_pairs(tmp_path)
+    assert len(pairs) == 2
+    for pair in pairs:
+        assert pair.reference_grade is None and "server_error (HTTP 500)" in pair.note
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("ledger.sqlite3*"))
+    assert b"Initech" not in stored and UPSTREAM_KEY.encode() not in stored

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -220,7 +221,10 @@ class Shadow:
             self._state.settle(key, reserved, cost)
         if cost:
             self.on_spend(kind, cost)
-        return outcome.text, cost, outcome.error
+        error = outcome.error
+        if error is not None and not self.config.shadow.store_text:
+            error = error_kind(error)
+        return outcome.text, cost, error
 
     # -- one shadow evaluation ---------------------------------------------------------
 
@@ -427,6 +431,17 @@ class Shadow:
                                                         "high": estimate.high, "pairs": estimate.pairs},
             "alert_below": self.alert_below,
         }
+
+
+def error_kind(error: str) -> str:
+    """A call's error without the provider's message: the kind and HTTP status only. Providers echo what they
+    were sent (the prompt, a key) in their errors, and notes are stored whatever ``store_text`` says."""
+    kind = error.split(":", 1)[0]
+    status = _HTTP_STATUS.search(error)
+    return f"{kind} (HTTP {status.group(1)})" if status else kind
+
+
+_HTTP_STATUS = re.compile(r"\(HTTP (\d{3})\)$")
 
 
 def _sizes(body: Mapping[str, Any], result: RouteResult, expected_output_tokens: int) -> tuple[int, int]:
