@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +15,13 @@ import pytest
 from aiohttp import web
 
 from llmroute import LLMRouter
+from llmroute.config import load_config
 from llmroute.emulator import EmulatorThread
 from llmroute.ledger import open_store
 from llmroute.ledger.pairs import GradedPair
+from llmroute.quality.retained import share_for_quality
 from llmroute.quality_report import load_pairs
+from llmroute.strategies.quality_aware import load_quality_model
 
 from .conftest import provider
 
@@ -126,3 +131,57 @@ async def test_a_provider_error_echoing_the_prompt_and_key_stores_neither(
         assert pair.reference_grade is None and "server_error (HTTP 500)" in pair.note
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("ledger.sqlite3*"))
     assert b"Initech" not in stored and UPSTREAM_KEY.encode() not in stored
+
+
+def scored_pairs(count: int, reference: str, candidate: str, *, source: str = "shadow",
+                 strategy: str = "quality_aware", weak_fails_above: float = 0.6) -> list[GradedPair]:
+    """Graded pairs with quality scores, where the candidate fails the prompts scored above ``weak_fails_above``."""
+    pairs = []
+    for i in range(count):
+        score = (i * 7919 % count) / count
+        pairs.append(GradedPair(
+            ts=time.time() - 60, request_id=f"{source}-{reference}-{i}", route=None, strategy=strategy, tags=[],
+            key_id=None, quality_score=score, route_decision="weak", served_provider=candidate,
+            reference_provider=reference, candidate_provider=candidate, served_tier="candidate", grader="exact",
+            reference_grade=1.0, candidate_grade=0.0 if score > weak_fails_above else 1.0, note=None,
+            shadow_cost_usd=1e-6, judge_cost_usd=None, source=source,
+        ))
+    return pairs
+
+
+async def write_pairs(config: dict[str, Any], pairs: list[GradedPair]) -> None:
+    router = LLMRouter(config=config)
+    for pair in pairs:
+        router.ledger.record_pair(pair)
+    await router.aclose()
+
+
+async def test_pairs_of_another_provider_pair_are_not_mixed_in(seed_config: dict[str, Any], tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="llmroute")
+    config = {**seed_config, "ledger": {"path": str(tmp_path / "ledger.sqlite3")}}
+    assert load_config(config).quality_pair() == ("cerebras", "runpod")
+    # Measured before the config changed: another reference, on which the candidate always failed.
+    await write_pairs(config, scored_pairs(300, "retired-strong", "runpod", weak_fails_above=-1))
+    config["quality_aware"] = {"target": {"min_quality": 0.9}}
+    async with LLMRouter(config={**config, "shadow": {"rate": 1.0, "min_pairs": 100}}) as router:
+        assert router.strategy("quality_aware").strong_share == load_quality_model(None).share_for_quality(0.9)
+        assert "quality not measured on your traffic" in caplog.text
+        await router.shadow.drain()
+        assert router.shadow.estimate is None  # the live window holds this pair's pairs only
+    caplog.clear()
+    await write_pairs(config, scored_pairs(150, "cerebras", "runpod"))
+    async with LLMRouter(config=config) as router:
+        assert "from 150 graded pairs" in caplog.text
+
+
+async def test_quality_collect_pairs_measure_min_quality(seed_config: dict[str, Any], tmp_path: Path) -> None:
+    config = {**seed_config, "ledger": {"path": str(tmp_path / "ledger.sqlite3")}}
+    pairs = scored_pairs(200, "cerebras", "runpod", source="collect", strategy="collect")
+    await write_pairs(config, pairs)
+    config["quality_aware"] = {"target": {"min_quality": 0.9}}
+    async with LLMRouter(config=config) as router:
+        expected = share_for_quality([p.quality_score for p in pairs], [p.candidate_grade for p in pairs],
+                                     [p.reference_grade for p in pairs], 0.9)
+        assert expected is not None
+        assert router.strategy("quality_aware").strong_share == expected

@@ -381,7 +381,9 @@ class Shadow:
         self._seed_day = today
         self._seed_usd = sum((p.shadow_cost_usd or 0.0) + (p.judge_cost_usd or 0.0)
                              for p in pairs if p.source == "shadow" and utc_day(p.ts) == today)
-        for p in sorted(pairs, key=lambda p: p.ts)[-self.config.shadow.window:]:
+        live = [p for p in pairs if p.source == "shadow"  # offline prompts and other provider pairs stay out
+                and (p.reference_provider, p.candidate_provider) == (self.reference, self.candidate)]
+        for p in sorted(live, key=lambda p: p.ts)[-self.config.shadow.window:]:
             served = p.served_grade
             if served is not None and p.reference_grade is not None:
                 self._window.append((served, p.reference_grade))
@@ -483,11 +485,17 @@ class MeasuredShare:
     graders: tuple[str, ...]
 
 
-def measured_share(pairs: Sequence[GradedPair], min_quality: float, min_pairs: int) -> MeasuredShare | None:
+def measured_share(pairs: Sequence[GradedPair], min_quality: float, min_pairs: int, *,
+                   providers: tuple[str, str] | None = None) -> MeasuredShare | None:
     """The smallest strong share whose retained quality, at the interval's LOW bound, reaches ``min_quality``,
-    from quality_aware pairs with logged scores; None with fewer than ``min_pairs`` of them (or none enough)."""
-    usable = [p for p in pairs if p.strategy == "quality_aware" and p.quality_score is not None
-              and p.reference_grade is not None and p.candidate_grade is not None]
+    from graded pairs with a quality score (quality_aware's shadowed requests, ``quality collect``'s prompts);
+    None with fewer than ``min_pairs`` of them (or none enough).
+
+    ``providers`` (strong, weak): only pairs of that reference and candidate count. Pairs measured on another
+    provider pair say nothing about this one, and a ledger keeps them after the config changes."""
+    usable = [p for p in pairs if p.quality_score is not None and p.reference_grade is not None
+              and p.candidate_grade is not None
+              and (providers is None or (p.reference_provider, p.candidate_provider) == providers)]
     if len(usable) < min_pairs:
         return None
     scores = [p.quality_score for p in usable]
