@@ -37,10 +37,19 @@ class Upstream:
         self.mode = "ok"
         self.requests: list[dict[str, Any]] = []
         self.completion_tokens = 3
+        self.busy_s = 0.0
+        """How long each answer takes (a slow self-hosted worker)."""
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.requests.append(body)
+        self.arrived.set()
+        if self.mode == "hold":
+            await self.release.wait()
+        if self.busy_s:
+            await asyncio.sleep(self.busy_s)
         if self.mode == "fail":
             echo = f"upstream broke on {json.dumps(body['messages'])} with {request.headers.get('Authorization')}"
             return web.json_response({"error": {"message": echo, "type": "server_error"}}, status=500)
@@ -63,6 +72,7 @@ async def upstream() -> AsyncIterator[tuple[Upstream, str]]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     yield stand_in, f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    stand_in.release.set()
     await runner.cleanup()
 
 
@@ -185,3 +195,68 @@ async def test_quality_collect_pairs_measure_min_quality(seed_config: dict[str, 
                                      [p.reference_grade for p in pairs], 0.9)
         assert expected is not None
         assert router.strategy("quality_aware").strong_share == expected
+
+
+def spent_in_ledger(tmp_path: Path) -> float:
+    return sum((p.shadow_cost_usd or 0.0) + (p.judge_cost_usd or 0.0) for p in stored_pairs(tmp_path))
+
+
+async def ask_one_by_one(router: LLMRouter, count: int, **params: Any) -> None:
+    """Each shadow call alone on the provider: a GPU-second bill is then the call's whole time."""
+    for i in range(count):
+        await router.chat([{"role": "user", "content": f"{PROMPT} #{i}"}], max_tokens=20, **params)
+        await router.shadow.drain()
+
+
+@pytest.mark.parametrize("provider_kind", ["slow and priced by GPU second", "ignores max_tokens"])
+async def test_the_daily_budget_holds_whatever_the_provider_bills(
+    seed_config: dict[str, Any], tmp_path: Path, emus: dict[str, EmulatorThread], upstream: tuple[Upstream, str],
+    provider_kind: str,
+) -> None:
+    stand_in, base_url = upstream
+    if provider_kind == "ignores max_tokens":
+        stand_in.completion_tokens = 100_000  # whatever max_tokens said: 0.1 US$ a call at 1 US$ per 1M
+        cap = 0.25
+        config = config_with(seed_config, tmp_path, base_url, max_usd_per_day=cap)
+        config["providers"]["upstream"]["price_per_m"] = {"input": 1.0, "output": 1.0}
+    else:
+        stand_in.busy_s = 0.2  # each answer keeps the worker 0.2 s: 0.002 US$, far past the latency prior's guess
+        cap = 0.005
+        config = config_with(seed_config, tmp_path, base_url, max_usd_per_day=cap)
+        settings = config["providers"]["upstream"]
+        del settings["price_per_m"]
+        settings.update(price_per_gpu_second=0.01, latency_ms=20, timeout_s=0.3)
+    async with LLMRouter(config=config) as router:
+        await ask_one_by_one(router, 6)
+        assert router.shadow.completed >= 1 and router.shadow.dropped.get("budget", 0) >= 1
+        assert router.shadow.spent_today_usd() <= cap
+    assert 0 < spent_in_ledger(tmp_path) <= cap
+
+
+async def test_a_request_without_max_tokens_is_shadowed_with_the_cap_its_budget_reserved(
+    seed_config: dict[str, Any], tmp_path: Path, emus: dict[str, EmulatorThread], upstream: tuple[Upstream, str],
+) -> None:
+    stand_in, base_url = upstream
+    async with LLMRouter(config=config_with(seed_config, tmp_path, base_url)) as router:
+        [result] = [await router.chat([{"role": "user", "content": PROMPT}])]
+        await router.shadow.drain()
+    expected = max(load_config(seed_config).expected_output_tokens, 2 * result.completion_tokens)
+    assert stand_in.requests[-1]["max_tokens"] == expected
+    [pair] = stored_pairs(tmp_path)
+    assert pair.reference_grade is not None
+
+
+async def test_a_shadow_call_cancelled_at_shutdown_still_records_its_cost(
+    seed_config: dict[str, Any], tmp_path: Path, emus: dict[str, EmulatorThread], upstream: tuple[Upstream, str],
+) -> None:
+    stand_in, base_url = upstream
+    stand_in.mode = "hold"
+    router = LLMRouter(config=config_with(seed_config, tmp_path, base_url))
+    await ask(router, 1)
+    await stand_in.arrived.wait()
+    await router.shadow.aclose(timeout_s=0.01)  # the upstream never answers: the call is cancelled mid-way
+    spent = router.shadow.spent_today_usd()
+    await router.aclose()
+    [pair] = stored_pairs(tmp_path)
+    assert pair.note and pair.note.startswith("cancelled")
+    assert spent > 0 and pair.shadow_cost_usd == pytest.approx(spent)  # a restart reads back what was spent

@@ -34,6 +34,7 @@ from ..quality.retained import Estimate, retained, routed_estimate, share_for_qu
 from ..result import RouteResult
 from ..tokens import estimate_message_tokens, estimate_tokens
 from .calls import answer_text, call_once
+from .shadow_budget import ShadowBudget, utc_day
 
 if TYPE_CHECKING:
     from ..config import RouterConfig
@@ -47,8 +48,6 @@ log = logging.getLogger("llmroute.shadow")
 CHAT_PATH = "/chat/completions"
 NOT_SENT = frozenset({"circuit_open", "rate_limit_headroom", "cooling_down"})
 """Outcomes of a shadow call that never reached the provider: dropped and counted, not recorded as pairs."""
-PROMPT_MARGIN = 1.25
-"""Reserved prompt tokens over the estimate: token counts differ between tokenizers, and the budget must hold."""
 RECOMPUTE_PAIRS = 20
 RECOMPUTE_S = 5.0
 """The live retained-quality estimate is recomputed after this many new pairs, or this long after the last."""
@@ -64,11 +63,6 @@ SEED_DAYS = 30
 
 def _nothing(*args: Any) -> None:
     return None
-
-
-def utc_day(ts: float | None = None) -> int:
-    """Whole UTC days since the epoch: the period of the daily budget."""
-    return int((time.time() if ts is None else ts) // 86400)
 
 
 @dataclass(slots=True)
@@ -105,8 +99,7 @@ class Shadow:
         self.dropped: dict[str, int] = {}
         self._unlogged: dict[str, int] = {}
         self._logged_at = -LOG_EVERY_S
-        self.workers = 1
-        self._seed_day, self._seed_usd = utc_day(), 0.0
+        self.budget = ShadowBudget(config, state)
         self._window: deque[tuple[float, float]] = deque(maxlen=settings.window)
         self.estimate: Estimate | None = None
         self._new_pairs = 0
@@ -175,40 +168,21 @@ class Shadow:
 
     def split_budget(self, workers: int) -> None:
         """Each of ``workers`` gateway processes gets an equal share of the daily cap (and of today's spend)."""
-        self.workers = max(1, workers)
-
-    def _budget_key(self) -> tuple[str, float]:
-        """Today's budget key and this process's limit on it (the cap's share, less what the ledger had spent)."""
-        day = utc_day()
-        limit = self.config.shadow.max_usd_per_day / self.workers
-        if day == self._seed_day:
-            limit -= self._seed_usd / self.workers
-        return f"shadow-usd:{day}", limit
+        self.budget.split(workers)
 
     def budget_left_usd(self) -> float:
-        key, limit = self._budget_key()
-        return limit - self._state.spent(key)
+        return self.budget.left_usd()
 
     def spent_today_usd(self) -> float:
         """This process's shadow and judge spend today, including what the ledger had when it started."""
-        key, _ = self._budget_key()
-        seeded = self._seed_usd / self.workers if utc_day() == self._seed_day else 0.0
-        return self._state.spent(key) + seeded
-
-    def _reserve(self, usd: float) -> str | None:
-        """Reserve a worst-case cost against today's budget; the key to settle it on, None if it does not fit."""
-        key, limit = self._budget_key()
-        return key if self._state.reserve(key, usd, limit) else None
-
-    def _worst_case_usd(self, provider: str, input_tokens: int, output_tokens: int) -> float:
-        price = self.config.providers[provider].routing_price
-        return (input_tokens * PROMPT_MARGIN + 16) * price.input / 1e6 + output_tokens * price.output / 1e6
+        return self.budget.spent_today_usd()
 
     async def _paid_call(self, provider_name: str, body: dict[str, Any], input_tokens: int, output_tokens: int,
-                         timeout_s: float, kind: str) -> tuple[str | None, float, str | None]:
-        """One call to one provider inside today's budget: (text, cost, error)."""
-        reserved = self._worst_case_usd(provider_name, input_tokens, output_tokens)
-        key = self._reserve(reserved)
+                         timeout_s: float, kind: str, spent: list[float]) -> tuple[str | None, float, str | None]:
+        """One call to one provider inside today's budget: (text, cost, error). What it cost is also appended to
+        ``spent``, even when the call is cancelled, so the ledger's pair accounts for it."""
+        reserved = self.budget.worst_case_usd(provider_name, input_tokens, output_tokens, timeout_s)
+        key = self.budget.reserve(reserved)
         if key is None:
             return None, 0.0, "budget: the daily shadow budget is spent"
         cost = reserved
@@ -218,9 +192,10 @@ class Shadow:
                                       default_output_tokens=self.config.expected_output_tokens)
             cost = outcome.cost_usd
         finally:  # cancelled mid-call: the reservation stands as its cost, the cap stays safe
-            self._state.settle(key, reserved, cost)
-        if cost:
-            self.on_spend(kind, cost)
+            self.budget.settle(key, provider_name, reserved, cost)
+            spent.append(cost)
+            if cost:
+                self.on_spend(kind, cost)
         error = outcome.error
         if error is not None and not self.config.shadow.store_text:
             error = error_kind(error)
@@ -235,15 +210,17 @@ class Shadow:
         shadow_body = {k: v for k, v in job.body.items() if k not in ("stream", "stream_options")}
         shadow_body["model"] = self._providers[other].model
         input_tokens, output_tokens = _sizes(job.body, result, self.config.expected_output_tokens)
+        if not _output_cap(job.body):  # the budget reserved this much output: the call must not pay for more
+            shadow_body["max_tokens"] = output_tokens
         note: str | None = None
-        shadow_cost: float | None = None
+        shadow_cost: list[float] = []
         judge_cost: list[float] = []
         grades: tuple[float | None, float | None] = (None, None)
         grader_name = self.config.shadow.grader
         texts: dict[str, str | None] = {}
         try:
-            text, shadow_cost, error = await self._paid_call(
-                other, shadow_body, input_tokens, output_tokens, self.config.providers[other].timeout_s, "shadow")
+            text, _, error = await self._paid_call(other, shadow_body, input_tokens, output_tokens,
+                                                   self.config.providers[other].timeout_s, "shadow", shadow_cost)
             kind = (error or "").split(":", 1)[0]
             if text is None and (kind in NOT_SENT or kind == "budget"):
                 self._drop(kind)
@@ -273,8 +250,8 @@ class Shadow:
             note = f"internal: {type(exc).__name__}"
         finally:
             if texts or note:
-                self._record(job, grader_name, grades, note, shadow_cost, sum(judge_cost) if judge_cost else None,
-                             texts)
+                self._record(job, grader_name, grades, note, sum(shadow_cost) if shadow_cost else None,
+                             sum(judge_cost) if judge_cost else None, texts)
 
     def _tier(self, provider: str) -> str:
         return "reference" if provider == self.reference else "candidate"
@@ -299,8 +276,7 @@ class Shadow:
             body = {"model": self._providers[name].model, "messages": messages, "max_tokens": judge.max_tokens,
                     "temperature": 0}
             text, cost, error = await self._paid_call(name, body, estimate_message_tokens(messages),
-                                                      judge.max_tokens, judge.timeout_s, "judge")
-            judge_cost.append(cost)
+                                                      judge.max_tokens, judge.timeout_s, "judge", judge_cost)
             return JudgeReply(text=text, cost_usd=cost, error=error)
 
         return ask
@@ -378,9 +354,8 @@ class Shadow:
         """Pick up where a previous run stopped: today's spend (so a restart does not reset the budget) and the
         latest graded pairs for the live estimate."""
         today = utc_day()
-        self._seed_day = today
-        self._seed_usd = sum((p.shadow_cost_usd or 0.0) + (p.judge_cost_usd or 0.0)
-                             for p in pairs if p.source == "shadow" and utc_day(p.ts) == today)
+        self.budget.seed(sum((p.shadow_cost_usd or 0.0) + (p.judge_cost_usd or 0.0)
+                             for p in pairs if p.source == "shadow" and utc_day(p.ts) == today))
         live = [p for p in pairs if p.source == "shadow"  # offline prompts and other provider pairs stay out
                 and (p.reference_provider, p.candidate_provider) == (self.reference, self.candidate)]
         for p in sorted(live, key=lambda p: p.ts)[-self.config.shadow.window:]:
@@ -428,7 +403,7 @@ class Shadow:
             "in_flight": len(self._tasks), "queued": len(self._queue), "sampled": self.sampled,
             "completed": self.completed, "dropped": dict(self.dropped),
             "spent_today_usd": round(self.spent_today_usd(), 9),
-            "cap_usd_per_day": self.config.shadow.max_usd_per_day / self.workers, "workers": self.workers,
+            "cap_usd_per_day": self.budget.cap_usd, "workers": self.budget.workers,
             "retained": None if estimate is None else {"estimate": estimate.value, "low": estimate.low,
                                                         "high": estimate.high, "pairs": estimate.pairs},
             "alert_below": self.alert_below,
@@ -446,15 +421,21 @@ def error_kind(error: str) -> str:
 _HTTP_STATUS = re.compile(r"\(HTTP (\d{3})\)$")
 
 
+def _output_cap(body: Mapping[str, Any]) -> int | None:
+    """The request's own output cap (``max_completion_tokens`` or ``max_tokens``), None if it set none."""
+    output = body.get("max_completion_tokens") or body.get("max_tokens")
+    return output if isinstance(output, int) and not isinstance(output, bool) and output > 0 else None
+
+
 def _sizes(body: Mapping[str, Any], result: RouteResult, expected_output_tokens: int) -> tuple[int, int]:
     """(prompt tokens, output tokens) to reserve for the shadow call: the larger of the served prompt's count
-    and the estimate, and ``max_tokens`` or the config's expected output."""
+    and the estimate, and the request's output cap. A request without one is capped at twice the served
+    answer's length (at least the config's expected output), so the other tier can answer as fully and the
+    budget still bounds what it costs."""
     messages = body.get("messages")
     estimate = (estimate_message_tokens(messages) if isinstance(messages, list)
                 else estimate_tokens(str(body.get("prompt") or "")))
-    output = body.get("max_completion_tokens") or body.get("max_tokens")
-    if not isinstance(output, int) or isinstance(output, bool) or output <= 0:
-        output = expected_output_tokens
+    output = _output_cap(body) or max(expected_output_tokens, 2 * result.completion_tokens)
     return max(estimate, result.prompt_tokens), output
 
 
