@@ -204,7 +204,8 @@ class LLMRouter:
         try:
             reader = self.ledger.store.reader()
             try:
-                return load_pairs(reader, since_ts=time.time() - MEASURED_DAYS * 86400)
+                # No text: start-up needs grades and costs, and 30 days of stored prompts and answers can be large.
+                return load_pairs(reader, since_ts=time.time() - MEASURED_DAYS * 86400, with_text=False)
             finally:
                 reader.close()
         except Exception as exc:  # an older store, a locked file: measure from scratch, loudly
