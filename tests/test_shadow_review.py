@@ -260,3 +260,28 @@ async def test_a_shadow_call_cancelled_at_shutdown_still_records_its_cost(
     [pair] = stored_pairs(tmp_path)
     assert pair.note and pair.note.startswith("cancelled")
     assert spent > 0 and pair.shadow_cost_usd == pytest.approx(spent)  # a restart reads back what was spent
+
+
+async def test_a_streamed_tool_call_is_shadowed_as_the_call_it_assembles_to(
+    seed_config: dict[str, Any], tmp_path: Path, emus: dict[str, EmulatorThread],
+) -> None:
+    seed_config["balanced_weights"] = {"runpod": 100, "cerebras": 0}
+    config = {**seed_config, "ledger": {"path": str(tmp_path / "ledger.sqlite3"), "flush_interval_s": 0.01},
+              "shadow": {"rate": 1.0, "grader": "json", "store_text": True}}
+    tools = [{"type": "function", "function": {"name": "qualify", "parameters": {
+        "type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}}}]
+    async with LLMRouter(config=config) as router:
+        stream = router.stream([{"role": "user", "content": PROMPT}], tools=tools, tool_choice="required",
+                               max_tokens=60)
+        fragments: list[Any] = []
+        async for chunk in stream:
+            for choice in chunk.get("choices") or ():
+                fragments.extend(choice["delta"].get("tool_calls") or ())
+        await router.shadow.drain()
+    assert fragments  # the client got its tool call in pieces
+    [pair] = stored_pairs(tmp_path)
+    assert pair.served_tier == "candidate"
+    served = json.loads(pair.candidate_answer)
+    assert [call["name"] for call in served["tool_calls"]] == ["qualify"]
+    assert "label" in served["tool_calls"][0]["arguments"]
+    assert pair.candidate_grade is not None and pair.reference_grade is not None

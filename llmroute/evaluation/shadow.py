@@ -71,6 +71,7 @@ class _Job:
     body: Mapping[str, Any]
     result: RouteResult
     context: RequestContext | None
+    message: Mapping[str, Any] | None = None
 
 
 class Shadow:
@@ -117,8 +118,12 @@ class Shadow:
 
     # -- the request path --------------------------------------------------------------
 
-    def offer(self, path: str, body: Mapping[str, Any], result: RouteResult, context: RequestContext | None) -> None:
-        """Sample an answered request for shadowing: constant time, never waits, never raises on a full queue."""
+    def offer(self, path: str, body: Mapping[str, Any], result: RouteResult, context: RequestContext | None, *,
+              message: Mapping[str, Any] | None = None) -> None:
+        """Sample an answered request for shadowing: constant time, never waits, never raises on a full queue.
+
+        ``message``: the answer as a chat message, when ``result.raw`` does not hold it (a stream's assembled
+        tool calls)."""
         other = self._other.get(result.provider)
         if other is None or self.rng.random() >= self.rate:
             return
@@ -134,9 +139,9 @@ class Shadow:
         elif self.budget_left_usd() <= 0.0:
             self._drop("budget")
         elif len(self._tasks) < self.max_in_flight:
-            self._start(_Job(path, body, result, context))
+            self._start(_Job(path, body, result, context, message))
         elif len(self._queue) < self.max_queued:
-            self._queue.append(_Job(path, body, result, context))
+            self._queue.append(_Job(path, body, result, context, message))
         else:
             self._drop("queue_full")
 
@@ -441,6 +446,8 @@ def _sizes(body: Mapping[str, Any], result: RouteResult, expected_output_tokens:
 
 def _served_text(job: _Job) -> str:
     """The answer the client got, as graders compare it (tool calls as canonical JSON)."""
+    if job.message is not None:
+        return answer_text(job.message)
     choices = job.result.raw.get("choices") if job.result.raw else None
     if job.path == CHAT_PATH and choices and isinstance(choices[0].get("message"), Mapping):
         return answer_text(choices[0]["message"])
