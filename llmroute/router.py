@@ -204,7 +204,8 @@ class LLMRouter:
         try:
             reader = self.ledger.store.reader()
             try:
-                return load_pairs(reader, since_ts=time.time() - MEASURED_DAYS * 86400)
+                # No text: start-up needs grades and costs, and 30 days of stored prompts and answers can be large.
+                return load_pairs(reader, since_ts=time.time() - MEASURED_DAYS * 86400, with_text=False)
             finally:
                 reader.close()
         except Exception as exc:  # an older store, a locked file: measure from scratch, loudly
@@ -221,12 +222,13 @@ class LLMRouter:
         strategy = self.strategy(RoutingStrategy.QUALITY_AWARE)
         assert isinstance(strategy, QualityAware)
         needed = self.config.shadow.min_pairs
-        measured = measured_share(pairs, min_quality, needed)
+        strong, weak = self.config.quality_pair()
+        measured = measured_share(pairs, min_quality, needed, providers=(strong, weak))
         if measured is None:
-            log.info("quality_aware: quality not measured on your traffic (fewer than %d graded quality_aware pairs "
-                     "with scores in the ledger, or none reaching %.1f%%); strong share %.1f%% from the model's "
-                     "benchmark curve. Measure it with shadow evaluation (shadow.rate) or llmroute quality collect",
-                     needed, min_quality * 100, strategy.strong_share * 100)
+            log.info("quality_aware: quality not measured on your traffic (fewer than %d graded pairs of %s against "
+                     "%s with quality scores in the ledger, or none reaching %.1f%%); strong share %.1f%% from the "
+                     "model's benchmark curve. Measure it with shadow evaluation (shadow.rate) or llmroute quality "
+                     "collect", needed, weak, strong, min_quality * 100, strategy.strong_share * 100)
             return
         strategy.set_strong_share(measured.share)
         estimate = measured.estimate

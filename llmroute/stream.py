@@ -139,6 +139,7 @@ class RouteStream:
         chat = self._path == CHAT_PATH
         earlier: list[Attempt] = []  # attempts of the segments before a resume
         segment_from = 0  # where the current provider's text starts in ``parts``
+        tool_deltas: list[Any] = []  # streamed tool-call fragments, kept for shadow evaluation only
         stream_id = first.get("id")
         chunk: dict[str, Any] | None = first
         while True:
@@ -148,7 +149,10 @@ class RouteStream:
                         chunk["id"] = stream_id  # one stream, as the client sees it
                     last = chunk
                     for choice in chunk.get("choices") or ():
-                        content = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+                        delta = (choice.get("delta") or {}) if chat else choice
+                        content = delta.get("content") if chat else choice.get("text")
+                        if chat and delta.get("tool_calls") and router.shadow is not None:
+                            tool_deltas.extend(delta["tool_calls"])
                         if content:
                             if ttft_ms is None:
                                 ttft_ms = (time.perf_counter() - started) * 1000
@@ -217,7 +221,8 @@ class RouteStream:
         if router.ledger is not None:
             router.ledger.record(entry_from_result(self.result, self._context))
         if router.shadow is not None and not earlier:  # a resumed answer has two authors: nothing to compare
-            router.shadow.offer(self._path, self._body, self.result, self._context)
+            message = {"content": self.result.text, "tool_calls": assemble_tool_calls(tool_deltas)} if tool_deltas else None
+            router.shadow.offer(self._path, self._body, self.result, self._context, message=message)
 
     def _bill_partial(
         self, provider: OpenAICompatProvider, cascade: Cascade, parts: list[str], usage: Mapping[str, Any] | None,
@@ -225,6 +230,21 @@ class RouteStream:
         """A stream that stopped early was still billed for what it generated: estimate it from the text."""
         bill_attempt(cascade.attempts[-1], self._router.pricers[provider.name], cascade.open_mark, usage,
                      self._estimate.input_tokens, "".join(parts))
+
+
+def assemble_tool_calls(deltas: list[Any]) -> list[dict[str, Any]]:
+    """Streamed tool-call fragments as whole calls: by ``index``, name and arguments concatenated."""
+    calls: dict[Any, dict[str, str]] = {}
+    for delta in deltas:
+        if not isinstance(delta, Mapping):
+            continue
+        call = calls.setdefault(delta.get("index", 0), {"name": "", "arguments": ""})
+        function = delta.get("function")
+        if isinstance(function, Mapping):
+            for field in ("name", "arguments"):
+                if isinstance(function.get(field), str):
+                    call[field] += function[field]
+    return [{"type": "function", "function": call} for _, call in sorted(calls.items(), key=lambda kv: str(kv[0]))]
 
 
 def bill_attempt(

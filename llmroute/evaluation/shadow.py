@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +34,7 @@ from ..quality.retained import Estimate, retained, routed_estimate, share_for_qu
 from ..result import RouteResult
 from ..tokens import estimate_message_tokens, estimate_tokens
 from .calls import answer_text, call_once
+from .shadow_budget import ShadowBudget, utc_day
 
 if TYPE_CHECKING:
     from ..config import RouterConfig
@@ -46,8 +48,6 @@ log = logging.getLogger("llmroute.shadow")
 CHAT_PATH = "/chat/completions"
 NOT_SENT = frozenset({"circuit_open", "rate_limit_headroom", "cooling_down"})
 """Outcomes of a shadow call that never reached the provider: dropped and counted, not recorded as pairs."""
-PROMPT_MARGIN = 1.25
-"""Reserved prompt tokens over the estimate: token counts differ between tokenizers, and the budget must hold."""
 RECOMPUTE_PAIRS = 20
 RECOMPUTE_S = 5.0
 """The live retained-quality estimate is recomputed after this many new pairs, or this long after the last."""
@@ -65,17 +65,13 @@ def _nothing(*args: Any) -> None:
     return None
 
 
-def utc_day(ts: float | None = None) -> int:
-    """Whole UTC days since the epoch: the period of the daily budget."""
-    return int((time.time() if ts is None else ts) // 86400)
-
-
 @dataclass(slots=True)
 class _Job:
     path: str
     body: Mapping[str, Any]
     result: RouteResult
     context: RequestContext | None
+    message: Mapping[str, Any] | None = None
 
 
 class Shadow:
@@ -104,8 +100,7 @@ class Shadow:
         self.dropped: dict[str, int] = {}
         self._unlogged: dict[str, int] = {}
         self._logged_at = -LOG_EVERY_S
-        self.workers = 1
-        self._seed_day, self._seed_usd = utc_day(), 0.0
+        self.budget = ShadowBudget(config, state)
         self._window: deque[tuple[float, float]] = deque(maxlen=settings.window)
         self.estimate: Estimate | None = None
         self._new_pairs = 0
@@ -123,8 +118,12 @@ class Shadow:
 
     # -- the request path --------------------------------------------------------------
 
-    def offer(self, path: str, body: Mapping[str, Any], result: RouteResult, context: RequestContext | None) -> None:
-        """Sample an answered request for shadowing: constant time, never waits, never raises on a full queue."""
+    def offer(self, path: str, body: Mapping[str, Any], result: RouteResult, context: RequestContext | None, *,
+              message: Mapping[str, Any] | None = None) -> None:
+        """Sample an answered request for shadowing: constant time, never waits, never raises on a full queue.
+
+        ``message``: the answer as a chat message, when ``result.raw`` does not hold it (a stream's assembled
+        tool calls)."""
         other = self._other.get(result.provider)
         if other is None or self.rng.random() >= self.rate:
             return
@@ -135,14 +134,14 @@ class Shadow:
         self.on_sampled()
         if self._closing:
             self._drop("shutdown")
-        elif self._state.breaker(other).state == "open":
+        elif self._state.breaker(other).retry_in_s() > 0:  # open and not yet due a probe
             self._drop("circuit_open")
         elif self.budget_left_usd() <= 0.0:
             self._drop("budget")
         elif len(self._tasks) < self.max_in_flight:
-            self._start(_Job(path, body, result, context))
+            self._start(_Job(path, body, result, context, message))
         elif len(self._queue) < self.max_queued:
-            self._queue.append(_Job(path, body, result, context))
+            self._queue.append(_Job(path, body, result, context, message))
         else:
             self._drop("queue_full")
 
@@ -174,40 +173,21 @@ class Shadow:
 
     def split_budget(self, workers: int) -> None:
         """Each of ``workers`` gateway processes gets an equal share of the daily cap (and of today's spend)."""
-        self.workers = max(1, workers)
-
-    def _budget_key(self) -> tuple[str, float]:
-        """Today's budget key and this process's limit on it (the cap's share, less what the ledger had spent)."""
-        day = utc_day()
-        limit = self.config.shadow.max_usd_per_day / self.workers
-        if day == self._seed_day:
-            limit -= self._seed_usd / self.workers
-        return f"shadow-usd:{day}", limit
+        self.budget.split(workers)
 
     def budget_left_usd(self) -> float:
-        key, limit = self._budget_key()
-        return limit - self._state.spent(key)
+        return self.budget.left_usd()
 
     def spent_today_usd(self) -> float:
         """This process's shadow and judge spend today, including what the ledger had when it started."""
-        key, _ = self._budget_key()
-        seeded = self._seed_usd / self.workers if utc_day() == self._seed_day else 0.0
-        return self._state.spent(key) + seeded
-
-    def _reserve(self, usd: float) -> str | None:
-        """Reserve a worst-case cost against today's budget; the key to settle it on, None if it does not fit."""
-        key, limit = self._budget_key()
-        return key if self._state.reserve(key, usd, limit) else None
-
-    def _worst_case_usd(self, provider: str, input_tokens: int, output_tokens: int) -> float:
-        price = self.config.providers[provider].routing_price
-        return (input_tokens * PROMPT_MARGIN + 16) * price.input / 1e6 + output_tokens * price.output / 1e6
+        return self.budget.spent_today_usd()
 
     async def _paid_call(self, provider_name: str, body: dict[str, Any], input_tokens: int, output_tokens: int,
-                         timeout_s: float, kind: str) -> tuple[str | None, float, str | None]:
-        """One call to one provider inside today's budget: (text, cost, error)."""
-        reserved = self._worst_case_usd(provider_name, input_tokens, output_tokens)
-        key = self._reserve(reserved)
+                         timeout_s: float, kind: str, spent: list[float]) -> tuple[str | None, float, str | None]:
+        """One call to one provider inside today's budget: (text, cost, error). What it cost is also appended to
+        ``spent``, even when the call is cancelled, so the ledger's pair accounts for it."""
+        reserved = self.budget.worst_case_usd(provider_name, input_tokens, output_tokens, timeout_s)
+        key = self.budget.reserve(reserved)
         if key is None:
             return None, 0.0, "budget: the daily shadow budget is spent"
         cost = reserved
@@ -217,10 +197,14 @@ class Shadow:
                                       default_output_tokens=self.config.expected_output_tokens)
             cost = outcome.cost_usd
         finally:  # cancelled mid-call: the reservation stands as its cost, the cap stays safe
-            self._state.settle(key, reserved, cost)
-        if cost:
-            self.on_spend(kind, cost)
-        return outcome.text, cost, outcome.error
+            self.budget.settle(key, provider_name, reserved, cost)
+            spent.append(cost)
+            if cost:
+                self.on_spend(kind, cost)
+        error = outcome.error
+        if error is not None and not self.config.shadow.store_text:
+            error = error_kind(error)
+        return outcome.text, cost, error
 
     # -- one shadow evaluation ---------------------------------------------------------
 
@@ -231,15 +215,17 @@ class Shadow:
         shadow_body = {k: v for k, v in job.body.items() if k not in ("stream", "stream_options")}
         shadow_body["model"] = self._providers[other].model
         input_tokens, output_tokens = _sizes(job.body, result, self.config.expected_output_tokens)
+        if not _output_cap(job.body):  # the budget reserved this much output: the call must not pay for more
+            shadow_body["max_tokens"] = output_tokens
         note: str | None = None
-        shadow_cost: float | None = None
+        shadow_cost: list[float] = []
         judge_cost: list[float] = []
         grades: tuple[float | None, float | None] = (None, None)
         grader_name = self.config.shadow.grader
         texts: dict[str, str | None] = {}
         try:
-            text, shadow_cost, error = await self._paid_call(
-                other, shadow_body, input_tokens, output_tokens, self.config.providers[other].timeout_s, "shadow")
+            text, _, error = await self._paid_call(other, shadow_body, input_tokens, output_tokens,
+                                                   self.config.providers[other].timeout_s, "shadow", shadow_cost)
             kind = (error or "").split(":", 1)[0]
             if text is None and (kind in NOT_SENT or kind == "budget"):
                 self._drop(kind)
@@ -269,8 +255,8 @@ class Shadow:
             note = f"internal: {type(exc).__name__}"
         finally:
             if texts or note:
-                self._record(job, grader_name, grades, note, shadow_cost, sum(judge_cost) if judge_cost else None,
-                             texts)
+                self._record(job, grader_name, grades, note, sum(shadow_cost) if shadow_cost else None,
+                             sum(judge_cost) if judge_cost else None, texts)
 
     def _tier(self, provider: str) -> str:
         return "reference" if provider == self.reference else "candidate"
@@ -295,8 +281,7 @@ class Shadow:
             body = {"model": self._providers[name].model, "messages": messages, "max_tokens": judge.max_tokens,
                     "temperature": 0}
             text, cost, error = await self._paid_call(name, body, estimate_message_tokens(messages),
-                                                      judge.max_tokens, judge.timeout_s, "judge")
-            judge_cost.append(cost)
+                                                      judge.max_tokens, judge.timeout_s, "judge", judge_cost)
             return JudgeReply(text=text, cost_usd=cost, error=error)
 
         return ask
@@ -374,10 +359,11 @@ class Shadow:
         """Pick up where a previous run stopped: today's spend (so a restart does not reset the budget) and the
         latest graded pairs for the live estimate."""
         today = utc_day()
-        self._seed_day = today
-        self._seed_usd = sum((p.shadow_cost_usd or 0.0) + (p.judge_cost_usd or 0.0)
-                             for p in pairs if p.source == "shadow" and utc_day(p.ts) == today)
-        for p in sorted(pairs, key=lambda p: p.ts)[-self.config.shadow.window:]:
+        self.budget.seed(sum((p.shadow_cost_usd or 0.0) + (p.judge_cost_usd or 0.0)
+                             for p in pairs if p.source == "shadow" and utc_day(p.ts) == today))
+        live = [p for p in pairs if p.source == "shadow"  # offline prompts and other provider pairs stay out
+                and (p.reference_provider, p.candidate_provider) == (self.reference, self.candidate)]
+        for p in sorted(live, key=lambda p: p.ts)[-self.config.shadow.window:]:
             served = p.served_grade
             if served is not None and p.reference_grade is not None:
                 self._window.append((served, p.reference_grade))
@@ -422,27 +408,46 @@ class Shadow:
             "in_flight": len(self._tasks), "queued": len(self._queue), "sampled": self.sampled,
             "completed": self.completed, "dropped": dict(self.dropped),
             "spent_today_usd": round(self.spent_today_usd(), 9),
-            "cap_usd_per_day": self.config.shadow.max_usd_per_day / self.workers, "workers": self.workers,
+            "cap_usd_per_day": self.budget.cap_usd, "workers": self.budget.workers,
             "retained": None if estimate is None else {"estimate": estimate.value, "low": estimate.low,
                                                         "high": estimate.high, "pairs": estimate.pairs},
             "alert_below": self.alert_below,
         }
 
 
+def error_kind(error: str) -> str:
+    """A call's error without the provider's message: the kind and HTTP status only. Providers echo what they
+    were sent (the prompt, a key) in their errors, and notes are stored whatever ``store_text`` says."""
+    kind = error.split(":", 1)[0]
+    status = _HTTP_STATUS.search(error)
+    return f"{kind} (HTTP {status.group(1)})" if status else kind
+
+
+_HTTP_STATUS = re.compile(r"\(HTTP (\d{3})\)$")
+
+
+def _output_cap(body: Mapping[str, Any]) -> int | None:
+    """The request's own output cap (``max_completion_tokens`` or ``max_tokens``), None if it set none."""
+    output = body.get("max_completion_tokens") or body.get("max_tokens")
+    return output if isinstance(output, int) and not isinstance(output, bool) and output > 0 else None
+
+
 def _sizes(body: Mapping[str, Any], result: RouteResult, expected_output_tokens: int) -> tuple[int, int]:
     """(prompt tokens, output tokens) to reserve for the shadow call: the larger of the served prompt's count
-    and the estimate, and ``max_tokens`` or the config's expected output."""
+    and the estimate, and the request's output cap. A request without one is capped at twice the served
+    answer's length (at least the config's expected output), so the other tier can answer as fully and the
+    budget still bounds what it costs."""
     messages = body.get("messages")
     estimate = (estimate_message_tokens(messages) if isinstance(messages, list)
                 else estimate_tokens(str(body.get("prompt") or "")))
-    output = body.get("max_completion_tokens") or body.get("max_tokens")
-    if not isinstance(output, int) or isinstance(output, bool) or output <= 0:
-        output = expected_output_tokens
+    output = _output_cap(body) or max(expected_output_tokens, 2 * result.completion_tokens)
     return max(estimate, result.prompt_tokens), output
 
 
 def _served_text(job: _Job) -> str:
     """The answer the client got, as graders compare it (tool calls as canonical JSON)."""
+    if job.message is not None:
+        return answer_text(job.message)
     choices = job.result.raw.get("choices") if job.result.raw else None
     if job.path == CHAT_PATH and choices and isinstance(choices[0].get("message"), Mapping):
         return answer_text(choices[0]["message"])
@@ -468,11 +473,17 @@ class MeasuredShare:
     graders: tuple[str, ...]
 
 
-def measured_share(pairs: Sequence[GradedPair], min_quality: float, min_pairs: int) -> MeasuredShare | None:
+def measured_share(pairs: Sequence[GradedPair], min_quality: float, min_pairs: int, *,
+                   providers: tuple[str, str] | None = None) -> MeasuredShare | None:
     """The smallest strong share whose retained quality, at the interval's LOW bound, reaches ``min_quality``,
-    from quality_aware pairs with logged scores; None with fewer than ``min_pairs`` of them (or none enough)."""
-    usable = [p for p in pairs if p.strategy == "quality_aware" and p.quality_score is not None
-              and p.reference_grade is not None and p.candidate_grade is not None]
+    from graded pairs with a quality score (quality_aware's shadowed requests, ``quality collect``'s prompts);
+    None with fewer than ``min_pairs`` of them (or none enough).
+
+    ``providers`` (strong, weak): only pairs of that reference and candidate count. Pairs measured on another
+    provider pair say nothing about this one, and a ledger keeps them after the config changes."""
+    usable = [p for p in pairs if p.quality_score is not None and p.reference_grade is not None
+              and p.candidate_grade is not None
+              and (providers is None or (p.reference_provider, p.candidate_provider) == providers)]
     if len(usable) < min_pairs:
         return None
     scores = [p.quality_score for p in usable]
