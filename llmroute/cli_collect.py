@@ -50,13 +50,20 @@ def collect(
     cfg = _load(config)
     try:
         lines = load_prompts(data)
-        load_labels(out)  # a file this command did not write is refused before anything is sent
     except LLMRouteError as exc:
         _fail(str(exc))
     if out.resolve() == data.resolve():
         _fail("--out must not be the --data file")
     if not out.parent.is_dir():
         _fail(f"{out.parent}: no such directory for --out")
+    if out.is_dir():
+        _fail(f"--out {out} is a directory; name the labels file to write")
+    try:
+        load_labels(out)  # a file this command did not write is refused before anything is sent
+    except LLMRouteError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(_cannot_write(exc))
     default_reference, default_candidate = cfg.shadow_pair()
     reference, candidate = reference or default_reference, candidate or default_candidate
     for option, name in (("--reference", reference), ("--candidate", candidate)):
@@ -73,9 +80,13 @@ def collect(
         router = LLMRouter(config=cfg, ledger=None if ledger else False)
     except LLMRouteError as exc:  # a quality model file or a ledger that cannot be used
         _fail(str(exc))
-    collector = Collector(cfg, router.providers, router.pricers, router.state, reference=reference,
-                          candidate=candidate, out=out, max_usd=max_usd, concurrency=concurrency, grader=grader,
-                          max_tokens=max_tokens, ledger=router.ledger)
+    try:  # opens OUT.calls: an --out where nothing can be written fails here, before anything is sent
+        collector = Collector(cfg, router.providers, router.pricers, router.state, reference=reference,
+                              candidate=candidate, out=out, max_usd=max_usd, concurrency=concurrency, grader=grader,
+                              max_tokens=max_tokens, ledger=router.ledger)
+    except OSError as exc:
+        asyncio.run(router.aclose())
+        _fail(_cannot_write(exc))
     try:
         collector.check_graders(lines)
     except ValueError as exc:
@@ -103,9 +114,15 @@ def collect(
             summary = asyncio.run(main())
         except KeyboardInterrupt:
             interrupted, summary = True, collector.summary
+        except OSError as exc:  # --out or OUT.calls could not be written (a full disk): what was written stays
+            _fail(f"{_cannot_write(exc)}; re-run the same command to resume")
     _report(cfg, out, reference, candidate, summary, fmt, interrupted, max_usd)
     if interrupted:
         raise typer.Exit(130)
+
+
+def _cannot_write(exc: OSError) -> str:
+    return f"--out: cannot write {exc.filename or 'the labels'}: {exc.strerror or type(exc).__name__}"
 
 
 def _report(cfg: Any, out: Path, reference: str, candidate: str, summary: Any, fmt: OutputFormat,

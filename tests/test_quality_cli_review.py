@@ -80,3 +80,16 @@ def test_a_byte_order_mark_and_crlf_line_ends_are_read(tmp_path: Path, pair: dic
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["labelled"] == 3
     assert [e.prompt for e, _ in load_lines(out)] == ["Lead 0?", "Lead 1?", "Lead 2?"]
+
+
+@pytest.mark.parametrize("blocked", ["labels.jsonl", "labels.jsonl.calls"])
+def test_an_out_that_cannot_be_written_is_an_error_before_anything_is_sent(
+        tmp_path: Path, pair: dict[str, EmulatorThread], blocked: str) -> None:
+    (tmp_path / blocked).mkdir()  # a directory where the labels or the calls log go: no write can succeed
+    data = tmp_path / "p.jsonl"
+    data.write_text('{"prompt": "What is 2+2?", "reference": "4"}\n')
+    result = collect("--data", str(data), "--out", str(tmp_path / "labels.jsonl"), "--config",
+                     str(write_config(tmp_path / "c.yaml", pair)), "--no-ledger")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: --out") and "Traceback" not in result.output
+    assert sent(pair) == 0
