@@ -136,7 +136,8 @@ def _report(cfg: Any, out: Path, reference: str, candidate: str, summary: Any, f
              "ci_high": e.estimate.high if e.estimate else None, "pairs": e.estimate.pairs if e.estimate else 0,
              "note": e.note} for e in estimates]
     counts = {"prompts": summary.prompts, "labelled": len(graded), "ungraded": len(ungraded),
-              "skipped": summary.skipped, "left": summary.left, "reused_answers": summary.reused_answers,
+              "skipped": summary.skipped, "left": summary.left, "capped": summary.capped,
+              "reused_answers": summary.reused_answers,
               "spent_usd": summary.spent_usd, "total_spent_usd": summary.total_spent_usd, "max_usd": max_usd,
               "ungraded_reasons": summary.ungraded_reasons, "interrupted": interrupted}
     if fmt == OutputFormat.JSON:
@@ -149,12 +150,12 @@ def _report(cfg: Any, out: Path, reference: str, candidate: str, summary: Any, f
                   f"({summary.skipped:,} labelled before, {summary.reused_answers:,} answers reused); "
                   f"spent {format_usd(summary.spent_usd)} this run, {format_usd(summary.total_spent_usd)} of "
                   f"{format_usd(max_usd)} in all", highlight=False)
-    if summary.left:
+    if summary.left and summary.capped and not interrupted:
         err.print(Text.assemble(("stopped:", "yellow"), f" {summary.left:,} prompts left; the next would pass "
                                 f"--max-usd {max_usd:g}. Raise it and re-run the same command to go on."), highlight=False)
     if interrupted:
-        err.print(Text.assemble(("interrupted:", "yellow"), " re-run the same command to resume; answers already "
-                                "received are not paid for again."), highlight=False)
+        err.print(Text.assemble(("interrupted:", "yellow"), f" {summary.left:,} prompts left; re-run the same command "
+                                "to resume; answers already received are not paid for again."), highlight=False)
     if ungraded:
         reasons = ", ".join(f"{k}: {v}" for k, v in summary.ungraded_reasons.items())
         err.print(Text.assemble(("note:", "yellow"), f" {len(ungraded):,} lines are ungraded"

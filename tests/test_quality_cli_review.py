@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,7 @@ from llmroute.quality.data import load_lines
 from .conftest import emulator, provider
 
 runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -93,3 +99,36 @@ def test_an_out_that_cannot_be_written_is_an_error_before_anything_is_sent(
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: --out") and "Traceback" not in result.output
     assert sent(pair) == 0
+
+
+def test_ctrl_c_says_it_was_interrupted_not_that_the_cap_was_reached(tmp_path: Path) -> None:
+    """The cap ($5) is far away: the summary must say what stopped the run and how many prompts are really left."""
+    prompts = 24
+    data = tmp_path / "p.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "prompt": f"Qualify lead {i}.", "reference": "hot"}) + "\n"
+                            for i in range(prompts)))
+    out = tmp_path / "labels.jsonl"
+    with emulator("cerebras", speed=1.0, latency_ms=150) as strong, emulator("runpod", speed=1.0, latency_ms=150) as weak:
+        config = write_config(tmp_path / "c.yaml", {"cerebras": strong, "runpod": weak})
+        command = [sys.executable, "-m", "llmroute.cli", "quality", "collect", "--data", str(data), "--out", str(out),
+                   "--config", str(config), "--concurrency", "4", "--max-tokens", "32", "--no-ledger", "--format", "json"]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while (not out.exists() or out.read_text().count("\n") < 3) and proc.poll() is None:
+                assert time.monotonic() < deadline, "no label written"
+                time.sleep(0.02)  # polling a file another process writes: there is no event to wait on
+            proc.send_signal(signal.SIGINT)
+            stdout, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 130
+    report = json.loads(stdout)
+    written = out.read_text().count("\n")
+    assert report["interrupted"] is True and report["capped"] is False
+    assert report["left"] == prompts - written > 0  # the calls cancelled in flight are left too
+    table = subprocess.run(command[:-2] + ["--max-usd", "0"], env=env, capture_output=True, text=True, timeout=60)
+    assert table.returncode == 0, table.stderr  # nothing left within a cap of $0: this one is stopped by the cap
+    assert "would pass --max-usd 0" in " ".join(table.stderr.split())
