@@ -50,13 +50,20 @@ def collect(
     cfg = _load(config)
     try:
         lines = load_prompts(data)
-        load_labels(out)  # a file this command did not write is refused before anything is sent
     except LLMRouteError as exc:
         _fail(str(exc))
     if out.resolve() == data.resolve():
         _fail("--out must not be the --data file")
     if not out.parent.is_dir():
         _fail(f"{out.parent}: no such directory for --out")
+    if out.is_dir():
+        _fail(f"--out {out} is a directory; name the labels file to write")
+    try:
+        load_labels(out)  # a file this command did not write is refused before anything is sent
+    except LLMRouteError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(_cannot_write(exc))
     default_reference, default_candidate = cfg.shadow_pair()
     reference, candidate = reference or default_reference, candidate or default_candidate
     for option, name in (("--reference", reference), ("--candidate", candidate)):
@@ -73,9 +80,13 @@ def collect(
         router = LLMRouter(config=cfg, ledger=None if ledger else False)
     except LLMRouteError as exc:  # a quality model file or a ledger that cannot be used
         _fail(str(exc))
-    collector = Collector(cfg, router.providers, router.pricers, router.state, reference=reference,
-                          candidate=candidate, out=out, max_usd=max_usd, concurrency=concurrency, grader=grader,
-                          max_tokens=max_tokens, ledger=router.ledger)
+    try:  # opens OUT.calls: an --out where nothing can be written fails here, before anything is sent
+        collector = Collector(cfg, router.providers, router.pricers, router.state, reference=reference,
+                              candidate=candidate, out=out, max_usd=max_usd, concurrency=concurrency, grader=grader,
+                              max_tokens=max_tokens, ledger=router.ledger)
+    except OSError as exc:
+        asyncio.run(router.aclose())
+        _fail(_cannot_write(exc))
     try:
         collector.check_graders(lines)
     except ValueError as exc:
@@ -103,9 +114,15 @@ def collect(
             summary = asyncio.run(main())
         except KeyboardInterrupt:
             interrupted, summary = True, collector.summary
+        except OSError as exc:  # --out or OUT.calls could not be written (a full disk): what was written stays
+            _fail(f"{_cannot_write(exc)}; re-run the same command to resume")
     _report(cfg, out, reference, candidate, summary, fmt, interrupted, max_usd)
     if interrupted:
         raise typer.Exit(130)
+
+
+def _cannot_write(exc: OSError) -> str:
+    return f"--out: cannot write {exc.filename or 'the labels'}: {exc.strerror or type(exc).__name__}"
 
 
 def _report(cfg: Any, out: Path, reference: str, candidate: str, summary: Any, fmt: OutputFormat,
@@ -119,7 +136,8 @@ def _report(cfg: Any, out: Path, reference: str, candidate: str, summary: Any, f
              "ci_high": e.estimate.high if e.estimate else None, "pairs": e.estimate.pairs if e.estimate else 0,
              "note": e.note} for e in estimates]
     counts = {"prompts": summary.prompts, "labelled": len(graded), "ungraded": len(ungraded),
-              "skipped": summary.skipped, "left": summary.left, "reused_answers": summary.reused_answers,
+              "skipped": summary.skipped, "left": summary.left, "capped": summary.capped,
+              "reused_answers": summary.reused_answers,
               "spent_usd": summary.spent_usd, "total_spent_usd": summary.total_spent_usd, "max_usd": max_usd,
               "ungraded_reasons": summary.ungraded_reasons, "interrupted": interrupted}
     if fmt == OutputFormat.JSON:
@@ -132,12 +150,12 @@ def _report(cfg: Any, out: Path, reference: str, candidate: str, summary: Any, f
                   f"({summary.skipped:,} labelled before, {summary.reused_answers:,} answers reused); "
                   f"spent {format_usd(summary.spent_usd)} this run, {format_usd(summary.total_spent_usd)} of "
                   f"{format_usd(max_usd)} in all", highlight=False)
-    if summary.left:
+    if summary.left and summary.capped and not interrupted:
         err.print(Text.assemble(("stopped:", "yellow"), f" {summary.left:,} prompts left; the next would pass "
                                 f"--max-usd {max_usd:g}. Raise it and re-run the same command to go on."), highlight=False)
     if interrupted:
-        err.print(Text.assemble(("interrupted:", "yellow"), " re-run the same command to resume; answers already "
-                                "received are not paid for again."), highlight=False)
+        err.print(Text.assemble(("interrupted:", "yellow"), f" {summary.left:,} prompts left; re-run the same command "
+                                "to resume; answers already received are not paid for again."), highlight=False)
     if ungraded:
         reasons = ", ".join(f"{k}: {v}" for k, v in summary.ungraded_reasons.items())
         err.print(Text.assemble(("note:", "yellow"), f" {len(ungraded):,} lines are ungraded"

@@ -192,7 +192,9 @@ class RunSummary:
     graded: int = 0
     ungraded: int = 0
     left: int = 0
-    """Not done: the cap would have been passed."""
+    """Not done: the cap would have been passed (``capped``), or the run was interrupted."""
+    capped: bool = False
+    """Stopped because the next prompt would have passed the spending cap."""
     reused_answers: int = 0
     spent_usd: float = 0.0
     """This run's spend."""
@@ -392,7 +394,8 @@ class Collector:
                 await asyncio.gather(*(worker() for _ in range(max(1, self.concurrency))))
             finally:
                 self.log.close()
-                summary.left = len(pending)
+                summary.left = summary.prompts - summary.skipped - summary.graded - summary.ungraded  # in flight too
+                summary.capped = self._stop
                 summary.spent_usd = self.budget.spent_usd - started_usd
                 summary.total_spent_usd = self.budget.spent_usd
         return summary

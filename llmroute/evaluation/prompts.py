@@ -69,8 +69,15 @@ def _messages(value: Any, where: str) -> list[dict[str, Any]]:
     for i, message in enumerate(value):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise DataError(f"{where}: messages[{i}] must be an object with a string 'role'")
-        if not isinstance(message.get("content"), (str, list, type(None))):
+        content = message.get("content")
+        if not isinstance(content, (str, list, type(None))):
             raise DataError(f"{where}: messages[{i}].content must be a string or a list of parts")
+        for j, part in enumerate(content if isinstance(content, list) else ()):
+            # What every provider refuses with a 400: caught here, before anything is sent.
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise DataError(f"{where}: messages[{i}].content[{j}] must be an object with a string 'type'")
+            if part["type"] == "text" and not isinstance(part.get("text"), str):
+                raise DataError(f"{where}: messages[{i}].content[{j}] is a text part without a string 'text'")
     return value
 
 
@@ -90,6 +97,9 @@ def parse_prompt_line(line: str, where: str) -> PromptLine:
         messages = [{"role": "user", "content": row["prompt"]}]
     else:
         messages = _messages(row["messages"], where)
+        if not prompt_text(messages).strip():
+            # The grader, the judge and the quality model read this text, and `router train` refuses a label without it.
+            raise DataError(f"{where}: 'messages' has no text to grade: it needs a user or system turn with text")
     gold = row.get("reference")
     if isinstance(gold, (int, float)) and not isinstance(gold, bool) and math.isfinite(gold):
         gold = str(gold)
@@ -127,17 +137,25 @@ def load_prompts(path: str | Path) -> list[PromptLine]:
     """Every prompt of a JSONL file; ``DataError`` at the first bad line (before anything is sent)."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        data = file.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{file}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{file}: cannot read: {type(exc).__name__}") from None
+    except OSError as exc:
+        raise DataError(f"{file}: cannot read: {exc.strerror or type(exc).__name__}") from None
     lines: list[PromptLine] = []
     seen: dict[str, int] = {}
-    for number, raw in enumerate(text.split("\n"), 1):  # split("\n"), as data.py: U+2028 may sit in a prompt
+    # split(b"\n"), as data.py: U+2028 may sit in a prompt. Decoded a line at a time, so that bytes that are
+    # not UTF-8 name their line; a byte order mark (Windows editors write one) is not part of the first line.
+    for number, raw_bytes in enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), 1):
+        where = f"{file}, line {number}"
+        try:
+            raw = raw_bytes.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{where}: not UTF-8 (byte 0x{raw_bytes[exc.start]:02x} at column {exc.start + 1}); "
+                            "save the file as UTF-8") from None
         if not raw.strip():
             continue
-        parsed = parse_prompt_line(raw, f"{file}, line {number}")
+        parsed = parse_prompt_line(raw, where)
         if parsed.key in seen:
             what = f"id {parsed.id!r}" if parsed.key.startswith("id:") else "the same request"
             raise DataError(f"{file}, line {number}: {what} as line {seen[parsed.key]}; each prompt needs its own id")
