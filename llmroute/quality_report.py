@@ -31,6 +31,13 @@ HOW_TO_MEASURE = ("send your own prompts to both tiers with `llmroute quality co
 _SERVED = ("CASE served_tier WHEN 'reference' THEN reference_grade WHEN 'candidate' THEN candidate_grade END")
 _GRADED = f"reference_grade IS NOT NULL AND candidate_grade IS NOT NULL AND ({_SERVED}) IS NOT NULL"
 _TEXT = ("prompt", "reference_answer", "candidate_answer")
+# `quality collect` run again over the same prompts (another --out, or a line graded again) records the same
+# prompt's pair again: only the latest counts, or repeating a run would narrow every interval with no new data.
+# Its spend still counts: it was paid.
+_CURRENT = ("NOT (source = 'collect' AND EXISTS (SELECT 1 FROM graded_pairs AS later WHERE later.source = 'collect' "
+            "AND later.request_id = graded_pairs.request_id AND later.id > graded_pairs.id "
+            "AND later.reference_provider = graded_pairs.reference_provider "
+            "AND later.candidate_provider = graded_pairs.candidate_provider))")
 
 
 def load_pairs(store: Store, since_ts: float | None = None, until_ts: float | None = None, *,
@@ -138,11 +145,13 @@ def build_quality_report(store: Store, by: str, lo: float, hi: float, min_pairs:
     if not store.has(GRADED_PAIRS):
         return QualityReport(by, [], empty, None, None, [], min_pairs, has_table=False)
     expr = _group_expr(store, by)
-    where, params = _window(lo, hi)
+    every, every_params = _window(lo, hi, current=False)
     sums = store.fetch(
-        f"SELECT {expr}, grader, COUNT(*), SUM(CASE WHEN {_GRADED} THEN 0 ELSE 1 END), "
-        f"SUM(COALESCE(shadow_cost_usd, 0)), SUM(COALESCE(judge_cost_usd, 0)) FROM graded_pairs {where} "
-        f"GROUP BY {expr}, grader", params)
+        f"SELECT {expr}, grader, SUM(CASE WHEN {_CURRENT} THEN 1 ELSE 0 END), "
+        f"SUM(CASE WHEN {_CURRENT} AND NOT ({_GRADED}) THEN 1 ELSE 0 END), "
+        f"SUM(COALESCE(shadow_cost_usd, 0)), SUM(COALESCE(judge_cost_usd, 0)) FROM graded_pairs {every} "
+        f"GROUP BY {expr}, grader", every_params)
+    where, params = _window(lo, hi)
     grades = store.fetch(f"SELECT {expr}, {_SERVED}, candidate_grade, reference_grade FROM graded_pairs {where} "
                          f"AND {_GRADED}", params)
     tiers = store.fetch(f"SELECT reference_provider, candidate_provider, COUNT(*) FROM graded_pairs {where} "
@@ -156,7 +165,8 @@ def build_quality_report(store: Store, by: str, lo: float, hi: float, min_pairs:
             target.ungraded += int(ungraded or 0)
             target.shadow_cost_usd += float(shadow or 0)
             target.judge_cost_usd += float(judge or 0)
-            target.graders[str(grader)] += int(count or 0)
+            if count:
+                target.graders[str(grader)] += int(count)
     for group, served, candidate, reference in grades:
         total.candidate.append(float(candidate))
         for target in (total, *(groups[n] for n in names(group))):
@@ -263,8 +273,10 @@ def measured_quality(store: Store, config: RouterConfig, since_ts: float | None 
                            [None if r[0] is None else float(r[0]) for r in rows])
 
 
-def _window(lo: float | None, hi: float | None) -> tuple[str, tuple[Any, ...]]:
-    return "WHERE ts >= ? AND ts < ?", (-math.inf if lo is None else lo, math.inf if hi is None else hi)
+def _window(lo: float | None, hi: float | None, *, current: bool = True) -> tuple[str, tuple[Any, ...]]:
+    """Pairs recorded in ``lo <= ts < hi``; ``current``: without the collected pairs a later run superseded."""
+    where = "WHERE ts >= ? AND ts < ?" + (f" AND {_CURRENT}" if current else "")
+    return where, (-math.inf if lo is None else lo, math.inf if hi is None else hi)
 
 
 def _group_expr(store: Store, by: str) -> str:

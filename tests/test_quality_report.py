@@ -204,3 +204,23 @@ def test_report_shows_the_cost_of_measurement_apart_from_serving(tmp_path: Path)
     proc = llmroute("report", "--ledger", str(old), "--format", "json", "--since", "10000d")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["measurement"]["pairs"] == 0
+
+
+def test_a_prompt_collected_again_counts_once_but_its_spend_counts_twice(tmp_path: Path) -> None:
+    """`quality collect` run twice over the same prompts records each pair twice: only the latest is a measurement,
+    or every interval would narrow with no new information; both runs were paid for."""
+    path = tmp_path / "l.sqlite3"
+    first = [pair(i, request_id=f"collect:p{i}", source="collect", strategy="collect", served_tier="candidate",
+                  ts=time.time() - 600 + i, shadow_cost_usd=0.001, reference_grade=1.0, candidate_grade=0.0 if i % 4 == 0 else 1.0)
+             for i in range(120)]
+    # The second run grades the same prompts differently (a judge is not deterministic): the later grade counts.
+    again = [pair(i, request_id=f"collect:p{i}", source="collect", strategy="collect", served_tier="candidate",
+                  ts=time.time() - 300 + i, shadow_cost_usd=0.001, reference_grade=1.0, candidate_grade=0.0 if i % 2 == 0 else 1.0)
+             for i in range(120)]
+    write_ledger(path, first + again)
+    data = quality_json("--ledger", str(path))
+    assert data["total"]["pairs"] == 120 and data["total"]["graders"] == {"exact": 120}
+    assert data["total"]["retained"] == pytest.approx(0.5)
+    assert data["total"]["shadow_cost_usd"] == pytest.approx(0.001 * 240)
+    plan = json.loads(llmroute("plan", "--monthly-tokens", "10M", "--ledger", str(path), "--format", "json").stdout)
+    assert plan["quality_from"]["pairs"] == 120

@@ -96,6 +96,10 @@ CREATE TABLE graded_pairs (
     candidate_answer TEXT
 )"""
 
+# By time for reports; by request id for a prompt collected again (only its latest pair counts).
+_PAIRS_V3_INDEXES = ["CREATE INDEX graded_pairs_ts ON graded_pairs (ts)",
+                     "CREATE INDEX graded_pairs_request ON graded_pairs (request_id)"]
+
 MIGRATIONS: dict[str, list[list[str]]] = {
     "sqlite": [
         [
@@ -104,7 +108,7 @@ MIGRATIONS: dict[str, list[list[str]]] = {
             _PRICES_V1,
         ],
         _V2,
-        [_PAIRS_V3.format(pk="INTEGER PRIMARY KEY"), "CREATE INDEX graded_pairs_ts ON graded_pairs (ts)"],
+        [_PAIRS_V3.format(pk="INTEGER PRIMARY KEY"), *_PAIRS_V3_INDEXES],
     ],
     "postgres": [
         [
@@ -113,7 +117,7 @@ MIGRATIONS: dict[str, list[list[str]]] = {
             _PRICES_V1,
         ],
         _V2,
-        [_PAIRS_V3.format(pk="BIGSERIAL PRIMARY KEY"), "CREATE INDEX graded_pairs_ts ON graded_pairs (ts)"],
+        [_PAIRS_V3.format(pk="BIGSERIAL PRIMARY KEY"), *_PAIRS_V3_INDEXES],
     ],
 }
 
