@@ -63,19 +63,19 @@ def quality(
 
 
 def _print_quality(built, where: str) -> None:  # type: ignore[no-untyped-def]
-    from .quality_report import format_estimate
-
+    graders = ", ".join(f"{g} ({n:,} pairs)" for g, n in sorted(built.total.graders.items(), key=lambda kv: -kv[1]))
     table = Table(title=f"Retained quality by {built.by} (ledger: {where})", title_justify="left",
-                  caption="retained: mean grade of the answers served / mean grade of the reference tier's answers")
-    for column in (built.by, "pairs", "ungraded", "retained (95% CI)", "served mean", "reference mean",
-                   "shadow spend", "judge spend", "grader"):
-        table.add_column(column, justify="left" if column in (built.by, "retained (95% CI)", "grader") else "right")
+                  caption="retained: mean grade of the answers served / mean grade of the reference tier's answers; "
+                          f"measuring $: shadow calls and judge; graded by {graders or '-'}", caption_justify="left")
+    widest = max((len(row.group) for row in built.rows), default=5)
+    for column in (built.by, "pairs", "ungraded", "retained", "95% CI", "served", "reference", "measuring $"):
+        table.add_column(column, justify="left" if column == built.by else "right", no_wrap=True,
+                         min_width=widest if column == built.by else None)
     for row in [*built.rows, built.total]:
         table.add_row(
             Text(row.group, style="bold") if row is built.total else row.group, f"{row.pairs:,}", f"{row.ungraded:,}",
-            format_estimate(row.estimate), _mean(row.served_mean), _mean(row.reference_mean),
-            format_usd(row.shadow_cost_usd), format_usd(row.judge_cost_usd),
-            ", ".join(f"{g} ({n:,})" for g, n in sorted(row.graders.items(), key=lambda kv: -kv[1])) or "-")
+            *_value_and_interval(row.estimate), _mean(row.served_mean), _mean(row.reference_mean),
+            format_usd(row.shadow_cost_usd + row.judge_cost_usd))
     if built.total.pairs or built.total.ungraded:
         console.print(table)
     curve = built.curve
@@ -85,16 +85,23 @@ def _print_quality(built, where: str) -> None:  # type: ignore[no-untyped-def]
         console.print(Text.assemble(("Your cost/quality curve", "bold"), f": {curve.pairs:,} pairs quality_aware "
                                     "routed, re-decided from their logged scores"), highlight=False)
         shares = Table(title_justify="left")
-        for column in ("to reference", "retained (95% CI)", "prompt-blind split"):
-            shares.add_column(column, justify="right" if column == "to reference" else "left")
+        for column in ("to reference", "retained", "95% CI", "prompt-blind split"):
+            shares.add_column(column, justify="right", no_wrap=True)
         for i in range(0, 101, 10):
-            shares.add_row(f"{i}%", format_estimate(curve.points[i]), f"{curve.prompt_blind[i].value:.1%}")
+            shares.add_row(f"{i}%", *_value_and_interval(curve.points[i]), f"{curve.prompt_blind[i].value:.1%}")
         console.print(shares)
         console.print(f"calls to the reference for 95% of its quality: "
                       f"{'not reached' if calls is None else f'{calls:.0%}'}; APGR {line.apgr():.3f} "
                       "(0.5 is a prompt-blind split)", highlight=False)
     for warning in built.warnings:
         console.print(Text.assemble(("warning:", "yellow"), " ", warning), highlight=False, soft_wrap=True)
+
+
+def _value_and_interval(estimate) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """``96.1%`` and ``94.8–97.2%``: two narrow columns instead of one that wraps."""
+    if estimate is None:
+        return "-", "-"
+    return f"{estimate.value:.1%}", f"{estimate.low:.1%}–{estimate.high:.1%}"
 
 
 def _mean(value: float | None) -> str:

@@ -117,7 +117,7 @@ def test_the_table_warns_when_there_are_too_few_pairs(tmp_path: Path) -> None:
     write_ledger(path, synthetic_pairs(30))
     proc = llmroute("quality", "--ledger", str(path))
     assert proc.returncode == 0, proc.stderr
-    assert "retained (95% CI)" in proc.stdout and "quality_aware" in proc.stdout
+    assert "95% CI" in proc.stdout and "quality_aware" in proc.stdout
     assert "warning: only 29 graded pairs (fewer than shadow.min_pairs = 100)" in proc.stdout
     assert "too wide, or too unstable, to mean anything" in proc.stdout
     as_json = llmroute("quality", "--ledger", str(path), "--format", "json")
