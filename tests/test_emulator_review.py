@@ -1,0 +1,116 @@
+"""Hostile structured-output requests and labels files against the emulator: each is a 400 in the
+provider's error shape or a valid answer, never a 500, a hang or unbounded memory; over HTTP to an
+emulator on loopback."""
+
+from __future__ import annotations
+
+import json
+import random
+import unicodedata
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema_rs
+import openai
+import orjson
+import pytest
+
+from llmroute.emulator import EmulatorThread, Labels
+from llmroute.emulator.schema import MAX_CHARS, SchemaError, generate
+
+from .conftest import emulator
+
+PROMPT = [{"role": "user", "content": "Answer as JSON"}]
+# A client timeout only turns a hang of the old code into a failure; nothing here is timed.
+HTTP = httpx.Client(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[EmulatorThread]:
+    with emulator("cerebras") as running:
+        yield running
+
+
+def _post(emu: EmulatorThread, **body: Any) -> httpx.Response:
+    return HTTP.post(emu.base_url + "/chat/completions", json={"model": "m", "messages": PROMPT, **body})
+
+
+def _refused(resp: httpx.Response, param: str) -> str:
+    assert resp.status_code == 400, resp.text[:300]
+    error = resp.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["param"] == param
+    return error["message"]
+
+
+def _schema(schema: Any) -> dict[str, Any]:
+    return {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}
+
+
+def _healthy(emu: EmulatorThread) -> None:
+    """The emulator still answers after the hostile request."""
+    resp = _post(emu, **_schema({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}))
+    assert resp.status_code == 200 and isinstance(json.loads(resp.json()["choices"][0]["message"]["content"])["a"], int)
+
+
+# Schemas valid JSON Schema accepts values for: the answer must be one of them.
+SATISFIABLE = {
+    "ref to a boolean schema": {"$defs": {"Any": True}, "$ref": "#/$defs/Any"},
+    "ref into an array": {"$defs": {"T": {"prefixItems": [{"type": "integer"}]}}, "$ref": "#/$defs/T/prefixItems/0"},
+    "multiple of 2 at most -5": {"type": "number", "maximum": -5, "multipleOf": 2},
+    "integer just past 2**60": {"type": "integer", "minimum": 2**60 + 1, "maximum": 2**60 + 3},
+    "pattern over a surrogate range": {"type": "string", "pattern": "^[\ud7f0-\ue010]{3}$"},
+    "pattern with anchors and classes": {"type": "string", "pattern": r"(?i)^[^a]\d{2}\b-[^\W\d]+$"},
+}
+
+
+@pytest.mark.parametrize("schema", list(SATISFIABLE.values()), ids=list(SATISFIABLE))
+def test_satisfiable_schemas_get_a_valid_answer(emu: EmulatorThread, schema: Any) -> None:
+    resp = _post(emu, **_schema(schema))
+    assert resp.status_code == 200, resp.text[:300]
+    value = json.loads(resp.json()["choices"][0]["message"]["content"])
+    assert jsonschema_rs.validator_for(schema).is_valid(value), value
+
+
+# Schemas no value satisfies, or that ask for more than the emulator generates: a 400, promptly.
+REFUSED = {
+    "ref to a string": {"type": "object", "$ref": "#/type"},
+    "ref to a list": {"required": ["a"], "$ref": "#/required"},
+    "allOf properties that are a list": {"allOf": [{"properties": [1]}]},
+    "allOf required that is a number": {"allOf": [{"required": 5}]},
+    "multipleOf below what a float divides by": {"type": "integer", "minimum": 1, "multipleOf": 1e-320},
+    "number multipleOf tiny with a huge bound": {"type": "number", "minimum": 1e300, "multipleOf": 1e-10},
+    "format that is not a string": {"type": "string", "format": ["date"]},
+    "pattern nested 5000 deep": {"type": "string", "pattern": "(" * 5000 + ")" * 5000},
+    "catastrophic backtracking": {"type": "string", "pattern": r"^(a+){25}\b\B"},
+    "polynomial backtracking": {"type": "string", "pattern": r"(\w*){40}!\B\b"},
+    "repeats past any memory": {"type": "string", "pattern": "((a{65535}){65535}){65535}"},
+    "empty group repeated 4e9 times": {"type": "string", "pattern": "(?:){4294967294}x\\B\\b"},
+    "answer of 2.6 MB": {"type": "array", "minItems": 40, "items": {"type": "string", "minLength": 65536}},
+    "lookahead": {"type": "string", "pattern": "(?=a)a"},
+}
+
+
+@pytest.mark.parametrize("schema", list(REFUSED.values()), ids=list(REFUSED))
+def test_hostile_schemas_are_a_400_and_the_emulator_survives(emu: EmulatorThread, schema: Any) -> None:
+    for stream in (False, True):
+        _refused(_post(emu, stream=stream, **_schema(schema)), "response_format")
+    _healthy(emu)
+
+
+def test_answers_stay_within_the_documented_size(emu: EmulatorThread) -> None:
+    fits = {"type": "array", "minItems": 10, "items": {"type": "string", "minLength": MAX_CHARS // 20}}
+    resp = _post(emu, **_schema(fits))
+    assert resp.status_code == 200 and len(json.loads(resp.json()["choices"][0]["message"]["content"])) == 10
+    too_big = {**fits, "minItems": 21}
+    assert str(MAX_CHARS) in _refused(_post(emu, **_schema(too_big)), "response_format")
+
+
+@pytest.mark.parametrize("schema", [{"type": "integer", "minimum": 10**400}, {"const": 2**70},
+                                    {"type": "integer", "minimum": 2**63}],
+                         ids=["minimum past any float", "const past 64 bits", "integers past 64 bits"])
+def test_python_integers_json_cannot_carry_are_refused(schema: dict[str, Any]) -> None:
+    """Over HTTP such numbers arrive as floats; a Python caller of ``generate`` can pass them as ints."""
+    with pytest.raises(SchemaError):
+        orjson.dumps(generate(schema, random.Random(0)))
