@@ -114,3 +114,47 @@ def test_python_integers_json_cannot_carry_are_refused(schema: dict[str, Any]) -
     """Over HTTP such numbers arrive as floats; a Python caller of ``generate`` can pass them as ints."""
     with pytest.raises(SchemaError):
         orjson.dumps(generate(schema, random.Random(0)))
+
+
+def _tool(name: str, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "parameters": parameters or {"type": "object"}}}
+
+
+@pytest.mark.parametrize("name", ["get.weather", "has space", "x" * 65, "", "naïve"])
+def test_function_names_a_provider_refuses_are_a_400(emu: EmulatorThread, name: str) -> None:
+    _refused(_post(emu, tools=[_tool("ok"), _tool(name)]), "tools[1].function.name")
+
+
+def test_more_tools_than_a_provider_takes_are_a_400(emu: EmulatorThread) -> None:
+    assert "128" in _refused(_post(emu, tools=[_tool(f"f{i}") for i in range(10_000)]), "tools")
+    resp = _post(emu, tools=[_tool(f"f{i}") for i in range(128)], tool_choice="required")
+    assert resp.status_code == 200 and resp.json()["choices"][0]["finish_reason"] == "tool_calls"
+    _healthy(emu)
+
+
+def test_all_tools_of_a_request_share_one_generation_budget(emu: EmulatorThread) -> None:
+    """Each schema alone fits the node budget; 100 of them would take 100 times the work."""
+    heavy = {"type": "object", "required": ["xs"],
+             "properties": {"xs": {"type": "array", "minItems": 5000, "items": {"type": "integer"}}}}
+    message = _refused(_post(emu, tools=[_tool(f"f{i}", heavy) for i in range(100)]), "tools[3].function.parameters")
+    assert "nodes" in message  # the 4th schema's 5,002 nodes take the request past 20,000
+    resp = _post(emu, tools=[_tool("only", heavy)], tool_choice="required")
+    assert len(json.loads(resp.json()["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])["xs"]) >= 5000
+
+
+def test_streamed_tool_arguments_reassemble_with_the_openai_client(emu: EmulatorThread) -> None:
+    """Arguments with non-ASCII text, escapes and nesting come back whole from the deltas."""
+    params = {"type": "object", "required": ["city", "notes", "deep"],
+              "properties": {"city": {"const": "Zürich \"Altstadt\" \\ 東京 \u2028"},
+                             "notes": {"type": "array", "minItems": 3, "items": {"type": "string", "pattern": "^[é-ü]{5}$"}},
+                             "deep": {"type": "object", "required": ["a"], "properties": {"a": {"const": [[{"b": None}]]}}}}}
+    client = openai.OpenAI(base_url=emu.base_url, api_key="unused", max_retries=0)
+    body = {"model": "m", "messages": PROMPT, "tools": [_tool("lookup", params)], "tool_choice": "required"}
+    whole = client.chat.completions.create(**body).choices[0].message.tool_calls[0].function.arguments
+    parts: dict[int, str] = {}
+    for chunk in client.chat.completions.create(**body, stream=True):
+        for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            parts[call.index] = parts.get(call.index, "") + (call.function.arguments or "")
+    assert parts == {0: whole}
+    value = json.loads(whole)
+    assert jsonschema_rs.validator_for(params).is_valid(value) and value["city"].startswith("Zürich")
