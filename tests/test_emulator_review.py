@@ -158,3 +158,39 @@ def test_streamed_tool_arguments_reassemble_with_the_openai_client(emu: Emulator
     assert parts == {0: whole}
     value = json.loads(whole)
     assert jsonschema_rs.validator_for(params).is_valid(value) and value["city"].startswith("Zürich")
+
+
+# -- labelled mode -------------------------------------------------------------------------------------------
+
+
+def test_a_labelled_prompt_matches_in_any_unicode_normal_form(tmp_path: Path) -> None:
+    """The file says "Café" composed; a client (or a macOS file name pasted in) sends it decomposed."""
+    path = tmp_path / "labels.jsonl"
+    path.write_text(json.dumps({"prompt": "Où est le Café de Flore ?", "answer": "Paris",
+                                "correct": {"cerebras": True}}, ensure_ascii=False) + "\n", encoding="utf-8")
+    labels = Labels.load(path)
+    decomposed = unicodedata.normalize("NFD", "Où est le Café de Flore ?")
+    assert decomposed != "Où est le Café de Flore ?" and labels.is_correct("cerebras", decomposed) is True
+    with emulator("cerebras", labels=labels) as emu:
+        messages = [{"role": "user", "content": decomposed}]
+        resp = HTTP.post(emu.base_url + "/chat/completions", json={"model": "m", "messages": messages})
+        assert resp.json()["choices"][0]["message"]["content"] == "Paris"
+
+
+@pytest.mark.parametrize(("line", "says"), [
+    (b"\xff\xfe not utf-8\n", "line 2"),
+    (b"[" * 100_000 + b"\n", "line 2"),
+    (b'{"prompt": "big", "answer": {"n": 1180591620717411303424}}\n', "line 2"),
+])
+def test_a_bad_labels_line_is_named_whatever_breaks_it(tmp_path: Path, line: bytes, says: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'{"prompt": "ok", "answer": "yes"}\n' + line)
+    with pytest.raises(ValueError, match="bad.jsonl") as info:
+        Labels.load(path)
+    assert says in str(info.value)
+
+
+def test_a_labels_file_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    path = tmp_path / "labels.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"prompt": "Capital of France?", "answer": "Paris"}\n')
+    assert Labels.load(path).grade("Capital of France?", "paris.") is True
