@@ -16,7 +16,7 @@ import orjson
 from ..tokens import count_tokens
 from .judging import judge_reply
 from .labels import Labels
-from .schema import SchemaError, generate
+from .schema import Budget, SchemaError, generate
 
 __all__ = ["Answer", "Refused", "compose", "last_user_text"]
 
@@ -122,13 +122,13 @@ def _rng(seed: int, prompt: str) -> random.Random:
 
 def _tool_call(body: dict[str, Any], seed: int, prompt: str) -> Answer | None:
     """A call to one of ``tools`` when ``tool_choice`` asks for one (``auto``: unless a tool just answered)."""
-    tools, rng = body["tools"], _rng(seed, prompt)
+    tools, rng, budget = body["tools"], _rng(seed, prompt), Budget()
     schemas = []
     for i, tool in enumerate(tools):  # every schema is checked, as a provider does, not only the one called
         function = tool["function"]
         schema = function.get("parameters") or {"type": "object", "properties": {}}
-        try:
-            schemas.append(_json(generate(schema, random.Random(rng.random()))))
+        try:  # one budget for all of them: many tools cannot add up to unbounded work
+            schemas.append(_json(generate(schema, random.Random(rng.random()), budget)))
         except SchemaError as exc:
             raise Refused(f"Invalid schema for function '{function['name'][:64]}': {exc}",
                           f"tools[{i}].function.parameters") from None

@@ -21,10 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from ..graders.base import normalize_text
 from ..graders.judge import quote
@@ -37,6 +40,8 @@ Gold = str | dict[str, Any]
 _SUFFIXES_TRIED = 200
 """Line starts tried when a text holds a labelled prompt after other lines (a system prompt first)."""
 _DONT_KNOW = "I do not know."
+_NFC_GROWTH = 4
+"""A text longer than this many times the longest labelled prompt cannot be one, even before NFC."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +69,13 @@ class Labels:
                 raise ValueError(f"accuracy of {name!r} must be a number from 0 to 1, got {value!r}")
         self._by_prompt: dict[str, Label] = {}
         for label in labels:
-            key = label.prompt.strip()
+            key = _key(label.prompt)
             if key in self._by_prompt:
                 raise ValueError(f"prompt labelled twice: {key[:80]!r}")
             self._by_prompt[key] = label
         # A judge prompt shows the question with brackets defanged (graders.judge.quote): find it that way too.
         self._quoted = {quoted: label for key, label in self._by_prompt.items() if (quoted := quote(key)) != key}
+        self._longest = max(map(len, [*self._by_prompt, *self._quoted]), default=0) * _NFC_GROWTH
         # Wrong answers made up for a label without `wrong`: other labels' answers, as a plausible mistake.
         self._texts = sorted({label.answer for label in self._by_prompt.values() if isinstance(label.answer, str)})
         self._values: dict[str, list[Any]] = {}
@@ -89,13 +95,15 @@ class Labels:
     def load(cls, path: str | Path, *, seed: int = 0, accuracy: Mapping[str, float] | None = None) -> Labels:
         """Read a labels file; a bad line is a ValueError naming the file and the line."""
         labels = []
-        with open(path, encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
+        with open(path, "rb") as lines:
+            for number, raw in enumerate(lines, 1):
                 try:
-                    labels.append(parse_label(json.loads(line)))
-                except (ValueError, TypeError) as exc:
+                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                    if line.strip():
+                        labels.append(parse_label(json.loads(line)))
+                except RecursionError:
+                    raise ValueError(f"{path}: line {number}: JSON nested too deeply") from None
+                except (ValueError, TypeError) as exc:  # UnicodeDecodeError and JSONDecodeError too
                     raise ValueError(f"{path}: line {number}: {exc}") from None
         try:
             return cls(labels, seed=seed, accuracy=accuracy)
@@ -103,18 +111,25 @@ class Labels:
             raise ValueError(f"{path}: {exc}") from None
 
     def find(self, text: str) -> Label | None:
-        """The label whose prompt is ``text``, or ends it after a line break (a system prompt before it)."""
+        """The label whose prompt is ``text``, or ends it after a line break (a system prompt before it).
+
+        Prompts match as Unicode text (NFC), whatever normal form the file or the client wrote.
+        """
         text = text.strip()
         found = self._lookup(text)
         start = text.find("\n")
         for _ in range(_SUFFIXES_TRIED):
             if found is not None or start < 0:
                 break
-            found = self._lookup(text[start + 1:].strip())
+            if len(text) - start <= self._longest:  # a longer tail cannot be a labelled prompt: not copied
+                found = self._lookup(text[start + 1:])
             start = text.find("\n", start + 1)
         return found
 
     def _lookup(self, text: str) -> Label | None:
+        if len(text) > self._longest:
+            return None
+        text = _key(text)
         found = self._by_prompt.get(text)
         return found if found is not None or not self._quoted else self._quoted.get(text)
 
@@ -179,6 +194,10 @@ class Labels:
         return {**label.answer, key: wrong}
 
 
+def _key(prompt: str) -> str:
+    return unicodedata.normalize("NFC", prompt.strip())
+
+
 def matches(gold: Gold, answer: str) -> bool:
     """Whether ``answer`` says what ``gold`` does."""
     if isinstance(gold, str):
@@ -196,6 +215,10 @@ def parse_label(record: Any) -> Label:
         raise ValueError("'prompt' must be a non-empty string")
     if not isinstance(answer, (str, dict)):
         raise ValueError("'answer' must be a string or a JSON object")
+    try:  # it is answered as JSON: what cannot be sent is refused here, not at the first request
+        orjson.dumps([answer, record.get("wrong")])
+    except orjson.JSONEncodeError as exc:
+        raise ValueError(f"'answer' or 'wrong' cannot be sent as JSON: {exc}") from None
     wrong = record.get("wrong", [])
     wrong = [wrong] if isinstance(wrong, (str, dict)) else wrong
     if not isinstance(wrong, list) or not all(isinstance(w, (str, dict)) for w in wrong):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -45,6 +46,9 @@ def invalid_param(body: dict[str, Any], *, chat: bool) -> tuple[str, str] | None
 
 _FORMATS = ("text", "json_object", "json_schema")
 _CHOICES = ("none", "auto", "required")
+MAX_TOOLS = 128
+"""Functions a request may offer, as OpenAI allows."""
+_FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
 
 def _invalid_structured(body: dict[str, Any]) -> tuple[str, str] | None:
@@ -64,12 +68,16 @@ def _invalid_structured(body: dict[str, Any]) -> tuple[str, str] | None:
     if tools is not None:
         if not isinstance(tools, list):
             return "'tools' must be an array", "tools"
+        if len(tools) > MAX_TOOLS:
+            return (f"Invalid 'tools': array too long. Expected an array with maximum length {MAX_TOOLS}, "
+                    f"but got an array with length {len(tools)} instead."), "tools"
         for i, tool in enumerate(tools):
             function = tool.get("function") if isinstance(tool, dict) else None
             if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(function, dict):
                 return f"tools[{i}] must be {{'type': 'function', 'function': {{...}}}}", f"tools[{i}]"
-            if not isinstance(function.get("name"), str) or not function["name"]:
-                return f"tools[{i}].function.name must be a non-empty string", f"tools[{i}].function.name"
+            if not isinstance(function.get("name"), str) or not _FUNCTION_NAME.fullmatch(function["name"]):
+                return (f"Invalid 'tools[{i}].function.name': expected a string of 1 to 64 characters matching "
+                        f"'^[a-zA-Z0-9_-]+$'"), f"tools[{i}].function.name"
             if not isinstance(function.get("parameters", {}), dict):
                 return f"tools[{i}].function.parameters must be an object", f"tools[{i}].function.parameters"
             names.append(function["name"])

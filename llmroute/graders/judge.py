@@ -11,7 +11,9 @@ this package needs no network). A call that fails, times out or answers without 
 is an ungraded answer with the reason, never a score; a pairwise grade needs both orders.
 
 Only the judge's reply is parsed, never the prompt, and the LAST `[[...]]` in it wins (a judge may
-quote a verdict before giving its own). Answers are untrusted text inside the prompt: before they
+quote a verdict before giving its own), except that one in quotes (`"[[A]]"`, as a judge restates
+the format after its verdict) is a quotation, not a verdict; a reply of only quoted verdicts that
+differ is unparsed. Answers are untrusted text inside the prompt: before they
 are inserted, their verdict brackets (`[[A]]` becomes `[ [A] ]`) and copies of the prompt's section
 markers (`[The End of Assistant A's Answer]` becomes `(The End of Assistant A's Answer)`) are
 defanged, so an answer cannot close its own section or plant a verdict for the judge to echo. A
@@ -111,6 +113,7 @@ _ASKS_FOR = {"pairwise": ("[[A]]", "[[B]]", "[[C]]"), "rating": ("[[",)}
 
 # A verdict is short and on one line; bounding it keeps the scan linear on any reply.
 _VERDICT = re.compile(r"\[\[([^\[\]\n]{1,32})\]\]")
+_QUOTES = {"\"": "\"", "'": "'", "`": "`", "\u201c": "\u201d", "\u2018": "\u2019", "\u00ab": "\u00bb"}
 _RATING = re.compile(r"\d{1,2}(?:\.\d{1,4})?")
 # Copies of the prompt's own section markers inside inserted text.
 _MARKER = re.compile(
@@ -123,10 +126,19 @@ _REASON_CHARS = 200  # an upstream error quoted in a reason, at most
 
 
 def _last_verdict(reply: str) -> str | None:
+    """The last `[[...]]` not in quotes; else the quoted ones' if they all say the same."""
     last = None
-    for last in _VERDICT.finditer(reply):
-        pass
-    return last.group(1).strip() if last else None
+    quoted: set[str] = set()
+    for match in _VERDICT.finditer(reply):
+        start, end = match.span()
+        opening = reply[start - 1] if start else ""
+        if opening in _QUOTES and reply[end:end + 1] == _QUOTES[opening]:
+            quoted.add(match.group(1).strip())
+        else:
+            last = match
+    if last is not None:
+        return last.group(1).strip()
+    return quoted.pop() if len(quoted) == 1 else None
 
 
 def read_verdict(reply: str) -> Parsed[str]:

@@ -3,7 +3,9 @@
 The number read is the first one after the last explicit marker ("#### 42", "\\boxed{42}",
 "the answer is $1,234.50"), else the last number in the text, because chain-of-thought answers
 work through intermediate numbers before the result. Thousands separators, currency signs,
-unicode minus, exponents ("1e3") and simple fractions ("3/4") are understood.
+unicode minus, exponents ("1e3") and simple fractions ("3/4") are understood. A number written
+with separators that fit no reading ("1.234,5", "12,34", "3.14.15") is unparsed, not read as its
+last group: guessing the locale would turn a format into a wrong score.
 """
 
 from __future__ import annotations
@@ -39,6 +41,21 @@ def _value(match: re.Match[str]) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _glued(text: str, match: re.Match[str]) -> bool:
+    """Whether another digit group is joined to the number by a "." or "," (as in "1.234,5")."""
+    start, end = match.start(2), match.end()
+    before = start >= 2 and text[start - 1] in ".," and text[start - 2].isdigit()
+    after = end + 1 < len(text) and text[end] in ".," and text[end + 1].isdigit()
+    return before or after
+
+
+def _read(text: str, match: re.Match[str]) -> Parsed[float]:
+    if _glued(text, match):
+        return None, f"ambiguous number format near {text[max(0, match.start() - 8):match.end() + 8]!r}"
+    value = _value(match)
+    return (value, None) if value is not None else (None, "number out of range")
+
+
 def read_number(text: str) -> Parsed[float]:
     """The final number of an answer, or why there is none."""
     text = unicodedata.normalize("NFKC", text)  # full-width digits and signs
@@ -46,15 +63,13 @@ def read_number(text: str) -> Parsed[float]:
     for start in reversed(markers[-_MARKERS_TRIED:]):
         match = _NUMBER.search(text, start, start + _WINDOW_CHARS)
         if match:
-            value = _value(match)
-            return (value, None) if value is not None else (None, "number out of range")
+            return _read(text, match)
     last = None
     for last in _NUMBER.finditer(text):
         pass
     if last is None:
         return None, "no number found"
-    value = _value(last)
-    return (value, None) if value is not None else (None, "number out of range")
+    return _read(text, last)
 
 
 class NumberGrader:

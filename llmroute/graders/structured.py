@@ -8,6 +8,7 @@ out of four scores 0.75, which an all-or-nothing check would call a failure.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,7 @@ from .base import Grade, Parsed, grade_parsed, normalize_text, unparsed
 __all__ = ["JsonGrader", "read_object"]
 
 _DECODER = json.JSONDecoder()
-_STARTS_TRIED = 20  # `{` positions tried outside fences: a text of 1 MB of braces stays cheap
+_STARTS_TRIED = 20  # fences, and `{` positions outside them, tried: a text of 1 MB of either stays cheap
 _MISSING = object()
 
 
@@ -37,7 +38,7 @@ def _decode(text: str, start: int = 0, *, whole: bool = False) -> Any:
 def read_object(text: str) -> Parsed[dict[str, Any]]:
     """The JSON object an answer gives, or why there is none."""
     found: list[Any] = [_decode(text.strip(), whole=True)]
-    for fenced in text.split("```")[1:-1:2]:
+    for fenced in itertools.islice(text.split("```", 2 * _STARTS_TRIED + 1)[1:-1:2], _STARTS_TRIED):
         body = fenced[4:] if fenced[:4].lower() == "json" else fenced
         found.append(_decode(body.strip(), whole=True))
     start = text.find("{")
@@ -71,11 +72,28 @@ def _number(value: Any) -> float | None:
 
 def agree(a: Any, b: Any, rel_tol: float) -> bool:
     """Whether two JSON values say the same: strings as `exact`, numbers within `rel_tol`,
-    containers element by element. NaN agrees with nothing, as it carries no answer."""
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return a.keys() == b.keys() and all(agree(a[k], b[k], rel_tol) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(agree(x, y, rel_tol) for x, y in zip(a, b))
+    containers element by element. NaN agrees with nothing, as it carries no answer.
+
+    Containers are walked with a stack, not recursion: two answers nested as deep as the JSON
+    parser allows compare like any others instead of raising RecursionError.
+    """
+    pending = [(a, b)]
+    while pending:
+        a, b = pending.pop()
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            if a.keys() != b.keys():
+                return False
+            pending.extend((a[k], b[k]) for k in a)
+        elif isinstance(a, list) and isinstance(b, list):
+            if len(a) != len(b):
+                return False
+            pending.extend(zip(a, b))
+        elif not _agree_scalar(a, b, rel_tol):
+            return False
+    return True
+
+
+def _agree_scalar(a: Any, b: Any, rel_tol: float) -> bool:
     if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
         return a is b
     x, y = _number(a), _number(b)
