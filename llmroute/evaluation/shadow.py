@@ -57,6 +57,14 @@ CLOSE_TIMEOUT_S = 5.0
 """How long closing waits for shadow work in flight before cancelling it."""
 SEED_DAYS = 30
 """Graded pairs read back at start-up: today's spend, the live window and a measured quality target."""
+BYTES_PER_TOKEN = 16
+"""Memory a shadow job is charged per token it holds (``shadow.max_queued_bytes``). Its tokens are counted
+generously: the larger of the provider's count and one per four characters of every string in the prompt's
+messages (so an image's base64 data counts at its length, not at the few hundred tokens it is billed). Four
+characters at up to four bytes each in a Python string cover any text; ASCII takes four, which leaves room
+for the served answer being held three times (its text, the parsed body, the raw JSON)."""
+JOB_BYTES = 2048
+"""Memory a shadow job is charged whatever its size: the job, its result and the request's structure."""
 
 
 def _nothing(*args: Any) -> None:
@@ -69,7 +77,8 @@ class _Job:
     body: Mapping[str, Any]
     result: RouteResult
     context: RequestContext | None
-    message: Mapping[str, Any] | None = None
+    message: Mapping[str, Any] | None
+    held_bytes: int
 
 
 class Shadow:
@@ -91,7 +100,11 @@ class Shadow:
         self.rng = rng or random.Random()
         self.max_in_flight, self.max_queued = settings.max_in_flight, settings.max_queued
         self._queue: deque[_Job] = deque()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.max_queued_bytes = settings.max_queued_bytes
+        self._tasks: dict[asyncio.Task[None], int] = {}
+        """Shadow evaluations running, each with the bytes it was charged."""
+        self.held_bytes = 0
+        """What the jobs queued and in flight are charged, against ``max_queued_bytes``."""
         self._closing = False
         self.sampled = 0
         self.completed = 0
@@ -113,7 +126,8 @@ class Shadow:
 
     def offer(self, path: str, body: Mapping[str, Any], result: RouteResult, context: RequestContext | None, *,
               message: Mapping[str, Any] | None = None) -> None:
-        """Sample an answered request for shadowing: constant time, never waits, never raises on a full queue.
+        """Sample an answered request for shadowing: a few comparisons and, when there is room, a size from
+        lengths and token counts already known (no serialising); never waits, never raises on a full queue.
 
         ``message``: the answer as a chat message, when ``result.raw`` does not hold it (a stream's assembled
         tool calls)."""
@@ -131,12 +145,18 @@ class Shadow:
             self._drop("circuit_open")
         elif self.budget_left_usd() <= 0.0:
             self._drop("budget")
-        elif len(self._tasks) < self.max_in_flight:
-            self._start(_Job(path, body, result, context, message))
-        elif len(self._queue) < self.max_queued:
-            self._queue.append(_Job(path, body, result, context, message))
-        else:
+        elif len(self._tasks) >= self.max_in_flight and len(self._queue) >= self.max_queued:
             self._drop("queue_full")
+        else:
+            job = _Job(path, body, result, context, message, job_bytes(body, result))
+            if self.held_bytes + job.held_bytes > self.max_queued_bytes:
+                self._drop("queue_bytes")
+                return
+            self.held_bytes += job.held_bytes
+            if len(self._tasks) < self.max_in_flight:
+                self._start(job)
+            else:
+                self._queue.append(job)
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -152,11 +172,11 @@ class Shadow:
 
     def _start(self, job: _Job) -> None:
         task = asyncio.get_running_loop().create_task(self._run(job))
-        self._tasks.add(task)
+        self._tasks[task] = job.held_bytes
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+        self.held_bytes -= self._tasks.pop(task, 0)
         if not task.cancelled() and task.exception() is not None:
             log.error("shadow evaluation failed: %s", task.exception())
         while self._queue and len(self._tasks) < self.max_in_flight and not self._closing:
@@ -343,7 +363,7 @@ class Shadow:
         self._closing = True
         self.drift.stop()
         while self._queue:
-            self._queue.popleft()
+            self.held_bytes -= self._queue.popleft().held_bytes
             self._drop("shutdown")
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
@@ -358,7 +378,8 @@ class Shadow:
         estimate = self.estimate
         return {
             "rate": self.rate, "reference": self.reference, "candidate": self.candidate,
-            "in_flight": len(self._tasks), "queued": len(self._queue), "sampled": self.sampled,
+            "in_flight": len(self._tasks), "queued": len(self._queue), "held_bytes": self.held_bytes,
+            "max_queued_bytes": self.max_queued_bytes, "sampled": self.sampled,
             "completed": self.completed, "dropped": dict(self.dropped),
             "spent_today_usd": round(self.spent_today_usd(), 9),
             "cap_usd_per_day": self.budget.cap_usd, "workers": self.budget.workers,
@@ -377,6 +398,43 @@ def error_kind(error: str) -> str:
 
 
 _HTTP_STATUS = re.compile(r"\(HTTP (\d{3})\)$")
+
+
+def job_bytes(body: Mapping[str, Any], result: RouteResult) -> int:
+    """What a shadow job holds in memory, roughly and from above: the request's prompt and the served answer
+    at ``BYTES_PER_TOKEN`` a token. Lengths and counts only (no serialising): a few operations per message."""
+    messages = body.get("messages")
+    prompt = body.get("prompt")
+    if isinstance(messages, list):
+        chars = 0
+        for message in messages:  # the router has read each one's content already
+            content = message.get("content")
+            chars += len(content) if isinstance(content, str) else _parts_chars(content)
+    elif isinstance(prompt, str):
+        chars = len(prompt)
+    else:  # token ids (a pointer and an int each, about 36 bytes): three times the provider's count
+        chars = 12 * result.prompt_tokens
+    answer = max(result.completion_tokens, estimate_tokens(result.text))
+    return JOB_BYTES + BYTES_PER_TOKEN * (max(result.prompt_tokens, (chars + 3) // 4) + answer)
+
+
+def _parts_chars(content: Any) -> int:
+    """Characters in a message's content parts: every string one level into each part (the text, an image's
+    URL or base64 data, an audio clip's data)."""
+    chars = 0
+    if isinstance(content, list):
+        for part in content:
+            if _is_mapping(part):
+                for value in part.values():
+                    if isinstance(value, str):
+                        chars += len(value)
+                    elif _is_mapping(value):
+                        chars += sum(len(v) for v in value.values() if isinstance(v, str))
+    return chars
+
+
+def _is_mapping(value: Any) -> bool:
+    return isinstance(value, dict) or isinstance(value, Mapping)  # parsed JSON is dicts: the cheap check first
 
 
 def _output_cap(body: Mapping[str, Any]) -> int | None:
