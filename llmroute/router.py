@@ -216,7 +216,7 @@ class LLMRouter:
     def _measure_quality_target(self, pairs: list[GradedPair], min_quality: float) -> None:
         """quality_aware's ``min_quality`` from this traffic's graded pairs when there are enough, judged by the
         interval's lower bound; else the model's benchmark curve, and the log says quality is not measured."""
-        from .evaluation.shadow import measured_share
+        from .evaluation.measured import measured_share
         from .strategies.quality_aware import QualityAware
 
         strategy = self.strategy(RoutingStrategy.QUALITY_AWARE)

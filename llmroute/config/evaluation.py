@@ -31,6 +31,9 @@ class ShadowConfig(_Section):
     max_in_flight: int = Field(default=8, gt=0, description="shadow evaluations running at once")
     max_queued: int = Field(default=64, ge=0, description="sampled requests waiting for a slot; past it they are "
                             "dropped, counted and logged")
+    max_queued_bytes: int = Field(default=32 * 1024 * 1024, gt=0, description="memory the shadow work queued and "
+                                  "in flight may hold (request bodies and served answers, estimated from their "
+                                  "tokens at 16 bytes each); a sampled request that would pass it is dropped")
     store_text: bool = Field(default=False, description="keep the prompt and both answers with each graded pair "
                              "(prompts are often confidential: off by default)")
     reference: str | None = None

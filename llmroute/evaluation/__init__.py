@@ -5,5 +5,7 @@ the gateway or the CLI.
 """
 
 from .calls import CallOutcome, answer_text, call_once
+from .drift import DriftWatch
+from .measured import MeasuredShare, measured_share
 
-__all__ = ["CallOutcome", "answer_text", "call_once"]
+__all__ = ["CallOutcome", "DriftWatch", "MeasuredShare", "answer_text", "call_once", "measured_share"]

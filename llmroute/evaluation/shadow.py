@@ -9,6 +9,8 @@ dropped and counted, never waited for.
 Both directions are sampled: a request the candidate answered also goes to the reference, and one the
 reference answered also goes to the candidate. The pairs then describe the whole traffic, not only
 the prompts that went cheap, so retained quality and the cost/quality curve can be measured from them.
+Graded pairs feed the live window and drift alarm (``drift.py``); quality_aware's measured strong
+share is ``measured.py``.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from ..graders.pair import grade_pair
 from ..ledger import RequestContext
 from ..ledger.pairs import GradedPair
 from ..quality.features import prompt_text
-from ..quality.retained import Estimate, retained, routed_estimate, share_for_quality
+from ..quality.retained import Estimate
 from ..result import RouteResult
 from ..tokens import estimate_message_tokens, estimate_tokens
 from .calls import answer_text, call_once
+from .drift import DriftWatch
 from .shadow_budget import ShadowBudget, utc_day
 
 if TYPE_CHECKING:
@@ -48,17 +51,20 @@ log = logging.getLogger("llmroute.shadow")
 CHAT_PATH = "/chat/completions"
 NOT_SENT = frozenset({"circuit_open", "rate_limit_headroom", "cooling_down"})
 """Outcomes of a shadow call that never reached the provider: dropped and counted, not recorded as pairs."""
-RECOMPUTE_PAIRS = 20
-RECOMPUTE_S = 5.0
-"""The live retained-quality estimate is recomputed after this many new pairs, or this long after the last."""
 LOG_EVERY_S = 10.0
 """Dropped shadow requests are logged at most this often (with the counts since the last line)."""
-ALERT_EVERY_S = 300.0
-"""While the drift alarm holds, its WARNING is repeated at most this often."""
 CLOSE_TIMEOUT_S = 5.0
 """How long closing waits for shadow work in flight before cancelling it."""
 SEED_DAYS = 30
 """Graded pairs read back at start-up: today's spend, the live window and a measured quality target."""
+BYTES_PER_TOKEN = 16
+"""Memory a shadow job is charged per token it holds (``shadow.max_queued_bytes``). Its tokens are counted
+generously: the larger of the provider's count and one per four characters of every string in the prompt's
+messages (so an image's base64 data counts at its length, not at the few hundred tokens it is billed). Four
+characters at up to four bytes each in a Python string cover any text; ASCII takes four, which leaves room
+for the served answer being held three times (its text, the parsed body, the raw JSON)."""
+JOB_BYTES = 2048
+"""Memory a shadow job is charged whatever its size: the job, its result and the request's structure."""
 
 
 def _nothing(*args: Any) -> None:
@@ -71,7 +77,8 @@ class _Job:
     body: Mapping[str, Any]
     result: RouteResult
     context: RequestContext | None
-    message: Mapping[str, Any] | None = None
+    message: Mapping[str, Any] | None
+    held_bytes: int
 
 
 class Shadow:
@@ -93,7 +100,11 @@ class Shadow:
         self.rng = rng or random.Random()
         self.max_in_flight, self.max_queued = settings.max_in_flight, settings.max_queued
         self._queue: deque[_Job] = deque()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.max_queued_bytes = settings.max_queued_bytes
+        self._tasks: dict[asyncio.Task[None], int] = {}
+        """Shadow evaluations running, each with the bytes it was charged."""
+        self.held_bytes = 0
+        """What the jobs queued and in flight are charged, against ``max_queued_bytes``."""
         self._closing = False
         self.sampled = 0
         self.completed = 0
@@ -101,14 +112,9 @@ class Shadow:
         self._unlogged: dict[str, int] = {}
         self._logged_at = -LOG_EVERY_S
         self.budget = ShadowBudget(config, state)
-        self._window: deque[tuple[float, float]] = deque(maxlen=settings.window)
-        self.estimate: Estimate | None = None
-        self._new_pairs = 0
-        self._computed_at = -RECOMPUTE_S
-        self._recompute: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._alerted_at = -ALERT_EVERY_S
-        self.alert_below = settings.alert_below or config.quality_aware.target.min_quality or 0.95
+        self.drift = DriftWatch(settings.window, settings.min_pairs,
+                                settings.alert_below or config.quality_aware.target.min_quality or 0.95,
+                                on_estimate=lambda estimate: self.on_estimate(estimate))
         self._graders: dict[tuple[str, str], Any] = {}
         self.on_sampled: Callable[[], None] = _nothing
         self.on_completed: Callable[[bool], None] = _nothing
@@ -120,7 +126,8 @@ class Shadow:
 
     def offer(self, path: str, body: Mapping[str, Any], result: RouteResult, context: RequestContext | None, *,
               message: Mapping[str, Any] | None = None) -> None:
-        """Sample an answered request for shadowing: constant time, never waits, never raises on a full queue.
+        """Sample an answered request for shadowing: a few comparisons and, when there is room, a size from
+        lengths and token counts already known (no serialising); never waits, never raises on a full queue.
 
         ``message``: the answer as a chat message, when ``result.raw`` does not hold it (a stream's assembled
         tool calls)."""
@@ -138,12 +145,18 @@ class Shadow:
             self._drop("circuit_open")
         elif self.budget_left_usd() <= 0.0:
             self._drop("budget")
-        elif len(self._tasks) < self.max_in_flight:
-            self._start(_Job(path, body, result, context, message))
-        elif len(self._queue) < self.max_queued:
-            self._queue.append(_Job(path, body, result, context, message))
-        else:
+        elif len(self._tasks) >= self.max_in_flight and len(self._queue) >= self.max_queued:
             self._drop("queue_full")
+        else:
+            job = _Job(path, body, result, context, message, job_bytes(body, result))
+            if self.held_bytes + job.held_bytes > self.max_queued_bytes:
+                self._drop("queue_bytes")
+                return
+            self.held_bytes += job.held_bytes
+            if len(self._tasks) < self.max_in_flight:
+                self._start(job)
+            else:
+                self._queue.append(job)
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -159,11 +172,11 @@ class Shadow:
 
     def _start(self, job: _Job) -> None:
         task = asyncio.get_running_loop().create_task(self._run(job))
-        self._tasks.add(task)
+        self._tasks[task] = job.held_bytes
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+        self.held_bytes -= self._tasks.pop(task, 0)
         if not task.cancelled() and task.exception() is not None:
             log.error("shadow evaluation failed: %s", task.exception())
         while self._queue and len(self._tasks) < self.max_in_flight and not self._closing:
@@ -309,49 +322,16 @@ class Shadow:
         self.completed += 1
         self.on_completed(served_grade is not None and reference_grade is not None)
         if served_grade is not None and reference_grade is not None:
-            self._window.append((served_grade, reference_grade))
-            self._new_pairs += 1
-            self._maybe_recompute()
+            self.drift.add(served_grade, reference_grade)
 
-    # -- the drift alarm ---------------------------------------------------------------
+    @property
+    def estimate(self) -> Estimate | None:
+        """Retained quality over the latest ``shadow.window`` graded pairs, once computed."""
+        return self.drift.estimate
 
-    def _maybe_recompute(self, force: bool = False) -> None:
-        if self._recompute is not None or not self._new_pairs or not self._window or self._closing:
-            return
-        wall = time.monotonic()
-        if not force and self._new_pairs < RECOMPUTE_PAIRS and wall - self._computed_at < RECOMPUTE_S:
-            if self._timer is None:  # traffic may stop here: catch up when the interval is over anyway
-                self._timer = asyncio.get_running_loop().call_later(
-                    RECOMPUTE_S - (wall - self._computed_at), self._on_timer)
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._new_pairs, self._computed_at = 0, wall
-        served, reference = zip(*self._window)
-        self._recompute = asyncio.get_running_loop().create_task(self._estimate(list(served), list(reference)))
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._maybe_recompute(force=True)
-
-    async def _estimate(self, served: list[float], reference: list[float]) -> None:
-        """Retained quality over the window, with its interval: a bootstrap, so off the event loop."""
-        try:
-            estimate = await asyncio.to_thread(retained, served, reference)
-        finally:
-            self._recompute = None
-        if estimate is None:
-            return
-        self.estimate = estimate
-        self.on_estimate(estimate)
-        wall = time.monotonic()
-        if (estimate.pairs >= self.config.shadow.min_pairs and estimate.high < self.alert_below
-                and wall - self._alerted_at >= ALERT_EVERY_S):
-            self._alerted_at = wall
-            log.warning("quality drift: retained quality %.1f%% (95%% CI %.1f-%.1f%%, %d pairs) is below the target "
-                        "%.1f%% even at the interval's upper bound", estimate.value * 100, estimate.low * 100,
-                        estimate.high * 100, estimate.pairs, self.alert_below * 100)
+    @property
+    def alert_below(self) -> float:
+        return self.drift.alert_below
 
     # -- start, drain, close -----------------------------------------------------------
 
@@ -361,24 +341,19 @@ class Shadow:
         today = utc_day()
         self.budget.seed(sum((p.shadow_cost_usd or 0.0) + (p.judge_cost_usd or 0.0)
                              for p in pairs if p.source == "shadow" and utc_day(p.ts) == today))
-        live = [p for p in pairs if p.source == "shadow"  # offline prompts and other provider pairs stay out
-                and (p.reference_provider, p.candidate_provider) == (self.reference, self.candidate)]
-        for p in sorted(live, key=lambda p: p.ts)[-self.config.shadow.window:]:
-            served = p.served_grade
-            if served is not None and p.reference_grade is not None:
-                self._window.append((served, p.reference_grade))
-                self._new_pairs += 1
+        self.drift.seed(pairs, self.reference, self.candidate)
 
     def start(self) -> None:
         """From inside the event loop: compute the estimate of the pairs read back at start-up."""
-        self._maybe_recompute(force=True)
+        self.drift.refresh()
 
     async def drain(self) -> None:
         """Wait until every sampled request has been graded and recorded, and the estimate is up to date."""
         while True:
             if not self._tasks:
-                self._maybe_recompute(force=True)
-            waiting = {*self._tasks, *((self._recompute,) if self._recompute is not None else ())}
+                self.drift.refresh()
+            computing = self.drift.computing
+            waiting = {*self._tasks, *((computing,) if computing is not None else ())}
             if not waiting:
                 return
             await asyncio.wait(waiting)
@@ -386,8 +361,9 @@ class Shadow:
     async def aclose(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
         """Stop sampling; give work in flight ``timeout_s`` to finish, then cancel it (recording what it can)."""
         self._closing = True
+        self.drift.stop()
         while self._queue:
-            self._queue.popleft()
+            self.held_bytes -= self._queue.popleft().held_bytes
             self._drop("shutdown")
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
@@ -395,17 +371,15 @@ class Shadow:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._recompute is not None:
-            self._recompute.cancel()
+        self.drift.close()
 
     def snapshot(self) -> dict[str, Any]:
         """What ``/router/state`` shows: no prompt, answer or key."""
         estimate = self.estimate
         return {
             "rate": self.rate, "reference": self.reference, "candidate": self.candidate,
-            "in_flight": len(self._tasks), "queued": len(self._queue), "sampled": self.sampled,
+            "in_flight": len(self._tasks), "queued": len(self._queue), "held_bytes": self.held_bytes,
+            "max_queued_bytes": self.max_queued_bytes, "sampled": self.sampled,
             "completed": self.completed, "dropped": dict(self.dropped),
             "spent_today_usd": round(self.spent_today_usd(), 9),
             "cap_usd_per_day": self.budget.cap_usd, "workers": self.budget.workers,
@@ -424,6 +398,43 @@ def error_kind(error: str) -> str:
 
 
 _HTTP_STATUS = re.compile(r"\(HTTP (\d{3})\)$")
+
+
+def job_bytes(body: Mapping[str, Any], result: RouteResult) -> int:
+    """What a shadow job holds in memory, roughly and from above: the request's prompt and the served answer
+    at ``BYTES_PER_TOKEN`` a token. Lengths and counts only (no serialising): a few operations per message."""
+    messages = body.get("messages")
+    prompt = body.get("prompt")
+    if isinstance(messages, list):
+        chars = 0
+        for message in messages:  # the router has read each one's content already
+            content = message.get("content")
+            chars += len(content) if isinstance(content, str) else _parts_chars(content)
+    elif isinstance(prompt, str):
+        chars = len(prompt)
+    else:  # token ids (a pointer and an int each, about 36 bytes): three times the provider's count
+        chars = 12 * result.prompt_tokens
+    answer = max(result.completion_tokens, estimate_tokens(result.text))
+    return JOB_BYTES + BYTES_PER_TOKEN * (max(result.prompt_tokens, (chars + 3) // 4) + answer)
+
+
+def _parts_chars(content: Any) -> int:
+    """Characters in a message's content parts: every string one level into each part (the text, an image's
+    URL or base64 data, an audio clip's data)."""
+    chars = 0
+    if isinstance(content, list):
+        for part in content:
+            if _is_mapping(part):
+                for value in part.values():
+                    if isinstance(value, str):
+                        chars += len(value)
+                    elif _is_mapping(value):
+                        chars += sum(len(v) for v in value.values() if isinstance(v, str))
+    return chars
+
+
+def _is_mapping(value: Any) -> bool:
+    return isinstance(value, dict) or isinstance(value, Mapping)  # parsed JSON is dicts: the cheap check first
 
 
 def _output_cap(body: Mapping[str, Any]) -> int | None:
@@ -457,40 +468,3 @@ def _served_text(job: _Job) -> str:
 def _prompt(job: _Job) -> str:
     messages = job.body.get("messages")
     return prompt_text(messages) if isinstance(messages, list) else str(job.body.get("prompt") or "")
-
-
-# -- min_quality from the measured curve ----------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MeasuredShare:
-    """quality_aware's strong share chosen from graded pairs, with the figures behind it."""
-
-    share: float
-    estimate: Estimate | None
-    """Retained quality at that share, re-deciding the logged scores."""
-    pairs: int
-    graders: tuple[str, ...]
-
-
-def measured_share(pairs: Sequence[GradedPair], min_quality: float, min_pairs: int, *,
-                   providers: tuple[str, str] | None = None) -> MeasuredShare | None:
-    """The smallest strong share whose retained quality, at the interval's LOW bound, reaches ``min_quality``,
-    from graded pairs with a quality score (quality_aware's shadowed requests, ``quality collect``'s prompts);
-    None with fewer than ``min_pairs`` of them (or none enough).
-
-    ``providers`` (strong, weak): only pairs of that reference and candidate count. Pairs measured on another
-    provider pair say nothing about this one, and a ledger keeps them after the config changes."""
-    usable = [p for p in pairs if p.quality_score is not None and p.reference_grade is not None
-              and p.candidate_grade is not None
-              and (providers is None or (p.reference_provider, p.candidate_provider) == providers)]
-    if len(usable) < min_pairs:
-        return None
-    scores = [p.quality_score for p in usable]
-    candidate = [p.candidate_grade for p in usable]
-    reference = [p.reference_grade for p in usable]
-    share = share_for_quality(scores, candidate, reference, min_quality)
-    if share is None:
-        return None
-    estimate = routed_estimate(scores, candidate, reference, share)
-    return MeasuredShare(share, estimate, len(usable), tuple(sorted({p.grader for p in usable})))

@@ -57,8 +57,9 @@ class Metrics:
                                       registry=r)
         self.shadow_completed = Counter("llmroute_shadow_completed", "Shadow evaluations recorded as graded pairs",
                                         ["graded"], registry=r)
-        self.shadow_dropped = Counter("llmroute_shadow_dropped", "Sampled requests not shadowed (queue_full, budget, "
-                                      "circuit_open, rate_limit_headroom, cooling_down, shutdown)", ["reason"], registry=r)
+        self.shadow_dropped = Counter("llmroute_shadow_dropped", "Sampled requests not shadowed (queue_full, queue_bytes, "
+                                      "budget, circuit_open, rate_limit_headroom, cooling_down, shutdown)", ["reason"],
+                                      registry=r)
         self.shadow_cost = Counter("llmroute_shadow_cost_usd", "US dollars spent measuring quality, not serving",
                                    ["kind"], registry=r)
         self.quality_retained = Gauge("llmroute_quality_retained", "Retained quality over the latest graded pairs "
