@@ -218,8 +218,9 @@ def shadow_report(results: dict[tuple[str, int], list[dict[str, float]]], tmp: P
         return statistics.median(r[key] for r in results[(name, connections)])
 
     print(f"machine: {machine()}")
-    print("| shadow rate | conns | requests/s | vs rate 0 | p50 ms | p99 ms | graded pairs | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| shadow rate | conns | requests/s | vs rate 0 | p50 ms | p99 ms | gateway CPU µs/request | graded pairs | "
+          "errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     time.sleep(2)  # let the last shadow calls finish before counting pairs (reported, not asserted)
     for connections in (1, 32):
         base = med("llmroute shadow 0", connections, "rps")
@@ -232,7 +233,8 @@ def shadow_report(results: dict[tuple[str, int], list[dict[str, float]]], tmp: P
             rps = med(name, connections, "rps")
             errors = sum(r["errors"] for r in results[(name, connections)])
             print(f"| {rate} | {connections} | {rps:,.0f} | {rps / base:.2f}x | {med(name, connections, 'p50_ms'):.3f} | "
-                  f"{med(name, connections, 'p99_ms'):.3f} | {pairs:,} (both conns) | {errors} |")
+                  f"{med(name, connections, 'p99_ms'):.3f} | {med(name, connections, 'cpu_us_per_request'):.0f} | "
+                  f"{pairs:,} (both conns) | {errors} |")
 
 
 def report(results: dict[tuple[str, int], list[dict[str, float]]], targets: dict[str, dict[str, str]],

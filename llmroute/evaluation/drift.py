@@ -1,8 +1,9 @@
 """The live retained quality of shadow evaluation, and the drift alarm on it.
 
 The latest graded pairs (the served answer's grade, the reference's) are kept in a window. Their
-retained quality and its 95% interval are a bootstrap, so they are recomputed off the event loop, and
-only after a batch of new pairs or a few seconds after the last one. While even the interval's upper
+retained quality and its 95% interval are a bootstrap, so they are recomputed off the event loop, at
+most once every few seconds whatever the traffic: a bootstrap over a full window costs tens of
+milliseconds of CPU, which a busy gateway must not pay every few requests. While even the interval's upper
 bound is below the target, a WARNING is logged: quality has dropped, and the measurement is sure of it.
 """
 
@@ -19,9 +20,8 @@ from ..quality.retained import Estimate, retained
 
 log = logging.getLogger("llmroute.shadow")
 
-RECOMPUTE_PAIRS = 20
 RECOMPUTE_S = 5.0
-"""The estimate is recomputed after this many new pairs, or this long after the last."""
+"""The estimate is recomputed at most this often, and this long after a pair that came in between."""
 ALERT_EVERY_S = 300.0
 """While the drift alarm holds, its WARNING is repeated at most this often."""
 
@@ -91,7 +91,7 @@ class DriftWatch:
         if self._computing is not None or not self._new_pairs or not self._window or self._closed:
             return
         wall = time.monotonic()
-        if not force and self._new_pairs < RECOMPUTE_PAIRS and wall - self._computed_at < RECOMPUTE_S:
+        if not force and wall - self._computed_at < RECOMPUTE_S:
             if self._timer is None:  # traffic may stop here: catch up when the interval is over anyway
                 self._timer = asyncio.get_running_loop().call_later(
                     RECOMPUTE_S - (wall - self._computed_at), self._on_timer)
