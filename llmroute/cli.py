@@ -40,16 +40,16 @@ console = Console(markup=False) if sys.stdout.isatty() or "COLUMNS" in os.enviro
 err = Console(stderr=True, markup=False)
 
 
-def _fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> None:
     err.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-def _load(path: Optional[Path], *, strict_env: bool = True) -> RouterConfig:
+def load_or_fail(path: Optional[Path], *, strict_env: bool = True) -> RouterConfig:
     try:
         return load_config(path, strict_env=strict_env)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         raise  # unreachable
 
 
@@ -74,7 +74,7 @@ def output_format(fmt: str, as_json: bool = False) -> OutputFormat:
     try:
         return OutputFormat(fmt.lower())
     except ValueError:
-        _fail(f"--format must be table, json or csv, not '{fmt}'")
+        fail(f"--format must be table, json or csv, not '{fmt}'")
         raise  # unreachable
 
 
@@ -97,7 +97,7 @@ def parse_strategy(value: str, option: str = "--strategy") -> RoutingStrategy:
     try:
         return RoutingStrategy(value)
     except ValueError as exc:
-        _fail(f"{option}: {exc}")
+        fail(f"{option}: {exc}")
         raise  # unreachable
 
 
@@ -110,14 +110,14 @@ def check_plot_path(path: Optional[Path]) -> None:
     try:
         chart_format(path)
     except LLMRouteError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def cannot_listen(host: str, port: int, exc: OSError) -> None:
     """One line naming the address and the reason (``address already in use``), not a traceback."""
     from .playground import cannot_listen_message
 
-    _fail(cannot_listen_message(host, port, exc))
+    fail(cannot_listen_message(host, port, exc))
 
 
 def _version_callback(value: bool) -> None:
@@ -155,7 +155,7 @@ def check_config(
 ) -> None:
     """Validate a config file and print the effective routing table. Never prints a secret."""
     fmt = output_format(fmt)
-    config = _load(path)
+    config = load_or_fail(path)
     weights = config.weights()
     providers = [{
         "provider": name, "model": p.model, "base_url": shown_url(p), "price": _price_text(p),
@@ -203,7 +203,7 @@ def _routes(config: RouterConfig, weights: dict[str, float]) -> list[dict[str, A
         try:
             strategy = build_strategy(name, config, state)
         except LLMRouteError as exc:  # quality_aware's model file
-            _fail(str(exc))
+            fail(str(exc))
         label = f"{name.value} (default)" if name == config.strategy else name.value
         if name == RoutingStrategy.BALANCED:
             label += ": " + " / ".join(f"{n} {w:g}" for n, w in sorted(weights.items(), key=lambda kv: -kv[1]))
@@ -233,12 +233,12 @@ def serve(
 
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
-        _fail(f"--log-level must be debug, info, warning or error, not '{log_level}'")
+        fail(f"--log-level must be debug, info, warning or error, not '{log_level}'")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         run(config, host, port, workers=workers, insecure=insecure)
     except LLMRouteError as exc:  # ConfigError, or a quality model file that cannot be used
-        _fail(str(exc))
+        fail(str(exc))
     except OSError as exc:
         cannot_listen(host, port, exc)
 
@@ -272,9 +272,9 @@ def emulate(
         known = None if labels is None else Labels.load(
             labels, seed=seed, accuracy=None if accuracy is None else {chosen.name: accuracy})
     except (OSError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if not speed > 0:
-        _fail("--speed must be > 0 (use inf for no latency)")
+        fail("--speed must be > 0 (use inf for no latency)")
     settings = EmulatorSettings(
         profile=chosen, speed=speed, latency_ms=latency_ms, retry_after_s=retry_after, api_key=api_key,
         seed=seed, faults=FaultPlan(rates, seed=seed), prompt_cache=prompt_cache, tokens_per_minute=tokens_per_minute,
@@ -304,11 +304,11 @@ def try_(
     from .playground import Playground, run
 
     if not speed > 0:
-        _fail("--speed must be > 0 (use inf for no latency)")
+        fail("--speed must be > 0 (use inf for no latency)")
     try:
         check_binding(host, KeyStore([]), insecure=False)
     except LLMRouteError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
     def ready(playground: Playground) -> None:
         print(playground.instructions(), flush=True)
@@ -317,7 +317,7 @@ def try_(
     try:
         asyncio.run(run(host, port, emulator_port, speed=speed, ledger=str(ledger) if ledger else None, ready=ready))
     except LLMRouteError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @app.command()
@@ -351,10 +351,10 @@ def demo(
     outage: Outage | None = None
     work = workload(requests, seed)
     if config is not None:
-        cfg, note = _load(config), f"real providers from {config}; no injected fault"
+        cfg, note = load_or_fail(config), f"real providers from {config}; no injected fault"
     else:
         if not speed > 0:
-            _fail("--speed must be > 0")
+            fail("--speed must be > 0")
         pair = EmulatedPair.start(speed, seed, truth(work, seed), shadow_rate, requests)
         cfg, outage, note = pair.config, pair.outage, pair.note
     # Fallbacks are the point of the demo; show them in the table, not as log lines.
@@ -369,7 +369,7 @@ def demo(
                                 concurrency=concurrency, max_tokens=max_tokens, outage=outage, ledger=demo_ledger,
                                 seed=seed, labels=pair.labels if pair is not None else None)
     except LLMRouteError as exc:  # the ledger file cannot be opened
-        _fail(str(exc))
+        fail(str(exc))
     finally:
         if pair is not None:
             pair.stop()

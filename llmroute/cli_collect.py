@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from .cli import FormatOption, OutputFormat, _fail, _load, console, err, output_format, print_csv, print_json
+from .cli import FormatOption, OutputFormat, fail, load_or_fail, console, err, output_format, print_csv, print_json
 from .cli_quality import quality_app
 from .errors import LLMRouteError
 from .pricing import format_usd
@@ -47,52 +47,52 @@ def collect(
     from .router import LLMRouter
 
     fmt = output_format(fmt)
-    cfg = _load(config)
+    cfg = load_or_fail(config)
     try:
         lines = load_prompts(data)
     except LLMRouteError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if out.resolve() == data.resolve():
-        _fail("--out must not be the --data file")
+        fail("--out must not be the --data file")
     if not out.parent.is_dir():
-        _fail(f"{out.parent}: no such directory for --out")
+        fail(f"{out.parent}: no such directory for --out")
     if out.is_dir():
-        _fail(f"--out {out} is a directory; name the labels file to write")
+        fail(f"--out {out} is a directory; name the labels file to write")
     try:
         load_labels(out)  # a file this command did not write is refused before anything is sent
     except LLMRouteError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except OSError as exc:
-        _fail(_cannot_write(exc))
+        fail(_cannot_write(exc))
     default_reference, default_candidate = cfg.shadow_pair()
     reference, candidate = reference or default_reference, candidate or default_candidate
     for option, name in (("--reference", reference), ("--candidate", candidate)):
         if name not in cfg.providers:
-            _fail(f"{option} {name!r} is not a configured provider (known: {', '.join(cfg.providers)})")
+            fail(f"{option} {name!r} is not a configured provider (known: {', '.join(cfg.providers)})")
     if reference == candidate:
-        _fail(f"the reference and candidate tiers are the same provider ({reference}); name two with "
+        fail(f"the reference and candidate tiers are the same provider ({reference}); name two with "
               "--reference and --candidate")
     if grader is not None and grader not in GRADER_NAMES:
-        _fail(f"--grader {grader!r} is unknown; valid graders: {', '.join(sorted(GRADER_NAMES))}")
+        fail(f"--grader {grader!r} is unknown; valid graders: {', '.join(sorted(GRADER_NAMES))}")
     logging.getLogger("llmroute").setLevel(logging.ERROR)  # failures show in the summary, not as log lines
 
     try:
         router = LLMRouter(config=cfg, ledger=None if ledger else False)
     except LLMRouteError as exc:  # a quality model file or a ledger that cannot be used
-        _fail(str(exc))
+        fail(str(exc))
     try:  # opens OUT.calls: an --out where nothing can be written fails here, before anything is sent
         collector = Collector(cfg, router.providers, router.pricers, router.state, reference=reference,
                               candidate=candidate, out=out, max_usd=max_usd, concurrency=concurrency, grader=grader,
                               max_tokens=max_tokens, ledger=router.ledger)
     except OSError as exc:
         asyncio.run(router.aclose())
-        _fail(_cannot_write(exc))
+        fail(_cannot_write(exc))
     try:
         collector.check_graders(lines)
     except ValueError as exc:
         collector.log.close()
         asyncio.run(router.aclose())
-        _fail(str(exc))
+        fail(str(exc))
     interrupted = False
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err, transient=True, disable=fmt != OutputFormat.TABLE) as progress:
@@ -115,7 +115,7 @@ def collect(
         except KeyboardInterrupt:
             interrupted, summary = True, collector.summary
         except OSError as exc:  # --out or OUT.calls could not be written (a full disk): what was written stays
-            _fail(f"{_cannot_write(exc)}; re-run the same command to resume")
+            fail(f"{_cannot_write(exc)}; re-run the same command to resume")
     _report(cfg, out, reference, candidate, summary, fmt, interrupted, max_usd)
     if interrupted:
         raise typer.Exit(130)

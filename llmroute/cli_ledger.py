@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .cli import (FormatOption, check_plot_path, JsonAlias, OutputFormat, _fail, app, console, err, output_format, parse_strategy,
+from .cli import (FormatOption, check_plot_path, JsonAlias, OutputFormat, fail, app, console, err, output_format, parse_strategy,
                   print_csv, print_json)
 from .config import RouterConfig, default_config_path, load_config
 from .errors import ConfigError, LLMRouteError
@@ -34,18 +34,18 @@ def config_or_none(path: Optional[Path]) -> RouterConfig | None:
     try:
         return load_config(candidate, strict_env=False)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         raise
 
 
 def open_ledger_store(ledger: Optional[str], config: RouterConfig | None) -> Store:
     location = ledger or ledger_location(config)
     if location is None:
-        _fail("the ledger is switched off ($LLMROUTE_LEDGER=off or ledger.enabled: false); pass --ledger")
+        fail("the ledger is switched off ($LLMROUTE_LEDGER=off or ledger.enabled: false); pass --ledger")
     try:
         return open_store(location, readonly=True)  # type: ignore[arg-type]
     except LLMRouteError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         raise
 
 
@@ -58,7 +58,7 @@ def open_period(
     try:
         lo, hi = window(since, from_, to)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     cfg = config_or_none(config)
     return lo, hi, cfg, open_ledger_store(ledger, cfg)
 
@@ -80,9 +80,9 @@ def pick_baseline(prices: dict[str, PriceRow], config: RouterConfig | None, name
         priced = [p for p in prices.values() if p.input_per_m is not None and p.output_per_m is not None]
         return max(priced, key=lambda p: p.input_per_m + p.output_per_m) if priced else None  # type: ignore[operator]
     if name not in prices:
-        _fail(f"--baseline: no provider '{name}' in the config or the ledger (known: {', '.join(sorted(prices))})")
+        fail(f"--baseline: no provider '{name}' in the config or the ledger (known: {', '.join(sorted(prices))})")
     if prices[name].input_per_m is None:
-        _fail(f"--baseline: provider '{name}' has no price_per_m to price tokens with")
+        fail(f"--baseline: provider '{name}' has no price_per_m to price tokens with")
     return prices[name]
 
 
@@ -104,7 +104,7 @@ def report(
     fmt = output_format(fmt)
     check_plot_path(plot)
     if by not in GROUPS:
-        _fail(f"--by must be one of {', '.join(GROUPS)}, not '{by}'")
+        fail(f"--by must be one of {', '.join(GROUPS)}, not '{by}'")
     lo, hi, cfg, store = open_period(since, from_, to, ledger, config)
     try:
         prices = ledger_prices(store, cfg)
@@ -113,7 +113,7 @@ def report(
         rows, total, effective = built.rows, built.total, built.prices
         daily = daily_by_provider(store, lo, hi) if plot is not None else []
     except LLMRouteError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     finally:
         store.close()
     base_name = base.provider if base is not None else "none"
@@ -181,7 +181,7 @@ def _plot(path: Path, daily: list, base: PriceRow | None, by: str, rows: list, t
     points = [(day, provider, cost, baseline_cost(base, prompt, completion, cached))
               for day, provider, cost, prompt, completion, cached in daily]
     if not points:
-        _fail("--plot: no requests in this period to plot")
+        fail("--plot: no requests in this period to plot")
     title = "llmroute: spend per day by provider, and cumulative savings"
     table = "<table border=1 cellpadding=4><tr>" + "".join(
         f"<th>{html.escape(h)}</th>" for h in (by, "requests", "spend US$", "baseline US$", "saved US$")) + "</tr>"
@@ -191,7 +191,7 @@ def _plot(path: Path, daily: list, base: PriceRow | None, by: str, rows: list, t
     try:
         write_chart(path, lambda fmt: spend_chart(points, title, fmt), title, table + "</table>")
     except (LLMRouteError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     err.print(f"wrote {path}", highlight=False)
 
 
@@ -210,7 +210,7 @@ def config_from_ledger(prices: dict[str, PriceRow]) -> RouterConfig:
             entry["price_per_gpu_second"] = p.per_gpu_second
         providers[p.provider] = entry
     if not providers:
-        _fail("the ledger has no prices noted and no config was given: pass --config")
+        fail("the ledger has no prices noted and no config was given: pass --config")
     return parse_config({"providers": providers}, file="(prices noted in the ledger)")
 
 
@@ -221,15 +221,15 @@ def parse_weights(text: str, providers: list[str]) -> dict[str, float]:
         name, _, value = part.partition("=")
         name = name.strip()
         if name not in providers:
-            _fail(f"--weights: unknown provider '{name}' (known: {', '.join(providers)})")
+            fail(f"--weights: unknown provider '{name}' (known: {', '.join(providers)})")
         try:
             weights[name] = float(value)
         except ValueError:
-            _fail(f"--weights: '{part}' needs a number after '=', e.g. {name}=70")
+            fail(f"--weights: '{part}' needs a number after '=', e.g. {name}=70")
         if weights[name] < 0:
-            _fail(f"--weights: {name} must be >= 0")
+            fail(f"--weights: {name} must be >= 0")
     if not weights or sum(weights.values()) <= 0:
-        _fail("--weights: give at least one positive weight, e.g. runpod=70,cerebras=30")
+        fail("--weights: give at least one positive weight, e.g. runpod=70,cerebras=30")
     return weights
 
 
@@ -264,22 +264,22 @@ def replay(
         cfg = cfg or config_from_ledger(prices)
         if weights is not None:
             if name != RoutingStrategy.BALANCED:
-                _fail("--weights only applies to --strategy balanced")
+                fail("--weights only applies to --strategy balanced")
             cfg = cfg.model_copy(update={"balanced_weights": parse_weights(weights, list(cfg.providers))})
         if strong_share is not None:
             from .config import QualityTarget
 
             if name != RoutingStrategy.QUALITY_AWARE:
-                _fail("--strong-share only applies to --strategy quality_aware")
+                fail("--strong-share only applies to --strategy quality_aware")
             if not 0.0 <= strong_share <= 1.0:
-                _fail("--strong-share must be between 0 and 1")
+                fail("--strong-share must be between 0 and 1")
             target = QualityTarget(strong_share=strong_share)
             cfg = cfg.model_copy(update={"quality_aware": cfg.quality_aware.model_copy(update={"target": target})})
         effective = {p.provider: p.effective_per_m for p in build_report(store, "provider", lo, hi, None, prices).prices
                      if p.busy_s is not None and p.effective_per_m is not None}
         result = run_replay(store, cfg, name, lo, hi, effective_per_m=effective, seed=seed)
     except LLMRouteError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     finally:
         store.close()
     if fmt == OutputFormat.JSON:
@@ -290,7 +290,7 @@ def replay(
         print_csv([result.actual.to_dict(), result.estimate.to_dict()])
         return
     if not result.actual.requests:
-        _fail("no successful requests in the ledger for this period", code=1)
+        fail("no successful requests in the ledger for this period", code=1)
     table = Table(title=f"Replay of {result.actual.requests:,} logged requests", title_justify="left")
     for column in ("", "split", "cost", "$/1M", "p50 ms", "p95 ms"):
         table.add_column(column, justify="left" if column in ("", "split") else "right")
@@ -318,7 +318,7 @@ def ledger_volume(
     try:
         lo, hi = window(since, None, None)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     store = open_ledger_store(ledger, config)
     try:
         first, last, prompt, completion = store.fetch(
@@ -326,12 +326,12 @@ def ledger_volume(
             "WHERE status = 'ok' AND ts >= ? AND ts < ?", (lo, hi))[0]
         noted = store.prices()
     except LLMRouteError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     finally:
         store.close()
     tokens = int(prompt or 0) + int(completion or 0)
     if not tokens:
-        _fail("the ledger has no answered requests in this period to plan from", code=1)
+        fail("the ledger has no answered requests in this period to plan from", code=1)
     span_s = max(float(last) - float(first), 3600.0)  # at least an hour, so one burst does not extrapolate wildly
     monthly = round(tokens * 30 * 86400 / span_s)
     described = (f"the ledger ({store.where}): {tokens:,} tokens over {span_s / 86400:.2f} days, "

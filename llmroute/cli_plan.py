@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.text import Text
 
-from .cli import (FormatOption, JsonAlias, OutputFormat, _fail, _load, app, console, output_format, print_csv,
+from .cli import (FormatOption, JsonAlias, OutputFormat, fail, load_or_fail, app, console, output_format, print_csv,
                   print_json)
 from .config import RouterConfig, default_config_path
 from .errors import LLMRouteError
@@ -55,33 +55,33 @@ def plan(
         try:
             cfg.quality_aware.target = QualityTarget(**targets)
         except ValidationError as exc:
-            _fail("quality_aware target: " + "; ".join(e["msg"] for e in exc.errors()))
+            fail("quality_aware target: " + "; ".join(e["msg"] for e in exc.errors()))
     volume_note = ""
     explicit = config is not None or default_config_path().exists()
     if from_ledger:
         from .cli_ledger import ledger_volume
 
         if monthly_tokens is not None:
-            _fail("use either --monthly-tokens or --from-ledger, not both")
+            fail("use either --monthly-tokens or --from-ledger, not both")
         tokens, measured_share, volume_note, noted = ledger_volume(ledger, cfg if explicit else None, since)
         if not explicit and noted is not None:
             cfg, source = noted, "the prices noted in the ledger"
         input_share = measured_share if input_share is None else input_share
     else:
         if monthly_tokens is None:
-            _fail("give --monthly-tokens (e.g. 10M), or --from-ledger to use the traffic the ledger recorded")
+            fail("give --monthly-tokens (e.g. 10M), or --from-ledger to use the traffic the ledger recorded")
         try:
             tokens = parse_token_amount(monthly_tokens)  # type: ignore[arg-type]
         except ValueError as exc:
-            _fail(f"--monthly-tokens: {exc}")
+            fail(f"--monthly-tokens: {exc}")
     input_share = 0.5 if input_share is None else input_share
     if not 0.0 <= input_share <= 1.0:
-        _fail("--input-share must be between 0 and 1")
+        fail("--input-share must be between 0 and 1")
     measured, measured_note = _measured(cfg if explicit else None, ledger, since, cfg)
     try:
         baseline, rows = make_plan(cfg, tokens, input_share, measured=measured, benchmark=benchmark_quality)
     except LLMRouteError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     strategies = [{"strategy": r.strategy, "share": r.share, "cost_usd": r.cost_usd, "total_usd": r.total_usd,
                    "savings_usd": r.savings_usd, "savings_pct": r.savings_pct,
                    "expected_quality": r.expected_quality,
@@ -166,10 +166,10 @@ def _flat_quality(strategy: dict[str, Any]) -> dict[str, Any]:
 
 def _plan_config(path: Optional[Path]) -> tuple[RouterConfig, str]:
     if path is not None:
-        return _load(path, strict_env=False), str(path)
+        return load_or_fail(path, strict_env=False), str(path)
     default = default_config_path()
     if default.exists():
-        return _load(default, strict_env=False), str(default)
+        return load_or_fail(default, strict_env=False), str(default)
     from .demo import emulated_config
 
     cfg = emulated_config({"cerebras": "http://127.0.0.1:1/v1", "runpod": "http://127.0.0.1:1/v1"})

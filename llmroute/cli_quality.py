@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .cli import (FormatOption, OutputFormat, _fail, app, check_plot_path, console, err, output_format, print_csv,
+from .cli import (FormatOption, OutputFormat, fail, app, check_plot_path, console, err, output_format, print_csv,
                   print_json)
 from .cli_ledger import ConfigOption, FromOption, LedgerOption, SinceOption, ToOption, open_period
 from .errors import LLMRouteError
@@ -40,13 +40,13 @@ def quality(
     fmt = output_format(fmt)
     check_plot_path(plot)
     if by not in BY:
-        _fail(f"--by must be one of {', '.join(BY)}, not '{by}'")
+        fail(f"--by must be one of {', '.join(BY)}, not '{by}'")
     lo, hi, cfg, store = open_period(since, from_, to, ledger, config)
     min_pairs = cfg.shadow.min_pairs if cfg is not None else DEFAULT_MIN_PAIRS
     try:
         built = build_quality_report(store, by, lo, hi, min_pairs)
     except LLMRouteError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     finally:
         store.close()
     if fmt == OutputFormat.JSON:
@@ -113,7 +113,7 @@ def _plot(path: Path, built) -> None:  # type: ignore[no-untyped-def]
     from .quality_report import format_estimate, quality_chart
 
     if built.curve is None and built.prompt_blind is None:
-        _fail("--plot: no graded pairs in this period to plot")
+        fail("--plot: no graded pairs in this period to plot")
     title = "llmroute: retained quality against the share sent to the reference tier"
     table = "<table border=1 cellpadding=4><tr>" + "".join(
         f"<th>{html.escape(h)}</th>" for h in (built.by, "pairs", "retained (95% CI)")) + "</tr>"
@@ -124,5 +124,5 @@ def _plot(path: Path, built) -> None:  # type: ignore[no-untyped-def]
         write_chart(path, lambda fmt: quality_chart(built.curve, built.prompt_blind, title, fmt), title,
                     table + "</table>")
     except (LLMRouteError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     err.print(f"wrote {path}", highlight=False)

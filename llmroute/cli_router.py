@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .cli import (FormatOption, JsonAlias, OutputFormat, _fail, app, check_plot_path, console, err, output_format,
+from .cli import (FormatOption, JsonAlias, OutputFormat, fail, app, check_plot_path, console, err, output_format,
                   print_csv, print_json)
 from .cli_ledger import ConfigOption, LedgerOption, config_or_none, open_ledger_store
 from .errors import LLMRouteError
@@ -31,7 +31,7 @@ def _lines(path: Path):  # type: ignore[no-untyped-def]
     try:
         lines = load_lines(path, ungraded)
     except LLMRouteError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if ungraded:
         err.print(f"skipped {len(ungraded):,} ungraded lines (no scores: see each line's 'ungraded' reason), "
                   f"the first at {ungraded[0]}", highlight=False)
@@ -78,7 +78,7 @@ def train(
     from .quality.train import TrainSettings, train as fit
 
     if (data is None) == (not from_ledger):
-        _fail("give exactly one of --data FILE and --from-ledger")
+        fail("give exactly one of --data FILE and --from-ledger")
     if data is not None:
         examples = _examples(data)
     else:
@@ -89,11 +89,11 @@ def train(
             model = fit(examples, TrainSettings(c=c, seed=seed),
                         progress=lambda msg: progress.update(task, description=msg))
         except LLMRouteError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     try:
         model.save(out)
     except OSError as exc:
-        _fail(f"{out}: cannot write ({exc.strerror or type(exc).__name__})")
+        fail(f"{out}: cannot write ({exc.strerror or type(exc).__name__})")
     v = model.validation
     console.print(f"wrote {out} ({out.stat().st_size:,} bytes, {len(model.term_table):,} terms); "
                   f"cross-validated, whole subjects held out: calls for 95% quality {_share(v['calls_for_95'])} "
@@ -110,7 +110,7 @@ def _ledger_examples(ledger: Optional[str], config: Optional[Path], since: Optio
         try:
             since_ts = window(since, None, None)[0]
         except ValueError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     try:
         examples, textless = ledger_examples(store, since_ts)
     finally:
@@ -119,7 +119,7 @@ def _ledger_examples(ledger: Optional[str], config: Optional[Path], since: Optio
         why = (f"its {textless:,} graded pairs kept no prompt: set shadow.store_text: true (prompts are then stored "
                "in the ledger) or train from `llmroute quality collect` labels with --data" if textless else
                "it has no graded pairs: start with `shadow: {rate: 0.05, store_text: true}` or `llmroute quality collect`")
-        _fail(f"the ledger {store.where} has nothing to train on: {why}")
+        fail(f"the ledger {store.where} has nothing to train on: {why}")
     if textless:
         err.print(f"{textless:,} graded pairs kept no prompt (recorded without shadow.store_text) and were left out",
                   highlight=False)
@@ -158,9 +158,9 @@ def evaluate_command(
             title = f"{Path(router.source).name} on {data.name}"
             write_chart(plot, lambda chart_fmt: curve_chart(results, title, chart_fmt), title, _html_table(results))
     except LLMRouteError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except OSError as exc:
-        _fail(f"{plot}: cannot write ({exc.strerror or type(exc).__name__})")
+        fail(f"{plot}: cannot write ({exc.strerror or type(exc).__name__})")
     for note in notes:
         err.print(Text.assemble(("warning:", "yellow"), " ", note), highlight=False)
     rows = [{"benchmark": r.benchmark, **r.to_dict()} for r in results]
@@ -209,7 +209,7 @@ def split(
     from .quality.train import split_holdout
 
     if not 0.0 < share < 1.0:
-        _fail("--share must be between 0 and 1")
+        fail("--share must be between 0 and 1")
     pairs = _lines(data)
     line_of = {id(example): line for example, line in pairs}
     kept, held = split_holdout([example for example, _ in pairs], share, seed)

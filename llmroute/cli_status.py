@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .cli import FormatOption, JsonAlias, OutputFormat, _fail, app, console, output_format, print_csv, print_json
+from .cli import FormatOption, JsonAlias, OutputFormat, fail, app, console, output_format, print_csv, print_json
 from .config.loading import redact_url
 
 _STYLE = {"closed": "green", "half_open": "yellow", "open": "red"}
@@ -34,12 +34,12 @@ def status(
         with urllib.request.urlopen(request, timeout=10) as resp:
             state = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        _fail(f"{shown}: the gateway answered {exc.code}" + (" (pass --api-key)" if exc.code == 401 else ""), code=1)
+        fail(f"{shown}: the gateway answered {exc.code}" + (" (pass --api-key)" if exc.code == 401 else ""), code=1)
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        _fail(f"{shown}: cannot reach the gateway ({reason})", code=1)
+        fail(f"{shown}: cannot reach the gateway ({reason})", code=1)
     except ValueError:
-        _fail(f"{shown}: the answer is not llmroute's /router/state JSON", code=1)
+        fail(f"{shown}: the answer is not llmroute's /router/state JSON", code=1)
     if fmt == OutputFormat.JSON:
         print_json(state)
         return

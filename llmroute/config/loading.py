@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError
-from .schema import ProviderConfig, RouterConfig, _KeyedError
+from .schema import ProviderConfig, RouterConfig, KeyedError
 
 DEFAULT_CONFIG_NAME = "llmroute.yaml"
 CONFIG_ENV_VAR = "LLMROUTE_CONFIG"
@@ -138,7 +138,7 @@ def _from_validation_error(exc: ValidationError, file: str | None) -> ConfigErro
     for error in exc.errors(include_input=True, include_url=False):
         loc = tuple(error["loc"])
         ctx_error = (error.get("ctx") or {}).get("error")
-        if isinstance(ctx_error, _KeyedError):
+        if isinstance(ctx_error, KeyedError):
             key, problem = ctx_error.key, ctx_error.problem
         else:
             key = ".".join(str(p) for p in loc) or "(top level)"

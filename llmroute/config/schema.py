@@ -1,6 +1,6 @@
 """The config schema: every key, its default and its checks (pydantic models).
 
-Cross-field checks raise ``_KeyedError`` so the loader can name the key that is wrong.
+Cross-field checks raise ``KeyedError`` so the loader can name the key that is wrong.
 """
 
 from __future__ import annotations
@@ -358,31 +358,31 @@ class RouterConfig(_Strict):
         if self.balanced_weights is not None:
             for name, weight in self.balanced_weights.items():
                 if name not in self.providers:
-                    raise _KeyedError(
+                    raise KeyedError(
                         f"balanced_weights.{name}",
                         f"names unknown provider '{name}' (known: {', '.join(self.providers)})",
                     )
                 if weight < 0:
-                    raise _KeyedError(f"balanced_weights.{name}", "must be >= 0")
+                    raise KeyedError(f"balanced_weights.{name}", "must be >= 0")
             if sum(self.balanced_weights.values()) <= 0:
-                raise _KeyedError("balanced_weights", "at least one weight must be > 0")
+                raise KeyedError("balanced_weights", "at least one weight must be > 0")
         if self.baseline_provider is not None and self.baseline_provider not in self.providers:
-            raise _KeyedError("baseline_provider", f"names unknown provider '{self.baseline_provider}'")
+            raise KeyedError("baseline_provider", f"names unknown provider '{self.baseline_provider}'")
         for key in ("strong", "weak"):
             name = getattr(self.quality_aware, key)
             if name is not None and name not in self.providers:
-                raise _KeyedError(f"quality_aware.{key}", f"names unknown provider '{name}' (known: {', '.join(self.providers)})")
+                raise KeyedError(f"quality_aware.{key}", f"names unknown provider '{name}' (known: {', '.join(self.providers)})")
         pair = self.quality_pair() if len(self.providers) > 1 else None
         if pair is not None and pair[0] == pair[1]:
-            raise _KeyedError("quality_aware", f"strong and weak must be different providers (both '{pair[0]}')")
+            raise KeyedError("quality_aware", f"strong and weak must be different providers (both '{pair[0]}')")
         for key, name in (("shadow.reference", self.shadow.reference), ("shadow.candidate", self.shadow.candidate),
                           ("judge.provider", self.judge.provider)):
             if name is not None and name not in self.providers:
-                raise _KeyedError(key, f"names unknown provider '{name}' (known: {', '.join(self.providers)})")
+                raise KeyedError(key, f"names unknown provider '{name}' (known: {', '.join(self.providers)})")
         if self.shadow.rate > 0 and len(self.providers) > 1:
             reference, candidate = self.shadow_pair()
             if reference == candidate:
-                raise _KeyedError("shadow", f"reference and candidate must be different providers (both '{reference}')")
+                raise KeyedError("shadow", f"reference and candidate must be different providers (both '{reference}')")
         return self
 
     @property
@@ -432,7 +432,7 @@ class RouterConfig(_Strict):
         return max(self.providers, key=lambda n: _blended_price(self.providers[n]))
 
 
-class _KeyedError(ValueError):
+class KeyedError(ValueError):
     """A cross-field check that knows which key is wrong."""
 
     def __init__(self, key: str, problem: str) -> None:
