@@ -225,7 +225,7 @@ class LLMRouter:
         strong, weak = self.config.quality_pair()
         measured = measured_share(pairs, min_quality, needed, providers=(strong, weak))
         if measured is None:
-            log.info("quality_aware: quality not measured on your traffic (fewer than %d graded pairs of %s against "
+            log.warning("quality_aware: quality not measured on your traffic (fewer than %d graded pairs of %s against "
                      "%s with quality scores in the ledger, or none reaching %.1f%%); strong share %.1f%% from the "
                      "model's benchmark curve. Measure it with shadow evaluation (shadow.rate) or llmroute quality "
                      "collect", needed, weak, strong, min_quality * 100, strategy.strong_share * 100)
