@@ -244,7 +244,8 @@ def assemble_tool_calls(deltas: list[Any]) -> list[dict[str, Any]]:
             for field in ("name", "arguments"):
                 if isinstance(function.get(field), str):
                     call[field] += function[field]
-    return [{"type": "function", "function": call} for _, call in sorted(calls.items(), key=lambda kv: str(kv[0]))]
+    order = sorted(calls, key=lambda index: (not isinstance(index, int), index if isinstance(index, int) else str(index)))
+    return [{"type": "function", "function": calls[index]} for index in order]
 
 
 def bill_attempt(

@@ -81,3 +81,15 @@ def test_sync_wrapper(seed_config: dict[str, Any]) -> None:
             (c["choices"][0]["delta"].get("content") or "") for c in chunks if c.get("choices"))
         # Connections are pooled across calls on the router's own loop.
         assert router.router.providers["runpod"]._pool._idle  # a kept-alive connection waits for the next call
+
+
+def test_streamed_tool_call_fragments_assemble_in_index_order() -> None:
+    """Shadow evaluation grades a streamed tool call as the whole call: fragments joined per index, ten and up too."""
+    from llmroute.stream import assemble_tool_calls
+
+    deltas = [{"index": i, "id": f"call_{i}", "function": {"name": f"f{i}", "arguments": ""}} for i in (0, 1, 2, 10)]
+    deltas += [{"index": 10, "function": {"arguments": '{"a": '}}, {"index": 2, "function": {"arguments": "{}"}},
+               {"index": 10, "function": {"arguments": "1}"}}, "not a delta", {"index": 1, "function": None}]
+    calls = assemble_tool_calls(deltas)
+    assert [c["function"]["name"] for c in calls] == ["f0", "f1", "f2", "f10"]
+    assert calls[3]["function"]["arguments"] == '{"a": 1}' and calls[2]["function"]["arguments"] == "{}"
