@@ -41,15 +41,20 @@ _CURRENT = ("NOT (source = 'collect' AND EXISTS (SELECT 1 FROM graded_pairs AS l
 
 
 def load_pairs(store: Store, since_ts: float | None = None, until_ts: float | None = None, *,
-               with_text: bool = True) -> list[GradedPair]:
+               with_text: bool = True, latest: int | None = None) -> list[GradedPair]:
     """The graded pairs recorded in ``since_ts <= ts < until_ts``, oldest first (none on a ledger older than v3).
 
-    ``with_text=False`` leaves the stored prompt and answers out (reports never need them)."""
+    ``with_text=False`` leaves the stored prompt and answers out (reports never need them); ``latest``: only the
+    most recent that many (what a gateway reads at start-up, whatever the ledger holds)."""
     if not store.has(GRADED_PAIRS):
         return []
     columns = ", ".join(f"NULL AS {c}" if not with_text and c in _TEXT else c for c in PAIR_COLUMNS)
     where, params = _window(since_ts, until_ts)
-    rows = store.fetch(f"SELECT {columns} FROM graded_pairs {where} ORDER BY ts, id", params)
+    if latest is None:
+        rows = store.fetch(f"SELECT {columns} FROM graded_pairs {where} ORDER BY ts, id", params)
+    else:
+        rows = store.fetch(f"SELECT {columns} FROM graded_pairs {where} ORDER BY ts DESC, id DESC LIMIT ?",
+                           (*params, int(latest)))[::-1]
     return [GradedPair.from_row(r) for r in rows]
 
 

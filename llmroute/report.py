@@ -223,13 +223,16 @@ def build_report(
     return Report(rows, total, provider_prices(store, prices or {}, lo, hi, served), measurement_spend(store, lo, hi))
 
 
-def measurement_spend(store: Store, lo: float, hi: float) -> dict[str, float | int]:
-    """Shadow calls and judge calls in the period: the cost of measuring quality, apart from serving."""
+def measurement_spend(store: Store, lo: float, hi: float, source: str | None = None) -> dict[str, float | int]:
+    """Shadow calls and judge calls in the period: the cost of measuring quality, apart from serving.
+
+    ``source``: only pairs from ``shadow`` (live traffic) or ``collect`` (offline prompts)."""
     if not store.has(GRADED_PAIRS):
         return {"pairs": 0, "shadow_cost_usd": 0.0, "judge_cost_usd": 0.0, "total_usd": 0.0}
+    only = " AND source = ?" if source is not None else ""
     count, shadow, judge = store.fetch("SELECT COUNT(*), SUM(COALESCE(shadow_cost_usd, 0)), "
-                                       "SUM(COALESCE(judge_cost_usd, 0)) FROM graded_pairs WHERE ts >= ? AND ts < ?",
-                                       (lo, hi))[0]
+                                       "SUM(COALESCE(judge_cost_usd, 0)) FROM graded_pairs WHERE ts >= ? AND ts < ?"
+                                       + only, (lo, hi, *((source,) if source is not None else ())))[0]
     shadow, judge = float(shadow or 0), float(judge or 0)
     return {"pairs": int(count or 0), "shadow_cost_usd": shadow, "judge_cost_usd": judge, "total_usd": shadow + judge}
 

@@ -30,7 +30,10 @@ if TYPE_CHECKING:
 CHAT_PATH = "/chat/completions"
 COMPLETIONS_PATH = "/completions"
 MEASURED_DAYS = 30
-"""Graded pairs older than this are not read back at start-up (today's shadow spend, quality targets)."""
+"""Graded pairs older than this are not read back at start-up (the live estimate, quality targets)."""
+MEASURED_PAIRS = 50_000
+"""At most this many of the latest graded pairs are read back at start-up: an interval over 50,000 pairs is
+already a fraction of a point wide, and a busy ledger must not make start-up slow."""
 
 log = logging.getLogger("llmroute")
 
@@ -81,7 +84,7 @@ class LLMRouter:
         if self.shadow is not None or min_quality is not None:
             pairs = self._graded_pairs()
             if self.shadow is not None:
-                self.shadow.seed(pairs)
+                self.shadow.seed(pairs, spent_today_usd=self._shadow_spent_today_usd())
             if min_quality is not None:
                 self._measure_quality_target(pairs, min_quality)
 
@@ -205,13 +208,33 @@ class LLMRouter:
             reader = self.ledger.store.reader()
             try:
                 # No text: start-up needs grades and costs, and 30 days of stored prompts and answers can be large.
-                return load_pairs(reader, since_ts=time.time() - MEASURED_DAYS * 86400, with_text=False)
+                return load_pairs(reader, since_ts=time.time() - MEASURED_DAYS * 86400, with_text=False,
+                                  latest=MEASURED_PAIRS)
             finally:
                 reader.close()
         except Exception as exc:  # an older store, a locked file: measure from scratch, loudly
             log.warning("graded pairs could not be read from the ledger (%s: %s); today's shadow spend and the "
                         "measured quality start from zero", type(exc).__name__, str(exc).split("\n")[0])
             return []
+
+    def _shadow_spent_today_usd(self) -> float:
+        """What shadow evaluation spent today (UTC) by the ledger, so a restart does not reset the daily cap."""
+        if self.ledger is None:
+            return 0.0
+        from .evaluation.shadow_budget import utc_day
+        from .report import measurement_spend
+
+        try:
+            reader = self.ledger.store.reader()
+            try:
+                day_start = utc_day() * 86400.0
+                return float(measurement_spend(reader, day_start, day_start + 86400.0, source="shadow")["total_usd"])
+            finally:
+                reader.close()
+        except Exception as exc:
+            log.warning("today's shadow spend could not be read from the ledger (%s); the daily cap starts from "
+                        "zero in this process", type(exc).__name__)
+            return 0.0
 
     def _measure_quality_target(self, pairs: list[GradedPair], min_quality: float) -> None:
         """quality_aware's ``min_quality`` from this traffic's graded pairs when there are enough, judged by the

@@ -386,3 +386,26 @@ async def test_min_quality_from_the_measured_lower_bound(seed_config: dict[str, 
             assert strategy.model_threshold == strategy.model.threshold_for_share(expected)
             assert f"from {count} graded pairs" in caplog.text and "lower bound" in caplog.text
 
+
+
+async def test_start_up_reads_a_bounded_number_of_pairs_but_all_of_todays_spend(
+        seed_config: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy ledger must not make start-up slow, nor let a restart forget what measuring spent today."""
+    import llmroute.router
+
+    monkeypatch.setattr(llmroute.router, "MEASURED_PAIRS", 10)
+    config = shadow_config(seed_config, tmp_path, max_usd_per_day=1.0)
+    pairs = synthetic_pairs(60)
+    for i, pair in enumerate(pairs):
+        pair.source, pair.ts, pair.shadow_cost_usd, pair.judge_cost_usd = "shadow", time.time() - 600 + i, 0.01, 0.002
+    await write_pairs({k: v for k, v in config.items() if k != "shadow"}, pairs)
+    store = open_store(str(tmp_path / "ledger.sqlite3"), readonly=True)
+    try:
+        latest = load_pairs(store, latest=10)
+    finally:
+        store.close()
+    assert [p.request_id for p in latest] == [p.request_id for p in pairs[-10:]]
+    async with LLMRouter(config=config) as router:
+        assert router.shadow.spent_today_usd() == pytest.approx(60 * 0.012)
+        assert router.shadow.budget_left_usd() == pytest.approx(1.0 - 60 * 0.012)
+        assert router.shadow.drift.estimate is None or router.shadow.drift.estimate.pairs <= 10

@@ -335,12 +335,14 @@ class Shadow:
 
     # -- start, drain, close -----------------------------------------------------------
 
-    def seed(self, pairs: Sequence[GradedPair]) -> None:
-        """Pick up where a previous run stopped: today's spend (so a restart does not reset the budget) and the
-        latest graded pairs for the live estimate."""
-        today = utc_day()
-        self.budget.seed(sum((p.shadow_cost_usd or 0.0) + (p.judge_cost_usd or 0.0)
-                             for p in pairs if p.source == "shadow" and utc_day(p.ts) == today))
+    def seed(self, pairs: Sequence[GradedPair], spent_today_usd: float | None = None) -> None:
+        """Pick up where a previous run stopped: today's spend (so a restart does not reset the budget; summed
+        from ``pairs`` unless the ledger's own total is given) and the latest graded pairs for the live estimate."""
+        if spent_today_usd is None:
+            today = utc_day()
+            spent_today_usd = sum((p.shadow_cost_usd or 0.0) + (p.judge_cost_usd or 0.0)
+                                  for p in pairs if p.source == "shadow" and utc_day(p.ts) == today)
+        self.budget.seed(spent_today_usd)
         self.drift.seed(pairs, self.reference, self.candidate)
 
     def start(self) -> None:
