@@ -338,11 +338,15 @@ class Replica:
 def start_replica(name: str, argv: list[str], env: dict[str, str], log: Path) -> Replica:
     port = int(option(argv, "--port"))
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log.open("w"), text=True, env=env, cwd=REPO)
-    line = process.stdout.readline() if process.stdout else ""
-    if f"listening on http://0.0.0.0:{port}" not in line:
-        process.kill()
-        raise AssertionError(f"{name} did not start: {line!r}\n{log.read_text()}")
     return Replica(name, port, process, log)
+
+
+def wait_listening(replica: Replica) -> None:
+    """Its start-up line, or its error: a replica that exits (a config or ledger error) ends the wait."""
+    line = replica.process.stdout.readline() if replica.process.stdout else ""
+    if f"listening on http://0.0.0.0:{replica.port}" not in line:
+        replica.process.kill()
+        raise AssertionError(f"{replica.name} did not start: {line!r}\n{replica.log.read_text()}")
 
 
 def wait_until(check: Any, what: str, timeout_s: float = 30) -> Any:
@@ -437,6 +441,8 @@ def test_topology_serves_through_the_load_balancer(tmp_path: Path, postgres_dsn:
             replica = start_replica(name, entrypoint_argv(image, args), env, tmp_path / f"{name}.log")
             processes.append(replica.process)
             replicas.append(replica)
+        for replica in replicas:  # all three started at once, as compose does: they migrate one ledger
+            wait_listening(replica)
         if redis:
             assert wait_until(lambda: redis_ping(env["LLMROUTE_REDIS_URL"]), "redis")
 
@@ -482,9 +488,13 @@ def test_topology_serves_through_the_load_balancer(tmp_path: Path, postgres_dsn:
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=lb + "/v1", api_key="not-a-gateway-key", max_retries=0).models.list()
 
-        served = {r.name: requests_served(r, key) for r in replicas}
+        # A stream is counted once its last byte is written, just after the client has it: wait for that.
+        def counted() -> dict[str, float] | None:
+            counts = {r.name: requests_served(r, key) for r in replicas}
+            return counts if sum(counts.values()) == len(answered) else None
+
+        served = wait_until(counted, "every request counted in the replicas' /metrics")
         assert all(count > 0 for count in served.values()), served
-        assert sum(served.values()) == len(answered)
         assert {provider for _, provider in answered} == {"cerebras", "vllm"}
         assert cerebras.emulator.stats["ok"] > 0 and vllm.emulator.stats["ok"] > cerebras.emulator.stats["ok"]
 
