@@ -33,6 +33,16 @@ def _restore_log_levels() -> Iterator[None]:
         logging.getLogger(name).setLevel(level)
 
 
+STRICT = bool(os.environ.get("CI") or os.environ.get("LLMROUTE_TEST_STRICT"))
+"""CI installs every system package the tests use: there, a missing one fails the run instead of skipping."""
+
+
+def require(available: bool, what: str) -> None:
+    """Skip a test whose system package is missing, or fail it where the run must be complete (``STRICT``)."""
+    if not available:
+        (pytest.fail if STRICT else pytest.skip)(f"{what} is not installed")
+
+
 def emulator(profile: str, **settings: Any) -> EmulatorThread:
     settings.setdefault("speed", math.inf)
     return EmulatorThread(EmulatorSettings(get_profile(profile), **settings))

@@ -33,7 +33,7 @@ import yaml
 
 from llmroute.config import load_config
 
-from .conftest import emulator, free_port
+from .conftest import emulator, free_port, require
 from .ledger.test_postgres import postgres_dsn  # noqa: F401 (fixture: a real server on loopback)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -410,8 +410,7 @@ def test_topology_serves_through_the_load_balancer(tmp_path: Path, postgres_dsn:
     import openai
     import psycopg
 
-    if not os.access(NGINX, os.X_OK):
-        pytest.skip("nginx is not installed (Debian: apt-get install nginx)")
+    require(os.access(NGINX, os.X_OK), "nginx (Debian: apt-get install nginx-light)")
     image, compose = read_dockerfile(), load_compose()
     gateways = gateway_services(compose)
     dotenv = dict(DOTENV)
