@@ -114,6 +114,13 @@ class SQLiteStore(Store):
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"{self.where}: cannot read the ledger: {exc}") from None
 
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            with self._db:
+                return self._db.execute(sql, params).rowcount
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"{self.where}: cannot write to the ledger: {exc}{_hint(exc)}") from None
+
     def close(self) -> None:
         self._db.close()
 
