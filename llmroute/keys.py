@@ -212,7 +212,7 @@ class GatewayKeys:
         if unknown:
             raise KeyRequestError(f"unknown key setting {sorted(unknown)[0]!r}")
         settings = replace(current.settings, **changes).checked()
-        now = max(time.time(), current.updated_ts)
+        now = max(time.time(), current.updated_ts + 1e-3)  # always moves: gateways see the change by it
         self.store.execute(
             "UPDATE gateway_keys SET budget_usd = ?, budget_period = ?, rpm = ?, tpm = ?, strategies = ?, tags = ?, "
             "admin = ?, updated_ts = ? WHERE name = ? AND revoked_ts IS NULL",
@@ -225,10 +225,17 @@ class GatewayKeys:
         current = self.get(name)
         if current.revoked:
             return current
-        now = time.time()
+        now = max(time.time(), current.updated_ts + 1e-3)
         self.store.execute("UPDATE gateway_keys SET revoked_ts = ?, updated_ts = ? WHERE name = ? AND revoked_ts IS NULL",
                            (now, now, name))
         return self.get(name)
+
+    def version(self) -> tuple[Any, ...]:
+        """Changes whenever a key is made, changed or revoked: one cheap aggregate, so a gateway re-reads the
+        keys only when something changed."""
+        if not self._has_table:
+            return ()
+        return tuple(self.store.fetch("SELECT count(*), max(updated_ts), sum(updated_ts) FROM gateway_keys")[0])
 
     def load(self) -> tuple[dict[bytes, StoredKey], bool]:
         """The keys not revoked, by digest; and whether the table has any row at all (revoked ones count: once
