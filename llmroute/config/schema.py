@@ -283,6 +283,8 @@ class GatewayConfig(_Strict):
         default=128, gt=0, le=1024,
         description="longest client x-request-id kept as the request's id (a longer or non-token one is replaced)",
     )
+    keys_refresh_s: float = Field(default=2.0, gt=0, le=3600, description="how often a gateway worker reads the "
+                                  "ledger's gateway keys (made with `llmroute keys`); a change applies within this")
 
     def keys(self, env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
         """(id, key) pairs from the config and the environment."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import functools
 import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -19,12 +20,13 @@ from aiohttp import HttpVersion11, web
 
 from ..breaker import STATE_VALUE, log_transition
 from ..errors import AllProvidersFailed, ClientRequestError, ProviderError
-from ..ledger import RequestContext, parse_tags
+from ..ledger import RequestContext, ledger_location, parse_tags
 from ..result import RouteResult
 from ..router import CHAT_PATH, COMPLETIONS_PATH, LLMRouter
 from ..state import InMemoryState, now
 from ..strategies import RoutingStrategy
-from .auth import KeyStore
+from ..tokens import estimate_message_tokens, estimate_tokens
+from .auth import KeyIdentity, KeyLimiter, KeyStore, LedgerKeySource
 from . import validate
 from .decoding import read_body
 from .errors import (
@@ -48,6 +50,16 @@ MODELS_PREFIX = "/v1/models/"
 _TOKEN_CHARS = r"!#$%&'*+\-.^_`|~0-9A-Za-z"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_MAX_TAGS = 32  # as parse_tags keeps
+
+
+class KeyRefused(Exception):
+    """What the request's key may not do (403), or not yet (429): refused before any provider is called."""
+
+    def __init__(self, status: int, message: str, error_type: str, code: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.error_type, self.code, self.headers = status, message, error_type, code, headers
 
 
 @functools.lru_cache(maxsize=1024)
@@ -101,6 +113,9 @@ class Gateway:
         self.keys = keys if keys is not None else KeyStore(router.config.gateway.keys())
         self.metrics = metrics if metrics is not None else Metrics()
         gateway = router.config.gateway
+        self.key_source = self._ledger_keys(router) if keys is None else None
+        self.limiter = KeyLimiter()
+        self._expected_output_tokens = router.config.expected_output_tokens
         self.max_body_bytes = gateway.max_body_bytes
         self.limits = validate.Limits(max_json_depth=gateway.max_json_depth, max_model_chars=gateway.max_model_chars,
                                       max_user_chars=gateway.max_user_chars)
@@ -118,6 +133,17 @@ class Gateway:
         if router.shadow is not None:
             self.metrics.watch_shadow(router.shadow)
         self._keeps_context = router.ledger is not None or router.shadow is not None
+
+    def _ledger_keys(self, router: LLMRouter) -> LedgerKeySource | None:
+        """The ledger's gateway keys, read now (before serving: a failure is a start-up error) and then every
+        ``gateway.keys_refresh_s``. None when the ledger is off: keys live in it."""
+        location = ledger_location(router.config) if router.ledger is not None else None
+        if location is None:
+            return None
+        source = LedgerKeySource(self.keys, location, refresh_s=router.config.gateway.keys_refresh_s,
+                                 busy_timeout_s=router.config.ledger.busy_timeout_s)
+        source.refresh()
+        return source
 
     def _breaker_changed(self, provider: str, state: str, reason: str) -> None:
         self.metrics.breaker_state.labels(provider).set(STATE_VALUE[state])
@@ -153,8 +179,12 @@ class Gateway:
         self.router.health.ensure_started()  # health checks run from start-up, not from the first request
         if self.router.shadow is not None:
             self.router.shadow.start()
+        if self.key_source is not None:
+            self.key_source.start()
 
     async def _close(self, app: web.Application) -> None:
+        if self.key_source is not None:
+            await self.key_source.aclose()
         await self.router.aclose()
 
     # -- plumbing -------------------------------------------------------------------
@@ -164,13 +194,16 @@ class Gateway:
 
         async def guarded(request: web.Request) -> web.StreamResponse:
             if self.keys:
-                key_id = self.keys.check(request.headers.get("Authorization"))
-                if key_id is None:
+                key = self.keys.identify(request.headers.get("Authorization"))
+                if key is None:
                     return error_response(401, "missing or invalid API key: send Authorization: Bearer <key>",
                                           "invalid_request_error", "invalid_api_key")
-                request["key_id"] = key_id
+                request["key"] = key
             try:
                 return await handler(request)
+            except KeyRefused as exc:
+                self.metrics.observe_rejected(exc.status, exc.code)
+                return error_response(exc.status, exc.message, exc.error_type, exc.code, headers=exc.headers)
             except BadRequest as exc:
                 self.metrics.observe_rejected(exc.status, exc.code)
                 return error_response(exc.status, exc.message, "invalid_request_error", exc.code, exc.param)
@@ -200,8 +233,9 @@ class Gateway:
         validate.check_depth(raw, body, self.limits.max_json_depth)
         return body
 
-    def _strategy(self, request: web.Request, body: dict[str, Any]) -> str:
-        """The header wins; else a ``model`` that names a strategy; else the default."""
+    def _strategy(self, request: web.Request, body: dict[str, Any], key: KeyIdentity | None) -> str:
+        """The header wins; else a ``model`` that names a strategy; else the default, or the key's first
+        strategy when it may not use the default. A key limited to some strategies gets a 403 for others."""
         header = request.headers.get(STRATEGY_HEADER)
         if header is not None:
             if header not in _STRATEGIES:
@@ -209,9 +243,40 @@ class Gateway:
                     400, f"unknown {STRATEGY_HEADER} {quote_input(header)} (valid: {', '.join(_STRATEGIES)})",
                     param=STRATEGY_HEADER, code="unknown_strategy",
                 )
-            return header
-        model = body.get("model")
-        return model if isinstance(model, str) and model in _STRATEGIES else self._default_strategy
+            named: str | None = header
+        else:
+            model = body.get("model")
+            named = model if isinstance(model, str) and model in _STRATEGIES else None
+        if key is None or key.strategies is None:
+            return named or self._default_strategy
+        allowed = key.strategies
+        if named is None:
+            return self._default_strategy if self._default_strategy in allowed else key.first_strategy or ""
+        if named not in allowed:
+            shown = ", ".join(s for s in _STRATEGIES if s in allowed)
+            raise KeyRefused(403, f"the key '{key.key_id}' may not use the strategy '{named}'; it may use: {shown}",
+                             "permission_error", "strategy_not_allowed")
+        return named
+
+    def _reserve(self, key: KeyIdentity, body: dict[str, Any]) -> int:
+        """Take the request from its key's rpm and tpm buckets (a 429 when they are empty); the tokens reserved."""
+        tokens = self._estimated_tokens(body) if key.tpm is not None else 0
+        wait_s, unit = self.limiter.acquire(key, tokens)
+        if wait_s > 0:
+            limit = f"{key.rpm} requests" if unit == "requests" else f"{key.tpm} tokens"
+            retry_after_s = max(1, math.ceil(wait_s))
+            raise KeyRefused(429, f"the key '{key.key_id}' is over its limit of {limit} per minute (per gateway "
+                             f"worker); retry in {retry_after_s} s", unit, "rate_limit_exceeded",
+                             headers={"Retry-After": str(retry_after_s)})
+        return tokens
+
+    def _estimated_tokens(self, body: dict[str, Any]) -> int:
+        """A request's prompt tokens (estimated) plus the most it may generate, for a key's tpm."""
+        messages = body.get("messages")
+        prompt = estimate_message_tokens(messages) if isinstance(messages, list) else estimate_tokens(str(body.get("prompt", "")))
+        output = body.get("max_completion_tokens") or body.get("max_tokens") or self._expected_output_tokens
+        n = body.get("n")
+        return prompt + int(output) * (n if isinstance(n, int) and n > 0 else 1)
 
     def _extra_headers(self, request: web.Request) -> dict[str, str] | None:
         """Headers forwarded upstream: the client's ``x-request-id`` when it is a short token; otherwise
@@ -234,22 +299,30 @@ class Gateway:
         return await self._complete(request, body, COMPLETIONS_PATH, "completions")
 
     def _context(self, request: web.Request, body: dict[str, Any], endpoint: str) -> RequestContext:
-        """What the ledger records about who asked: key id, user, tags, and the route they named."""
+        """What the ledger records about who asked: key id, user, tags, and the route they named. A key's tags
+        come first and win: a request's tag with the same name as one of the key's is dropped."""
         user = body.get("user")
         model = body.get("model")
         tags_header = request.headers.get(TAGS_HEADER)
+        tags = parse_tags(tags_header and _header_text(tags_header), body.get("metadata"))
+        key: KeyIdentity | None = request.get("key")
+        if key is not None and key.tags:
+            names = key.tag_names
+            tags = [*key.tags, *(t for t in tags if t.partition("=")[0] not in names)][:_MAX_TAGS]
         return RequestContext(
-            route=model if isinstance(model, str) else None, endpoint=endpoint, key_id=request.get("key_id"),
-            user=user if isinstance(user, str) else None,
-            tags=parse_tags(tags_header and _header_text(tags_header), body.get("metadata")),
+            route=model if isinstance(model, str) else None, endpoint=endpoint,
+            key_id=key.key_id if key is not None else None, user=user if isinstance(user, str) else None, tags=tags,
         )
 
     async def _complete(self, request: web.Request, body: dict[str, Any], path: str, endpoint: str) -> web.StreamResponse:
-        strategy = self._strategy(request, body)
+        key: KeyIdentity | None = request.get("key")
+        strategy = self._strategy(request, body, key)
+        limited = key if key is not None and key.rate_limited else None
+        reserved = self._reserve(limited, body) if limited is not None else 0
         warning = self._warning(request, body, strategy)
         context = self._context(request, body, endpoint) if self._keeps_context else None  # ledger and shadow only
         try:
-            if body.get("stream"):
+            if body.get("stream"):  # a stream's tokens stay as reserved: its usage is not seen here
                 return await stream_response(self, request, body, path, strategy, endpoint, context, warning)
             if path == CHAT_PATH:
                 result = await self.router.chat_request(body, strategy=strategy, extra_headers=self._extra_headers(request),
@@ -258,9 +331,13 @@ class Gateway:
                 result = await self.router.completion_request(body, strategy=strategy,
                                                               extra_headers=self._extra_headers(request), context=context)
         except (AllProvidersFailed, ClientRequestError, ProviderError) as exc:
+            if limited is not None and not body.get("stream"):
+                self.limiter.settle(limited, reserved, 0)
             self.metrics.observe_failures(getattr(exc, "attempts", []), strategy)
             self.metrics.observe_error(strategy, type(exc).__name__)
             raise
+        if limited is not None:
+            self.limiter.settle(limited, reserved, result.total_tokens)
         self.metrics.observe(result, endpoint)
         body_json = result.raw_json if result.raw_json is not None else orjson.dumps(result.raw)
         headers = result_headers(result)

@@ -103,6 +103,14 @@ class PostgresStore(Store):
         except self._psycopg.Error as exc:
             raise LedgerError(f"{self.where}: cannot read the ledger: {_first_line(exc)}") from None
 
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            with self._db.transaction(), self._db.cursor() as cur:
+                cur.execute(_pg(sql), params)
+                return cur.rowcount
+        except self._psycopg.Error as exc:
+            raise LedgerError(f"{self.where}: cannot write to the ledger: {_first_line(exc)}") from None
+
     def close(self) -> None:
         self._db.close()
 

@@ -1,4 +1,4 @@
-"""Versioned schema migrations, one list per SQL dialect.
+"""Versioned schema migrations, one list per SQL dialect (v4: gateway_keys).
 
 A migration is applied once, in order, inside a transaction, and the version
 it reaches is stored in ``llmroute_schema``. Never edit a shipped migration:
@@ -100,6 +100,28 @@ CREATE TABLE graded_pairs (
 _PAIRS_V3_INDEXES = ["CREATE INDEX graded_pairs_ts ON graded_pairs (ts)",
                      "CREATE INDEX graded_pairs_request ON graded_pairs (request_id)"]
 
+# v4: gateway keys made with ``llmroute keys``. Only a key's SHA-256 digest is stored (hex, unique), never the key.
+# A revoked key keeps its row (``revoked_ts``): ledger rows name it, and its name is not handed out again.
+# Budget columns are stored for budget enforcement to read; ``strategies`` and ``tags`` are JSON lists.
+_KEYS_V4 = """
+CREATE TABLE gateway_keys (
+    name TEXT PRIMARY KEY,
+    key_sha256 TEXT NOT NULL UNIQUE,
+    created_ts DOUBLE PRECISION NOT NULL,
+    updated_ts DOUBLE PRECISION NOT NULL,
+    revoked_ts DOUBLE PRECISION,
+    budget_usd DOUBLE PRECISION,
+    budget_period TEXT,
+    rpm BIGINT,
+    tpm BIGINT,
+    strategies TEXT,
+    tags TEXT,
+    admin {bool} NOT NULL
+)"""
+
+GATEWAY_KEYS_VERSION = 4
+"""The schema version that created ``gateway_keys``."""
+
 MIGRATIONS: dict[str, list[list[str]]] = {
     "sqlite": [
         [
@@ -109,6 +131,7 @@ MIGRATIONS: dict[str, list[list[str]]] = {
         ],
         _V2,
         [_PAIRS_V3.format(pk="INTEGER PRIMARY KEY"), *_PAIRS_V3_INDEXES],
+        [_KEYS_V4.format(bool="INTEGER")],
     ],
     "postgres": [
         [
@@ -118,6 +141,7 @@ MIGRATIONS: dict[str, list[list[str]]] = {
         ],
         _V2,
         [_PAIRS_V3.format(pk="BIGSERIAL PRIMARY KEY"), *_PAIRS_V3_INDEXES],
+        [_KEYS_V4.format(bool="BOOLEAN")],
     ],
 }
 

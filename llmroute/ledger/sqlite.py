@@ -15,7 +15,6 @@ from typing import Any
 from .schema import MIGRATIONS, REQUESTS, SCHEMA_TABLE, LedgerError, Table, latest_version
 from .store import PriceRow, Store
 
-_MAGIC = b"SQLite format 3\x00"
 _ROWS_PER_INSERT = 200  # 200 rows x 23 columns stays well under SQLite's 32,766 bound parameters
 
 
@@ -43,6 +42,8 @@ class SQLiteStore(Store):
                 self._db.execute("PRAGMA synchronous = NORMAL")
             self._migrate(readonly)
         except sqlite3.DatabaseError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_NOTADB:  # type: ignore[attr-defined]
+                raise _not_a_database(self.path) from None
             raise LedgerError(f"{self.where}: cannot use this ledger database: {exc}{_hint(exc)}") from None
 
     def _migrate(self, readonly: bool) -> None:
@@ -114,6 +115,13 @@ class SQLiteStore(Store):
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"{self.where}: cannot read the ledger: {exc}") from None
 
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            with self._db:
+                return self._db.execute(sql, params).rowcount
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"{self.where}: cannot write to the ledger: {exc}{_hint(exc)}") from None
+
     def close(self) -> None:
         self._db.close()
 
@@ -132,17 +140,15 @@ def _hint(exc: sqlite3.DatabaseError) -> str:
 
 
 def _check_file(path: Path, *, must_exist: bool) -> None:
+    """What can be said without opening the file. Its header is left to SQLite (see ``_not_a_database``):
+    opening and closing a file descriptor on it here would drop every POSIX lock this process holds on it,
+    the ledger writer's included, and another process could then delete the write-ahead log under it."""
     if path.is_dir():
         raise LedgerError(f"{path}: is a directory; ledger.path must name a file")
-    if not path.exists():
-        if must_exist:
-            raise LedgerError(f"{path}: no ledger here yet (nothing has been recorded)")
-        return
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError as exc:
-        raise LedgerError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if head and head != _MAGIC:
-        raise LedgerError(f"{path}: not a SQLite database (it may be corrupt, or another kind of file); "
-                          "move it away or point ledger.path elsewhere")
+    if not path.exists() and must_exist:
+        raise LedgerError(f"{path}: no ledger here yet (nothing has been recorded)")
+
+
+def _not_a_database(path: Path) -> LedgerError:
+    return LedgerError(f"{path}: not a SQLite database (it may be corrupt, or another kind of file); "
+                       "move it away or point ledger.path elsewhere")

@@ -64,6 +64,11 @@ class Store(ABC):
         """Run a read query written with ``?`` placeholders."""
 
     @abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement that changes rows (``?`` placeholders) in its own transaction; the rows it changed.
+        For small administrative tables (gateway keys), not for the request path."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
     @abstractmethod
