@@ -322,8 +322,9 @@ class Gateway:
         warning = self._warning(request, body, strategy)
         context = self._context(request, body, endpoint) if self._keeps_context else None  # ledger and shadow only
         try:
-            if body.get("stream"):  # a stream's tokens stay as reserved: its usage is not seen here
-                return await stream_response(self, request, body, path, strategy, endpoint, context, warning)
+            if body.get("stream"):  # its key's tokens settle when the stream ends, to what it used
+                settle = None if limited is None else (lambda used: self.limiter.settle(limited, reserved, used))
+                return await stream_response(self, request, body, path, strategy, endpoint, context, warning, settle)
             if path == CHAT_PATH:
                 result = await self.router.chat_request(body, strategy=strategy, extra_headers=self._extra_headers(request),
                                                         context=context)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -44,8 +44,10 @@ async def _within(timeout_s: float, pending: Awaitable[Any]) -> None:
 async def stream_response(
     gateway: Gateway, request: web.Request, body: dict[str, Any], path: str, strategy: str, endpoint: str,
     context: RequestContext | None = None, warning: str | None = None,
+    settle: Callable[[int], None] | None = None,
 ) -> web.StreamResponse:
-    """Stream one completion to the client (``warning``: an ``x-llmroute-warning`` for its headers).
+    """Stream one completion to the client (``warning``: an ``x-llmroute-warning`` for its headers;
+    ``settle(tokens)``: told the tokens the stream used, or 0 when it produced no result, however it ends).
 
     Nothing is sent until a provider produced its first chunk, so every failure
     before that falls back (or becomes an ordinary JSON error). Usage is always
@@ -61,11 +63,29 @@ async def stream_response(
         resume=resume,
     )
     chunks = stream.__aiter__()
+    settled = settle is None
+
+    def end() -> None:  # once, before [DONE]: a client that sends its next request at once finds it settled
+        nonlocal settled
+        if not settled:
+            settled = True
+            settle(stream.result.total_tokens if stream.result is not None else 0)  # type: ignore[misc]
+
     try:
-        first = await anext(chunks)  # the whole cascade happens here
-    except BaseException:
-        await chunks.aclose()  # type: ignore[attr-defined]
-        raise
+        try:
+            first = await anext(chunks)  # the whole cascade happens here
+        except BaseException:
+            await chunks.aclose()  # type: ignore[attr-defined]
+            raise
+        return await _respond(gateway, request, stream, chunks, first, wants_usage, strategy, endpoint, warning, end)
+    finally:
+        end()
+
+
+async def _respond(
+    gateway: Gateway, request: web.Request, stream: Any, chunks: Any, first: Any, wants_usage: bool, strategy: str,
+    endpoint: str, warning: str | None, end: Callable[[], None],
+) -> web.StreamResponse:
     fallback = any(not a.ok for a in stream.attempts)
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream",
@@ -81,7 +101,7 @@ async def stream_response(
     })
     timeout_s = gateway.router.config.gateway.write_timeout_s
     try:
-        await _relay(gateway, request, response, chunks, first, wants_usage, strategy, timeout_s)
+        await _relay(gateway, request, response, chunks, first, wants_usage, strategy, timeout_s, end)
     except ClientTooSlow as exc:
         await _cut_off(gateway, request, chunks, exc, strategy)
         return response
@@ -94,8 +114,9 @@ async def stream_response(
 
 async def _relay(
     gateway: Gateway, request: web.Request, response: web.StreamResponse, chunks: Any, first: dict[str, Any],
-    wants_usage: bool, strategy: str, timeout_s: float,
+    wants_usage: bool, strategy: str, timeout_s: float, end: Callable[[], None],
 ) -> None:
+    """The chunks to the client, then ``end()`` (the stream's result is known), then ``[DONE]``."""
     await _within(timeout_s, response.prepare(request))
     protocol = request.protocol
     chunk: dict[str, Any] | None = first
@@ -115,6 +136,7 @@ async def _relay(
         gateway.metrics.observe_error(strategy, "StreamInterrupted")
         message = f"{exc.provider}: {exc.message}; the answer above is incomplete"
         await _within(timeout_s, response.write(_event(error_body(message, "upstream_error", "stream_interrupted"))))
+    end()
     await _within(timeout_s, response.write(DONE))  # after an error event too: a clean end, not a dropped connection
     await _within(timeout_s, response.write_eof())
 

@@ -230,3 +230,21 @@ def test_a_bad_option_or_unknown_name_is_one_line(tmp_path: Path) -> None:
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
         assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert [k["name"] for k in json.loads(keys(ledger, "list", "--format", "json").stdout)] == ["bot"]
+
+
+def test_a_streamed_request_settles_its_keys_tokens_to_what_it_used(
+    gateway_factory: Callable[..., RunningGateway], seed_config: dict[str, Any], emus: dict[str, EmulatorThread],
+    tmp_path: Path,
+) -> None:
+    """A stream reserves its prompt and max_tokens like any request; when it ends, what it did not use is given
+    back, or a key's tpm would run dry after a few streams that used little."""
+    ledger = tmp_path / "ledger.sqlite3"
+    thrifty = create(ledger, "streaming-bot", "--tpm", "600")
+    gw = serve(gateway_factory, seed_config, ledger)
+    used = []
+    for _ in range(2):  # each reserves ~315 tokens of 600: without settling, the second would get a 429
+        stream = client(gw, thrifty).chat.completions.create(
+            model="balanced", messages=MESSAGES, max_tokens=300, stream=True, stream_options={"include_usage": True})
+        usage = [chunk.usage for chunk in stream if chunk.usage is not None]
+        used.append(usage[-1].total_tokens)
+    assert all(u < 285 for u in used), used  # the premise: each stream used less than it reserved
