@@ -67,6 +67,10 @@ def request_cost_usd(strong: bool) -> float:
     return (STRONG_TOKENS * STRONG_USD_PER_M if strong else WEAK_TOKENS * WEAK_USD_PER_M) / 1e6
 
 
+def cost_usd(strong: int, weak: int) -> float:
+    return strong * request_cost_usd(True) + weak * request_cost_usd(False)
+
+
 def month_budget(traffic: Traffic, step_s: float, share: float) -> float:
     """The month's cost at a constant share, from the expected traffic."""
     start, end = period_bounds("month", MONTH_START)
@@ -152,11 +156,10 @@ class Run:
 
 
 def simulate(policy: Policy, traffic: Traffic, budget_usd: float, *, step_s: float = 300.0, seed: int = 1,
-             path: SpendPath | None = None, days: int | None = None) -> Run:
+             path: SpendPath | None = None) -> Run:
     """Run one policy through the month; every random draw comes from ``seed``, so runs are repeatable."""
     rng = np.random.default_rng(seed)
-    start, month_end = period_bounds("month", MONTH_START)
-    end = month_end if days is None else min(month_end, start + days * DAY_S)
+    start, end = period_bounds("month", MONTH_START)
     path = path or SpendPath()
     run = Run(policy.name)
     spend = tokens = 0.0
@@ -166,15 +169,15 @@ def simulate(policy: Policy, traffic: Traffic, budget_usd: float, *, step_s: flo
         share = policy.share()
         strong = int(rng.binomial(n, share)) if n else 0
         served = n if policy.serve(spend) else 0
-        cost = strong * request_cost_usd(True) + (n - strong) * request_cost_usd(False)
-        if served and isinstance(policy, Capped) and spend + cost > budget_usd:  # a cap admits what still fits
-            served = int(n * (budget_usd - spend) / cost)
-            strong = round(strong * served / n)
+        if served and isinstance(policy, Capped):  # a cap admits the step's first requests that still fit
+            while served and spend + cost_usd(strong * served // n, served - strong * served // n) > budget_usd:
+                served -= 1
+            strong = strong * served // n if n else 0
         if served < n:
             run.refused += n - served
             run.first_refusal_ts = run.first_refusal_ts or t
-        spend += strong * request_cost_usd(True) + (served - strong) * request_cost_usd(False) if served else 0.0
-        tokens += strong * STRONG_TOKENS + (served - strong) * WEAK_TOKENS if served else 0.0
+        spend += cost_usd(strong, served - strong)
+        tokens += strong * STRONG_TOKENS + (served - strong) * WEAK_TOKENS
         run.served += served
         t += step_s
         policy.update(spend, tokens, t)
@@ -182,7 +185,7 @@ def simulate(policy: Policy, traffic: Traffic, budget_usd: float, *, step_s: flo
         run.spend.append(spend)
         run.shares.append(share if served else 0.0)
         run.max_off_path = max(run.max_off_path,
-                               abs(spend - budget_usd * path.fraction(start, month_end, t)) / budget_usd)
+                               abs(spend - budget_usd * path.fraction(start, end, t)) / budget_usd)
     return run
 
 
