@@ -82,7 +82,6 @@ class Policy(Protocol):
     name: str
 
     def share(self) -> float: ...
-    def serve(self, spend_usd: float) -> bool: ...
     def update(self, spend_usd: float, tokens: float, now: float) -> None: ...
 
 
@@ -93,24 +92,17 @@ class Paced:
     def share(self) -> float:
         return self.controller.share
 
-    def serve(self, spend_usd: float) -> bool:
-        return True
-
     def update(self, spend_usd: float, tokens: float, now: float) -> None:
         self.controller.update(spend_usd, tokens, now=now)
 
 
 class Capped:
-    name = "plain cap"
+    """The plain cap: the configured share throughout; the budget's enforcement (in ``simulate``) is the stop."""
 
-    def __init__(self, budget_usd: float) -> None:
-        self.budget_usd = budget_usd
+    name = "plain cap"
 
     def share(self) -> float:
         return CAP_SHARE
-
-    def serve(self, spend_usd: float) -> bool:
-        return spend_usd < self.budget_usd
 
     def update(self, spend_usd: float, tokens: float, now: float) -> None:
         pass
@@ -127,9 +119,6 @@ class PI:
 
     def share(self) -> float:
         return self._share
-
-    def serve(self, spend_usd: float) -> bool:
-        return True
 
     def update(self, spend_usd: float, tokens: float, now: float) -> None:
         start, end = period_bounds("month", now)
@@ -168,11 +157,11 @@ def simulate(policy: Policy, traffic: Traffic, budget_usd: float, *, step_s: flo
         n = int(rng.poisson(traffic.rps(t) * step_s))
         share = policy.share()
         strong = int(rng.binomial(n, share)) if n else 0
-        served = n if policy.serve(spend) else 0
-        if served and isinstance(policy, Capped):  # a cap admits the step's first requests that still fit
+        served = n  # the budget is enforced whatever the policy: a step admits the first requests that still fit
+        if spend + cost_usd(strong, n - strong) > budget_usd:
             while served and spend + cost_usd(strong * served // n, served - strong * served // n) > budget_usd:
                 served -= 1
-            strong = strong * served // n if n else 0
+            strong = strong * served // n
         if served < n:
             run.refused += n - served
             run.first_refusal_ts = run.first_refusal_ts or t
@@ -205,12 +194,12 @@ def controller(budget_usd: float, path: SpendPath, clock: Callable[[], float] | 
                             path=path, **({"clock": clock} if clock else {}), **kwargs)
 
 
-def runs(step_s: float, seed: int) -> tuple[float, list[tuple[Run, SpendPath]]]:
+def runs(step_s: float, seed: int, budget_share: float) -> tuple[float, list[tuple[Run, SpendPath]]]:
     traffic = Traffic()
-    budget = month_budget(traffic, step_s, 0.4)
+    budget = month_budget(traffic, step_s, budget_share)
     straight, profile = SpendPath(), SpendPath(BUSINESS_HOURS)
     policies: list[tuple[Policy, SpendPath]] = [
-        (Capped(budget), straight),
+        (Capped(), straight),
         (Paced("pacing, straight path", controller(budget, straight)), straight),
         (Paced("pacing, daily profile", controller(budget, profile)), profile),
         (Paced("pacing, daily profile, unsmoothed", controller(budget, profile, share_tau_s=0.0)), profile),
@@ -269,8 +258,10 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="write the chart here (.png, .svg, .pdf or .html)")
     parser.add_argument("--step-s", type=float, default=300.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--budget-share", type=float, default=0.4,
+                        help="the budget: the month's cost at this constant strong share")
     args = parser.parse_args()
-    budget, results = runs(args.step_s, args.seed)
+    budget, results = runs(args.step_s, args.seed, args.budget_share)
     print(f"machine: {machine()}")
     print(f"budget ${budget:,.2f}; all-weak ${month_budget(Traffic(), args.step_s, 0.0):,.2f}, "
           f"all-strong ${month_budget(Traffic(), args.step_s, 1.0):,.2f} (expected traffic); step {args.step_s:g} s")

@@ -95,6 +95,7 @@ class PacingController:
         horizon_s: float = DAY_S,
         volume_halflife_s: float = DAY_S,
         share_tau_s: float = 1800.0,
+        headroom: float = 0.01,
         clock: Clock = time.time,
     ) -> None:
         self.budget_usd = _finite("budget_usd", budget_usd)
@@ -112,6 +113,9 @@ class PacingController:
         self.horizon_s = _finite("horizon_s", horizon_s, low=1.0)
         self._decay_s = _finite("volume_halflife_s", volume_halflife_s, low=1.0) / math.log(2)
         self.share_tau_s = _finite("share_tau_s", share_tau_s)
+        if not 0 <= _finite("headroom", headroom) < 1:
+            raise ValueError("headroom is a fraction of the budget: 0 <= headroom < 1")
+        self._aim_usd = self.budget_usd * (1 - headroom)
         self._clock = clock
         start = self.max_strong_share if initial_share is None else _finite("initial_share", initial_share)
         self._share = min(max(start, self.min_strong_share), self.max_strong_share)
@@ -181,7 +185,7 @@ class PacingController:
         if spend_usd >= self.budget_usd:
             wanted = -math.inf
         elif planned_tokens:
-            room_usd = self.budget_usd * self._path_s(horizon_end) / length - spend_usd
+            room_usd = self._aim_usd * self._path_s(horizon_end) / length - spend_usd
             wanted = (room_usd / planned_tokens - self._weak) / (self._strong - self._weak)
         goal = self._share if wanted is None else min(max(wanted, lower), upper)
         alpha = 1.0 if self.share_tau_s == 0 else 1.0 - math.exp(-dt / self.share_tau_s)
@@ -203,7 +207,7 @@ class PacingController:
                 exhausts = self.path.time_at(self._start, self._end, fraction)
         self._state = PacingState(
             period=self.period, period_start_ts=self._start, period_end_ts=self._end,
-            budget_usd=self.budget_usd, target_usd=self.budget_usd * path_now / length, spend_usd=spend_usd,
+            budget_usd=self.budget_usd, target_usd=self._aim_usd * path_now / length, spend_usd=spend_usd,
             share=self._share, wanted_share=None if wanted is None or math.isinf(wanted) else wanted,
             tokens_per_day=None if rate is None else rate * DAY_S,
             projected_end_usd=projected, bound=bound, quality_floor_share=floor, exhausts_at_ts=exhausts,

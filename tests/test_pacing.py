@@ -121,7 +121,7 @@ def test_bad_daily_profile_is_refused(weights: list[float]) -> None:
 
 def make(budget: float = 100.0, **kwargs: object) -> PacingController:
     options: dict[str, object] = {"weak_usd_per_m": 0.02, "strong_usd_per_m": 0.10, "min_strong_share": 0.1,
-                                  "max_strong_share": 0.9, "share_tau_s": 0.0}
+                                  "max_strong_share": 0.9, "share_tau_s": 0.0, "headroom": 0.0}
     options.update(kwargs)
     return PacingController(budget, "month", **options)  # type: ignore[arg-type]
 
@@ -149,6 +149,14 @@ def test_share_settles_where_the_budget_lasts() -> None:
     assert state is not None and state.bound is None
     assert state.projected_end_usd == pytest.approx(1860.0, rel=0.01)
     assert state.tokens_per_day == pytest.approx(1e9, rel=1e-6)
+
+
+def test_headroom_aims_below_the_budget() -> None:
+    exact, kept_back = make(budget=1860.0), make(budget=1860.0, headroom=0.1)
+    for ctl in (exact, kept_back):
+        feed(ctl, 72, 1e9 / 24, 0.06e-6)
+    assert kept_back.state.target_usd == pytest.approx(0.9 * exact.state.target_usd)  # type: ignore[union-attr]
+    assert kept_back.share < exact.share
 
 
 def test_share_stays_within_its_bounds() -> None:
@@ -235,6 +243,7 @@ def test_state_is_plain_json_and_uses_the_injected_clock() -> None:
     {"min_strong_share": 0.8, "max_strong_share": 0.5},
     {"max_strong_share": 1.5},
     {"budget": math.nan},
+    {"headroom": 1.0},
 ])
 def test_bad_settings_are_refused(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):
@@ -267,7 +276,7 @@ def month() -> tuple[object, float, dict[str, object]]:
                                  path=straight),
         "profile": sim.simulate(sim.Paced("p", sim.controller(budget, profile)), traffic, budget, step_s=1800.0,
                                 path=profile),
-        "cap": sim.simulate(sim.Capped(budget), traffic, budget, step_s=1800.0),
+        "cap": sim.simulate(sim.Capped(), traffic, budget, step_s=1800.0),
     }
     return sim, budget, runs
 
