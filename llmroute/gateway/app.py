@@ -356,16 +356,23 @@ class Gateway:
     def _model_object(self, name: str) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": self._created, "owned_by": "llmroute"}
 
+    @staticmethod
+    def _visible(request: web.Request) -> list[str]:
+        """The strategies the request's key may use: the models it is shown."""
+        key: KeyIdentity | None = request.get("key")
+        return [n for n in _STRATEGIES if key is None or key.strategies is None or n in key.strategies]
+
     async def models(self, request: web.Request) -> web.Response:
-        data = [self._model_object(name) for name in _STRATEGIES]
+        data = [self._model_object(name) for name in self._visible(request)]
         return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
 
     async def model(self, request: web.Request) -> web.Response:
         """One strategy as a model object, as ``GET /v1/models/{model}`` answers (the SDKs' ``models.retrieve``)."""
         name = request.match_info["model_id"]
-        if name not in _STRATEGIES:
+        visible = self._visible(request)
+        if name not in visible:
             return error_response(404, f"the model {quote_input(name)} does not exist; models here are the "
-                                  f"strategies: {', '.join(_STRATEGIES)}", param="model", code="model_not_found")
+                                  f"strategies: {', '.join(visible)}", param="model", code="model_not_found")
         return web.Response(body=orjson.dumps(self._model_object(name)), content_type="application/json")
 
     # -- operations -----------------------------------------------------------------

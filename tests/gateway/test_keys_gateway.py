@@ -174,6 +174,11 @@ def test_a_key_limited_to_some_strategies_gets_a_403_for_the_others_before_any_p
     with pytest.raises(openai.PermissionDeniedError):
         client(gw, key).chat.completions.create(model="quality_aware", messages=MESSAGES)
 
+    # /v1/models shows such a key only the strategies it may use.
+    models = httpx.get(gw.base_url + "/v1/models", headers=headers).json()["data"]
+    assert [m["id"] for m in models] == ["cost_optimized", "balanced"]
+    assert httpx.get(gw.base_url + "/v1/models/quality_aware", headers=headers).status_code == 404
+    assert httpx.get(gw.base_url + "/v1/models/balanced", headers=headers).status_code == 200
     allowed = httpx.post(gw.base_url + CHAT, json={"model": "cost_optimized", "messages": MESSAGES}, headers=headers)
     assert allowed.status_code == 200 and allowed.headers["x-llmroute-strategy"] == "cost_optimized"
     # A request naming no strategy runs the default when the key may use it, else the key's first strategy.
