@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +71,19 @@ def _to_wall(monotonic: float) -> float:
 
 def _to_monotonic(wall: float) -> float:
     return wall - time.time() + time.monotonic()
+
+
+def _newer_open(breaker: CircuitBreaker, opening: tuple[float, float] | None, at: float) -> bool:
+    """Should a breaker adopt another replica's opening at ``at`` (wall clock)? ``opening``: (when, until)
+    of the opening an open breaker follows.
+
+    Replicas count the same failures, so several often open at nearly the same time: all settle on the
+    earliest opening of the period, so they claim the same probe. An opening after the period's end is a new
+    period (a probe failed); a closed breaker takes only news newer than its last change."""
+    if breaker.state != OPEN or opening is None:
+        return at >= _changed_wall(breaker)
+    opened_at, until_wall = opening
+    return at < opened_at or at >= until_wall
 
 
 def _changed_wall(breaker: CircuitBreaker) -> float:
@@ -126,6 +139,8 @@ class RedisState(InMemoryState):
         """Per total, spend Redis has not been told of yet (settled differences, reservations while down)."""
         self._down_base: dict[str, float] = {}
         """Per total, what it was when Redis was lost: the local rule shares out what was left of the limit."""
+        self._openings: dict[str, tuple[float, float]] = {}
+        """Per provider, (when, until) of the opening its open breaker follows (wall clock)."""
         self._applying = False
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -154,8 +169,8 @@ class RedisState(InMemoryState):
                 if self.up and self._client is not None:
                     await asyncio.wait_for(self._flush(self._client), self.config.timeout_s)
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # bounded: shutdown must not hang on it
+                await asyncio.wait_for(task, self.config.timeout_s)
         if self._sync_client is not None:
             self._sync_client.close()
 
@@ -229,7 +244,9 @@ class RedisState(InMemoryState):
             return
         breaker = self.breaker(provider)
         if state == OPEN:
-            self._publish(["open", provider, _to_wall(breaker.open_until), breaker.open_period_s, reason, time.time()])
+            event = ["open", provider, _to_wall(breaker.open_until), breaker.open_period_s, reason, time.time()]
+            self._openings[provider] = (event[5], event[2])
+            self._publish(event)
         elif state == "closed":
             self._publish(["close", provider, reason, time.time()])
 
@@ -424,21 +441,14 @@ class RedisState(InMemoryState):
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 log.warning("ignored a malformed state message (%s)", type(exc).__name__)
                 continue
-            opened = [c for c in claims if c is not None]
-            if opened and self._client is not None:  # a breaker opened elsewhere: claim its probe too
-                pipe = self._client.pipeline(transaction=False)
-                claims = [self._claim(pipe, provider, until_wall) for provider, until_wall in opened]
-                self._claimed(claims, await pipe.execute())
+            if self._client is not None:
+                await self._claim_probes(self._client, claims)
 
     def _apply(self, event: Event) -> tuple[str, float] | None:
-        """Apply another replica's change to the local copy; an adopted open breaker is returned (to claim)."""
-        self._applying = True
-        try:
-            return self._apply_event(event)
-        finally:
-            self._applying = False
+        """Apply another replica's change to the local copy; an adopted open breaker is returned (to claim).
 
-    def _apply_event(self, event: Event) -> tuple[str, float] | None:
+        Outcomes go through the breaker as if seen here: if they open it, that opening is this replica's
+        news too. Adopted states are not sent back."""
         kind, provider = event[0], event[1]
         if kind == "q":
             receive = self._receivers.get(provider)
@@ -462,14 +472,12 @@ class RedisState(InMemoryState):
         elif kind == "open":
             _, _, until_wall, open_s, reason, at = event
             breaker = self.breaker(provider)
-            if at < _changed_wall(breaker):
-                return None  # this breaker changed since: the news is old
-            breaker.adopt_open(_to_monotonic(float(until_wall)), float(open_s), f"{reason} (another replica)")
-            return provider, float(until_wall)
+            return self._adopt_open(provider, float(until_wall), float(open_s), str(reason), float(at))
         elif kind == "close":
             breaker = self.breaker(provider)
             if event[3] >= _changed_wall(breaker):
-                breaker.force(True, f"{event[2]} (another replica)")
+                with self._quiet():
+                    breaker.force(True, f"{event[2]} (another replica)")
         elif kind == "cool":
             InMemoryState.set_cooldown(self, provider, float(event[2]))
         elif kind == "rl":
@@ -477,6 +485,25 @@ class RedisState(InMemoryState):
         elif kind == "sp":
             RateLimitWindow.spend(self.ratelimit(provider), int(event[2]))
         return None
+
+    @contextlib.contextmanager
+    def _quiet(self) -> Iterator[None]:
+        """Changes made inside are another replica's news: not sent back."""
+        self._applying = True
+        try:
+            yield
+        finally:
+            self._applying = False
+
+    def _adopt_open(self, provider: str, until_wall: float, open_s: float, reason: str,
+                    at: float) -> tuple[str, float] | None:
+        breaker = self.breaker(provider)
+        if until_wall <= time.time() or not _newer_open(breaker, self._openings.get(provider), at):
+            return None
+        with self._quiet():
+            breaker.adopt_open(_to_monotonic(until_wall), open_s, f"{reason} (another replica)")
+        self._openings[provider] = (at, until_wall)
+        return provider, until_wall
 
     def _adopt_buckets(self, provider: str, tokens: list[list[float]], requests: list[list[float]]) -> None:
         window = self.ratelimit(provider)
@@ -504,25 +531,30 @@ class RedisState(InMemoryState):
         if totals:
             pipe.mget([self._total_key(k) for k in totals])
         results = await pipe.execute()
-        self._applying = True
-        try:
-            breakers, cooldowns, *_, replicas = results[:5]
-            self.replicas = max(self._min_replicas, int(replicas))
-            for name, raw in breakers.items():
-                provider = name.decode()
+        opened: list[tuple[str, float] | None] = []
+        breakers, cooldowns, *_, replicas = results[:5]
+        self.replicas = max(self._min_replicas, int(replicas))
+        for name, raw in breakers.items():
+            provider = name.decode()
+            if provider in self._stats:
                 until_wall, open_s, reason, at = orjson.loads(raw)
-                breaker = self.breaker(provider) if provider in self._stats else None
-                if breaker is not None and until_wall > now_wall and at >= _changed_wall(breaker):
-                    breaker.adopt_open(_to_monotonic(until_wall), open_s, f"{reason} (another replica)")
-            for name, until in cooldowns.items():
-                if name.decode() in self._stats:
-                    InMemoryState.set_cooldown(self, name.decode(), float(until))
-            if totals:
-                for key, value in zip(totals, results[5], strict=True):
-                    if value is not None:
-                        self._known_total(key, float(value))
-        finally:
-            self._applying = False
+                opened.append(self._adopt_open(provider, until_wall, open_s, reason, at))
+        for name, until in cooldowns.items():
+            if name.decode() in self._stats:
+                InMemoryState.set_cooldown(self, name.decode(), float(until))
+        if totals:
+            for key, value in zip(totals, results[5], strict=True):
+                if value is not None:
+                    self._known_total(key, float(value))
+        await self._claim_probes(client, opened)
+
+    async def _claim_probes(self, client: aredis.Redis, opened: list[tuple[str, float] | None]) -> None:
+        """Claim the probe of each breaker adopted open; where another replica has it, hold for its verdict."""
+        opened = [o for o in opened if o is not None]
+        if opened:
+            pipe = client.pipeline(transaction=False)
+            claims = [self._claim(pipe, provider, until_wall) for provider, until_wall in opened]
+            self._claimed(claims, await pipe.execute())
 
     async def _resync(self, client: aredis.Redis) -> None:
         """After (re)connecting: take what the others know, then tell them what this replica knows."""
@@ -530,8 +562,9 @@ class RedisState(InMemoryState):
         wall = time.time()
         for provider, breaker in self._breakers.items():
             if breaker.state == OPEN:
-                self._events.append(["open", provider, _to_wall(breaker.open_until), breaker.open_period_s,
-                                     breaker.last_reason, _to_wall(breaker.changed_at)])
+                at, until_wall = self._openings.get(provider, (_to_wall(breaker.changed_at), 0.0))
+                self._events.append(["open", provider, until_wall or _to_wall(breaker.open_until),
+                                     breaker.open_period_s, breaker.last_reason, at])
         for provider, stats in self._stats.items():
             if stats.cooldown_until > wall:
                 self._events.append(["cool", provider, stats.cooldown_until])
