@@ -246,10 +246,14 @@ class InMemoryState(RouterState):
             total = self._totals.get(key, 0.0)
             if total + amount > limit:
                 return False
-            if key not in self._totals and len(self._totals) >= MAX_TOTALS:
-                del self._totals[next(iter(self._totals))]  # the oldest key (a past day): bounded memory
+            self._admit_total(key)
             self._totals[key] = total + amount
             return True
+
+    def _admit_total(self, key: str) -> None:
+        """Make room for ``key`` among the totals (call with the lock held): the oldest (a past day) goes."""
+        if key not in self._totals and len(self._totals) >= MAX_TOTALS:
+            del self._totals[next(iter(self._totals))]
 
     def settle(self, key: str, reserved: float, actual: float) -> None:
         with self._totals_lock:

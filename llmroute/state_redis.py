@@ -151,6 +151,7 @@ class RedisState(InMemoryState):
         self._reserve_async: Any = None
         self._settle_async: Any = None
         self._was_up: bool | None = None
+        self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -163,6 +164,7 @@ class RedisState(InMemoryState):
             await asyncio.wait_for(self._first_sync.wait(), self.config.timeout_s * 4)
 
     async def aclose(self) -> None:
+        self._closed = True
         task, self._task = self._task, None
         if task is not None:
             with contextlib.suppress(Exception):  # the last changes, if Redis is there to take them
@@ -175,7 +177,7 @@ class RedisState(InMemoryState):
             self._sync_client.close()
 
     def _ensure_task(self) -> None:
-        if self._task is not None:
+        if self._task is not None or self._closed:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -287,6 +289,7 @@ class RedisState(InMemoryState):
             share = (limit - base) / self.replicas
             if total - base + amount > share:
                 return False
+            self._admit_total(key)
             self._totals[key] = total + amount
             self._deltas[key] = self._deltas.get(key, 0.0) + amount
             return True
@@ -299,6 +302,7 @@ class RedisState(InMemoryState):
 
     def _known_total(self, key: str, total: float) -> None:
         with self._totals_lock:
+            self._admit_total(key)
             self._totals[key] = total + self._deltas.get(key, 0.0)
 
     def _total_key(self, key: str) -> str:
