@@ -412,7 +412,7 @@ def build_state(config: RouterConfig) -> RouterState:
             from .state_redis import RedisState
         except ImportError as exc:
             raise ConfigError("state.backend redis needs the Redis client: pip install 'llmroute[redis]'") from exc
-        return RedisState(config.state, priors, **kwargs, min_replicas=config.state.min_replicas)
+        return RedisState(config.state, priors, **kwargs)
     return InMemoryState(priors, **kwargs)
 
 

@@ -116,7 +116,7 @@ class RedisState(InMemoryState):
         self, config: StateConfig, latency_priors_ms: Mapping[str, float], alpha: float = 0.3, *,
         breakers: Mapping[str, BreakerSettings] | None = None,
         on_breaker_change: Callable[[str, str, str], None] | None = None,
-        cold_starts: Mapping[str, ColdStartSettings] | None = None, min_replicas: int = 1,
+        cold_starts: Mapping[str, ColdStartSettings] | None = None,
     ) -> None:
         super().__init__(latency_priors_ms, alpha, breakers=breakers, on_breaker_change=on_breaker_change,
                          cold_starts=cold_starts)
@@ -124,9 +124,8 @@ class RedisState(InMemoryState):
         self.replica_id = uuid.uuid4().hex[:16]
         self.up = False
         """Is Redis reachable and this replica resynced? False: local state only."""
-        self.replicas = max(1, min_replicas)
+        self.replicas = config.min_replicas
         """Replicas alive at the last sync (at least ``min_replicas``): ``reserve``'s local rule divides by it."""
-        self._min_replicas = max(1, min_replicas)
         prefix = config.key_prefix
         self._channel = prefix + "events"
         self._keys = {name: prefix + name for name in ("breakers", "cooldowns", "ratelimits", "replicas")}
@@ -537,7 +536,7 @@ class RedisState(InMemoryState):
         results = await pipe.execute()
         opened: list[tuple[str, float] | None] = []
         breakers, cooldowns, *_, replicas = results[:5]
-        self.replicas = max(self._min_replicas, int(replicas))
+        self.replicas = max(self.config.min_replicas, int(replicas))
         for name, raw in breakers.items():
             provider = name.decode()
             if provider in self._stats:

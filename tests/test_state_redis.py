@@ -146,3 +146,29 @@ async def test_redis_lost_and_back(replicas: Any, redis_server: RedisServer) -> 
     assert b.reserve("budget:day", 0.003, 0.010)
     a.set_cooldown("q", time.time() + 60)
     await until(lambda: b.cooldown_until("q") > time.time() + 30)
+
+
+def test_the_redis_url_is_a_secret() -> None:
+    config = StateConfig(backend="redis", redis_url="redis://:hunter2@cache.internal:6379/0")
+    assert "hunter2" not in repr(config) and "hunter2" not in config.model_dump_json()
+    with pytest.raises(ValueError, match="redis://"):
+        StateConfig(redis_url="http://cache.internal:6379")
+
+
+async def test_without_redis_requests_go_on_and_reservations_follow_the_local_rule(
+        redis_server: RedisServer) -> None:  # noqa: F811
+    redis_server.kill()  # nothing listens: the replica starts on its own
+    config = StateConfig(backend="redis", redis_url=redis_server.url, min_replicas=4, reconnect_s=0.05)
+    state = RedisState(config, {"p": 100.0})
+    changes: list[bool] = []
+    state.on_backend_change = changes.append
+    await state.start()
+    try:
+        assert not state.up and changes == [False]
+        state.record_failure("p", "server_error", 5.0)
+        state.record_success("p", 80.0)
+        assert state.snapshot()["p"].failures == 1
+        assert state.reserve("day", 0.25, 1.0)  # a quarter of the limit: its share among 4 replicas
+        assert not state.reserve("day", 0.01, 1.0)
+    finally:
+        await state.aclose()
