@@ -24,7 +24,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -32,81 +31,25 @@ import redis
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
-from .breaker import OPEN, BreakerSettings, CircuitBreaker
+from .breaker import OPEN, BreakerSettings
 from .config.state import StateConfig
 from .ratelimit import Bucket, RateLimitWindow
 from .state import ColdStartSettings, InMemoryState
+from .state_wire import (
+    MAX_REMOTE_OUTCOMES,
+    RESERVE_LUA,
+    SETTLE_LUA,
+    TOTALS_TTL_S,
+    Event,
+    SharedWindow,
+    changed_wall,
+    first_error,
+    newer_open,
+    to_monotonic,
+    to_wall,
+)
 
 log = logging.getLogger("llmroute")
-
-TOTALS_TTL_S = 40 * 86400
-"""Spend totals expire this long after their last change: longer than any budget period."""
-MAX_REMOTE_OUTCOMES = 256
-"""Successes of one batch fed to a breaker's window at most: enough for the error-rate rule."""
-
-# Check and add in one step: concurrent spenders on any replica can never pass the limit together.
-RESERVE_LUA = """
-local total = tonumber(redis.call('GET', KEYS[1]) or '0')
-if total + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return {0, tostring(total)} end
-total = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return {1, tostring(total)}
-"""
-# Add a settled difference (never below zero); ``ARGV[2]``, if not empty: the total this replica last knew,
-# restored first if the key is missing (Redis restarted without its data).
-SETTLE_LUA = """
-if ARGV[2] ~= '' and redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], ARGV[2]) end
-local total = tonumber(redis.call('INCRBYFLOAT', KEYS[1], ARGV[1]))
-if total < 0 then redis.call('SET', KEYS[1], '0') total = 0 end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return tostring(total)
-"""
-
-Event = list[Any]
-
-
-def _to_wall(monotonic: float) -> float:
-    return monotonic - time.monotonic() + time.time()
-
-
-def _to_monotonic(wall: float) -> float:
-    return wall - time.time() + time.monotonic()
-
-
-def _newer_open(breaker: CircuitBreaker, opening: tuple[float, float] | None, at: float) -> bool:
-    """Should a breaker adopt another replica's opening at ``at`` (wall clock)? ``opening``: (when, until)
-    of the opening an open breaker follows.
-
-    Replicas count the same failures, so several often open at nearly the same time: all settle on the
-    earliest opening of the period, so they claim the same probe. An opening after the period's end is a new
-    period (a probe failed); a closed breaker takes only news newer than its last change."""
-    if breaker.state != OPEN or opening is None:
-        return at >= _changed_wall(breaker)
-    opened_at, until_wall = opening
-    return at < opened_at or at >= until_wall
-
-
-def _changed_wall(breaker: CircuitBreaker) -> float:
-    """When the breaker last changed state (wall clock); 0 if it never has (news of any age applies)."""
-    return _to_wall(breaker.changed_at) if breaker.opened or breaker.state != "closed" else 0.0
-
-
-@dataclass(slots=True)
-class SharedWindow(RateLimitWindow):
-    """A rate-limit window whose readings and spending reach the other replicas."""
-
-    publish: Callable[[Event], None] | None = None
-
-    def update(self, headers: Mapping[str, str], now: float | None = None) -> None:
-        RateLimitWindow.update(self, headers, now)
-        if self.publish is not None and (self.tokens or self.requests):
-            self.publish(["rl", [[b.remaining, _to_wall(b.resets_at)] for b in self.tokens],
-                          [[b.remaining, _to_wall(b.resets_at)] for b in self.requests]])
-
-    def spend(self, tokens: int) -> None:
-        RateLimitWindow.spend(self, tokens)
-        if self.publish is not None and (self.tokens or self.requests):
-            self.publish(["sp", tokens])
 
 
 class RedisState(InMemoryState):
@@ -245,7 +188,7 @@ class RedisState(InMemoryState):
             return
         breaker = self.breaker(provider)
         if state == OPEN:
-            event = ["open", provider, _to_wall(breaker.open_until), breaker.open_period_s, reason, time.time()]
+            event = ["open", provider, to_wall(breaker.open_until), breaker.open_period_s, reason, time.time()]
             self._openings[provider] = (event[5], event[2])
             self._publish(event)
         elif state == "closed":
@@ -322,7 +265,7 @@ class RedisState(InMemoryState):
                 await self._resync(client)
                 self._client = client
                 self._connected()
-                await _first_error(self._flush_loop(client), self._listen(pubsub), self._sync_loop(client))
+                await first_error(self._flush_loop(client), self._listen(pubsub), self._sync_loop(client))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001: whatever Redis does, requests go on from local state
@@ -410,7 +353,7 @@ class RedisState(InMemoryState):
         for (provider, until_wall), mine in zip(claims, won, strict=True):
             if not mine:  # another replica probes: stay open until its verdict comes
                 breaker = self.breaker(provider)
-                breaker.hold(_to_monotonic(until_wall) + breaker.settings.probe_timeout_s)
+                breaker.hold(to_monotonic(until_wall) + breaker.settings.probe_timeout_s)
 
     def _snapshot_write(self, pipe: Any, event: Event) -> bool:
         """Write what a replica reconnecting later must find; True for an open breaker (its probe is claimed)."""
@@ -478,7 +421,7 @@ class RedisState(InMemoryState):
             return self._adopt_open(provider, float(until_wall), float(open_s), str(reason), float(at))
         elif kind == "close":
             breaker = self.breaker(provider)
-            if event[3] >= _changed_wall(breaker):
+            if event[3] >= changed_wall(breaker):
                 with self._quiet():
                     breaker.force(True, f"{event[2]} (another replica)")
         elif kind == "cool":
@@ -501,17 +444,17 @@ class RedisState(InMemoryState):
     def _adopt_open(self, provider: str, until_wall: float, open_s: float, reason: str,
                     at: float) -> tuple[str, float] | None:
         breaker = self.breaker(provider)
-        if until_wall <= time.time() or not _newer_open(breaker, self._openings.get(provider), at):
+        if until_wall <= time.time() or not newer_open(breaker, self._openings.get(provider), at):
             return None
         with self._quiet():
-            breaker.adopt_open(_to_monotonic(until_wall), open_s, f"{reason} (another replica)")
+            breaker.adopt_open(to_monotonic(until_wall), open_s, f"{reason} (another replica)")
         self._openings[provider] = (at, until_wall)
         return provider, until_wall
 
     def _adopt_buckets(self, provider: str, tokens: list[list[float]], requests: list[list[float]]) -> None:
         window = self.ratelimit(provider)
-        window.tokens = [Bucket(float(r), _to_monotonic(float(w))) for r, w in tokens]
-        window.requests = [Bucket(float(r), _to_monotonic(float(w))) for r, w in requests]
+        window.tokens = [Bucket(float(r), to_monotonic(float(w))) for r, w in tokens]
+        window.requests = [Bucket(float(r), to_monotonic(float(w))) for r, w in requests]
 
     async def _sync_loop(self, client: aredis.Redis) -> None:
         while True:
@@ -565,32 +508,18 @@ class RedisState(InMemoryState):
         wall = time.time()
         for provider, breaker in self._breakers.items():
             if breaker.state == OPEN:
-                at, until_wall = self._openings.get(provider, (_to_wall(breaker.changed_at), 0.0))
-                self._events.append(["open", provider, until_wall or _to_wall(breaker.open_until),
+                at, until_wall = self._openings.get(provider, (to_wall(breaker.changed_at), 0.0))
+                self._events.append(["open", provider, until_wall or to_wall(breaker.open_until),
                                      breaker.open_period_s, breaker.last_reason, at])
         for provider, stats in self._stats.items():
             if stats.cooldown_until > wall:
                 self._events.append(["cool", provider, stats.cooldown_until])
         for provider, window in self._ratelimits.items():
             if window.tokens or window.requests:
-                self._events.append(["rl", provider, [[b.remaining, _to_wall(b.resets_at)] for b in window.tokens],
-                                     [[b.remaining, _to_wall(b.resets_at)] for b in window.requests]])
+                self._events.append(["rl", provider, [[b.remaining, to_wall(b.resets_at)] for b in window.tokens],
+                                     [[b.remaining, to_wall(b.resets_at)] for b in window.requests]])
         with self._totals_lock:  # a total Redis lost (it restarted) comes back from what this replica knew
             restore = {key: total - self._deltas.get(key, 0.0) for key, total in self._totals.items()}
             for key in self._totals:
                 self._deltas.setdefault(key, 0.0)
         await self._flush(client, restore)
-
-
-async def _first_error(*coroutines: Any) -> None:
-    """Run side by side until one fails; then cancel the rest and raise its error."""
-    tasks = [asyncio.ensure_future(c) for c in coroutines]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            task.result()
-        raise ConnectionError("a state sync task ended")
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
