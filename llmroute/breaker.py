@@ -74,6 +74,11 @@ class CircuitBreaker:
             return True
         return False
 
+    @property
+    def open_period_s(self) -> float:
+        """How long the breaker stays open when it next opens (or stayed open this time)."""
+        return self._open_s
+
     def retry_in_s(self) -> float:
         """Seconds until this breaker lets a probe through (0 if it would now)."""
         if self.state != OPEN:
@@ -112,6 +117,9 @@ class CircuitBreaker:
             return
         if self.state == OPEN:
             return
+        self._count_failure(kind, now)
+
+    def _count_failure(self, kind: str, now: float) -> None:
         self._add(now, failed=True)
         s = self.settings
         total = len(self._outcomes)
@@ -121,6 +129,34 @@ class CircuitBreaker:
             self._open(now, f"{self._failures_in_window} failures in {s.window_s:g} s (last: {kind})")
         elif total >= s.min_requests and self._failures_in_window / total >= s.error_rate:
             self._open(now, f"error rate {self._failures_in_window / total:.0%} over {total} requests")
+
+    def observe_remote(self, failed: bool, kind: str = "") -> None:
+        """An outcome another replica saw: it counts toward opening this breaker, but only while closed (probes
+        are each replica's own business, and a late outcome must not close or re-open anything)."""
+        if self.state != CLOSED or (failed and kind in NOT_HEALTH):
+            return
+        if failed:
+            self._consecutive_timeouts = self._consecutive_timeouts + 1 if kind == "timeout" else 0
+            self._count_failure(kind, self._clock())
+        else:
+            self._consecutive_timeouts = 0
+            self._add(self._clock(), failed=False)
+
+    def adopt_open(self, open_until: float, open_s: float, reason: str) -> None:
+        """Another replica opened this provider's breaker until ``open_until`` (this breaker's clock): open it
+        too, or move its end there (the caller drops events older than this breaker's own last change)."""
+        if self.state == OPEN and self.open_until == open_until:
+            return
+        self._open_s = max(self.settings.open_s, min(open_s, self.settings.max_open_s))
+        self.open_until = open_until
+        self.opened += 1
+        self._probes.clear()
+        self._move(OPEN, reason, self._clock())
+
+    def hold(self, until: float) -> None:
+        """Stay open until ``until`` at least: another replica holds the probe, and its verdict will come."""
+        if self.state == OPEN:
+            self.open_until = max(self.open_until, until)
 
     def force(self, healthy: bool, reason: str) -> None:
         """An active health check's verdict: close an open breaker, or open a closed one."""

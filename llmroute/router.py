@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .breaker import log_transition
 from .cascade import Cascade, race
 from .config import RouterConfig, load_config
-from .errors import AllProvidersFailed, ClientRequestError, ProviderError, StreamInterrupted
+from .errors import AllProvidersFailed, ClientRequestError, ConfigError, ProviderError, StreamInterrupted
 from .health import HealthMonitor
 from .ledger import Ledger, RequestContext, entry_from_failure, entry_from_result, open_ledger
 from .pricing import Pricer, per_million
@@ -59,12 +59,7 @@ class LLMRouter:
         directory), False records nothing, or pass an open ``Ledger`` (which the caller then closes)."""
         self.config = load_config(config)
         self.default_strategy = RoutingStrategy(strategy or self.config.strategy)
-        self.state = state or InMemoryState(
-            {name: p.latency_ms for name, p in self.config.providers.items()}, alpha=self.config.latency_alpha,
-            breakers=self.config.breaker_settings(), on_breaker_change=log_transition,
-            cold_starts={name: ColdStartSettings(p.cold_start.idle_s, p.cold_start.factor, p.cold_start.warm_s)
-                         for name, p in self.config.providers.items()},
-        )
+        self.state = state or build_state(self.config)
         self.providers = {name: OpenAICompatProvider(p) for name, p in self.config.providers.items()}
         self.pricers = {name: Pricer(p) for name, p in self.config.providers.items()}
         self.health = HealthMonitor(self)
@@ -108,6 +103,7 @@ class LLMRouter:
         if self.shadow is not None:
             await self.shadow.aclose()
         await self.health.aclose()
+        await self.state.aclose()
         for provider in self.providers.values():
             await provider.aclose()
         if self.ledger is not None and self._owns_ledger:
@@ -401,6 +397,23 @@ class LLMRouter:
             request_id=request_id, raw=raw, ratelimit=ratelimit, raw_json=raw_json,
             quality_score=route.quality_score if route else None, route_decision=route.decision if route else None,
         )
+
+
+def build_state(config: RouterConfig) -> RouterState:
+    """The state the config asks for: per process, or shared by replicas through Redis."""
+    kwargs: dict[str, Any] = {
+        "alpha": config.latency_alpha, "breakers": config.breaker_settings(), "on_breaker_change": log_transition,
+        "cold_starts": {name: ColdStartSettings(p.cold_start.idle_s, p.cold_start.factor, p.cold_start.warm_s)
+                        for name, p in config.providers.items()},
+    }
+    priors = {name: p.latency_ms for name, p in config.providers.items()}
+    if config.state.backend == "redis":
+        try:
+            from .state_redis import RedisState
+        except ImportError as exc:
+            raise ConfigError("state.backend redis needs the Redis client: pip install 'llmroute[redis]'") from exc
+        return RedisState(config.state, priors, **kwargs)
+    return InMemoryState(priors, **kwargs)
 
 
 def _context(tags: Mapping[str, str] | None, params: Mapping[str, Any], endpoint: str) -> RequestContext | None:

@@ -54,6 +54,25 @@ class ProviderStats:
 class RouterState(ABC):
     """The small interface strategies and the router share."""
 
+    on_backend_change: Callable[[bool], None] | None = None
+    """A shared store calls this with False when it loses its backend (local state serves meanwhile) and with
+    True when it is back and resynced."""
+
+    async def start(self) -> None:
+        """Connect a shared store (a no-op in memory); requests are served whether or not it succeeds."""
+
+    async def aclose(self) -> None:
+        """Stop syncing and release connections."""
+
+    def shared_samples(self, key: str, receive: Callable[[float], None]) -> Callable[[float], None]:
+        """The function to call with each local sample of ``key`` (a score, say): it reaches ``receive`` here,
+        and in a shared store every other replica's ``receive`` too."""
+        return receive
+
+    async def areserve(self, key: str, amount: float, limit: float) -> bool:
+        """``reserve`` for async callers: a shared store awaits its round trip instead of blocking the loop."""
+        return self.reserve(key, amount, limit)
+
     @abstractmethod
     def latency_estimate_ms(self, provider: str) -> float:
         """Current latency estimate: measured if any sample exists, else the prior."""
@@ -213,21 +232,28 @@ class InMemoryState(RouterState):
         breaker = self._breakers.get(provider)
         if breaker is None:
             def changed(state: str, reason: str, provider: str = provider) -> None:
-                if self.on_breaker_change is not None:
-                    self.on_breaker_change(provider, state, reason)
+                self._breaker_moved(provider, state, reason)
 
             breaker = self._breakers[provider] = CircuitBreaker(self._breaker_settings.get(provider), changed)
         return breaker
+
+    def _breaker_moved(self, provider: str, state: str, reason: str) -> None:
+        if self.on_breaker_change is not None:
+            self.on_breaker_change(provider, state, reason)
 
     def reserve(self, key: str, amount: float, limit: float) -> bool:
         with self._totals_lock:
             total = self._totals.get(key, 0.0)
             if total + amount > limit:
                 return False
-            if key not in self._totals and len(self._totals) >= MAX_TOTALS:
-                del self._totals[next(iter(self._totals))]  # the oldest key (a past day): bounded memory
+            self._admit_total(key)
             self._totals[key] = total + amount
             return True
+
+    def _admit_total(self, key: str) -> None:
+        """Make room for ``key`` among the totals (call with the lock held): the oldest (a past day) goes."""
+        if key not in self._totals and len(self._totals) >= MAX_TOTALS:
+            del self._totals[next(iter(self._totals))]
 
     def settle(self, key: str, reserved: float, actual: float) -> None:
         with self._totals_lock:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field
 from ..breaker import BreakerSettings
 from ..strategies.base import RoutingStrategy
 from .evaluation import GraderRule, JudgeConfig, ShadowConfig
+from .state import StateConfig
 
 
 
@@ -349,6 +350,8 @@ class RouterConfig(_Strict):
     graders: list[GraderRule] = Field(default_factory=list)
     """Which grader measures which requests: the first rule that matches a request's tag, route or strategy."""
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    """Where breakers, cool-downs, rate-limit buckets and spend totals live: per process, or shared in Redis."""
 
     _source: str | None = PrivateAttr(default=None)
     _missing_env: list[str] = PrivateAttr(default_factory=list)

@@ -17,6 +17,7 @@ from ..result import RouteResult
 if TYPE_CHECKING:
     from ..evaluation.shadow import Shadow
     from ..quality.retained import Estimate
+    from ..state import RouterState
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -67,6 +68,10 @@ class Metrics:
                                       multiprocess_mode="liveall")
         self.quality_retained_pairs = Gauge("llmroute_quality_retained_pairs", "Graded pairs behind "
                                             "llmroute_quality_retained", registry=r, multiprocess_mode="liveall")
+        self.state_backend_up = Gauge("llmroute_state_backend_up", "Shared state backend (Redis) reachable: 1 yes, "
+                                      "0 serving from local state", registry=r, multiprocess_mode="min")
+        self.state_backend_lost = Counter("llmroute_state_backend_lost", "Times the shared state backend was "
+                                          "lost and local state took over", registry=r)
         self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
 
     def _for(self, strategy: str, provider: str, endpoint: str) -> tuple[Any, ...]:
@@ -113,6 +118,16 @@ class Metrics:
 
     def observe_error(self, strategy: str, code: str) -> None:
         self.errors.labels(strategy, code).inc()
+
+    def watch_state_backend(self, state: RouterState) -> None:
+        """Export whether a shared state's backend is reachable, and count the times it was lost."""
+        def changed(up: bool) -> None:
+            self.state_backend_up.set(1 if up else 0)
+            if not up:
+                self.state_backend_lost.inc()
+
+        self.state_backend_up.set(0)
+        state.on_backend_change = changed
 
     def watch_shadow(self, shadow: Shadow) -> None:
         """Count what shadow evaluation does, and export its live retained-quality estimate."""

@@ -54,9 +54,14 @@ async def run_gateway(config: RouterConfig, host: str, port: int, *, reuse_port:
     from .metrics import Metrics, multiprocess_registry
 
     router = LLMRouter(config=config)
-    if router.shadow is not None:
+    shared = config.state.backend != "memory"
+    if router.shadow is not None and not shared:  # a shared state keeps one total for every process
         router.shadow.split_budget(workers)
-    gateway = Gateway(router, metrics=Metrics(collect_registry=multiprocess_registry()))
+    metrics = Metrics(collect_registry=multiprocess_registry())
+    if shared:
+        metrics.watch_state_backend(router.state)
+    gateway = Gateway(router, metrics=metrics)
+    await router.state.start()  # take what the other replicas know before serving (bounded; never fails)
     settings = config.gateway
     limits = ConnectionLimits(header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
                               max_connections=settings.max_connections or default_max_connections(),

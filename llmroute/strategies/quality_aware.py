@@ -89,6 +89,9 @@ class QualityAware(StrategyBase):
         self.strong_share = target_share(config, self.model)
         self.model_threshold = self.model.threshold_for_share(self.strong_share)
         self.window = ScoreWindow(config.quality_aware.adapt_window)
+        self._add_score = state.shared_samples(f"scores:{self.strong}>{self.weak}", self.window.add)
+        """Adds a score to the window, and (with a shared state) to every replica's: the threshold follows the
+        whole cluster's traffic."""
         typical = RouteRequest(input_tokens=500, output_tokens=config.expected_output_tokens)
         rest = sorted((n for n in config.providers if n not in (self.strong, self.weak)),
                       key=lambda n: self.expected_cost_usd(n, typical))
@@ -117,7 +120,7 @@ class QualityAware(StrategyBase):
     def decide(self, score: float) -> Route:
         """The route for a prompt with this score (``replay`` re-decides logged scores with it)."""
         decision = "strong" if score >= self.threshold() else "weak"
-        self.window.add(score)
+        self._add_score(score)
         return Route(list(self.orders[decision]), quality_score=score, decision=decision)
 
     def order(self, request: RouteRequest) -> list[str]:
