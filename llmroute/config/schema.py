@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field
 
 from ..breaker import BreakerSettings
 from ..strategies.base import RoutingStrategy
+from .budgets import Budgets
 from .evaluation import GraderRule, JudgeConfig, ShadowConfig
 
 
@@ -349,6 +350,7 @@ class RouterConfig(_Strict):
     graders: list[GraderRule] = Field(default_factory=list)
     """Which grader measures which requests: the first rule that matches a request's tag, route or strategy."""
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    budgets: Budgets = Field(default_factory=list, description="spend limits per key, tag or all traffic")
 
     _source: str | None = PrivateAttr(default=None)
     _missing_env: list[str] = PrivateAttr(default_factory=list)

@@ -67,6 +67,10 @@ class Metrics:
                                       multiprocess_mode="liveall")
         self.quality_retained_pairs = Gauge("llmroute_quality_retained_pairs", "Graded pairs behind "
                                             "llmroute_quality_retained", registry=r, multiprocess_mode="liveall")
+        self.budget_spent = Gauge("llmroute_budget_spent_usd", "Spent in the budget's current period, reservations "
+                                  "in flight included", ["budget"], registry=r, multiprocess_mode="max")
+        self.budget_limit = Gauge("llmroute_budget_limit_usd", "The budget's limit per period", ["budget"], registry=r,
+                                  multiprocess_mode="max")
         self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
 
     def _for(self, strategy: str, provider: str, endpoint: str) -> tuple[Any, ...]:
@@ -113,6 +117,12 @@ class Metrics:
 
     def observe_error(self, strategy: str, code: str) -> None:
         self.errors.labels(strategy, code).inc()
+
+    def observe_budgets(self, budgets: dict[str, dict[str, Any]]) -> None:
+        """The budgets' spend and limits, as ``Budgets.snapshot`` reports them (set when scraped)."""
+        for name, budget in budgets.items():
+            self.budget_spent.labels(name).set(budget["spent_usd"] + budget["reserved_usd"])
+            self.budget_limit.labels(name).set(budget["usd"])
 
     def watch_shadow(self, shadow: Shadow) -> None:
         """Count what shadow evaluation does, and export its live retained-quality estimate."""
