@@ -131,14 +131,14 @@ class Gateway:
         if router.ledger is not None:
             router.ledger.on_drop = self.metrics.ledger_dropped.inc
             router.ledger.on_written = self.metrics.ledger_written.inc
-        self.budgets = Budgets(router.config, router.state) if router.config.budgets else None
+        self.budgets = Budgets(router.config, router.state)  # keys made with a budget may come at any time
         self._cheap_routers: dict[str, LLMRouter] = {}  # per provider, a router with it alone: for ``cheapest``
         if router.shadow is not None:
             self.metrics.watch_shadow(router.shadow)
-            if self.budgets is not None and self.budgets.everything:
+            if self.budgets.everything:
                 self._count_shadow_spend(router.shadow)
         self._keeps_context = (router.ledger is not None or router.shadow is not None
-                               or (self.budgets is not None and bool(self.budgets.by_tag)))
+                               or bool(self.budgets.by_tag))
 
     def _ledger_keys(self, router: LLMRouter) -> LedgerKeySource | None:
         """The ledger's gateway keys, read now (before serving: a failure is a start-up error) and then every
@@ -283,7 +283,6 @@ class Gateway:
         """Reserve the request's worst case on every budget that applies: the reservation, and the router and
         strategy that serve it. A ``cheapest`` budget that is exhausted sends the request to the cheapest
         provider alone, reserved at that provider's worst case; a 429 when even that does not fit."""
-        assert self.budgets is not None
         stored = key.stored.settings if key is not None and key.stored is not None else None
         tags = context.tags if context is not None else (key.tags if key is not None else ())
         budgets = self.budgets.applicable(key.key_id if key is not None else None,
@@ -323,7 +322,6 @@ class Gateway:
         """What shadow evaluation spends counts against the all-traffic budgets too (after the fact: it keeps
         its own daily cap, ``shadow.max_usd_per_day``)."""
         budgets, counted = self.budgets, shadow.on_spend
-        assert budgets is not None
 
         def on_spend(kind: str, usd: float) -> None:
             counted(kind, usd)
@@ -383,7 +381,7 @@ class Gateway:
         warning = self._warning(request, body, strategy)
         context = self._context(request, body, endpoint) if self._keeps_context else None  # ledger, shadow, tag budgets
         router, held = self.router, None
-        if self.budgets is not None:
+        if self.budgets or (key is not None and key.stored is not None and key.stored.settings.budget_usd is not None):
             try:
                 held, router, strategy = self._hold_budgets(key, body, context, strategy)
             except KeyRefused:
@@ -472,7 +470,7 @@ class Gateway:
         return web.json_response({"ready": bool(usable), "usable_providers": usable}, status=200 if usable else 503)
 
     async def metrics_endpoint(self, request: web.Request) -> web.Response:
-        if self.budgets is not None:  # read here, when scraped: nothing on the request path
+        if self.budgets.known:  # read here, when scraped: nothing on the request path
             self.metrics.observe_budgets(self.budgets.snapshot())
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
@@ -506,7 +504,7 @@ class Gateway:
         body = {"default_strategy": self._default_strategy, "strategies": list(_STRATEGIES), "providers": providers}
         shadow = self.router.shadow
         body["shadow"] = shadow.snapshot() if shadow is not None else {"rate": 0.0}
-        body["budgets"] = self.budgets.snapshot() if self.budgets is not None else {}
+        body["budgets"] = self.budgets.snapshot()
         return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())
 
     def _breaker_state(self, provider: str) -> dict[str, Any]:
