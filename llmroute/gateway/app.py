@@ -314,8 +314,9 @@ class Gateway:
             cut = config.model_copy(update={"providers": {provider: only}, "balanced_weights": None,
                                             "quality_aware": type(config.quality_aware)(),
                                             "shadow": config.shadow.model_copy(update={"rate": 0.0})})
+            ledger = self.router.ledger if self.router.ledger is not None else False
             cheap = self._cheap_routers[provider] = LLMRouter(RoutingStrategy.COST_OPTIMIZED, cut,
-                                                              state=self.router.state, ledger=self.router.ledger or False)
+                                                              state=self.router.state, ledger=ledger)
         return cheap
 
     def _count_shadow_spend(self, shadow: Any) -> None:

@@ -84,7 +84,8 @@ def test_cheapest_serves_on_the_cheapest_provider_then_refuses(
 ) -> None:
     # Even one worst case at cerebras (the dear one) is over the budget: every request goes to runpod alone,
     # though quality_optimized would choose cerebras, until runpod's worst case no longer fits either.
-    config = priced(seed_config, tmp_path / "ledger.db", strategy="quality_optimized",
+    ledger = tmp_path / "ledger.db"
+    config = priced(seed_config, ledger, strategy="quality_optimized",
                     budgets=[{"name": "everything", "usd": 0.00003, "on_exhausted": "cheapest", "period": "week"}])
     gw = gateway_factory(config, env={"LLMROUTE_API_KEYS": "admin-key-for-budget-tests"})
     answers = burst(gw, 12, "admin-key-for-budget-tests", model="quality_optimized")
@@ -95,6 +96,9 @@ def test_cheapest_serves_on_the_cheapest_provider_then_refuses(
     assert refused, "a budget that even the cheapest provider spends must refuse"
     for response in refused:
         assert_refused(response, "everything", "week", "admin-key-for-budget-tests")
+    assert stop_gateway(gw) == 0
+    assert rows(ledger, "SELECT provider, strategy, count(*) FROM requests GROUP BY 1, 2") == [
+        ("runpod", "cost_optimized", len(served))]  # recorded like any other request
 
 
 def test_tag_and_all_traffic_budgets_count_streams_and_show_their_spend(
