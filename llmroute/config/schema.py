@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field
 
 from ..breaker import BreakerSettings
 from ..strategies.base import RoutingStrategy
+from .budgets import Budgets
 from .evaluation import GraderRule, JudgeConfig, ShadowConfig
 from .state import StateConfig
 
@@ -352,6 +353,7 @@ class RouterConfig(_Strict):
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     """Where breakers, cool-downs, rate-limit buckets and spend totals live: per process, or shared in Redis."""
+    budgets: Budgets = Field(default_factory=list, description="spend limits per key, tag or all traffic")
 
     _source: str | None = PrivateAttr(default=None)
     _missing_env: list[str] = PrivateAttr(default_factory=list)

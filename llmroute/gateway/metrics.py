@@ -72,6 +72,10 @@ class Metrics:
                                       "0 serving from local state", registry=r, multiprocess_mode="min")
         self.state_backend_lost = Counter("llmroute_state_backend_lost", "Times the shared state backend was "
                                           "lost and local state took over", registry=r)
+        self.budget_spent = Gauge("llmroute_budget_spent_usd", "Spent in the budget's current period, reservations "
+                                  "in flight included", ["budget"], registry=r, multiprocess_mode="max")
+        self.budget_limit = Gauge("llmroute_budget_limit_usd", "The budget's limit per period", ["budget"], registry=r,
+                                  multiprocess_mode="max")
         self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
 
     def _for(self, strategy: str, provider: str, endpoint: str) -> tuple[Any, ...]:
@@ -128,6 +132,11 @@ class Metrics:
 
         self.state_backend_up.set(0)
         state.on_backend_change = changed
+    def observe_budgets(self, budgets: dict[str, dict[str, Any]]) -> None:
+        """The budgets' spend and limits, as ``Budgets.snapshot`` reports them (set when scraped)."""
+        for name, budget in budgets.items():
+            self.budget_spent.labels(name).set(budget["spent_usd"] + budget["reserved_usd"])
+            self.budget_limit.labels(name).set(budget["usd"])
 
     def watch_shadow(self, shadow: Shadow) -> None:
         """Count what shadow evaluation does, and export its live retained-quality estimate."""

@@ -11,11 +11,13 @@ import orjson
 from aiohttp import web
 
 from ..errors import StreamInterrupted
+from ..result import Attempt, RouteResult
 from .errors import WARNING_HEADER, attempts_header, decision_headers, error_body
 from .protocol import write_may_wait
 
 if TYPE_CHECKING:
     from ..ledger import RequestContext
+    from ..router import LLMRouter
     from .app import Gateway
 
 log = logging.getLogger("llmroute.gateway")
@@ -44,10 +46,11 @@ async def _within(timeout_s: float, pending: Awaitable[Any]) -> None:
 async def stream_response(
     gateway: Gateway, request: web.Request, body: dict[str, Any], path: str, strategy: str, endpoint: str,
     context: RequestContext | None = None, warning: str | None = None,
-    settle: Callable[[int], None] | None = None,
+    settle: Callable[[RouteResult | None, list[Attempt]], None] | None = None, *, router: LLMRouter | None = None,
 ) -> web.StreamResponse:
     """Stream one completion to the client (``warning``: an ``x-llmroute-warning`` for its headers;
-    ``settle(tokens)``: told the tokens the stream used, or 0 when it produced no result, however it ends).
+    ``settle(result, attempts)``: told the stream's result (None when it produced none) and every attempt it
+    made, billed, however it ends; ``router``: the one to route with, the gateway's by default).
 
     Nothing is sent until a provider produced its first chunk, so every failure
     before that falls back (or becomes an ordinary JSON error). Usage is always
@@ -58,23 +61,25 @@ async def stream_response(
     wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     resume_header = request.headers.get("x-llmroute-resume")
     resume = None if resume_header is None else resume_header.strip().lower() in ("1", "true", "yes", "on")
-    stream = gateway.router.stream_request(
+    stream = (router or gateway.router).stream_request(
         body, strategy=strategy, extra_headers=gateway._extra_headers(request), path=path, context=context,
         resume=resume,
     )
     chunks = stream.__aiter__()
     settled = settle is None
+    failed: list[Attempt] = []
 
     def end() -> None:  # once, before [DONE]: a client that sends its next request at once finds it settled
         nonlocal settled
         if not settled:
             settled = True
-            settle(stream.result.total_tokens if stream.result is not None else 0)  # type: ignore[misc]
+            settle(stream.result, stream.attempts or failed)  # type: ignore[misc]
 
     try:
         try:
             first = await anext(chunks)  # the whole cascade happens here
-        except BaseException:
+        except BaseException as exc:
+            failed = getattr(exc, "attempts", None) or []  # no stream opened: the failed attempts are the bill
             await chunks.aclose()  # type: ignore[attr-defined]
             raise
         return await _respond(gateway, request, stream, chunks, first, wants_usage, strategy, endpoint, warning, end)

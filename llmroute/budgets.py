@@ -1,0 +1,235 @@
+"""Budgets: which apply to a request, what it may cost at worst, and the reservation that holds it.
+
+Before a provider is called, the request's worst case is reserved on every budget that applies, in one
+all-or-nothing step: ``RouterState.reserve`` checks and adds atomically (a lock in process, a Lua script in
+Redis), so concurrent requests, on one replica or several, cannot pass a limit together. After the call the
+reservation is settled to what the ledger records for the request. A budget's total lives under a key per
+period start, so a new period starts empty.
+
+The worst case bounds the bill: prompt tokens (estimated, with the margin shadow evaluation uses) plus the
+output cap times ``n``, at the priciest provider the request may reach; a GPU-second provider's worst case is
+its ``timeout_s`` of worker time. What a budget can still be passed by: an answer billed above its
+reservation (a provider that ignores ``max_tokens``, or a request with no ``max_tokens`` whose answer is
+longer than the budget's ``default_max_tokens``), by that excess, once per request in flight.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .budget_period import Period, period_bounds, retry_after_s
+from .config.budgets import BudgetConfig
+from .evaluation.shadow_budget import PROMPT_MARGIN, PROMPT_SLACK_TOKENS, TIMEOUT_MARGIN
+from .tokens import estimate_message_tokens, estimate_tokens
+
+if TYPE_CHECKING:
+    from .config import RouterConfig
+    from .result import Attempt
+    from .state import RouterState
+
+MAX_KEY_BUDGETS = 4096
+"""Key budgets (from ``llmroute keys``) remembered at once; more are rebuilt when next used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    name: str
+    usd: float
+    period: Period
+    on_exhausted: str = "refuse"
+    default_max_tokens: int = 4096
+
+    @classmethod
+    def from_config(cls, c: BudgetConfig) -> Budget:
+        return cls(c.label, c.usd, c.period, c.on_exhausted, c.default_max_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class _Cost:
+    """A provider's worst case as ``fixed + input * per_input + output * per_output`` US dollars."""
+
+    fixed: float
+    per_input: float
+    per_output: float
+
+    def usd(self, input_tokens: int, output_tokens: int) -> float:
+        return self.fixed + input_tokens * self.per_input + output_tokens * self.per_output
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What a request may cost at worst: its prompt, its output cap (None: each budget's default) and ``n``."""
+
+    input_tokens: int
+    max_tokens: int | None
+    n: int = 1
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> Ask:
+        """From an OpenAI chat or completions body the gateway has validated."""
+        messages = body.get("messages")
+        prompt = estimate_message_tokens(messages) if isinstance(messages, list) else estimate_tokens(str(body.get("prompt", "")))
+        output = body.get("max_completion_tokens") or body.get("max_tokens")
+        n = body.get("n")
+        return cls(prompt, output if isinstance(output, int) and output > 0 else None,
+                   n if isinstance(n, int) and n > 0 else 1)
+
+    def output_tokens(self, budget: Budget) -> int:
+        return (self.max_tokens or budget.default_max_tokens) * self.n
+
+
+class Exhausted(Exception):
+    """A budget the request's worst case does not fit in."""
+
+    def __init__(self, budget: Budget, now_ts: float) -> None:
+        super().__init__(budget.name)
+        self.budget = budget
+        self.retry_after_s = retry_after_s(budget.period, now_ts)
+
+    @property
+    def message(self) -> str:
+        return (f"the budget '{self.budget.name}' (${self.budget.usd:g} per {self.budget.period}) is spent for this "
+                f"period; it starts again in {self.retry_after_s} s")
+
+
+class Reservation:
+    """The amounts held on each budget for one request, released or settled exactly once."""
+
+    __slots__ = ("_budgets", "_held", "_done")
+
+    def __init__(self, budgets: Budgets, held: list[tuple[Budget, str, float]]) -> None:
+        self._budgets, self._held, self._done = budgets, held, False
+
+    def settle(self, cost_usd: float) -> None:
+        """Replace every hold by ``cost_usd`` (0 releases them): the request's billed cost, as the ledger records it."""
+        if self._done:
+            return
+        self._done = True
+        self._budgets.release(self._held, cost_usd)
+
+    def keep(self) -> None:
+        """Count every hold as spent: the request ended where its bill cannot be known (it was cancelled)."""
+        if not self._done:
+            self._done = True
+            for budget, key, usd in self._held:
+                self._budgets.release(((budget, key, usd),), usd)
+
+
+def billed_usd(attempts: Iterable[Attempt]) -> float:
+    """What a request's attempts were billed (failed and hedge-cancelled ones included), as the ledger sums it."""
+    return sum(a.cost_usd for a in attempts if a.cost_usd)
+
+
+class Budgets:
+    """The configured budgets and the reservations held against them in ``state``."""
+
+    def __init__(self, config: RouterConfig, state: RouterState, clock: Callable[[], float] = time.time) -> None:
+        self._state = state
+        self._clock = clock
+        self.everything: list[Budget] = []
+        self.by_tag: dict[str, list[Budget]] = {}
+        self.by_key: dict[str, Budget] = {}
+        for c in config.budgets:
+            budget = Budget.from_config(c)
+            if c.key is not None:
+                self.by_key[c.key] = budget
+            elif c.tag is not None:
+                self.by_tag.setdefault(c.tag, []).append(budget)
+            else:
+                self.everything.append(budget)
+        self._stored: dict[tuple[str, float, str], Budget] = {}
+        self.known: dict[str, Budget] = {b.name: b for b in (*self.everything, *self.by_key.values(),
+                                                             *(b for bs in self.by_tag.values() for b in bs))}
+        """Every budget seen: the configured ones and the key budgets used since start (what state reports)."""
+        self._reserved: dict[str, float] = {}
+        self._costs = {name: _worst_case(p) for name, p in config.providers.items()}
+
+    def __bool__(self) -> bool:
+        return bool(self.everything or self.by_tag or self.by_key)
+
+    def applicable(self, key_id: str | None, key_budget: tuple[float | None, str | None] | None,
+                   tags: Sequence[str]) -> list[Budget]:
+        """The request's budgets: its key's (a config entry, else the one stored with the key), its tags', all traffic's."""
+        found = list(self.everything)
+        if key_id is not None:
+            budget = self.by_key.get(key_id)
+            if budget is None and key_budget is not None and key_budget[0] is not None and key_budget[1] is not None:
+                budget = self._stored_budget(key_id, key_budget[0], key_budget[1])
+            if budget is not None:
+                found.append(budget)
+        if self.by_tag:
+            for tag in dict.fromkeys(tags):
+                found.extend(self.by_tag.get(tag, ()))
+        return found
+
+    def _stored_budget(self, key_id: str, usd: float, period: str) -> Budget:
+        cache_key = (key_id, usd, period)
+        budget = self._stored.get(cache_key)
+        if budget is None:
+            if len(self._stored) >= MAX_KEY_BUDGETS:
+                self._stored.clear()
+            budget = self._stored[cache_key] = Budget(f"key:{key_id}", usd, period)  # type: ignore[arg-type]
+            if len(self.known) < MAX_KEY_BUDGETS:
+                self.known[budget.name] = budget
+        return budget
+
+    def worst_case_usd(self, ask: Ask, budget: Budget, providers: Iterable[str]) -> float:
+        """The most the request can be billed if any of ``providers`` serves it (or fails after billing)."""
+        output = ask.output_tokens(budget)
+        return max((self._costs[p].usd(ask.input_tokens, output) for p in providers), default=0.0)
+
+    def state_key(self, budget: Budget, now_ts: float) -> str:
+        """The state's key for the budget's current period: a new period is a new key, so it starts empty."""
+        return f"budget:{budget.name}:{int(period_bounds(budget.period, now_ts)[0])}"
+
+    def reserve(self, budgets: Sequence[Budget], ask: Ask, providers: Iterable[str]) -> Reservation:
+        """Hold the request's worst case on every one of ``budgets``, or on none: raises ``Exhausted`` naming
+        the first that refused, after releasing what was already held."""
+        providers = tuple(providers)
+        now_ts = self._clock()
+        held: list[tuple[Budget, str, float]] = []
+        for budget in budgets:
+            key = self.state_key(budget, now_ts)
+            usd = self.worst_case_usd(ask, budget, providers)
+            if not self._state.reserve(key, usd, budget.usd):
+                self.release(held, 0.0)
+                raise Exhausted(budget, now_ts)
+            held.append((budget, key, usd))
+            self._reserved[budget.name] = self._reserved.get(budget.name, 0.0) + usd
+        return Reservation(self, held)
+
+    def release(self, held: Iterable[tuple[Budget, str, float]], cost_usd: float) -> None:
+        for budget, key, usd in held:
+            self._state.settle(key, usd, cost_usd)
+            self._reserved[budget.name] = max(0.0, self._reserved.get(budget.name, 0.0) - usd)
+
+    def add(self, budgets: Iterable[Budget], cost_usd: float) -> None:
+        """Count spend that reserved nothing beforehand (shadow evaluation's calls) against ``budgets``."""
+        now_ts = self._clock()
+        for budget in budgets:
+            self._state.settle(self.state_key(budget, now_ts), 0.0, cost_usd)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Per budget: limit, period, spent this period (settled), reserved by this process, and what is left."""
+        now_ts = self._clock()
+        out = {}
+        for name, budget in self.known.items():
+            total = self._state.spent(self.state_key(budget, now_ts))
+            reserved = min(total, self._reserved.get(name, 0.0))
+            start, end = period_bounds(budget.period, now_ts)
+            out[name] = {"usd": budget.usd, "period": budget.period, "period_start_ts": start, "period_end_ts": end,
+                         "spent_usd": round(total - reserved, 9), "reserved_usd": round(reserved, 9),
+                         "left_usd": round(max(0.0, budget.usd - total), 9), "on_exhausted": budget.on_exhausted}
+        return out
+
+
+def _worst_case(p: Any) -> _Cost:
+    """A provider's worst case, as shadow evaluation reserves it: GPU time up to its timeout, or tokens."""
+    if p.gpu_priced:
+        usd_per_s = (p.price_per_gpu_second or 0.0) / (1 - p.idle_share)
+        return _Cost(p.timeout_s * TIMEOUT_MARGIN * usd_per_s, 0.0, 0.0)
+    price = p.routing_price
+    return _Cost(PROMPT_SLACK_TOKENS * price.input / 1e6, PROMPT_MARGIN * price.input / 1e6, price.output / 1e6)

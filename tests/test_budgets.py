@@ -1,0 +1,118 @@
+"""Budgets in process: which apply, the worst case reserved, all-or-nothing holds, settling, and periods
+(time injected through a clock)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from llmroute.budgets import Ask, Budgets, Exhausted, billed_usd
+from llmroute.config import parse_config
+from llmroute.errors import ConfigError
+from llmroute.result import Attempt
+from llmroute.state import InMemoryState
+
+PROVIDERS = {
+    "cheap": {"base_url": "http://127.0.0.1:9/v1", "model": "c", "price_per_m": {"input": 0.1, "output": 0.2}},
+    "dear": {"base_url": "http://127.0.0.1:9/v1", "model": "d", "price_per_m": {"input": 3.0, "output": 15.0}},
+    "gpu": {"base_url": "http://127.0.0.1:9/v1", "model": "g", "price_per_gpu_second": 0.001, "timeout_s": 10},
+}
+
+
+def make(budgets: list[dict[str, Any]], clock: list[float] | None = None) -> Budgets:
+    config = parse_config({"providers": PROVIDERS, "budgets": budgets})
+    now = clock if clock is not None else [datetime(2026, 3, 10, 12, tzinfo=UTC).timestamp()]
+    return Budgets(config, InMemoryState({}), clock=lambda: now[0])
+
+
+def test_config_errors_name_the_key() -> None:
+    for budgets, key in (([{"usd": 0}], "budgets.0.usd"), ([{"usd": 1}, {"usd": 1, "period": "year"}], "budgets.1.period"),
+                         ([{"usd": 1, "key": "a", "tag": "b"}], "budgets.0"),
+                         ([{"usd": 1, "pacing": True, "daily_profile": [1] * 23}], "budgets.0"),
+                         ([{"usd": 1}, {"usd": 2}], "budgets")):
+        with pytest.raises(ConfigError) as err:
+            parse_config({"providers": PROVIDERS, "budgets": budgets})
+        assert f"'{key}'" in str(err.value), str(err.value)
+    config = parse_config({"providers": PROVIDERS, "budgets": [
+        {"usd": 300, "pacing": True, "min_strong_share": 0.1, "max_strong_share": 0.9, "daily_profile": [1] * 24}]})
+    assert config.budgets[0].label == "all" and config.budgets[0].pacing
+
+
+def test_which_budgets_apply() -> None:
+    b = make([{"usd": 300}, {"tag": "team=sales", "usd": 50}, {"key": "bot", "usd": 5, "period": "day"}])
+    names = lambda *a: [x.name for x in b.applicable(*a)]  # noqa: E731
+    assert names(None, None, ()) == ["all"]
+    assert names("bot", (100.0, "month"), ["team=sales", "team=sales"]) == ["all", "key:bot", "tag:team=sales"]
+    assert names("other", (2.0, "week"), ["team=ops"]) == ["all", "key:other"]  # the budget stored with the key
+    assert b.applicable("other", (2.0, "week"), ())[1].usd == 2.0
+
+
+def test_worst_case_is_the_priciest_provider_with_the_output_cap() -> None:
+    b = make([{"usd": 1, "default_max_tokens": 1000}])
+    budget = b.everything[0]
+    capped = Ask(input_tokens=100, max_tokens=50, n=2)
+    dear = ((100 * 1.25 + 16) * 3.0 + 100 * 15.0) / 1e6
+    assert b.worst_case_usd(capped, budget, ["cheap", "dear"]) == pytest.approx(dear)
+    assert b.worst_case_usd(Ask(100, None), budget, ["dear"]) == pytest.approx(((100 * 1.25 + 16) * 3.0 + 1000 * 15.0) / 1e6)
+    assert b.worst_case_usd(capped, budget, ["gpu"]) == pytest.approx(10 * 1.1 * 0.001)  # its timeout of GPU time
+    assert Ask.of({"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 7, "n": 3}).output_tokens(budget) == 21
+
+
+def test_holds_are_all_or_nothing_and_settle_to_the_bill() -> None:
+    b = make([{"usd": 1.0}, {"tag": "t", "usd": 0.01}])
+    budgets = b.applicable(None, None, ["t"])
+    ask = Ask(100, 100)
+    held = b.reserve(budgets, ask, ["dear"])
+    with pytest.raises(Exhausted) as exc:
+        for _ in range(10):
+            b.reserve(budgets, ask, ["dear"])
+    assert exc.value.budget.name == "tag:t" and "tag:t" in exc.value.message
+    snap = b.snapshot()
+    assert snap["all"]["reserved_usd"] == pytest.approx(snap["tag:t"]["reserved_usd"])  # "all" was released too
+    held.settle(0.0005)
+    held.settle(0.5)  # once only
+    per = b.worst_case_usd(ask, budgets[1], ["dear"])
+    held_now = int(0.01 // per) - 1  # all that fitted, less the one settled
+    assert b.snapshot()["tag:t"]["reserved_usd"] == pytest.approx(held_now * per)
+    assert b.snapshot()["tag:t"]["spent_usd"] == pytest.approx(0.0005)
+    assert billed_usd([Attempt("a", "m", False, 1.0, kind="http_500", cost_usd=0.2),
+                       Attempt("b", "m", True, 1.0, cost_usd=0.3)]) == pytest.approx(0.5)
+
+
+def test_concurrent_holds_never_pass_the_limit() -> None:
+    b = make([{"usd": 0.01}])
+    budgets, ask, won = b.everything, Ask(100, 100), []
+    start = threading.Barrier(8)
+
+    def spend() -> None:
+        start.wait()
+        for _ in range(50):
+            try:
+                b.reserve(budgets, ask, ["dear"])
+                won.append(1)
+            except Exhausted:
+                pass
+
+    threads = [threading.Thread(target=spend) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    per = b.worst_case_usd(ask, budgets[0], ["dear"])
+    assert len(won) == int(0.01 // per) and len(won) * per <= 0.01
+
+
+def test_a_new_period_starts_empty_and_retry_after_reaches_it() -> None:
+    now = [datetime(2026, 3, 10, 23, 59, 30, tzinfo=UTC).timestamp()]
+    b = make([{"usd": 0.002, "period": "day"}], now)
+    held = b.reserve(b.everything, Ask(100, 100), ["dear"])
+    held.settle(0.0019)
+    with pytest.raises(Exhausted) as exc:
+        b.reserve(b.everything, Ask(100, 100), ["dear"])
+    assert exc.value.retry_after_s == 30
+    now[0] += 30  # midnight: the next day
+    assert b.snapshot()["all"]["spent_usd"] == 0.0
+    b.reserve(b.everything, Ask(100, 100), ["dear"])
