@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import require
+
 REDIS_SERVER = shutil.which("redis-server")
 
 
@@ -59,16 +61,11 @@ class RedisServer:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    if REDIS_SERVER is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed (apt-get install redis-server): CI must run these tests")
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    require(REDIS_SERVER is not None, "redis-server (Debian: apt-get install redis-server)")
     try:
         import redis  # noqa: F401
     except ImportError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip("the Redis client is not installed (pip install 'llmroute[redis]')")
+        require(False, "the Redis client (pip install 'llmroute[redis]')")
     server = RedisServer(tmp_path)
     server.start()
     yield server
