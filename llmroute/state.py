@@ -244,27 +244,31 @@ class InMemoryState(RouterState):
     def reserve(self, key: str, amount: float, limit: float) -> bool:
         with self._totals_lock:
             total = self._totals.get(key, 0.0)
+            self._admit_total(key)  # touched even when refused: a budget in use is never the one forgotten
             if total + amount > limit:
                 return False
-            self._admit_total(key)
             self._totals[key] = total + amount
             return True
 
     def _admit_total(self, key: str) -> None:
-        """Make room for ``key`` among the totals (call with the lock held): the oldest (a past day) goes."""
-        if key not in self._totals and len(self._totals) >= MAX_TOTALS:
+        """Make room for ``key`` among the totals (call with the lock held). The total used least recently goes:
+        a budget's key is touched by every request it reserves for, so what goes is a past period's, and a live
+        budget is never forgotten while fewer than ``MAX_TOTALS`` budgets and periods are in use."""
+        if key in self._totals:
+            self._totals[key] = self._totals.pop(key)  # most recently used last
+        elif len(self._totals) >= MAX_TOTALS:
             del self._totals[next(iter(self._totals))]
 
     def settle(self, key: str, reserved: float, actual: float) -> None:
         with self._totals_lock:
-            self._totals[key] = max(0.0, self._totals.get(key, 0.0) + actual - reserved)
+            self._totals[key] = max(0.0, self._totals.pop(key, 0.0) + actual - reserved)
 
     def spent(self, key: str) -> float:
         return self._totals.get(key, 0.0)
 
 
-MAX_TOTALS = 64
-"""Keys ``reserve`` keeps at once (one per budget and period); the oldest goes first."""
+MAX_TOTALS = 100_000
+"""Keys ``reserve`` keeps at once (one per budget and period; a few MB); the least recently used goes first."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,3 +116,18 @@ def test_a_new_period_starts_empty_and_retry_after_reaches_it() -> None:
     now[0] += 30  # midnight: the next day
     assert b.snapshot()["all"]["spent_usd"] == 0.0
     b.reserve(b.everything, Ask(100, 100), ["dear"])
+
+
+def test_a_live_budget_is_never_forgotten_among_many() -> None:
+    """Spend totals are bounded, but the one evicted is the least recently used: a past period's, never a budget
+    requests still reserve on, however many other budgets came after it."""
+    import llmroute.state
+    from llmroute.state import InMemoryState
+
+    state = InMemoryState({})
+    assert state.reserve("busy:p1", 0.9, 1.0)
+    for i in range(llmroute.state.MAX_TOTALS + 10):
+        if i % 1000 == 0:
+            assert not state.reserve("busy:p1", 0.2, 1.0)  # still 0.9 spent: refused, and touched
+        state.reserve(f"other-{i}:p1", 0.1, 1.0)
+    assert state.spent("busy:p1") == 0.9 and not state.reserve("busy:p1", 0.2, 1.0)
