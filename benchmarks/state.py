@@ -7,6 +7,8 @@ Targets, all POST /v1/chat/completions with the same body, loaded by wrk:
   state memory   `llmroute serve`, two providers (balanced 80/20) on that upstream, state per process
   state redis    the same with `state: {backend: redis}` against a local redis-server (every outcome,
                  latency sample and schedule step goes to the other replicas in the background)
+  memory + budget, redis + budget   the same two with an all-traffic budget (`budgets:`): each request reserves
+                 its worst case before routing and settles after (in Redis: one atomic Lua call per request)
 
 Each round loads every target at 1 and at 32 connections; rounds alternate targets so machine noise hits
 all alike; the table shows medians over rounds. Needs nginx, wrk and redis-server (Debian packages).
@@ -25,7 +27,8 @@ from pathlib import Path
 from _util import machine, wrk
 from gateway import BODY, cpu_s, free_port, nginx, process, wait_ready
 
-TARGETS = ("direct", "state memory", "state redis")
+TARGETS = ("direct", "state memory", "state redis", "memory + budget", "redis + budget")
+BUDGET = "budgets: [{name: all, usd: 1000000, period: month}]\n"
 
 
 def main() -> None:
@@ -45,14 +48,19 @@ def main() -> None:
                  "    price_per_m: {input: 0.10, output: 0.10}\n"
                  "strategy: balanced\nbalanced_weights: {weak: 80, strong: 20}\n")
     (tmp / "memory.yaml").write_text(providers)
-    (tmp / "redis.yaml").write_text(providers + f"state: {{backend: redis, redis_url: 'redis://127.0.0.1:{ports['redis']}/0'}}\n")
+    redis_state = f"state: {{backend: redis, redis_url: 'redis://127.0.0.1:{ports['redis']}/0'}}\n"
+    (tmp / "redis.yaml").write_text(providers + redis_state)
+    (tmp / "memory-budget.yaml").write_text(providers + BUDGET)
+    (tmp / "redis-budget.yaml").write_text(  # its own keys: not a replica of the gateway above
+        providers + redis_state.replace("/0'}", "/0', key_prefix: 'budget:'}") + BUDGET)
     with ExitStack() as stack:
         stack.enter_context(process(nginx(tmp, ports["direct"])))
         stack.enter_context(process(["redis-server", "--port", str(ports["redis"]), "--bind", "127.0.0.1",
                                      "--save", "", "--appendonly", "no", "--dir", str(tmp)]))
         wait_ready(upstream + "/chat/completions")
         pids = {}
-        for name, config in (("state memory", "memory.yaml"), ("state redis", "redis.yaml")):
+        for name, config in (("state memory", "memory.yaml"), ("state redis", "redis.yaml"),
+                             ("memory + budget", "memory-budget.yaml"), ("redis + budget", "redis-budget.yaml")):
             pids[name] = stack.enter_context(process(
                 [sys.executable, "-m", "llmroute.cli", "serve", "--config", str(tmp / config),
                  "--port", str(ports[name])], env={"LLMROUTE_LEDGER": "off"}, log=tmp / f"{name}.log"))
@@ -87,6 +95,11 @@ def report(results: dict[tuple[str, int], list[dict[str, float]]], args: argpars
             errors = sum(r["errors"] for r in results[(name, connections)])
             print(f"| {name} | {connections} | {rps:,.0f} | {rps / base:.2f}x | {med(name, connections, 'p50_ms'):.3f} | "
                   f"{med(name, connections, 'p99_ms'):.3f} | {cpu} | {errors} |")
+    for connections in (1, 32):
+        for plain, budgeted in (("state memory", "memory + budget"), ("state redis", "redis + budget")):
+            print(f"{budgeted} / {plain} at {connections} connection(s): throughput "
+                  f"{med(budgeted, connections, 'rps') / med(plain, connections, 'rps'):.2f}x, p50 added "
+                  f"{med(budgeted, connections, 'p50_ms') - med(plain, connections, 'p50_ms'):+.3f} ms")
 
 
 if __name__ == "__main__":
