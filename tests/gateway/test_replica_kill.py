@@ -133,8 +133,9 @@ def test_sigkill_of_a_replica_mid_load(
     outcomes = list(load.outcomes)
 
     # (d) The survivors still share state: a breaker that opens on one opens on the other, which sees no traffic.
-    emus["runpod"].set_faults({"500": 1.0})
     first, second = survivors
+    assert breaker(gateways[second]) == "closed"
+    emus["runpod"].set_faults({"500": 1.0})
     with httpx.Client(base_url=gateways[first].base_url, timeout=30) as client:
         def opened_on_first() -> bool:
             outcomes.append(send(client, first))  # answered by cerebras meanwhile
