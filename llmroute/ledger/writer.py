@@ -10,7 +10,9 @@ while its entries are retried with backoff, and when the store refuses one entry
 itself (only that entry: the rest of its batch is written).
 
 Durability window: an entry is committed at most ``flush_interval_s`` after it
-was recorded, plus the time of one batch write, while the store is available. A
+was recorded, plus the write that was in progress when it was queued and its own
+write (the wait starts when a write ends, and a write takes everything queued),
+while the store is available. A
 process killed with SIGKILL loses at most the entries recorded in that window
 (plus those held for a retry); a SIGTERM (or ``close``) loses none that the
 store accepts.
