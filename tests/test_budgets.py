@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from llmroute.budgets import Ask, Budgets, Exhausted, billed_usd
+from llmroute.budgets import Ask, Budget, Budgets, Exhausted, Reservation, billed_usd
 from llmroute.config import parse_config
 from llmroute.errors import ConfigError
 from llmroute.result import Attempt
@@ -26,6 +27,10 @@ def make(budgets: list[dict[str, Any]], clock: list[float] | None = None) -> Bud
     config = parse_config({"providers": PROVIDERS, "budgets": budgets})
     now = clock if clock is not None else [datetime(2026, 3, 10, 12, tzinfo=UTC).timestamp()]
     return Budgets(config, InMemoryState({}), clock=lambda: now[0])
+
+
+def reserve(b: Budgets, budgets: list[Budget], ask: Ask, providers: list[str]) -> Reservation:
+    return asyncio.run(b.reserve(budgets, ask, providers))
 
 
 def test_config_errors_name_the_key() -> None:
@@ -65,10 +70,10 @@ def test_holds_are_all_or_nothing_and_settle_to_the_bill() -> None:
     b = make([{"usd": 1.0}, {"tag": "t", "usd": 0.01}])
     budgets = b.applicable(None, None, ["t"])
     ask = Ask(100, 100)
-    held = b.reserve(budgets, ask, ["dear"])
+    held = reserve(b, budgets, ask, ["dear"])
     with pytest.raises(Exhausted) as exc:
         for _ in range(10):
-            b.reserve(budgets, ask, ["dear"])
+            reserve(b, budgets, ask, ["dear"])
     assert exc.value.budget.name == "tag:t" and "tag:t" in exc.value.message
     snap = b.snapshot()
     assert snap["all"]["reserved_usd"] == pytest.approx(snap["tag:t"]["reserved_usd"])  # "all" was released too
@@ -91,7 +96,7 @@ def test_concurrent_holds_never_pass_the_limit() -> None:
         start.wait()
         for _ in range(50):
             try:
-                b.reserve(budgets, ask, ["dear"])
+                reserve(b, budgets, ask, ["dear"])
                 won.append(1)
             except Exhausted:
                 pass
@@ -108,14 +113,14 @@ def test_concurrent_holds_never_pass_the_limit() -> None:
 def test_a_new_period_starts_empty_and_retry_after_reaches_it() -> None:
     now = [datetime(2026, 3, 10, 23, 59, 30, tzinfo=UTC).timestamp()]
     b = make([{"usd": 0.002, "period": "day"}], now)
-    held = b.reserve(b.everything, Ask(100, 100), ["dear"])
+    held = reserve(b, b.everything, Ask(100, 100), ["dear"])
     held.settle(0.0019)
     with pytest.raises(Exhausted) as exc:
-        b.reserve(b.everything, Ask(100, 100), ["dear"])
+        reserve(b, b.everything, Ask(100, 100), ["dear"])
     assert exc.value.retry_after_s == 30
     now[0] += 30  # midnight: the next day
     assert b.snapshot()["all"]["spent_usd"] == 0.0
-    b.reserve(b.everything, Ask(100, 100), ["dear"])
+    reserve(b, b.everything, Ask(100, 100), ["dear"])
 
 
 def test_a_live_budget_is_never_forgotten_among_many() -> None:
