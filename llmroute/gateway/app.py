@@ -452,7 +452,18 @@ class Gateway:
         shadow = self.router.shadow
         body["shadow"] = shadow.snapshot() if shadow is not None else {"rate": 0.0}
         body["budgets"] = self.budgeting.budgets.snapshot()
+        body["state_backend"] = self._state_backend()
         return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())
+
+    def _state_backend(self) -> dict[str, Any]:
+        """Which state this process routes on; for a shared one, whether it reaches it now (else it serves
+        from its local copy) and how many replicas it saw at its last sync."""
+        backend = self.router.config.state.backend
+        if backend == "memory":
+            return {"backend": backend}
+        state = self.router.state
+        return {"backend": backend, "reachable": bool(getattr(state, "up", False)),
+                "replicas": getattr(state, "replicas", None)}
 
     def _breaker_state(self, provider: str) -> dict[str, Any]:
         breaker = self.router.state.breaker(provider)
