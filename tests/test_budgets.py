@@ -136,3 +136,46 @@ def test_a_live_budget_is_never_forgotten_among_many() -> None:
             assert not state.reserve("busy:p1", 0.2, 1.0)  # still 0.9 spent: refused, and touched
         state.reserve(f"other-{i}:p1", 0.1, 1.0)
     assert state.spent("busy:p1") == 0.9 and not state.reserve("busy:p1", 0.2, 1.0)
+
+
+def test_a_restart_seeds_each_budget_from_the_ledger(tmp_path: Any) -> None:
+    """One query per kind: the key's requests, the tag's (exactly that tag), all requests plus shadow spend;
+    only this period's rows; a state that already holds a total keeps it."""
+    from llmroute.budgets import ledger_spend
+    from llmroute.ledger import open_store
+
+    now_ts = datetime(2026, 3, 10, 12, tzinfo=UTC).timestamp()
+    last_month = datetime(2026, 2, 27, tzinfo=UTC).timestamp()
+    store = open_store(str(tmp_path / "ledger.db"))
+    request = ("INSERT INTO requests (ts, request_id, endpoint, strategy, status, prompt_tokens, completion_tokens, "
+               "cached_tokens, cost_usd, cost_basis, latency_ms, fallback, key_id, tags) "
+               "VALUES (?, 'r', 'chat', 'balanced', 'ok', 1, 1, 0, ?, 'usage', 1.0, 0, ?, ?)")
+    for ts, usd, key_id, tags in ((now_ts - 60, 0.25, "bot", '["team=sales"]'),
+                                  (now_ts - 7200, 0.5, "bot", None),
+                                  (now_ts - 60, 1.0, None, '["team=salesforce", "x_%"]'),
+                                  (last_month, 8.0, "bot", '["team=sales"]')):
+        store.execute(request, (ts, usd, key_id, tags))
+    pair = ("INSERT INTO graded_pairs (ts, request_id, strategy, served_provider, reference_provider, "
+            "candidate_provider, served_tier, grader, shadow_cost_usd, judge_cost_usd, source) "
+            "VALUES (?, 'r', 'balanced', 'a', 'b', 'a', 'cheap', 'judge', ?, ?, ?)")
+    store.execute(pair, (now_ts - 60, 0.03, 0.01, "shadow"))
+    store.execute(pair, (now_ts - 60, 2.0, 2.0, "collect"))  # offline collection: not the gateway's spend
+    b = make([{"usd": 100.0}, {"tag": "team=sales", "usd": 100.0}, {"key": "bot", "usd": 100.0, "period": "day"},
+              {"tag": "x_%", "usd": 100.0}], [now_ts])
+    spend = ledger_spend(store, b, now_ts)
+    store.close()
+    b.seed(spend, [("other", 5.0, "month")])
+    asyncio.run(b.apply_seeds())
+    snap = b.snapshot()
+    assert snap["all"]["spent_usd"] == pytest.approx(1.75 + 0.04)
+    assert snap["tag:team=sales"]["spent_usd"] == pytest.approx(0.25)
+    assert snap["tag:x_%"]["spent_usd"] == pytest.approx(1.0)
+    assert snap["key:bot"]["spent_usd"] == pytest.approx(0.75)
+    assert snap["key:other"]["spent_usd"] == 0.0
+
+    state = InMemoryState({})
+    held = Budgets(parse_config({"providers": PROVIDERS, "budgets": [{"usd": 100.0}]}), state, clock=lambda: now_ts)
+    state.settle(held.state_key(held.everything[0], now_ts), 0.0, 3.0)  # a shared total outlived the process
+    held.seed(spend)
+    asyncio.run(held.apply_seeds())
+    assert held.snapshot()["all"]["spent_usd"] == 3.0

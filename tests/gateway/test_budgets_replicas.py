@@ -23,7 +23,7 @@ from .test_keys_gateway import create, rows
 
 REPLICAS = 3
 PER_REPLICA = 50
-MAX_WAVES = 12
+MAX_WAVES = 40
 BUDGET_USD = 0.01
 ADMIN = "admin-key-for-budget-tests"
 
