@@ -16,6 +16,11 @@ from llmroute.errors import ConfigError
 from llmroute.result import Attempt
 from llmroute.state import InMemoryState
 
+try:
+    from .ledger.test_postgres import postgres_dsn  # noqa: F401  (a real server; skips without its binaries)
+except pytest.skip.Exception:
+    pass
+
 PROVIDERS = {
     "cheap": {"base_url": "http://127.0.0.1:9/v1", "model": "c", "price_per_m": {"input": 0.1, "output": 0.2}},
     "dear": {"base_url": "http://127.0.0.1:9/v1", "model": "d", "price_per_m": {"input": 3.0, "output": 15.0}},
@@ -138,7 +143,8 @@ def test_a_live_budget_is_never_forgotten_among_many() -> None:
     assert state.spent("busy:p1") == 0.9 and not state.reserve("busy:p1", 0.2, 1.0)
 
 
-def test_a_restart_seeds_each_budget_from_the_ledger(tmp_path: Any) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_restart_seeds_each_budget_from_the_ledger(tmp_path: Any, backend: str, request: Any) -> None:
     """One query per kind: the key's requests, the tag's (exactly that tag), all requests plus shadow spend;
     only this period's rows; a state that already holds a total keeps it."""
     from llmroute.budgets import ledger_spend
@@ -146,15 +152,15 @@ def test_a_restart_seeds_each_budget_from_the_ledger(tmp_path: Any) -> None:
 
     now_ts = datetime(2026, 3, 10, 12, tzinfo=UTC).timestamp()
     last_month = datetime(2026, 2, 27, tzinfo=UTC).timestamp()
-    store = open_store(str(tmp_path / "ledger.db"))
-    request = ("INSERT INTO requests (ts, request_id, endpoint, strategy, status, prompt_tokens, completion_tokens, "
+    store = open_store(str(tmp_path / "ledger.db") if backend == "sqlite" else request.getfixturevalue("postgres_dsn"))
+    insert = ("INSERT INTO requests (ts, request_id, endpoint, strategy, status, prompt_tokens, completion_tokens, "
                "cached_tokens, cost_usd, cost_basis, latency_ms, fallback, key_id, tags) "
-               "VALUES (?, 'r', 'chat', 'balanced', 'ok', 1, 1, 0, ?, 'usage', 1.0, 0, ?, ?)")
+               "VALUES (?, 'r', 'chat', 'balanced', 'ok', 1, 1, 0, ?, 'usage', 1.0, ?, ?, ?)")
     for ts, usd, key_id, tags in ((now_ts - 60, 0.25, "bot", '["team=sales"]'),
                                   (now_ts - 7200, 0.5, "bot", None),
                                   (now_ts - 60, 1.0, None, '["team=salesforce", "x_%"]'),
                                   (last_month, 8.0, "bot", '["team=sales"]')):
-        store.execute(request, (ts, usd, key_id, tags))
+        store.execute(insert, (ts, usd, False, key_id, tags))
     pair = ("INSERT INTO graded_pairs (ts, request_id, strategy, served_provider, reference_provider, "
             "candidate_provider, served_tier, grader, shadow_cost_usd, judge_cost_usd, source) "
             "VALUES (?, 'r', 'balanced', 'a', 'b', 'a', 'cheap', 'judge', ?, ?, ?)")
