@@ -206,7 +206,12 @@ class Budgets:
         for budget in budgets:
             key = self.state_key(budget, now_ts)
             usd = self.worst_case_usd(ask, budget, providers)
-            if not await self._state.areserve(key, usd, budget.usd):
+            try:
+                ok = await self._state.areserve(key, usd, budget.usd)
+            except BaseException:  # cancelled while waiting on a shared state: give back what was held
+                self.release(held, 0.0)
+                raise
+            if not ok:
                 self.release(held, 0.0)
                 raise Exhausted(budget, now_ts)
             held.append((budget, key, usd))
