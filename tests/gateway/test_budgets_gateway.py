@@ -32,7 +32,7 @@ def priced(seed_config: dict[str, Any], ledger: Path, **extra: Any) -> dict[str,
     return seed_config
 
 
-async def _burst(base_url: str, count: int, headers: dict[str, str], **body: Any) -> list[httpx.Response]:
+async def send_burst(base_url: str, count: int, headers: dict[str, str], **body: Any) -> list[httpx.Response]:
     async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=httpx.Limits(max_connections=count)) as client:
         return await asyncio.gather(*(client.post(CHAT, headers=headers, json={
             "model": "balanced", "messages": MESSAGES, "max_tokens": 100, **body}) for _ in range(count)))
@@ -40,7 +40,7 @@ async def _burst(base_url: str, count: int, headers: dict[str, str], **body: Any
 
 def burst(gw: RunningGateway, count: int, key: str, tags: str | None = None, **body: Any) -> list[httpx.Response]:
     headers = {"Authorization": f"Bearer {key}", **({"x-llmroute-tags": tags} if tags else {})}
-    return asyncio.run(_burst(gw.base_url, count, headers, **body))
+    return asyncio.run(send_burst(gw.base_url, count, headers, **body))
 
 
 def assert_refused(response: httpx.Response, budget: str, period: str, secret: str) -> None:

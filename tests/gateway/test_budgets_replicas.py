@@ -18,7 +18,7 @@ import httpx
 
 from ..redis_fixture import RedisServer, redis_server  # noqa: F401
 from .conftest import RunningGateway, stop_gateway
-from .test_budgets_gateway import _burst, assert_refused, priced
+from .test_budgets_gateway import send_burst, assert_refused, priced
 from .test_keys_gateway import create, rows
 
 REPLICAS = 3
@@ -39,7 +39,7 @@ def spend_on_replicas(gateway_factory: Callable[..., RunningGateway], config: di
               for g in gateways]
 
     async def all_at_once() -> list[list[httpx.Response]]:
-        return await asyncio.gather(*(_burst(g.base_url, PER_REPLICA, headers) for g in gateways))
+        return await asyncio.gather(*(send_burst(g.base_url, PER_REPLICA, headers) for g in gateways))
 
     answers: list[httpx.Response] = []
     for _ in range(MAX_WAVES):
