@@ -18,7 +18,7 @@ import httpx
 
 from ..redis_fixture import RedisServer, redis_server  # noqa: F401
 from .conftest import RunningGateway, stop_gateway
-from .test_budgets_gateway import send_burst, assert_refused, priced
+from .test_budgets_gateway import assert_refused, priced, send_burst
 from .test_keys_gateway import create, rows
 
 REPLICAS = 3
