@@ -1,8 +1,8 @@
 """Budgets: which apply to a request, what it may cost at worst, and the reservation that holds it.
 
 Before a provider is called, the request's worst case is reserved on every budget that applies, in one
-all-or-nothing step: ``RouterState.reserve`` checks and adds atomically (a lock in process, a Lua script in
-Redis), so concurrent requests, on one replica or several, cannot pass a limit together. After the call the
+all-or-nothing step: ``RouterState.areserve`` checks and adds atomically (a lock in process, an awaited Lua
+script in Redis, so the event loop never blocks on it), so concurrent requests, on one replica or several, cannot pass a limit together. After the call the
 reservation is settled to what the ledger records for the request. A budget's total lives under a key per
 period start, so a new period starts empty.
 
@@ -11,6 +11,10 @@ output cap times ``n``, at the priciest provider the request may reach; a GPU-se
 its ``timeout_s`` of worker time. What a budget can still be passed by: an answer billed above its
 reservation (a provider that ignores ``max_tokens``, or a request with no ``max_tokens`` whose answer is
 longer than the budget's ``default_max_tokens``), by that excess, once per request in flight.
+
+A restart must not forget what was spent: ``ledger_spend`` reads each period's spend so far from the ledger
+(one query per kind of budget), and ``Budgets.seed`` adds it to a budget's total the first time the budget
+reserves, unless the state already holds a total for it (a shared state that outlived the process).
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .budget_period import Period, period_bounds, retry_after_s
+import orjson
+
+from .budget_period import PERIODS, Period, period_bounds, retry_after_s
 from .config.budgets import BudgetConfig
 from .evaluation.shadow_budget import PROMPT_MARGIN, PROMPT_SLACK_TOKENS, TIMEOUT_MARGIN
 from .tokens import estimate_message_tokens, estimate_tokens
 
 if TYPE_CHECKING:
     from .config import RouterConfig
+    from .ledger import Store
     from .result import Attempt
     from .state import RouterState
 
@@ -145,7 +152,12 @@ class Budgets:
                                                              *(b for bs in self.by_tag.values() for b in bs))}
         """Every budget seen: the configured ones and the key budgets used since start (what state reports)."""
         self._reserved: dict[str, float] = {}
+        self._seeds: dict[str, tuple[float, float]] = {}
+        """Per budget name, (period start, spend the ledger recorded then) not yet added to the state's total."""
         self._costs = {name: _worst_case(p) for name, p in config.providers.items()}
+
+    def now(self) -> float:
+        return self._clock()
 
     def __bool__(self) -> bool:
         return bool(self.everything or self.by_tag or self.by_key)
@@ -185,7 +197,7 @@ class Budgets:
         """The state's key for the budget's current period: a new period is a new key, so it starts empty."""
         return f"budget:{budget.name}:{int(period_bounds(budget.period, now_ts)[0])}"
 
-    def reserve(self, budgets: Sequence[Budget], ask: Ask, providers: Iterable[str]) -> Reservation:
+    async def reserve(self, budgets: Sequence[Budget], ask: Ask, providers: Iterable[str]) -> Reservation:
         """Hold the request's worst case on every one of ``budgets``, or on none: raises ``Exhausted`` naming
         the first that refused, after releasing what was already held."""
         providers = tuple(providers)
@@ -194,12 +206,47 @@ class Budgets:
         for budget in budgets:
             key = self.state_key(budget, now_ts)
             usd = self.worst_case_usd(ask, budget, providers)
-            if not self._state.reserve(key, usd, budget.usd):
+            try:
+                ok = await self._state.areserve(key, usd, budget.usd)
+            except BaseException:  # cancelled while waiting on a shared state: give back what was held
+                self.release(held, 0.0)
+                raise
+            if not ok:
                 self.release(held, 0.0)
                 raise Exhausted(budget, now_ts)
             held.append((budget, key, usd))
             self._reserved[budget.name] = self._reserved.get(budget.name, 0.0) + usd
         return Reservation(self, held)
+
+    def seed(self, spend: LedgerSpend, stored_keys: Iterable[tuple[str, float, str]] = (),
+             now_ts: float | None = None) -> None:
+        """Remember what the ledger says each budget spent this period, for ``apply_seeds``. ``stored_keys``:
+        (key id, usd, period) of the budgets stored with keys (``llmroute keys``), known from now on."""
+        now_ts = self._clock() if now_ts is None else now_ts
+        starts = {p: period_bounds(p, now_ts)[0] for p in PERIODS}
+        for key_id, usd, period in stored_keys:
+            if key_id not in self.by_key:
+                self._stored_budget(key_id, usd, period)
+        keyed = {b.name: (key_id, b) for key_id, b in self.by_key.items()}
+        keyed.update({b.name: (key_id, b) for (key_id, _, _), b in self._stored.items()})
+        for name, (key_id, budget) in keyed.items():
+            self._seeds[name] = (starts[budget.period], spend.keys.get(key_id, {}).get(budget.period, 0.0))
+        for budget in (*self.everything, *(b for bs in self.by_tag.values() for b in bs)):
+            self._seeds[budget.name] = (starts[budget.period], spend.budgets.get(budget.name, 0.0))
+
+    async def apply_seeds(self) -> None:
+        """Add the remembered spend to each budget's total (at start-up, before serving), except where the state
+        holds a total already: a shared state that outlived this process has counted that spend."""
+        now_ts = self._clock()
+        seeds, self._seeds = self._seeds, {}
+        for name, (start, usd) in seeds.items():
+            budget = self.known.get(name)
+            if budget is None or usd <= 0 or start != period_bounds(budget.period, now_ts)[0]:
+                continue  # nothing spent, or a period that has ended since
+            key = self.state_key(budget, now_ts)
+            await self._state.areserve(key, 0.0, budget.usd)  # a shared state reads its total into the local copy
+            if self._state.spent(key) <= 0:
+                self._state.settle(key, 0.0, usd)
 
     def release(self, held: Iterable[tuple[Budget, str, float]], cost_usd: float) -> None:
         for budget, key, usd in held:
@@ -233,3 +280,53 @@ def _worst_case(p: Any) -> _Cost:
         return _Cost(p.timeout_s * TIMEOUT_MARGIN * usd_per_s, 0.0, 0.0)
     price = p.routing_price
     return _Cost(PROMPT_SLACK_TOKENS * price.input / 1e6, PROMPT_MARGIN * price.input / 1e6, price.output / 1e6)
+
+
+@dataclass(slots=True)
+class LedgerSpend:
+    """What the ledger recorded in the current periods: per key id and period, and per tag or all-traffic budget."""
+
+    keys: dict[str, dict[str, float]]
+    budgets: dict[str, float]
+
+
+def ledger_spend(store: Store, budgets: Budgets, now_ts: float) -> LedgerSpend:
+    """The spend each budget already has this period, by the ledger: requests' ``cost_usd`` (of the key, with
+    the tag, or all), and for all-traffic budgets what shadow evaluation spent (its graded pairs' shadow and
+    judge costs). One query per kind of budget, each one pass over the requests since the earliest period start."""
+    from .ledger.schema import GRADED_PAIRS
+
+    starts = {p: period_bounds(p, now_ts)[0] for p in PERIODS}
+    since = min(starts.values())
+    per_period = ", ".join("SUM(CASE WHEN ts >= ? THEN {col} ELSE 0 END)" for _ in PERIODS)
+    period_args = tuple(starts[p] for p in PERIODS)
+    keys: dict[str, dict[str, float]] = {}
+    for key_id, *sums in store.fetch(
+            f"SELECT key_id, {per_period.format(col='cost_usd')} FROM requests "
+            "WHERE ts >= ? AND key_id IS NOT NULL AND cost_usd IS NOT NULL GROUP BY key_id", (*period_args, since)):
+        keys[key_id] = {p: float(v or 0.0) for p, v in zip(PERIODS, sums, strict=True)}
+    spent: dict[str, float] = {}
+    tagged = [b for bs in budgets.by_tag.values() for b in bs]
+    if tagged:
+        tags = [tag for tag, bs in budgets.by_tag.items() for _ in bs]
+        columns = ", ".join("SUM(CASE WHEN ts >= ? AND tags LIKE ? ESCAPE '!' THEN cost_usd ELSE 0 END)" for _ in tagged)
+        args = [a for b, tag in zip(tagged, tags, strict=True) for a in (starts[b.period], _tag_pattern(tag))]
+        row = store.fetch(f"SELECT {columns} FROM requests WHERE ts >= ?", (*args, since))[0]
+        spent.update({b.name: float(v or 0.0) for b, v in zip(tagged, row, strict=True)})
+    if budgets.everything:
+        row = store.fetch(f"SELECT {per_period.format(col='COALESCE(cost_usd, 0)')} FROM requests WHERE ts >= ?",
+                          (*period_args, since))[0]
+        total = {p: float(v or 0.0) for p, v in zip(PERIODS, row, strict=True)}
+        if store.has(GRADED_PAIRS):
+            col = "COALESCE(shadow_cost_usd, 0) + COALESCE(judge_cost_usd, 0)"
+            row = store.fetch(f"SELECT {per_period.format(col=col)} FROM graded_pairs WHERE ts >= ? AND source = ?",
+                              (*period_args, since, "shadow"))[0]
+            total = {p: total[p] + float(v or 0.0) for p, v in zip(PERIODS, row, strict=True)}
+        spent.update({b.name: total[b.period] for b in budgets.everything})
+    return LedgerSpend(keys, spent)
+
+
+def _tag_pattern(tag: str) -> str:
+    """A LIKE pattern for a request whose stored tags (a JSON list of strings) hold ``tag`` exactly."""
+    quoted = orjson.dumps(tag).decode()
+    return "%" + quoted.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"

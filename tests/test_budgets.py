@@ -3,17 +3,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from llmroute.budgets import Ask, Budgets, Exhausted, billed_usd
+from llmroute.budgets import Ask, Budget, Budgets, Exhausted, Reservation, billed_usd
 from llmroute.config import parse_config
 from llmroute.errors import ConfigError
 from llmroute.result import Attempt
 from llmroute.state import InMemoryState
+
+try:
+    from .ledger.test_postgres import postgres_dsn  # noqa: F401  (a real server; skips without its binaries)
+except pytest.skip.Exception:
+    pass
 
 PROVIDERS = {
     "cheap": {"base_url": "http://127.0.0.1:9/v1", "model": "c", "price_per_m": {"input": 0.1, "output": 0.2}},
@@ -26,6 +32,10 @@ def make(budgets: list[dict[str, Any]], clock: list[float] | None = None) -> Bud
     config = parse_config({"providers": PROVIDERS, "budgets": budgets})
     now = clock if clock is not None else [datetime(2026, 3, 10, 12, tzinfo=UTC).timestamp()]
     return Budgets(config, InMemoryState({}), clock=lambda: now[0])
+
+
+def reserve(b: Budgets, budgets: list[Budget], ask: Ask, providers: list[str]) -> Reservation:
+    return asyncio.run(b.reserve(budgets, ask, providers))
 
 
 def test_config_errors_name_the_key() -> None:
@@ -65,10 +75,10 @@ def test_holds_are_all_or_nothing_and_settle_to_the_bill() -> None:
     b = make([{"usd": 1.0}, {"tag": "t", "usd": 0.01}])
     budgets = b.applicable(None, None, ["t"])
     ask = Ask(100, 100)
-    held = b.reserve(budgets, ask, ["dear"])
+    held = reserve(b, budgets, ask, ["dear"])
     with pytest.raises(Exhausted) as exc:
         for _ in range(10):
-            b.reserve(budgets, ask, ["dear"])
+            reserve(b, budgets, ask, ["dear"])
     assert exc.value.budget.name == "tag:t" and "tag:t" in exc.value.message
     snap = b.snapshot()
     assert snap["all"]["reserved_usd"] == pytest.approx(snap["tag:t"]["reserved_usd"])  # "all" was released too
@@ -91,7 +101,7 @@ def test_concurrent_holds_never_pass_the_limit() -> None:
         start.wait()
         for _ in range(50):
             try:
-                b.reserve(budgets, ask, ["dear"])
+                reserve(b, budgets, ask, ["dear"])
                 won.append(1)
             except Exhausted:
                 pass
@@ -108,14 +118,14 @@ def test_concurrent_holds_never_pass_the_limit() -> None:
 def test_a_new_period_starts_empty_and_retry_after_reaches_it() -> None:
     now = [datetime(2026, 3, 10, 23, 59, 30, tzinfo=UTC).timestamp()]
     b = make([{"usd": 0.002, "period": "day"}], now)
-    held = b.reserve(b.everything, Ask(100, 100), ["dear"])
+    held = reserve(b, b.everything, Ask(100, 100), ["dear"])
     held.settle(0.0019)
     with pytest.raises(Exhausted) as exc:
-        b.reserve(b.everything, Ask(100, 100), ["dear"])
+        reserve(b, b.everything, Ask(100, 100), ["dear"])
     assert exc.value.retry_after_s == 30
     now[0] += 30  # midnight: the next day
     assert b.snapshot()["all"]["spent_usd"] == 0.0
-    b.reserve(b.everything, Ask(100, 100), ["dear"])
+    reserve(b, b.everything, Ask(100, 100), ["dear"])
 
 
 def test_a_live_budget_is_never_forgotten_among_many() -> None:
@@ -131,3 +141,47 @@ def test_a_live_budget_is_never_forgotten_among_many() -> None:
             assert not state.reserve("busy:p1", 0.2, 1.0)  # still 0.9 spent: refused, and touched
         state.reserve(f"other-{i}:p1", 0.1, 1.0)
     assert state.spent("busy:p1") == 0.9 and not state.reserve("busy:p1", 0.2, 1.0)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_restart_seeds_each_budget_from_the_ledger(tmp_path: Any, backend: str, request: Any) -> None:
+    """One query per kind: the key's requests, the tag's (exactly that tag), all requests plus shadow spend;
+    only this period's rows; a state that already holds a total keeps it."""
+    from llmroute.budgets import ledger_spend
+    from llmroute.ledger import open_store
+
+    now_ts = datetime(2026, 3, 10, 12, tzinfo=UTC).timestamp()
+    last_month = datetime(2026, 2, 27, tzinfo=UTC).timestamp()
+    store = open_store(str(tmp_path / "ledger.db") if backend == "sqlite" else request.getfixturevalue("postgres_dsn"))
+    insert = ("INSERT INTO requests (ts, request_id, endpoint, strategy, status, prompt_tokens, completion_tokens, "
+               "cached_tokens, cost_usd, cost_basis, latency_ms, fallback, key_id, tags) "
+               "VALUES (?, 'r', 'chat', 'balanced', 'ok', 1, 1, 0, ?, 'usage', 1.0, ?, ?, ?)")
+    for ts, usd, key_id, tags in ((now_ts - 60, 0.25, "bot", '["team=sales"]'),
+                                  (now_ts - 7200, 0.5, "bot", None),
+                                  (now_ts - 60, 1.0, None, '["team=salesforce", "x_%"]'),
+                                  (last_month, 8.0, "bot", '["team=sales"]')):
+        store.execute(insert, (ts, usd, False, key_id, tags))
+    pair = ("INSERT INTO graded_pairs (ts, request_id, strategy, served_provider, reference_provider, "
+            "candidate_provider, served_tier, grader, shadow_cost_usd, judge_cost_usd, source) "
+            "VALUES (?, 'r', 'balanced', 'a', 'b', 'a', 'cheap', 'judge', ?, ?, ?)")
+    store.execute(pair, (now_ts - 60, 0.03, 0.01, "shadow"))
+    store.execute(pair, (now_ts - 60, 2.0, 2.0, "collect"))  # offline collection: not the gateway's spend
+    b = make([{"usd": 100.0}, {"tag": "team=sales", "usd": 100.0}, {"key": "bot", "usd": 100.0, "period": "day"},
+              {"tag": "x_%", "usd": 100.0}], [now_ts])
+    spend = ledger_spend(store, b, now_ts)
+    store.close()
+    b.seed(spend, [("other", 5.0, "month")])
+    asyncio.run(b.apply_seeds())
+    snap = b.snapshot()
+    assert snap["all"]["spent_usd"] == pytest.approx(1.75 + 0.04)
+    assert snap["tag:team=sales"]["spent_usd"] == pytest.approx(0.25)
+    assert snap["tag:x_%"]["spent_usd"] == pytest.approx(1.0)
+    assert snap["key:bot"]["spent_usd"] == pytest.approx(0.75)
+    assert snap["key:other"]["spent_usd"] == 0.0
+
+    state = InMemoryState({})
+    held = Budgets(parse_config({"providers": PROVIDERS, "budgets": [{"usd": 100.0}]}), state, clock=lambda: now_ts)
+    state.settle(held.state_key(held.everything[0], now_ts), 0.0, 3.0)  # a shared total outlived the process
+    held.seed(spend)
+    asyncio.run(held.apply_seeds())
+    assert held.snapshot()["all"]["spent_usd"] == 3.0

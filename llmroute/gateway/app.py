@@ -19,16 +19,17 @@ import orjson
 from aiohttp import HttpVersion11, web
 
 from ..breaker import STATE_VALUE, log_transition
-from ..budgets import Ask, Budgets, Exhausted, Reservation, billed_usd
+from ..budgets import Exhausted
 from ..errors import AllProvidersFailed, ClientRequestError, ProviderError
 from ..ledger import RequestContext, ledger_location, parse_tags
-from ..result import Attempt, RouteResult
+from ..result import RouteResult
 from ..router import CHAT_PATH, COMPLETIONS_PATH, LLMRouter
 from ..state import InMemoryState, now
-from ..strategies import RouteRequest, RoutingStrategy
+from ..strategies import RoutingStrategy
 from ..tokens import estimate_message_tokens, estimate_tokens
 from .auth import KeyIdentity, KeyLimiter, KeyStore, LedgerKeySource
 from . import validate
+from .budgeting import BudgetGate, settle_request
 from .decoding import read_body
 from .errors import (
     WARNING_HEADER, BadRequest, all_failed_response, attempts_header, decision_headers, error_response,
@@ -131,14 +132,10 @@ class Gateway:
         if router.ledger is not None:
             router.ledger.on_drop = self.metrics.ledger_dropped.inc
             router.ledger.on_written = self.metrics.ledger_written.inc
-        self.budgets = Budgets(router.config, router.state)  # keys made with a budget may come at any time
-        self._cheap_routers: dict[str, LLMRouter] = {}  # per provider, a router with it alone: for ``cheapest``
         if router.shadow is not None:
             self.metrics.watch_shadow(router.shadow)
-            if self.budgets.everything:
-                self._count_shadow_spend(router.shadow)
-        self._keeps_context = (router.ledger is not None or router.shadow is not None
-                               or bool(self.budgets.by_tag))
+        self.budgeting = BudgetGate(router)
+        self._keeps_context = router.ledger is not None or router.shadow is not None or self.budgeting.needs_tags
 
     def _ledger_keys(self, router: LLMRouter) -> LedgerKeySource | None:
         """The ledger's gateway keys, read now (before serving: a failure is a start-up error) and then every
@@ -187,12 +184,12 @@ class Gateway:
             self.router.shadow.start()
         if self.key_source is not None:
             self.key_source.start()
+        await self.budgeting.start()
 
     async def _close(self, app: web.Application) -> None:
         if self.key_source is not None:
             await self.key_source.aclose()
-        for cheap in self._cheap_routers.values():
-            await cheap.aclose()
+        await self.budgeting.aclose()
         await self.router.aclose()
 
     # -- plumbing -------------------------------------------------------------------
@@ -278,58 +275,6 @@ class Gateway:
                              headers={"Retry-After": str(retry_after_s)})
         return tokens
 
-    def _hold_budgets(self, key: KeyIdentity | None, body: dict[str, Any], context: RequestContext | None,
-                      strategy: str) -> tuple[Reservation | None, LLMRouter, str]:
-        """Reserve the request's worst case on every budget that applies: the reservation, and the router and
-        strategy that serve it. A ``cheapest`` budget that is exhausted sends the request to the cheapest
-        provider alone, reserved at that provider's worst case; a 429 when even that does not fit."""
-        stored = key.stored.settings if key is not None and key.stored is not None else None
-        tags = context.tags if context is not None else (key.tags if key is not None else ())
-        budgets = self.budgets.applicable(key.key_id if key is not None else None,
-                                          (stored.budget_usd, stored.budget_period) if stored else None, tags)
-        if not budgets:
-            return None, self.router, strategy
-        ask = Ask.of(body)
-        try:
-            return self.budgets.reserve(budgets, ask, self.router.providers), self.router, strategy
-        except Exhausted as exc:
-            if exc.budget.on_exhausted != "cheapest":
-                raise _budget_refused(exc) from None
-        cheapest = self.router.strategy(RoutingStrategy.COST_OPTIMIZED).order(
-            RouteRequest(ask.input_tokens, ask.max_tokens or self._expected_output_tokens))[0]
-        try:
-            reservation = self.budgets.reserve(budgets, ask, (cheapest,))
-        except Exhausted as exc:
-            raise _budget_refused(exc) from None
-        return reservation, self._cheap_router(cheapest), RoutingStrategy.COST_OPTIMIZED.value
-
-    def _cheap_router(self, provider: str) -> LLMRouter:
-        """A router with ``provider`` as its only provider, sharing this one's state and ledger."""
-        cheap = self._cheap_routers.get(provider)
-        if cheap is None:
-            config = self.router.config
-            only = config.providers[provider]
-            only = only.model_copy(update={"health_check": None,  # the main router checks it already
-                                           "cold_start": only.cold_start.model_copy(update={"keep_warm_s": None})})
-            cut = config.model_copy(update={"providers": {provider: only}, "balanced_weights": None,
-                                            "quality_aware": type(config.quality_aware)(),
-                                            "shadow": config.shadow.model_copy(update={"rate": 0.0})})
-            ledger = self.router.ledger if self.router.ledger is not None else False
-            cheap = self._cheap_routers[provider] = LLMRouter(RoutingStrategy.COST_OPTIMIZED, cut,
-                                                              state=self.router.state, ledger=ledger)
-        return cheap
-
-    def _count_shadow_spend(self, shadow: Any) -> None:
-        """What shadow evaluation spends counts against the all-traffic budgets too (after the fact: it keeps
-        its own daily cap, ``shadow.max_usd_per_day``)."""
-        budgets, counted = self.budgets, shadow.on_spend
-
-        def on_spend(kind: str, usd: float) -> None:
-            counted(kind, usd)
-            budgets.add(budgets.everything, usd)
-
-        shadow.on_spend = on_spend
-
     def _estimated_tokens(self, body: dict[str, Any]) -> int:
         """A request's prompt tokens (estimated) plus the most it may generate, for a key's tpm."""
         messages = body.get("messages")
@@ -382,18 +327,19 @@ class Gateway:
         warning = self._warning(request, body, strategy)
         context = self._context(request, body, endpoint) if self._keeps_context else None  # ledger, shadow, tag budgets
         router, held = self.router, None
-        if self.budgets or (key is not None and key.stored is not None and key.stored.settings.budget_usd is not None):
+        if self.budgeting.applies(key):
             try:
-                held, router, strategy = self._hold_budgets(key, body, context, strategy)
-            except KeyRefused:
+                held, router, strategy = await self.budgeting.hold(key, body, context, strategy)
+            except Exhausted as exc:
                 if limited is not None:
                     self.limiter.settle(limited, reserved, 0)
-                raise
+                raise KeyRefused(429, exc.message, "insufficient_quota", "budget_exceeded",
+                                 headers={"Retry-After": str(exc.retry_after_s)}) from None
         streamed = bool(body.get("stream"))
         try:
             if streamed:  # its key's tokens and its budgets settle when the stream ends, to what it used
                 settle = None if limited is None and held is None else functools.partial(
-                    _settle, self.limiter, limited, reserved, held)
+                    settle_request, self.limiter, limited, reserved, held)
                 return await stream_response(self, request, body, path, strategy, endpoint, context, warning, settle,
                                              router=router)
             if path == CHAT_PATH:
@@ -404,7 +350,7 @@ class Gateway:
                                                          extra_headers=self._extra_headers(request), context=context)
         except (AllProvidersFailed, ClientRequestError, ProviderError) as exc:
             if not streamed:
-                _settle(self.limiter, limited, reserved, held, None, getattr(exc, "attempts", None) or [])
+                settle_request(self.limiter, limited, reserved, held, None, getattr(exc, "attempts", None) or [])
             self.metrics.observe_failures(getattr(exc, "attempts", []), strategy)
             self.metrics.observe_error(strategy, type(exc).__name__)
             raise
@@ -412,7 +358,7 @@ class Gateway:
             if held is not None and not streamed:  # cancelled: what the provider billed is unknown here, so the hold stays spent
                 held.keep()
             raise
-        _settle(self.limiter, limited, reserved, held, result, result.attempts)
+        settle_request(self.limiter, limited, reserved, held, result, result.attempts)
         self.metrics.observe(result, endpoint)
         body_json = result.raw_json if result.raw_json is not None else orjson.dumps(result.raw)
         headers = result_headers(result)
@@ -471,8 +417,8 @@ class Gateway:
         return web.json_response({"ready": bool(usable), "usable_providers": usable}, status=200 if usable else 503)
 
     async def metrics_endpoint(self, request: web.Request) -> web.Response:
-        if self.budgets.known:  # read here, when scraped: nothing on the request path
-            self.metrics.observe_budgets(self.budgets.snapshot())
+        if self.budgeting.budgets.known:  # read here, when scraped: nothing on the request path
+            self.metrics.observe_budgets(self.budgeting.budgets.snapshot())
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def state(self, request: web.Request) -> web.Response:
@@ -505,8 +451,19 @@ class Gateway:
         body = {"default_strategy": self._default_strategy, "strategies": list(_STRATEGIES), "providers": providers}
         shadow = self.router.shadow
         body["shadow"] = shadow.snapshot() if shadow is not None else {"rate": 0.0}
-        body["budgets"] = self.budgets.snapshot()
+        body["budgets"] = self.budgeting.budgets.snapshot()
+        body["state_backend"] = self._state_backend()
         return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())
+
+    def _state_backend(self) -> dict[str, Any]:
+        """Which state this process routes on; for a shared one, whether it reaches it now (else it serves
+        from its local copy) and how many replicas it saw at its last sync."""
+        backend = self.router.config.state.backend
+        if backend == "memory":
+            return {"backend": backend}
+        state = self.router.state
+        return {"backend": backend, "reachable": bool(getattr(state, "up", False)),
+                "replicas": getattr(state, "replicas", None)}
 
     def _breaker_state(self, provider: str) -> dict[str, Any]:
         breaker = self.router.state.breaker(provider)
@@ -521,16 +478,3 @@ class Gateway:
                                   code="method_not_allowed", headers={"Allow": expected})
         return error_response(404, f"no route {request.method} {quote_input(path)}", code="not_found")
 
-
-def _budget_refused(exc: Exhausted) -> KeyRefused:
-    return KeyRefused(429, exc.message, "insufficient_quota", "budget_exceeded",
-                      headers={"Retry-After": str(exc.retry_after_s)})
-
-
-def _settle(limiter: KeyLimiter, key: KeyIdentity | None, tokens: int, held: Reservation | None,
-            result: RouteResult | None, attempts: list[Attempt]) -> None:
-    """A finished request's key tokens (what it used) and budget holds (what it was billed, as the ledger records)."""
-    if key is not None:
-        limiter.settle(key, tokens, result.total_tokens if result is not None else 0)
-    if held is not None:
-        held.settle(billed_usd(attempts))

@@ -20,7 +20,8 @@ from aiohttp import web
 
 from ..config import RouterConfig, load_config
 from ..errors import ConfigError, LLMRouteError
-from .auth import KeyStore, is_loopback
+from ..ledger import ledger_location
+from .auth import KeyStore, LedgerKeySource, is_loopback
 from .protocol import ConnectionLimits, GatewayRunner, default_max_connections
 
 log = logging.getLogger("llmroute.gateway")
@@ -31,8 +32,26 @@ def check_binding(host: str, keys: KeyStore, insecure: bool) -> None:
     if not keys and not is_loopback(host) and not insecure:
         raise ConfigError(
             f"refusing to listen on {host} without API keys: anyone who can reach it could spend your provider "
-            "credits. Set gateway.api_keys in the config or LLMROUTE_API_KEYS, bind to 127.0.0.1, or pass --insecure",
+            "credits. Set gateway.api_keys in the config or LLMROUTE_API_KEYS, make one with `llmroute keys create`, "
+            "bind to 127.0.0.1, or pass --insecure",
         )
+
+
+def binding_keys(config: RouterConfig) -> KeyStore:
+    """The keys that will guard the gateway: the config's, else the ledger's (made with ``llmroute keys``)."""
+    keys = KeyStore(config.gateway.keys())
+    location = ledger_location(config)
+    if keys or location is None:
+        return keys
+    source = LedgerKeySource(keys, location, refresh_s=config.gateway.keys_refresh_s,
+                             busy_timeout_s=config.ledger.busy_timeout_s)
+    try:
+        source.refresh()
+    except LLMRouteError:
+        pass  # no ledger yet, or one that cannot be read: no keys; the worker's own start-up read reports it
+    finally:
+        source.close()
+    return keys
 
 
 def _run(main: Callable[[], Any]) -> None:
@@ -115,7 +134,7 @@ def serve(config_path: str | os.PathLike[str] | None, host: str, port: int, work
           insecure: bool = False) -> None:
     """Validate, check the binding, then serve in this process or in ``workers`` processes."""
     config = load_config(config_path)
-    check_binding(host, KeyStore(config.gateway.keys()), insecure)
+    check_binding(host, binding_keys(config), insecure)
     if workers <= 1:
         _run(lambda: run_gateway(config, host, port, ready=_announce(host, 1)))
         return

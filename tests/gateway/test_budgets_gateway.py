@@ -32,7 +32,7 @@ def priced(seed_config: dict[str, Any], ledger: Path, **extra: Any) -> dict[str,
     return seed_config
 
 
-async def _burst(base_url: str, count: int, headers: dict[str, str], **body: Any) -> list[httpx.Response]:
+async def send_burst(base_url: str, count: int, headers: dict[str, str], **body: Any) -> list[httpx.Response]:
     async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=httpx.Limits(max_connections=count)) as client:
         return await asyncio.gather(*(client.post(CHAT, headers=headers, json={
             "model": "balanced", "messages": MESSAGES, "max_tokens": 100, **body}) for _ in range(count)))
@@ -40,7 +40,7 @@ async def _burst(base_url: str, count: int, headers: dict[str, str], **body: Any
 
 def burst(gw: RunningGateway, count: int, key: str, tags: str | None = None, **body: Any) -> list[httpx.Response]:
     headers = {"Authorization": f"Bearer {key}", **({"x-llmroute-tags": tags} if tags else {})}
-    return asyncio.run(_burst(gw.base_url, count, headers, **body))
+    return asyncio.run(send_burst(gw.base_url, count, headers, **body))
 
 
 def assert_refused(response: httpx.Response, budget: str, period: str, secret: str) -> None:
@@ -129,3 +129,45 @@ def test_tag_and_all_traffic_budgets_count_streams_and_show_their_spend(
     assert budgets["all"]["spent_usd"] == round(everything, 9)  # the stream included, settled when it ended
     assert budgets["tag:team=sales"]["spent_usd"] == round(tagged, 9) and tagged <= 0.003
     assert budgets["all"]["left_usd"] == round(0.02 - everything, 9)
+
+
+def test_a_restarted_gateway_keeps_the_periods_spend(
+    gateway_factory: Callable[..., RunningGateway], seed_config: dict[str, Any], tmp_path: Path,
+) -> None:
+    """Memory state: the totals die with the process, so a new one reads each budget's spend this period from
+    the ledger (the key's, the tag's, all traffic's) before serving; an exhausted key stays refused."""
+    ledger = tmp_path / "ledger.db"
+    key = create(ledger, "tiny", "--budget-usd", "0.01", "--period", "day", "--tags", "team=sales")
+    config = priced(seed_config, ledger, budgets=[{"tag": "team=sales", "usd": 0.5, "period": "week"},
+                                                  {"usd": 1.0, "period": "month"}])
+    admin = "admin-key-for-budget-tests"
+    first = gateway_factory(config, env={"LLMROUTE_API_KEYS": admin})
+    for _ in range(40):  # until the key's budget refuses a whole burst
+        if all(r.status_code != 200 for r in burst(first, 50, key)):
+            break
+    else:
+        raise AssertionError("the key's budget never ran out")
+    assert stop_gateway(first) == 0
+    (spent,), = rows(ledger, "SELECT sum(cost_usd) FROM requests WHERE key_id = ?", "tiny")
+    assert spent > 0.005
+
+    again = gateway_factory(config, env={"LLMROUTE_API_KEYS": admin})
+    budgets = state(again, admin)  # seeded before serving: the first request already finds the spend
+    assert budgets["key:tiny"]["spent_usd"] == round(spent, 9)
+    assert budgets["tag:team=sales"]["spent_usd"] == round(spent, 9)  # the key's tag is on all its requests
+    assert budgets["all"]["spent_usd"] == round(spent, 9)
+    assert_refused(burst(again, 1, key)[0], "key:tiny", "day", key)
+    assert burst(again, 1, admin)[0].status_code == 200  # other traffic still fits the all-traffic budget
+
+
+def test_serve_on_all_interfaces_with_ledger_keys_only(
+    gateway_factory: Callable[..., RunningGateway], seed_config: dict[str, Any], tmp_path: Path,
+) -> None:
+    """Keys made with ``llmroute keys`` guard the gateway as config keys do: no --insecure needed."""
+    ledger = tmp_path / "ledger.db"
+    key = create(ledger, "bot")
+    gw = gateway_factory(priced(seed_config, ledger), "--host", "0.0.0.0")
+    url = gw.base_url.replace("0.0.0.0", "127.0.0.1") + CHAT
+    body = {"model": "balanced", "messages": MESSAGES, "max_tokens": 5}
+    assert httpx.post(url, json=body).status_code == 401
+    assert httpx.post(url, json=body, headers={"Authorization": f"Bearer {key}"}).status_code == 200
