@@ -79,13 +79,19 @@ class Ask:
         """From an OpenAI chat or completions body the gateway has validated."""
         messages = body.get("messages")
         prompt = estimate_message_tokens(messages) if isinstance(messages, list) else estimate_tokens(str(body.get("prompt", "")))
-        output = body.get("max_completion_tokens") or body.get("max_tokens")
         n = body.get("n")
-        return cls(prompt, output if isinstance(output, int) and output > 0 else None,
-                   n if isinstance(n, int) and n > 0 else 1)
+        return cls(prompt, output_cap(body), n if isinstance(n, int) and n > 0 else 1)
 
     def output_tokens(self, budget: Budget) -> int:
         return (self.max_tokens or budget.default_max_tokens) * self.n
+
+
+def output_cap(body: Mapping[str, Any]) -> int | None:
+    """The request's output cap, None if it set none. With both ``max_completion_tokens`` and ``max_tokens``,
+    the larger: providers differ in which one they obey, and the worst case must hold for either."""
+    caps = [v for v in (body.get("max_completion_tokens"), body.get("max_tokens"))
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+    return max(caps) if caps else None
 
 
 class Exhausted(Exception):

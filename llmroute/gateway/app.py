@@ -19,7 +19,7 @@ import orjson
 from aiohttp import HttpVersion11, web
 
 from ..breaker import STATE_VALUE, log_transition
-from ..budgets import Exhausted
+from ..budgets import Exhausted, output_cap
 from ..errors import AllProvidersFailed, ClientRequestError, ProviderError
 from ..ledger import RequestContext, ledger_location, parse_tags
 from ..result import RouteResult
@@ -279,7 +279,7 @@ class Gateway:
         """A request's prompt tokens (estimated) plus the most it may generate, for a key's tpm."""
         messages = body.get("messages")
         prompt = estimate_message_tokens(messages) if isinstance(messages, list) else estimate_tokens(str(body.get("prompt", "")))
-        output = body.get("max_completion_tokens") or body.get("max_tokens") or self._expected_output_tokens
+        output = output_cap(body) or self._expected_output_tokens
         n = body.get("n")
         return prompt + int(output) * (n if isinstance(n, int) and n > 0 else 1)
 
