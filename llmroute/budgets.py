@@ -8,7 +8,8 @@ period start, so a new period starts empty.
 
 The worst case bounds the bill: prompt tokens (estimated, with the margin shadow evaluation uses) plus the
 output cap times ``n``, at the priciest provider the request may reach; a GPU-second provider's worst case is
-its ``timeout_s`` of worker time. What a budget can still be passed by: an answer billed above its
+its ``timeout_s`` of worker time. Attempts that fail or lose a hedge are billed as well (worker time, or the
+prompt), so each provider's share of that is added once per pass over them. What a budget can still be passed by: an answer billed above its
 reservation (a provider that ignores ``max_tokens``, or a request with no ``max_tokens`` whose answer is
 longer than the budget's ``default_max_tokens``), by that excess, once per request in flight.
 
@@ -161,6 +162,7 @@ class Budgets:
         self._seeds: dict[str, tuple[float, float]] = {}
         """Per budget name, (period start, spend the ledger recorded then) not yet added to the state's total."""
         self._costs = {name: _worst_case(p) for name, p in config.providers.items()}
+        self._passes = 1 + config.retry_rounds
 
     def now(self) -> float:
         return self._clock()
@@ -195,9 +197,13 @@ class Budgets:
         return budget
 
     def worst_case_usd(self, ask: Ask, budget: Budget, providers: Iterable[str]) -> float:
-        """The most the request can be billed if any of ``providers`` serves it (or fails after billing)."""
+        """The most the request can be billed if ``providers`` serve it: the answer at the priciest, plus
+        every attempt that may fail or lose a hedge, billed all the same (a GPU-second provider's worker time up
+        to its timeout, a token provider's prompt), once per pass over them (``retry_rounds``)."""
         output = ask.output_tokens(budget)
-        return max((self._costs[p].usd(ask.input_tokens, output) for p in providers), default=0.0)
+        costs = [self._costs[p] for p in providers]
+        answer = max((c.usd(ask.input_tokens, output) for c in costs), default=0.0)
+        return answer + self._passes * sum(c.usd(ask.input_tokens, 0) for c in costs)
 
     def state_key(self, budget: Budget, now_ts: float) -> str:
         """The state's key for the budget's current period: a new period is a new key, so it starts empty."""

@@ -64,10 +64,14 @@ def test_worst_case_is_the_priciest_provider_with_the_output_cap() -> None:
     b = make([{"usd": 1, "default_max_tokens": 1000}])
     budget = b.everything[0]
     capped = Ask(input_tokens=100, max_tokens=50, n=2)
-    dear = ((100 * 1.25 + 16) * 3.0 + 100 * 15.0) / 1e6
-    assert b.worst_case_usd(capped, budget, ["cheap", "dear"]) == pytest.approx(dear)
-    assert b.worst_case_usd(Ask(100, None), budget, ["dear"]) == pytest.approx(((100 * 1.25 + 16) * 3.0 + 1000 * 15.0) / 1e6)
-    assert b.worst_case_usd(capped, budget, ["gpu"]) == pytest.approx(10 * 1.1 * 0.001)  # its timeout of GPU time
+    prompt = {"cheap": (100 * 1.25 + 16) * 0.1 / 1e6, "dear": (100 * 1.25 + 16) * 3.0 / 1e6}
+    passes = 2  # retry_rounds 1: each provider may fail (or lose a hedge) twice, billed its prompt each time
+    dear = prompt["dear"] + 100 * 15.0 / 1e6
+    assert b.worst_case_usd(capped, budget, ["cheap", "dear"]) == pytest.approx(dear + passes * sum(prompt.values()))
+    assert b.worst_case_usd(Ask(100, None), budget, ["dear"]) == pytest.approx(
+        prompt["dear"] + 1000 * 15.0 / 1e6 + passes * prompt["dear"])
+    gpu = 10 * 1.1 * 0.001  # its timeout of GPU time, per attempt
+    assert b.worst_case_usd(capped, budget, ["gpu"]) == pytest.approx(gpu + passes * gpu)
     assert Ask.of({"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 7, "n": 3}).output_tokens(budget) == 21
 
 
@@ -117,9 +121,9 @@ def test_concurrent_holds_never_pass_the_limit() -> None:
 
 def test_a_new_period_starts_empty_and_retry_after_reaches_it() -> None:
     now = [datetime(2026, 3, 10, 23, 59, 30, tzinfo=UTC).timestamp()]
-    b = make([{"usd": 0.002, "period": "day"}], now)
+    b = make([{"usd": 0.004, "period": "day"}], now)
     held = reserve(b, b.everything, Ask(100, 100), ["dear"])
-    held.settle(0.0019)
+    held.settle(0.0039)
     with pytest.raises(Exhausted) as exc:
         reserve(b, b.everything, Ask(100, 100), ["dear"])
     assert exc.value.retry_after_s == 30
