@@ -4,7 +4,7 @@ ARG PYTHON_VERSION=3.11
 
 FROM python:${PYTHON_VERSION}-slim AS build
 # Optional dependencies baked into the image, comma-separated (e.g. postgres,redis).
-ARG EXTRAS=postgres
+ARG EXTRAS=postgres,redis
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/llmroute
 WORKDIR /src
