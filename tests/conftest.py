@@ -7,7 +7,8 @@ import math
 import os
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -41,6 +42,23 @@ def require(available: bool, what: str) -> None:
     """Skip a test whose system package is missing, or fail it where the run must be complete (``STRICT``)."""
     if not available:
         (pytest.fail if STRICT else pytest.skip)(f"{what} is not installed")
+
+
+@asynccontextmanager
+async def chat_upstream(handler: Callable[[Any], Awaitable[Any]]) -> AsyncIterator[str]:
+    """A throwaway OpenAI-style upstream on loopback answering ``POST /v1/chat/completions`` with ``handler``
+    (a stand-in for a paid provider): its base URL (``.../v1``) while the block runs."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    finally:
+        await runner.cleanup()
 
 
 def emulator(profile: str, **settings: Any) -> EmulatorThread:

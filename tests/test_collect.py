@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from llmroute.quality.retained import routed_estimate, split_estimate
 from llmroute.router import LLMRouter
 from llmroute.state import InMemoryState
 
-from .conftest import emulator, provider
+from .conftest import chat_upstream, emulator, provider
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -272,15 +273,9 @@ async def judge_upstream() -> AsyncIterator[Any]:
                                                "message": {"role": "assistant", "content": state["reply"]}}],
                                   "usage": {"prompt_tokens": 100, "completion_tokens": 10}})
 
-    web_app = web.Application()
-    web_app.router.add_post("/v1/chat/completions", handler)
-    app_runner = web.AppRunner(web_app, access_log=None)
-    await app_runner.setup()
-    site = web.TCPSite(app_runner, "127.0.0.1", 0)
-    await site.start()
-    state["base_url"] = f"http://127.0.0.1:{app_runner.addresses[0][1]}/v1"
-    yield state
-    await app_runner.cleanup()
+    async with chat_upstream(handler) as base_url:
+        state["base_url"] = base_url
+        yield state
 
 
 @pytest.mark.parametrize("reply, graded", [("Both are equally good. [[C]]", True), ("I cannot decide.", False)])
@@ -388,16 +383,9 @@ async def test_tool_calls_of_both_tiers_are_compared_by_the_json_grader(tmp_path
                                       "usage": {"prompt_tokens": 20, "completion_tokens": 8}})
         return handler
 
-    runners = []
-    urls = []
-    for arguments in ({"lead A": "hot", "lead B": "cold"}, {"lead A": "hot", "lead B": "hot"}):
-        web_app = web.Application()
-        web_app.router.add_post("/v1/chat/completions", tier(arguments))
-        app_runner = web.AppRunner(web_app, access_log=None)
-        await app_runner.setup()
-        await web.TCPSite(app_runner, "127.0.0.1", 0).start()
-        runners.append(app_runner)
-        urls.append(f"http://127.0.0.1:{app_runner.addresses[0][1]}/v1")
+    upstreams = AsyncExitStack()
+    urls = [await upstreams.enter_async_context(chat_upstream(tier(arguments)))
+            for arguments in ({"lead A": "hot", "lead B": "cold"}, {"lead A": "hot", "lead B": "hot"})]
     tools = [{"type": "function", "function": {"name": "qualify", "parameters": {"type": "object"}}}]
     lines = load_prompts(write_prompts(tmp_path / "p.jsonl", [
         {"id": name, "prompt": name, "params": {"tools": tools}} for name in ("lead A", "lead B")]))
@@ -409,8 +397,7 @@ async def test_tool_calls_of_both_tiers_are_compared_by_the_json_grader(tmp_path
                         out=out, max_usd=1.0, grader="json").run(lines)
     finally:
         await router.aclose()
-        for app_runner in runners:
-            await app_runner.cleanup()
+        await upstreams.aclose()
     assert seen == [tools] * 4
     rows = {r["id"]: r for r in read_jsonl(out)}
     assert rows["lead A"]["scores"] == {"weak": 1.0, "strong": 1.0}

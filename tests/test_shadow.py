@@ -24,7 +24,7 @@ from llmroute.quality_report import load_pairs
 from llmroute.state import InMemoryState
 from llmroute.strategies.quality_aware import QualityAware, load_quality_model
 
-from .conftest import emulator, provider
+from .conftest import chat_upstream, emulator, provider
 
 PROMPT = "Qualify this lead: TechCorp, 500 employees, SaaS industry"
 KEYS = {"cerebras": "sk-cerebras-secret-0123456789", "runpod": "rp-runpod-secret-9876543210"}
@@ -211,15 +211,9 @@ class Gate:
 @pytest.fixture
 async def gate() -> AsyncIterator[tuple[Gate, str]]:
     gate = Gate()
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", gate.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield gate, f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    gate.open.set()
-    await runner.cleanup()
+    async with chat_upstream(gate.handle) as base_url:
+        yield gate, base_url
+        gate.open.set()
 
 
 def gated_config(seed_config: dict[str, Any], tmp_path: Path, base_url: str, **shadow: Any) -> dict[str, Any]:

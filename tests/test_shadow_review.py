@@ -23,7 +23,7 @@ from llmroute.quality.retained import share_for_quality
 from llmroute.quality_report import load_pairs
 from llmroute.strategies.quality_aware import load_quality_model
 
-from .conftest import provider
+from .conftest import chat_upstream, provider
 
 PROMPT = "Confidential: Initech merger terms, 40 employees"
 UPSTREAM_KEY = "sk-upstream-secret-31415926"
@@ -65,15 +65,9 @@ class Upstream:
 @pytest.fixture
 async def upstream() -> AsyncIterator[tuple[Upstream, str]]:
     stand_in = Upstream()
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", stand_in.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield stand_in, f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    stand_in.release.set()
-    await runner.cleanup()
+    async with chat_upstream(stand_in.handle) as base_url:
+        yield stand_in, base_url
+        stand_in.release.set()
 
 
 def config_with(seed_config: dict[str, Any], tmp_path: Path, base_url: str, *, breaker: dict[str, Any] | None = None,

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from ..quality.data import DataError
+from ..quality.data import DataError, json_object_line, jsonl_lines
 from ..quality.features import prompt_text
 
 __all__ = ["DEFAULT_MAX_TOKENS", "PromptLine", "load_prompts", "parse_prompt_line"]
@@ -83,12 +83,7 @@ def _messages(value: Any, where: str) -> list[dict[str, Any]]:
 
 def parse_prompt_line(line: str, where: str) -> PromptLine:
     """One input line; raises ``DataError`` naming ``where`` and what is wrong."""
-    try:
-        row = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise DataError(f"{where}: not valid JSON ({exc})") from None
-    if not isinstance(row, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    row = json_object_line(line, where)
     if ("prompt" in row) == ("messages" in row):
         raise DataError(f"{where}: give 'prompt' or 'messages' (exactly one)")
     if "prompt" in row:
@@ -136,25 +131,10 @@ def parse_prompt_line(line: str, where: str) -> PromptLine:
 def load_prompts(path: str | Path) -> list[PromptLine]:
     """Every prompt of a JSONL file; ``DataError`` at the first bad line (before anything is sent)."""
     file = Path(path)
-    try:
-        data = file.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{file}: file not found") from None
-    except OSError as exc:
-        raise DataError(f"{file}: cannot read: {exc.strerror or type(exc).__name__}") from None
     lines: list[PromptLine] = []
     seen: dict[str, int] = {}
-    # split(b"\n"), as data.py: U+2028 may sit in a prompt. Decoded a line at a time, so that bytes that are
-    # not UTF-8 name their line; a byte order mark (Windows editors write one) is not part of the first line.
-    for number, raw_bytes in enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), 1):
+    for number, raw in jsonl_lines(file):
         where = f"{file}, line {number}"
-        try:
-            raw = raw_bytes.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{where}: not UTF-8 (byte 0x{raw_bytes[exc.start]:02x} at column {exc.start + 1}); "
-                            "save the file as UTF-8") from None
-        if not raw.strip():
-            continue
         parsed = parse_prompt_line(raw, where)
         if parsed.key in seen:
             what = f"id {parsed.id!r}" if parsed.key.startswith("id:") else "the same request"

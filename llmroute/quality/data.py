@@ -9,8 +9,10 @@ A bad line is an error that names the file, the line and what is wrong; nothing 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -39,15 +41,21 @@ def _score(value: object, where: str, which: str) -> float:
     return float(value)
 
 
-def parse_example(line: str, where: str) -> Example | None:
-    """The example on a line; None for a line ``llmroute quality collect`` could not grade (``ungraded``
-    with its reason and no ``scores``): a fact about that prompt, not a bad line, and no score to learn from."""
+def json_object_line(line: str, where: str) -> dict[str, Any]:
+    """A JSONL line that must hold one object; ``DataError`` naming ``where`` otherwise."""
     try:
         row = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise DataError(f"{where}: not valid JSON ({exc})") from None
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    return row
+
+
+def parse_example(line: str, where: str) -> Example | None:
+    """The example on a line; None for a line ``llmroute quality collect`` could not grade (``ungraded``
+    with its reason and no ``scores``): a fact about that prompt, not a bad line, and no score to learn from."""
+    row = json_object_line(line, where)
     if row.get("ungraded") and row.get("scores") is None:
         return None
     for key in ("prompt", "scores"):
@@ -66,6 +74,28 @@ def parse_example(line: str, where: str) -> Example | None:
     )
 
 
+def jsonl_lines(file: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each non-blank line of a JSONL file, for errors that name the line.
+
+    Split on ``\n`` only (a prompt may hold U+2028, which JSON leaves unescaped) and decoded a line at a time,
+    so bytes that are not UTF-8 name their line; a leading byte order mark (Windows editors write one) is skipped.
+    """
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{file}: file not found") from None
+    except OSError as exc:
+        raise DataError(f"{file}: cannot read: {exc.strerror or type(exc).__name__}") from None
+    for number, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{file}, line {number}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                            f"{exc.start + 1}); save the file as UTF-8") from None
+        if line.strip():
+            yield number, line
+
+
 def load_examples(path: str | Path) -> list[Example]:
     """Every example in a JSONL file; raises ``DataError`` at the first bad line."""
     return [example for example, _ in load_lines(path)]
@@ -76,17 +106,8 @@ def load_lines(path: str | Path, ungraded: list[str] | None = None) -> list[tupl
 
     Lines marked ``ungraded`` are left out; pass a list as ``ungraded`` to get where each one was."""
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{file}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{file}: cannot read: {type(exc).__name__}") from None
-    # split("\n"), not splitlines(): a prompt may hold U+2028 or other separators JSON leaves unescaped.
     examples, skipped = [], []
-    for number, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
+    for number, line in jsonl_lines(file):
         example = parse_example(line, f"{file}, line {number}")
         if example is None:
             skipped.append(f"{file}, line {number}")
