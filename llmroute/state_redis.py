@@ -34,10 +34,10 @@ from redis.exceptions import RedisError
 from .breaker import OPEN, BreakerSettings
 from .config.state import StateConfig
 from .ratelimit import Bucket, RateLimitWindow
-from .state import ColdStartSettings, InMemoryState
+from .state import MAX_TOTALS, ColdStartSettings, InMemoryState
+from .state_leases import GRANT_LUA, Leases
 from .state_wire import (
     MAX_REMOTE_OUTCOMES,
-    RESERVE_LUA,
     SETTLE_LUA,
     TOTALS_TTL_S,
     Event,
@@ -77,10 +77,9 @@ class RedisState(InMemoryState):
         """Per provider, successes since the last flush: [count, latency samples (at most samples_per_flush)]."""
         self._scores: dict[str, list[float]] = {}
         self._receivers: dict[str, Callable[[float], None]] = {}
-        self._deltas: dict[str, float] = {}
-        """Per total, spend Redis has not been told of yet (settled differences, reservations while down)."""
-        self._down_base: dict[str, float] = {}
-        """Per total, what it was when Redis was lost: the local rule shares out what was left of the limit."""
+        self._leases = Leases(config.lease_share, config.lease_idle_s, MAX_TOTALS)
+        """Spend totals and this replica's slice of each: reservations are local while a slice lasts."""
+        self._granting: dict[str, asyncio.Future[None]] = {}
         self._openings: dict[str, tuple[float, float]] = {}
         """Per provider, (when, until) of the opening its open breaker follows (wall clock)."""
         self._applying = False
@@ -89,8 +88,8 @@ class RedisState(InMemoryState):
         self._client: aredis.Redis | None = None
         self._sync_client: redis.Redis | None = None
         self._first_sync: asyncio.Event | None = None
-        self._reserve_sync: Any = None
-        self._reserve_async: Any = None
+        self._grant_sync: Any = None
+        self._grant_async: Any = None
         self._settle_async: Any = None
         self._was_up: bool | None = None
         self._closed = False
@@ -107,6 +106,7 @@ class RedisState(InMemoryState):
 
     async def aclose(self) -> None:
         self._closed = True
+        self._leases.give_back()  # every unused slice goes back with the last flush
         task, self._task = self._task, None
         if task is not None:
             with contextlib.suppress(Exception):  # the last changes, if Redis is there to take them
@@ -194,61 +194,88 @@ class RedisState(InMemoryState):
         elif state == "closed":
             self._publish(["close", provider, reason, time.time()])
 
-    # -- spend totals ----------------------------------------------------------------------
+    # -- spend totals: leases (state_leases) -----------------------------------------------------
 
     def reserve(self, key: str, amount: float, limit: float) -> bool:
-        """One atomic check-and-add in Redis (a blocking round trip, bounded by ``reserve_timeout_s``).
-
-        Without Redis, the local rule: when it was lost the total stood at T; this replica may then reserve
-        up to ``(limit - T) / replicas`` more, so all replicas together stay within the limit."""
-        if self.up and self._reserve_sync is not None:
+        """From this replica's slice of the limit, else a new slice from Redis (a blocking round trip, bounded
+        by ``reserve_timeout_s``), else (Redis lost) the local rule: see ``_reserve_locally``."""
+        leases = self._leases
+        if leases.take(key, amount):
+            return True
+        if self.up and self._grant_sync is not None:
             try:
-                ok, total = self._reserve_sync(keys=[self._total_key(key)], args=[amount, limit, TOTALS_TTL_S])
+                answer = self._grant_sync(keys=[self._total_key(key)], args=self._grant_args(key, amount, limit))
             except (RedisError, OSError) as exc:
                 self._lost(exc)
             else:
-                self._known_total(key, float(total))
-                return bool(ok)
+                return self._granted(key, amount, answer)
         return self._reserve_locally(key, amount, limit)
 
     async def areserve(self, key: str, amount: float, limit: float) -> bool:
-        if self.up and self._reserve_async is not None:
+        """``reserve`` awaiting its round trip. Concurrent requests that find the room empty wait for one
+        grant rather than each asking Redis (at most twice; then each asks for itself)."""
+        leases = self._leases
+        for attempt in range(4):
+            if leases.take(key, amount):
+                return True
+            if not self.up or self._grant_async is None:
+                break
+            pending = self._granting.get(key)
+            if pending is not None and attempt < 2:
+                await asyncio.shield(pending)
+                continue
+            lead = pending is None  # the others wait for this grant
+            if lead:
+                pending = self._granting[key] = asyncio.get_running_loop().create_future()
             try:
-                ok, total = await asyncio.wait_for(
-                    self._reserve_async(keys=[self._total_key(key)], args=[amount, limit, TOTALS_TTL_S]),
+                answer = await asyncio.wait_for(
+                    self._grant_async(keys=[self._total_key(key)], args=self._grant_args(key, amount, limit)),
                     self.config.reserve_timeout_s)
             except (RedisError, OSError, TimeoutError) as exc:
                 self._lost(exc)
-            else:
-                self._known_total(key, float(total))
-                return bool(ok)
+                break
+            finally:
+                if lead:
+                    del self._granting[key]
+                    pending.set_result(None)
+            if self._granted(key, amount, answer):
+                return True
+            if not int(answer[0]):
+                return False
         return self._reserve_locally(key, amount, limit)
 
-    def _reserve_locally(self, key: str, amount: float, limit: float) -> bool:
-        with self._totals_lock:
-            base = self._down_base.setdefault(key, self._totals.get(key, 0.0))
-            total = self._totals.get(key, base)
-            share = (limit - base) / self.replicas
-            if total - base + amount > share:
-                return False
-            self._admit_total(key)
-            self._totals[key] = total + amount
-            self._deltas[key] = self._deltas.get(key, 0.0) + amount
+    def _grant_args(self, key: str, amount: float, limit: float) -> list[Any]:
+        leases = self._leases
+        return [repr(leases.need(key, amount)), repr(limit), repr(leases.slice_share(self.replicas)), TOTALS_TTL_S]
+
+    def _granted(self, key: str, amount: float, answer: list[Any]) -> bool:
+        ok, total, slice_ = answer
+        if self._leases.granted(key, amount, bool(int(ok)), float(total), float(slice_)):
             return True
+        if not int(ok):  # refused: slices other replicas hold unused come back (and this one's)
+            self._leases.give_back(key)
+            self._publish(["need", key])
+        return False
+
+    def _reserve_locally(self, key: str, amount: float, limit: float) -> bool:
+        """Without Redis, the local rule: this replica's unused slice first (Redis counts it already), then its
+        share of what was left of the limit when Redis was lost, ``(limit - total then) / replicas``: all
+        replicas together stay within the limit."""
+        return self._leases.take_down(key, amount, limit, self.replicas)
 
     def settle(self, key: str, reserved: float, actual: float) -> None:
-        super().settle(key, reserved, actual)
-        with self._totals_lock:
-            self._deltas[key] = self._deltas.get(key, 0.0) + actual - reserved
-        self._kick()
+        self._leases.settle(key, reserved, actual)
+        if actual > reserved:
+            self._kick()
 
-    def _known_total(self, key: str, total: float) -> None:
-        with self._totals_lock:
-            self._admit_total(key)
-            self._totals[key] = total + self._deltas.get(key, 0.0)
+    def spent(self, key: str) -> float:
+        return self._leases.spent(key)
 
     def _total_key(self, key: str) -> str:
         return self.config.key_prefix + "total:" + key
+
+    def _room_key(self, key: str) -> str:
+        return self.config.key_prefix + "room:" + key
 
     # -- the background task -----------------------------------------------------------------
 
@@ -284,12 +311,12 @@ class RedisState(InMemoryState):
         if self._sync_client is None:
             timeout_s = self.config.reserve_timeout_s
             self._sync_client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-            self._reserve_sync = self._sync_client.register_script(RESERVE_LUA)
+            self._grant_sync = self._sync_client.register_script(GRANT_LUA)
         assert self._client is not None
-        self._reserve_async = self._client.register_script(RESERVE_LUA)
+        self._grant_async = self._client.register_script(GRANT_LUA)
         self._settle_async = self._client.register_script(SETTLE_LUA)
         self.up = True
-        self._down_base.clear()
+        self._leases.back_up()
         if self._first_sync is not None:
             self._first_sync.set()
         if self._was_up is False:
@@ -326,28 +353,37 @@ class RedisState(InMemoryState):
         return events
 
     async def _flush(self, client: aredis.Redis, restore: Mapping[str, float] | None = None) -> None:
-        """Send what changed in one pipeline: the message, the snapshot keys, probe claims, spend.
-        ``restore``: totals to put back first where Redis lost them."""
+        """Send what changed in one pipeline: the message, the snapshot keys, probe claims, the rooms others
+        subtract from a total, spend. ``restore``: totals to put back first where Redis lost them."""
         events = self._drain()
-        with self._totals_lock:
-            deltas, self._deltas = self._deltas, {}
+        deltas, rooms = self._leases.drain()
+        for key in restore or ():
+            deltas.setdefault(key, 0.0)
         try:
             pipe = client.pipeline(transaction=False)
             if events:
                 pipe.publish(self._channel, orjson.dumps({"o": self.replica_id, "e": events}))
             opened = [event for event in events if self._snapshot_write(pipe, event)]
+            first = len(pipe)
             claims = [self._claim(pipe, event[1], event[2]) for event in opened]
+            for key, room in rooms.items():
+                if room > 0:
+                    pipe.hset(self._room_key(key), self.replica_id, repr(room))
+                    pipe.expire(self._room_key(key), TOTALS_TTL_S)
+                else:
+                    pipe.hdel(self._room_key(key), self.replica_id)
+            settled = len(pipe)
             for key, delta in deltas.items():
                 base = "" if restore is None or key not in restore else repr(restore[key])
-                await self._settle_async(keys=[self._total_key(key)], args=[delta, base, TOTALS_TTL_S], client=pipe)
+                await self._settle_async(keys=[self._total_key(key)], args=[repr(delta), base, TOTALS_TTL_S],
+                                         client=pipe)
             results = await pipe.execute()
         except BaseException:
-            with self._totals_lock:  # not sent: keep the spend for the next flush
-                for key, delta in deltas.items():
-                    self._deltas[key] = self._deltas.get(key, 0.0) + delta
+            self._leases.undrained(deltas, rooms)  # not sent: kept for the next flush
             raise
-        first = len(results) - len(deltas) - len(claims)
         self._claimed(claims, results[first:first + len(claims)])
+        for key, total in zip(deltas, results[settled:], strict=True):
+            self._leases.known(key, float(total))
 
     def _claimed(self, claims: list[tuple[str, float]], won: list[Any]) -> None:
         for (provider, until_wall), mine in zip(claims, won, strict=True):
@@ -396,6 +432,10 @@ class RedisState(InMemoryState):
         Outcomes go through the breaker as if seen here: if they open it, that opening is this replica's
         news too. Adopted states are not sent back."""
         kind, provider = event[0], event[1]
+        if kind == "need":  # another replica was refused: unused room of that total goes back
+            if self._leases.give_back(str(provider)):
+                self._kick()
+            return None
         if kind == "q":
             receive = self._receivers.get(provider)
             if receive is not None:
@@ -462,6 +502,8 @@ class RedisState(InMemoryState):
             await self._pull(client)
             if not self.up:  # a reservation timed out, but Redis answers again
                 self._connected()
+            if self._leases.give_back(idle=True):  # slices unused for lease_idle_s go back
+                self._kick()
 
     async def _pull(self, client: aredis.Redis) -> None:
         """Heal what messages missed, count the live replicas, and refresh the spend totals."""
@@ -473,9 +515,11 @@ class RedisState(InMemoryState):
         pipe.zadd(keys["replicas"], {self.replica_id: now_wall})
         pipe.zremrangebyscore(keys["replicas"], 0, now_wall - 3 * self.config.sync_interval_s)
         pipe.zcard(keys["replicas"])
-        totals = list(self._totals)
+        totals = list(self._leases.recent())
         if totals:
-            pipe.mget([self._total_key(k) for k in totals])
+            pipe.mget([self._total_key(k) for k, _ in totals])
+            for key, _ in (t for t in totals if t[1]):
+                pipe.hgetall(self._room_key(key))
         results = await pipe.execute()
         opened: list[tuple[str, float] | None] = []
         breakers, cooldowns, *_, replicas = results[:5]
@@ -489,9 +533,12 @@ class RedisState(InMemoryState):
             if name.decode() in self._stats:
                 InMemoryState.set_cooldown(self, name.decode(), float(until))
         if totals:
-            for key, value in zip(totals, results[5], strict=True):
+            rooms = iter(results[6:])
+            me = self.replica_id.encode()
+            for (key, leased), value in zip(totals, results[5], strict=True):
+                others = sum(float(v) for r, v in next(rooms).items() if r != me) if leased else None
                 if value is not None:
-                    self._known_total(key, float(value))
+                    self._leases.known(key, float(value), others)
         await self._claim_probes(client, opened)
 
     async def _claim_probes(self, client: aredis.Redis, opened: list[tuple[str, float] | None]) -> None:
@@ -518,8 +565,4 @@ class RedisState(InMemoryState):
             if window.tokens or window.requests:
                 self._events.append(["rl", provider, [[b.remaining, to_wall(b.resets_at)] for b in window.tokens],
                                      [[b.remaining, to_wall(b.resets_at)] for b in window.requests]])
-        with self._totals_lock:  # a total Redis lost (it restarted) comes back from what this replica knew
-            restore = {key: total - self._deltas.get(key, 0.0) for key, total in self._totals.items()}
-            for key in self._totals:
-                self._deltas.setdefault(key, 0.0)
-        await self._flush(client, restore)
+        await self._flush(client, self._leases.restore())  # a total Redis lost comes back from what was known

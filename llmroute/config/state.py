@@ -32,6 +32,11 @@ class StateConfig(BaseModel):
                                     "oldest are dropped (the next resync repairs what they carried)")
     min_replicas: int = Field(default=1, gt=0, description="replicas assumed at least when Redis is lost: each "
                               "may then reserve its share of what was left of a budget, and no more")
+    lease_share: float = Field(default=0.5, ge=0, le=1, description="share of a budget's room left that one "
+                               "replica takes at a time, divided by the live replicas (at least the request): "
+                               "reservations within it need no round trip. 0: every reservation asks Redis")
+    lease_idle_s: float = Field(default=5.0, gt=0, le=3600, description="a replica gives its unused slice of a "
+                                "budget back after this long without a reservation against it")
     samples_per_flush: int = Field(default=16, gt=0, description="latency samples and scores per provider "
                                    "sent in one batch; the rest of the batch is counted, not sent")
 
