@@ -212,6 +212,10 @@ class Leases:
                 returned = True
         return returned
 
+    def changed(self) -> bool:
+        """Is there anything to send?"""
+        return bool(self._dirty or self._orphans or self._orphan_rooms)
+
     def drain(self) -> tuple[dict[str, float], dict[str, float]]:
         """What to send: per total, the delta to add, and the room to show the others (changed ones)."""
         with self._lock:

@@ -502,8 +502,8 @@ class RedisState(InMemoryState):
             await self._pull(client)
             if not self.up:  # a reservation timed out, but Redis answers again
                 self._connected()
-            if self._leases.give_back(idle=True):  # slices unused for lease_idle_s go back
-                self._kick()
+            if self._leases.give_back(idle=True) or self._leases.changed():  # idle slices go back; the others
+                self._kick()  # learn this replica's unused room
 
     async def _pull(self, client: aredis.Redis) -> None:
         """Heal what messages missed, count the live replicas, and refresh the spend totals."""

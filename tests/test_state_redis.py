@@ -112,8 +112,19 @@ async def test_reservations_never_pass_the_limit_together(replicas: Any) -> None
         thread.start()
     for thread in threads:
         thread.join()
-    assert results.count(True) == 10
-    assert a.spent("budget:test") == pytest.approx(0.01, abs=0.0011)
+    granted = results.count(True)
+    assert granted <= 10
+    # A refusal may come early while another replica holds an unused slice; it gives the slice back on hearing
+    # of the refusal, so the limit is reachable to the last reservation.
+    deadline = time.monotonic() + 5
+    while granted < 10 and time.monotonic() < deadline:
+        if await b.areserve("budget:test", 0.001, 0.0105):
+            granted += 1
+        else:
+            await asyncio.sleep(0.01)
+    assert granted == 10
+    assert not await c.areserve("budget:test", 0.001, 0.0105)
+    await until(lambda: a.spent("budget:test") == pytest.approx(0.01))
     a.settle("budget:test", 0.001, 0.0004)  # settled below its reservation: the difference comes back
     await until(lambda: c.spent("budget:test") == pytest.approx(0.0094))
     assert await b.areserve("budget:test", 0.001, 0.0105)
