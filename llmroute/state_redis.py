@@ -7,11 +7,12 @@ to catch up after a reconnect. Every replica applies the others' messages to its
 count the whole cluster's failures and open everywhere within a message's delay; the open period's single
 probe is claimed with one ``SET NX`` ahead of time; buckets and cool-downs are the cluster's.
 
-Spend totals are the exception: ``reserve`` is one atomic Lua call (check and add), because a budget that
-each replica checks against its own copy is the bypass this exists to prevent.
+Spend totals are the exception (``state_totals``): a budget that each replica checks against its own copy
+is the bypass this exists to prevent. Each replica reserves locally within its slice of a limit, which Redis
+counts at once; a new slice is one atomic Lua call (``state_leases``).
 
 Redis down: everything keeps working from the local copy (one log line, ``on_backend_change(False)``),
-``reserve`` falls back to each replica's share of what was left (see ``reserve``), and on reconnect the
+``reserve`` falls back to its unused slices, then to its share of what was left (``SharedTotals.reserve_locally``), and on reconnect the
 replica pulls the shared snapshot, pushes its own and what it spent meanwhile.
 """
 
@@ -29,17 +30,14 @@ from typing import Any
 import orjson
 import redis
 import redis.asyncio as aredis
-from redis.exceptions import RedisError
 
 from .breaker import OPEN, BreakerSettings
 from .config.state import StateConfig
 from .ratelimit import Bucket, RateLimitWindow
-from .state import MAX_TOTALS, ColdStartSettings, InMemoryState
-from .state_leases import GRANT_LUA, Leases
+from .state import ColdStartSettings, InMemoryState
+from .state_totals import SharedTotals
 from .state_wire import (
     MAX_REMOTE_OUTCOMES,
-    SETTLE_LUA,
-    TOTALS_TTL_S,
     Event,
     SharedWindow,
     changed_wall,
@@ -77,9 +75,9 @@ class RedisState(InMemoryState):
         """Per provider, successes since the last flush: [count, latency samples (at most samples_per_flush)]."""
         self._scores: dict[str, list[float]] = {}
         self._receivers: dict[str, Callable[[float], None]] = {}
-        self._leases = Leases(config.lease_share, config.lease_idle_s, MAX_TOTALS)
+        self.totals = SharedTotals(config, self.replica_id, is_up=lambda: self.up, replicas=lambda: self.replicas,
+                                   lost=self._lost, publish=self._publish, kick=self._kick)
         """Spend totals and this replica's slice of each: reservations are local while a slice lasts."""
-        self._granting: dict[str, asyncio.Future[None]] = {}
         self._openings: dict[str, tuple[float, float]] = {}
         """Per provider, (when, until) of the opening its open breaker follows (wall clock)."""
         self._applying = False
@@ -88,9 +86,6 @@ class RedisState(InMemoryState):
         self._client: aredis.Redis | None = None
         self._sync_client: redis.Redis | None = None
         self._first_sync: asyncio.Event | None = None
-        self._grant_sync: Any = None
-        self._grant_async: Any = None
-        self._settle_async: Any = None
         self._was_up: bool | None = None
         self._closed = False
 
@@ -106,7 +101,7 @@ class RedisState(InMemoryState):
 
     async def aclose(self) -> None:
         self._closed = True
-        self._leases.give_back()  # every unused slice goes back with the last flush
+        self.totals.leases.give_back()  # every unused slice goes back with the last flush
         task, self._task = self._task, None
         if task is not None:
             with contextlib.suppress(Exception):  # the last changes, if Redis is there to take them
@@ -194,88 +189,22 @@ class RedisState(InMemoryState):
         elif state == "closed":
             self._publish(["close", provider, reason, time.time()])
 
-    # -- spend totals: leases (state_leases) -----------------------------------------------------
+    # -- spend totals: leases (state_totals) ---------------------------------------------------------
 
     def reserve(self, key: str, amount: float, limit: float) -> bool:
-        """From this replica's slice of the limit, else a new slice from Redis (a blocking round trip, bounded
-        by ``reserve_timeout_s``), else (Redis lost) the local rule: see ``_reserve_locally``."""
-        leases = self._leases
-        if leases.take(key, amount):
-            return True
-        if self.up and self._grant_sync is not None:
-            try:
-                answer = self._grant_sync(keys=[self._total_key(key)], args=self._grant_args(key, amount, limit))
-            except (RedisError, OSError) as exc:
-                self._lost(exc)
-            else:
-                return self._granted(key, amount, answer)
-        return self._reserve_locally(key, amount, limit)
+        return self.totals.reserve(key, amount, limit)
 
     async def areserve(self, key: str, amount: float, limit: float) -> bool:
-        """``reserve`` awaiting its round trip. Concurrent requests that find the room empty wait for one
-        grant rather than each asking Redis (at most twice; then each asks for itself)."""
-        leases = self._leases
-        for attempt in range(4):
-            if leases.take(key, amount):
-                return True
-            if not self.up or self._grant_async is None:
-                break
-            pending = self._granting.get(key)
-            if pending is not None and attempt < 2:
-                await asyncio.shield(pending)
-                continue
-            lead = pending is None  # the others wait for this grant
-            if lead:
-                pending = self._granting[key] = asyncio.get_running_loop().create_future()
-            try:
-                answer = await asyncio.wait_for(
-                    self._grant_async(keys=[self._total_key(key)], args=self._grant_args(key, amount, limit)),
-                    self.config.reserve_timeout_s)
-            except (RedisError, OSError, TimeoutError) as exc:
-                self._lost(exc)
-                break
-            finally:
-                if lead:
-                    del self._granting[key]
-                    pending.set_result(None)
-            if self._granted(key, amount, answer):
-                return True
-            if not int(answer[0]):
-                return False
-        return self._reserve_locally(key, amount, limit)
-
-    def _grant_args(self, key: str, amount: float, limit: float) -> list[Any]:
-        leases = self._leases
-        return [repr(leases.need(key, amount)), repr(limit), repr(leases.slice_share(self.replicas)), TOTALS_TTL_S]
-
-    def _granted(self, key: str, amount: float, answer: list[Any]) -> bool:
-        ok, total, slice_ = answer
-        if self._leases.granted(key, amount, bool(int(ok)), float(total), float(slice_)):
-            return True
-        if not int(ok):  # refused: slices other replicas hold unused come back (and this one's)
-            self._leases.give_back(key)
-            self._publish(["need", key])
-        return False
+        return await self.totals.areserve(key, amount, limit)
 
     def _reserve_locally(self, key: str, amount: float, limit: float) -> bool:
-        """Without Redis, the local rule: this replica's unused slice first (Redis counts it already), then its
-        share of what was left of the limit when Redis was lost, ``(limit - total then) / replicas``: all
-        replicas together stay within the limit."""
-        return self._leases.take_down(key, amount, limit, self.replicas)
+        return self.totals.reserve_locally(key, amount, limit)
 
     def settle(self, key: str, reserved: float, actual: float) -> None:
-        self._leases.settle(key, reserved, actual)
-        if actual > reserved:
-            self._kick()
+        self.totals.settle(key, reserved, actual)
 
     def spent(self, key: str) -> float:
-        return self._leases.spent(key)
-
-    def _total_key(self, key: str) -> str:
-        return self.config.key_prefix + "total:" + key
-
-    def _room_key(self, key: str) -> str:
-        return self.config.key_prefix + "room:" + key
+        return self.totals.spent(key)
 
     # -- the background task -----------------------------------------------------------------
 
@@ -311,12 +240,9 @@ class RedisState(InMemoryState):
         if self._sync_client is None:
             timeout_s = self.config.reserve_timeout_s
             self._sync_client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-            self._grant_sync = self._sync_client.register_script(GRANT_LUA)
         assert self._client is not None
-        self._grant_async = self._client.register_script(GRANT_LUA)
-        self._settle_async = self._client.register_script(SETTLE_LUA)
+        self.totals.connect(self._sync_client, self._client)
         self.up = True
-        self._leases.back_up()
         if self._first_sync is not None:
             self._first_sync.set()
         if self._was_up is False:
@@ -356,9 +282,7 @@ class RedisState(InMemoryState):
         """Send what changed in one pipeline: the message, the snapshot keys, probe claims, the rooms others
         subtract from a total, spend. ``restore``: totals to put back first where Redis lost them."""
         events = self._drain()
-        deltas, rooms = self._leases.drain()
-        for key in restore or ():
-            deltas.setdefault(key, 0.0)
+        counted: Callable[[list[Any] | None], None] | None = None
         try:
             pipe = client.pipeline(transaction=False)
             if events:
@@ -366,24 +290,15 @@ class RedisState(InMemoryState):
             opened = [event for event in events if self._snapshot_write(pipe, event)]
             first = len(pipe)
             claims = [self._claim(pipe, event[1], event[2]) for event in opened]
-            for key, room in rooms.items():
-                if room > 0:
-                    pipe.hset(self._room_key(key), self.replica_id, repr(room))
-                    pipe.expire(self._room_key(key), TOTALS_TTL_S)
-                else:
-                    pipe.hdel(self._room_key(key), self.replica_id)
-            settled = len(pipe)
-            for key, delta in deltas.items():
-                base = "" if restore is None or key not in restore else repr(restore[key])
-                await self._settle_async(keys=[self._total_key(key)], args=[repr(delta), base, TOTALS_TTL_S],
-                                         client=pipe)
+            spend = len(pipe)
+            counted = await self.totals.write(pipe, restore)
             results = await pipe.execute()
         except BaseException:
-            self._leases.undrained(deltas, rooms)  # not sent: kept for the next flush
+            if counted is not None:
+                counted(None)  # not sent: kept for the next flush
             raise
         self._claimed(claims, results[first:first + len(claims)])
-        for key, total in zip(deltas, results[settled:], strict=True):
-            self._leases.known(key, float(total))
+        counted(results[spend:])
 
     def _claimed(self, claims: list[tuple[str, float]], won: list[Any]) -> None:
         for (provider, until_wall), mine in zip(claims, won, strict=True):
@@ -433,7 +348,7 @@ class RedisState(InMemoryState):
         news too. Adopted states are not sent back."""
         kind, provider = event[0], event[1]
         if kind == "need":  # another replica was refused: unused room of that total goes back
-            if self._leases.give_back(str(provider)):
+            if self.totals.leases.give_back(str(provider)):
                 self._kick()
             return None
         if kind == "q":
@@ -502,7 +417,7 @@ class RedisState(InMemoryState):
             await self._pull(client)
             if not self.up:  # a reservation timed out, but Redis answers again
                 self._connected()
-            if self._leases.give_back(idle=True) or self._leases.changed():  # idle slices go back; the others
+            if self.totals.leases.give_back(idle=True) or self.totals.leases.changed():  # idle slices go back; the others
                 self._kick()  # learn this replica's unused room
 
     async def _pull(self, client: aredis.Redis) -> None:
@@ -515,11 +430,7 @@ class RedisState(InMemoryState):
         pipe.zadd(keys["replicas"], {self.replica_id: now_wall})
         pipe.zremrangebyscore(keys["replicas"], 0, now_wall - 3 * self.config.sync_interval_s)
         pipe.zcard(keys["replicas"])
-        totals = list(self._leases.recent())
-        if totals:
-            pipe.mget([self._total_key(k) for k, _ in totals])
-            for key, _ in (t for t in totals if t[1]):
-                pipe.hgetall(self._room_key(key))
+        totals = self.totals.read(pipe)
         results = await pipe.execute()
         opened: list[tuple[str, float] | None] = []
         breakers, cooldowns, *_, replicas = results[:5]
@@ -532,13 +443,7 @@ class RedisState(InMemoryState):
         for name, until in cooldowns.items():
             if name.decode() in self._stats:
                 InMemoryState.set_cooldown(self, name.decode(), float(until))
-        if totals:
-            rooms = iter(results[6:])
-            me = self.replica_id.encode()
-            for (key, leased), value in zip(totals, results[5], strict=True):
-                others = sum(float(v) for r, v in next(rooms).items() if r != me) if leased else None
-                if value is not None:
-                    self._leases.known(key, float(value), others)
+        totals(results[5:])
         await self._claim_probes(client, opened)
 
     async def _claim_probes(self, client: aredis.Redis, opened: list[tuple[str, float] | None]) -> None:
@@ -565,4 +470,4 @@ class RedisState(InMemoryState):
             if window.tokens or window.requests:
                 self._events.append(["rl", provider, [[b.remaining, to_wall(b.resets_at)] for b in window.tokens],
                                      [[b.remaining, to_wall(b.resets_at)] for b in window.requests]])
-        await self._flush(client, self._leases.restore())  # a total Redis lost comes back from what was known
+        await self._flush(client, self.totals.leases.restore())  # a total Redis lost comes back from what was known

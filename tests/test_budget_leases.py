@@ -36,6 +36,9 @@ async def replicas(redis_server: RedisServer) -> AsyncIterator[Callable[..., Any
     made: list[RedisState] = []
 
     async def make(n: int, **settings: Any) -> list[RedisState]:
+        # A reservation that times out takes the local rule while Redis still serves the others: not what these
+        # tests are about (a partial outage, documented with the local rule), so a loaded machine gets a generous bound.
+        settings.setdefault("reserve_timeout_s", 1.0)
         config = StateConfig(backend="redis", redis_url=redis_server.url, sync_interval_s=0.05, reconnect_s=0.05,
                              **settings)
         states = [RedisState(config, {"p": 100.0}) for _ in range(n)]
@@ -73,8 +76,8 @@ async def test_many_concurrent_reservations_on_three_replicas_never_pass_the_lim
         wave = [s.areserve(KEY, amount, limit) for s in states for _ in range(50)]
         verdicts = await asyncio.gather(*wave)
         held += amount * sum(verdicts)
-        if waves == 1:  # 300 reservations, 90% of the limit: without leases each is one script call
-            assert all(verdicts) and grants(redis_server) - before < 300 / 5
+        if waves == 0:  # 150 reservations, 45% of the limit: without leases each is one script call
+            assert all(verdicts) and grants(redis_server) - before < 150 / 5
         assert held <= limit + 1e-9
         assert redis_total(redis_server) <= limit + 1e-9  # every slice counts at once
         if not any(verdicts):

@@ -1,0 +1,179 @@
+"""Spend totals shared through Redis: ``RedisState``'s ``reserve``/``settle``/``spent``, with leases.
+
+A reservation is taken from this replica's slice of the limit (``state_leases``) without a round trip; a new
+slice is one atomic script call (``GRANT_LUA``), awaited, bounded by ``reserve_timeout_s``. Without Redis the
+local rule decides (``SharedTotals.reserve_locally``). What changes locally (excess spend, slices given back,
+plain counters, the unused room the others subtract) is queued on the background flush; every sync re-reads
+the totals in use. Any key works: budgets' period totals, per-minute request windows, plain counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from .config.state import StateConfig
+from .state import MAX_TOTALS
+from .state_leases import GRANT_LUA, Leases
+from .state_wire import SETTLE_LUA, TOTALS_TTL_S, Event
+
+
+class SharedTotals:
+    """Totals in Redis under ``<prefix>total:<key>``, this replica's unused slice of each under
+    ``<prefix>room:<key>`` (a hash, one field per replica) so the others' ``spent`` can leave it out."""
+
+    def __init__(self, config: StateConfig, replica_id: str, *, is_up: Callable[[], bool],
+                 replicas: Callable[[], int], lost: Callable[[BaseException], None],
+                 publish: Callable[[Event], None], kick: Callable[[], None]) -> None:
+        self.config = config
+        self.replica_id = replica_id
+        self.leases = Leases(config.lease_share, config.lease_idle_s, MAX_TOTALS)
+        self._is_up, self._replicas, self._lost, self._publish, self._kick = is_up, replicas, lost, publish, kick
+        self._granting: dict[str, asyncio.Future[None]] = {}
+        self._grant_sync: Any = None
+        self._grant_async: Any = None
+        self._settle_async: Any = None
+
+    def connect(self, sync_client: Any, client: Any) -> None:
+        """Register the scripts on (re)connecting; the local rule's share is taken afresh at the next outage."""
+        if self._grant_sync is None:
+            self._grant_sync = sync_client.register_script(GRANT_LUA)
+        self._grant_async = client.register_script(GRANT_LUA)
+        self._settle_async = client.register_script(SETTLE_LUA)
+        self.leases.back_up()
+
+    # -- the request path ---------------------------------------------------------------------------
+
+    def reserve(self, key: str, amount: float, limit: float) -> bool:
+        """From this replica's slice, else a new slice (a blocking round trip), else the local rule."""
+        if self.leases.take(key, amount):
+            return True
+        if self._is_up() and self._grant_sync is not None:
+            try:
+                answer = self._grant_sync(keys=[self._total_key(key)], args=self._grant_args(key, amount, limit))
+            except (RedisError, OSError) as exc:
+                self._lost(exc)
+            else:
+                return self._granted(key, amount, answer)
+        return self.reserve_locally(key, amount, limit)
+
+    async def areserve(self, key: str, amount: float, limit: float) -> bool:
+        """``reserve`` awaiting its round trip. Concurrent requests that find the room empty wait for one
+        grant rather than each asking Redis (twice at most; then each asks for itself)."""
+        for attempt in range(4):
+            if self.leases.take(key, amount):
+                return True
+            if not self._is_up() or self._grant_async is None:
+                break
+            pending = self._granting.get(key)
+            if pending is not None and attempt < 2:
+                await asyncio.shield(pending)
+                continue
+            lead = pending is None  # the others wait for this grant
+            if lead:
+                pending = self._granting[key] = asyncio.get_running_loop().create_future()
+            try:
+                answer = await asyncio.wait_for(
+                    self._grant_async(keys=[self._total_key(key)], args=self._grant_args(key, amount, limit)),
+                    self.config.reserve_timeout_s)
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._lost(exc)  # a grant that did reach Redis stays counted: early refusals, never overspend
+                break
+            finally:
+                if lead:
+                    del self._granting[key]
+                    pending.set_result(None)
+            if self._granted(key, amount, answer):
+                return True
+            if not int(answer[0]):
+                return False
+        return self.reserve_locally(key, amount, limit)
+
+    def _grant_args(self, key: str, amount: float, limit: float) -> list[Any]:
+        leases = self.leases
+        return [repr(leases.need(key, amount)), repr(limit), repr(leases.slice_share(self._replicas())),
+                TOTALS_TTL_S]
+
+    def _granted(self, key: str, amount: float, answer: list[Any]) -> bool:
+        ok, total, slice_ = answer
+        if self.leases.granted(key, amount, bool(int(ok)), float(total), float(slice_)):
+            return True
+        if not int(ok):  # refused: the slices other replicas hold unused come back, and this one's
+            self.leases.give_back(key)
+            self._publish(["need", key])
+        return False
+
+    def reserve_locally(self, key: str, amount: float, limit: float) -> bool:
+        """Without Redis, the local rule: this replica's unused slice first (Redis counts it already), then its
+        share of what was left of the limit when Redis was lost, ``(limit - total then) / replicas``, the total
+        as of the last sync: all replicas together stay within the limit."""
+        return self.leases.take_down(key, amount, limit, self._replicas())
+
+    def settle(self, key: str, reserved: float, actual: float) -> None:
+        self.leases.settle(key, reserved, actual)
+        if actual > reserved:
+            self._kick()
+
+    def spent(self, key: str) -> float:
+        return self.leases.spent(key)
+
+    # -- the background: what the flush sends and the sync reads ----------------------------------------
+
+    async def write(self, pipe: Any, restore: Mapping[str, float] | None) -> Callable[[list[Any] | None], None]:
+        """Queue the changed rooms and deltas on ``pipe`` (``restore``: totals to put back first where Redis
+        lost them). Call the result with the pipeline's results from the first command queued here, or with
+        None if the pipeline failed (all is kept for the next flush)."""
+        start = len(pipe)
+        deltas, rooms = self.leases.drain()
+        for key in restore or ():
+            deltas.setdefault(key, 0.0)
+        for key, room in rooms.items():
+            if room > 0:
+                pipe.hset(self._room_key(key), self.replica_id, repr(room))
+                pipe.expire(self._room_key(key), TOTALS_TTL_S)
+            else:
+                pipe.hdel(self._room_key(key), self.replica_id)
+        skip = len(pipe) - start  # commands queued here before the deltas
+        for key, delta in deltas.items():
+            base = "" if restore is None or key not in restore else repr(restore[key])
+            await self._settle_async(keys=[self._total_key(key)], args=[repr(delta), base, TOTALS_TTL_S],
+                                     client=pipe)
+
+        def apply(results: list[Any] | None) -> None:
+            if results is None:
+                self.leases.undrained(deltas, rooms)
+                return
+            for key, total in zip(deltas, results[skip:], strict=True):
+                self.leases.known(key, float(total))
+
+        return apply
+
+    def read(self, pipe: Any) -> Callable[[list[Any]], None]:
+        """Queue reads of the totals in use (and the others' unused rooms in them) on ``pipe``; call the result
+        with the pipeline's results from the first command queued here."""
+        totals = list(self.leases.recent())
+        if totals:
+            pipe.mget([self._total_key(k) for k, _ in totals])
+            for key, _ in (t for t in totals if t[1]):
+                pipe.hgetall(self._room_key(key))
+        me = self.replica_id.encode()
+
+        def apply(results: list[Any]) -> None:
+            if not totals:
+                return
+            rooms = iter(results[1:])
+            for (key, leased), value in zip(totals, results[0], strict=True):
+                others = sum(float(v) for r, v in next(rooms).items() if r != me) if leased else None
+                if value is not None:
+                    self.leases.known(key, float(value), others)
+
+        return apply
+
+    def _total_key(self, key: str) -> str:
+        return self.config.key_prefix + "total:" + key
+
+    def _room_key(self, key: str) -> str:
+        return self.config.key_prefix + "room:" + key
