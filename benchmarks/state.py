@@ -8,7 +8,8 @@ Targets, all POST /v1/chat/completions with the same body, loaded by wrk:
   state redis    the same with `state: {backend: redis}` against a local redis-server (every outcome,
                  latency sample and schedule step goes to the other replicas in the background)
   memory + budget, redis + budget   the same two with an all-traffic budget (`budgets:`): each request reserves
-                 its worst case before routing and settles after (in Redis: one atomic Lua call per request)
+                 its worst case before routing and settles after (in Redis: locally within the replica's slice of
+                 the budget; a new slice, one atomic Lua call, only when the slice runs out)
 
 Each round loads every target at 1 and at 32 connections; rounds alternate targets so machine noise hits
 all alike; the table shows medians over rounds. Needs nginx, wrk and redis-server (Debian packages).

@@ -68,6 +68,15 @@ class _Cost:
 
 
 @dataclass(frozen=True, slots=True)
+class _Route:
+    """The worst cases of the providers a request may reach, and what their failed attempts are billed per
+    pass (``fixed + input * per_input``, summed): worked out once per provider list."""
+
+    costs: tuple[_Cost, ...]
+    failed: _Cost
+
+
+@dataclass(frozen=True, slots=True)
 class Ask:
     """What a request may cost at worst: its prompt, its output cap (None: each budget's default) and ``n``."""
 
@@ -76,15 +85,22 @@ class Ask:
     n: int = 1
 
     @classmethod
-    def of(cls, body: Mapping[str, Any]) -> Ask:
-        """From an OpenAI chat or completions body the gateway has validated."""
-        messages = body.get("messages")
-        prompt = estimate_message_tokens(messages) if isinstance(messages, list) else estimate_tokens(str(body.get("prompt", "")))
+    def of(cls, body: Mapping[str, Any], input_tokens: int | None = None) -> Ask:
+        """From an OpenAI chat or completions body the gateway has validated. ``input_tokens``: the prompt's
+        estimate if the caller made one already (``prompt_tokens``), so a request is estimated once."""
+        prompt = prompt_tokens(body) if input_tokens is None else input_tokens
         n = body.get("n")
         return cls(prompt, output_cap(body), n if isinstance(n, int) and n > 0 else 1)
 
     def output_tokens(self, budget: Budget) -> int:
         return (self.max_tokens or budget.default_max_tokens) * self.n
+
+
+def prompt_tokens(body: Mapping[str, Any]) -> int:
+    """The estimated prompt tokens of a chat (``messages``) or completions (``prompt``) body: the estimate
+    budgets reserve for, and the one a caller may share with ``Ask.of``."""
+    messages = body.get("messages")
+    return estimate_message_tokens(messages) if isinstance(messages, list) else estimate_tokens(str(body.get("prompt", "")))
 
 
 def output_cap(body: Mapping[str, Any]) -> int | None:
@@ -163,6 +179,9 @@ class Budgets:
         """Per budget name, (period start, spend the ledger recorded then) not yet added to the state's total."""
         self._costs = {name: _worst_case(p) for name, p in config.providers.items()}
         self._passes = 1 + config.retry_rounds
+        self._routes: dict[tuple[str, ...], _Route] = {}
+        self._periods: dict[tuple[str, str], tuple[float, float, str]] = {}
+        """Per budget name and period, (start, end, state key) of the period last used: a key per period, not per request."""
 
     def now(self) -> float:
         return self._clock()
@@ -200,14 +219,31 @@ class Budgets:
         """The most the request can be billed if ``providers`` serve it: the answer at the priciest, plus
         every attempt that may fail or lose a hedge, billed all the same (a GPU-second provider's worker time up
         to its timeout, a token provider's prompt), once per pass over them (``retry_rounds``)."""
-        output = ask.output_tokens(budget)
-        costs = [self._costs[p] for p in providers]
-        answer = max((c.usd(ask.input_tokens, output) for c in costs), default=0.0)
-        return answer + self._passes * sum(c.usd(ask.input_tokens, 0) for c in costs)
+        providers = tuple(providers)
+        route = self._routes.get(providers) or self._route(providers)
+        output, prompt = ask.output_tokens(budget), ask.input_tokens
+        answer = max((c.usd(prompt, output) for c in route.costs), default=0.0)
+        return answer + route.failed.usd(prompt, 0)
+
+    def _route(self, providers: tuple[str, ...]) -> _Route:
+        costs = tuple(self._costs[p] for p in providers)
+        failed = _Cost(self._passes * sum(c.fixed for c in costs), self._passes * sum(c.per_input for c in costs), 0.0)
+        if len(self._routes) >= MAX_KEY_BUDGETS:
+            self._routes.clear()
+        route = self._routes[providers] = _Route(costs, failed)
+        return route
 
     def state_key(self, budget: Budget, now_ts: float) -> str:
         """The state's key for the budget's current period: a new period is a new key, so it starts empty."""
-        return f"budget:{budget.name}:{int(period_bounds(budget.period, now_ts)[0])}"
+        cached = self._periods.get((budget.name, budget.period))
+        if cached is not None and cached[0] <= now_ts < cached[1]:
+            return cached[2]
+        start, end = period_bounds(budget.period, now_ts)
+        key = f"budget:{budget.name}:{int(start)}"
+        if len(self._periods) >= MAX_KEY_BUDGETS:
+            self._periods.clear()
+        self._periods[(budget.name, budget.period)] = (start, end, key)
+        return key
 
     async def reserve(self, budgets: Sequence[Budget], ask: Ask, providers: Iterable[str]) -> Reservation:
         """Hold the request's worst case on every one of ``budgets``, or on none: raises ``Exhausted`` naming
@@ -215,9 +251,13 @@ class Budgets:
         providers = tuple(providers)
         now_ts = self._clock()
         held: list[tuple[Budget, str, float]] = []
+        worst: dict[int, float] = {}  # per output cap: budgets mostly share one
         for budget in budgets:
             key = self.state_key(budget, now_ts)
-            usd = self.worst_case_usd(ask, budget, providers)
+            output = ask.max_tokens or budget.default_max_tokens
+            usd = worst.get(output)
+            if usd is None:
+                usd = worst[output] = self.worst_case_usd(ask, budget, providers)
             try:
                 ok = await self._state.areserve(key, usd, budget.usd)
             except BaseException:  # cancelled while waiting on a shared state: give back what was held

@@ -40,17 +40,18 @@ class BudgetGate:
                                       and key.stored.settings.budget_usd is not None)
 
     async def hold(self, key: KeyIdentity | None, body: dict[str, Any], context: RequestContext | None,
-                   strategy: str) -> tuple[Reservation | None, LLMRouter, str]:
+                   strategy: str, input_tokens: int | None = None) -> tuple[Reservation | None, LLMRouter, str]:
         """Reserve the request's worst case on every budget that applies: the reservation, and the router and
         strategy that serve it. Raises ``Exhausted`` when it does not fit (nor, for ``cheapest``, at the
-        cheapest provider)."""
+        cheapest provider). ``input_tokens``: the prompt's estimate (``budgets.prompt_tokens``) if the caller
+        has it already, so the prompt is estimated once per request."""
         stored = key.stored.settings if key is not None and key.stored is not None else None
         tags = context.tags if context is not None else (key.tags if key is not None else ())
         budgets = self.budgets.applicable(key.key_id if key is not None else None,
                                           (stored.budget_usd, stored.budget_period) if stored else None, tags)
         if not budgets:
             return None, self.router, strategy
-        ask = Ask.of(body)
+        ask = Ask.of(body, input_tokens)
         try:
             return await self.budgets.reserve(budgets, ask, self.router.providers), self.router, strategy
         except Exhausted as exc:
