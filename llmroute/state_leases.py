@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 # Take a slice of a limit: at least ARGV[1] (the part of a request the room lacks), else nothing.
@@ -117,7 +116,6 @@ class Leases:
                 return False
             lease.room -= amount
             lease.used_at = lease.seen_at = time.monotonic()
-            self._dirty.add(key)
             return True
 
     def need(self, key: str, amount: float) -> float:
@@ -139,7 +137,6 @@ class Leases:
             if slice_ > 0:
                 lease.room += slice_
                 lease.leased = True
-                self._dirty.add(key)
             if not ok or lease.room < amount:
                 return False
             lease.room -= amount
@@ -178,8 +175,9 @@ class Leases:
             else:
                 from_room = min(lease.room, -freed)
                 lease.room -= from_room
-                lease.delta += -freed - from_room
-            self._dirty.add(key)
+                if -freed > from_room:
+                    lease.delta += -freed - from_room
+                    self._dirty.add(key)
 
     def spent(self, key: str) -> float:
         with self._lock:
@@ -213,25 +211,27 @@ class Leases:
         return returned
 
     def changed(self) -> bool:
-        """Is there anything to send?"""
-        return bool(self._dirty or self._orphans or self._orphan_rooms)
+        """Is there a delta to send?"""
+        return bool(self._dirty or self._orphans)
 
-    def drain(self) -> tuple[dict[str, float], dict[str, float]]:
-        """What to send: per total, the delta to add, and the room to show the others (changed ones)."""
+    def drain(self, rooms: bool) -> tuple[dict[str, float], dict[str, float]]:
+        """What to send: per total, the delta to add; with ``rooms``, the unused room to show the others where
+        it changed (once per sync, not per request: the others' ``spent`` is as of the last sync anyway)."""
         with self._lock:
             deltas, self._orphans = self._orphans, {}
-            rooms = dict.fromkeys(self._orphan_rooms, 0.0)
-            self._orphan_rooms.clear()
             for key in self._dirty:
                 lease = self._entries.get(key)
-                if lease is None:
-                    continue
-                if lease.delta:
+                if lease is not None and lease.delta:
                     deltas[key], lease.delta = deltas.get(key, 0.0) + lease.delta, 0.0
-                if lease.leased and lease.room != lease.room_sent:
-                    rooms[key] = lease.room_sent = lease.room
             self._dirty.clear()
-        return deltas, rooms
+            shown: dict[str, float] = {}
+            if rooms:
+                shown = dict.fromkeys(self._orphan_rooms, 0.0)
+                self._orphan_rooms.clear()
+                for key, lease in self._entries.items():
+                    if lease.leased and lease.room != lease.room_sent:
+                        shown[key] = lease.room_sent = lease.room
+        return deltas, shown
 
     def undrained(self, deltas: dict[str, float], rooms: dict[str, float]) -> None:
         """A flush that failed: keep its deltas for the next, and show the rooms again."""
@@ -247,7 +247,6 @@ class Leases:
                 lease = self._entries.get(key)
                 if lease is not None:
                     lease.room_sent = None
-                    self._dirty.add(key)
 
     def known(self, key: str, total: float, others: float | None = None) -> None:
         """A total read from Redis (and the other replicas' unused slices in it, when read too)."""
@@ -258,12 +257,11 @@ class Leases:
                 if others is not None:
                     lease.others = others
 
-    def recent(self) -> Iterator[tuple[str, bool]]:
-        """(key, leased) of the totals used lately: re-read at every sync."""
+    def recent(self) -> list[str]:
+        """The totals used lately: re-read at every sync."""
         since = time.monotonic() - RECENT_S
         with self._lock:
-            found = [(k, lease.leased) for k, lease in self._entries.items() if lease.seen_at >= since]
-        return iter(found)
+            return [k for k, lease in self._entries.items() if lease.seen_at >= since]
 
     def restore(self) -> dict[str, float]:
         """After (re)connecting: the totals as last known (put back where Redis lost them), every room shown
@@ -275,7 +273,6 @@ class Leases:
                 if lease.synced:
                     restore[key] = lease.known
                     lease.room_sent = None
-                    self._dirty.add(key)
             return restore
 
     def back_up(self) -> None:

@@ -417,8 +417,9 @@ class RedisState(InMemoryState):
             await self._pull(client)
             if not self.up:  # a reservation timed out, but Redis answers again
                 self._connected()
-            if self.totals.leases.give_back(idle=True) or self.totals.leases.changed():  # idle slices go back; the others
-                self._kick()  # learn this replica's unused room
+            self.totals.leases.give_back(idle=True)  # slices unused for lease_idle_s go back
+            self.totals.rooms_due = True  # the others learn this replica's unused rooms
+            self._kick()
 
     async def _pull(self, client: aredis.Redis) -> None:
         """Heal what messages missed, count the live replicas, and refresh the spend totals."""

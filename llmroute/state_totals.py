@@ -36,6 +36,8 @@ class SharedTotals:
         self._grant_sync: Any = None
         self._grant_async: Any = None
         self._settle_async: Any = None
+        self.rooms_due = False
+        """Set by the sync: the next flush shows the others this replica's unused rooms."""
 
     def connect(self, sync_client: Any, client: Any) -> None:
         """Register the scripts on (re)connecting; the local rule's share is taken afresh at the next outage."""
@@ -127,7 +129,8 @@ class SharedTotals:
         lost them). Call the result with the pipeline's results from the first command queued here, or with
         None if the pipeline failed (all is kept for the next flush)."""
         start = len(pipe)
-        deltas, rooms = self.leases.drain()
+        deltas, rooms = self.leases.drain(self.rooms_due or restore is not None)
+        self.rooms_due = False
         for key in restore or ():
             deltas.setdefault(key, 0.0)
         for key, room in rooms.items():
@@ -156,19 +159,17 @@ class SharedTotals:
         with the pipeline's results from the first command queued here."""
         totals = list(self.leases.recent())
         if totals:
-            pipe.mget([self._total_key(k) for k, _ in totals])
-            for key, _ in (t for t in totals if t[1]):
+            pipe.mget([self._total_key(k) for k in totals])
+            for key in totals:  # a total this replica only reads may hold the others' slices too
                 pipe.hgetall(self._room_key(key))
         me = self.replica_id.encode()
 
         def apply(results: list[Any]) -> None:
             if not totals:
                 return
-            rooms = iter(results[1:])
-            for (key, leased), value in zip(totals, results[0], strict=True):
-                others = sum(float(v) for r, v in next(rooms).items() if r != me) if leased else None
+            for key, value, rooms in zip(totals, results[0], results[1:], strict=True):
                 if value is not None:
-                    self.leases.known(key, float(value), others)
+                    self.leases.known(key, float(value), sum(float(v) for r, v in rooms.items() if r != me))
 
         return apply
 

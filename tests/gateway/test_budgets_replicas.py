@@ -4,8 +4,9 @@ total, so waves of 3 x 50 concurrent requests cannot pass it; with memory state 
 The documented bound: the ledger's sum for the key never exceeds the budget plus, per request in flight, what
 its answer was billed above its reservation (an answer longer than ``max_tokens`` allows, or longer than the
 budget's ``default_max_tokens`` when the request set no cap). The emulated providers keep ``max_tokens`` and
-every request here sets it, so that excess is 0 and the bound is the budget itself. (Redis lost mid-run would
-add nothing either: each replica may then reserve only its share of what was left.)"""
+every request here sets it, so that excess is 0 and the bound is the budget itself. Leases do not move it: a
+replica reserves locally only within a slice Redis already counts in the total. (Redis lost mid-run would add
+nothing either: each replica may then reserve only its unused slice and its share of what was left.)"""
 
 from __future__ import annotations
 
