@@ -51,15 +51,22 @@ class SharedTotals:
 
     def reserve(self, key: str, amount: float, limit: float) -> bool:
         """From this replica's slice, else a new slice (a blocking round trip), else the local rule."""
-        if self.leases.take(key, amount):
-            return True
-        if self._is_up() and self._grant_sync is not None:
+        for _ in range(2):  # twice: another thread may take the new slice first
+            if self.leases.take(key, amount):
+                return True
+            if not self._is_up() or self._grant_sync is None:
+                break
             try:
                 answer = self._grant_sync(keys=[self._total_key(key)], args=self._grant_args(key, amount, limit))
             except (RedisError, OSError) as exc:
                 self._lost(exc)
-            else:
-                return self._granted(key, amount, answer)
+                break
+            if self._granted(key, amount, answer):
+                return True
+            if not int(answer[0]):
+                return False
+        else:
+            return False  # the slices went to concurrent requests each time: refused, never the local rule
         return self.reserve_locally(key, amount, limit)
 
     async def areserve(self, key: str, amount: float, limit: float) -> bool:
@@ -92,6 +99,8 @@ class SharedTotals:
                 return True
             if not int(answer[0]):
                 return False
+        else:
+            return False  # the slices went to concurrent requests each time: refused, never the local rule
         return self.reserve_locally(key, amount, limit)
 
     def _grant_args(self, key: str, amount: float, limit: float) -> list[Any]:
