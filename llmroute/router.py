@@ -20,7 +20,7 @@ from .providers import OpenAICompatProvider, ProviderResponse
 from .result import Attempt, RouteResult, request_headers
 from .state import ColdStartSettings, InMemoryState, RouterState
 from .stream import RouteStream, bill_attempt
-from .strategies import Route, RouteRequest, RoutingStrategy, StrategyBase, build_strategy
+from .strategies import Route, RouteRequest, RoutingStrategy, StrategyBase, StrongShare, build_strategy
 from .tokens import estimate_message_tokens, estimate_tokens
 
 if TYPE_CHECKING:
@@ -157,27 +157,31 @@ class LLMRouter:
     async def chat_request(
         self, body: Mapping[str, Any], *, strategy: RoutingStrategy | str | None = None,
         extra_headers: Mapping[str, str] | None = None, context: RequestContext | None = None,
+        strong_share: StrongShare | None = None,
     ) -> RouteResult:
         """An OpenAI chat-completions body, every field passed through; ``model`` is set per provider.
 
-        ``context`` (route, gateway key id, user, tags) goes to the ledger only.
+        ``context`` (route, gateway key id, user, tags) goes to the ledger only. ``strong_share``: a paced
+        budget's share of strong calls, for the strategies that have one (quality_aware, balanced).
         """
-        estimate = self._estimate(estimate_message_tokens(body["messages"]), body, messages=body["messages"])
+        estimate = self._estimate(estimate_message_tokens(body["messages"]), body, messages=body["messages"],
+                                  strong_share=strong_share)
         return await self._call(CHAT_PATH, body, estimate, strategy, extra_headers, context)
 
     async def completion_request(
         self, body: Mapping[str, Any], *, strategy: RoutingStrategy | str | None = None,
         extra_headers: Mapping[str, str] | None = None, context: RequestContext | None = None,
+        strong_share: StrongShare | None = None,
     ) -> RouteResult:
         """An OpenAI legacy completions body (``prompt`` a string)."""
         prompt = str(body["prompt"])
-        estimate = self._estimate(estimate_tokens(prompt), body, prompt=prompt)
+        estimate = self._estimate(estimate_tokens(prompt), body, prompt=prompt, strong_share=strong_share)
         return await self._call(COMPLETIONS_PATH, body, estimate, strategy, extra_headers, context)
 
     def stream_request(
         self, body: Mapping[str, Any], *, strategy: RoutingStrategy | str | None = None,
         extra_headers: Mapping[str, str] | None = None, path: str = CHAT_PATH,
-        context: RequestContext | None = None, resume: bool | None = None,
+        context: RequestContext | None = None, resume: bool | None = None, strong_share: StrongShare | None = None,
     ) -> RouteStream:
         """Stream a chat (or, with ``path=COMPLETIONS_PATH``, a completions) body.
 
@@ -185,10 +189,11 @@ class LLMRouter:
         """
         upstream = {**body, "stream": True, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
         if path == CHAT_PATH:
-            estimate = self._estimate(estimate_message_tokens(body["messages"]), body, messages=body["messages"])
+            estimate = self._estimate(estimate_message_tokens(body["messages"]), body, messages=body["messages"],
+                                      strong_share=strong_share)
         else:
             prompt = str(body["prompt"])
-            estimate = self._estimate(estimate_tokens(prompt), body, prompt=prompt)
+            estimate = self._estimate(estimate_tokens(prompt), body, prompt=prompt, strong_share=strong_share)
         return RouteStream(self, upstream, estimate, strategy, extra_headers, path, context,
                            resume=self.config.stream_resume if resume is None else resume)
 
@@ -249,7 +254,7 @@ class LLMRouter:
                      "model's benchmark curve. Measure it with shadow evaluation (shadow.rate) or llmroute quality "
                      "collect", needed, weak, strong, min_quality * 100, strategy.strong_share * 100)
             return
-        strategy.set_strong_share(measured.share)
+        strategy.set_strong_share(measured.share, measured=True)
         estimate = measured.estimate
         figures = (f"retained quality {estimate.value:.1%} (95% CI {estimate.low:.1%}-{estimate.high:.1%})"
                    if estimate is not None else "retained quality unknown")
@@ -260,11 +265,12 @@ class LLMRouter:
     # -- internals ----------------------------------------------------------------
 
     def _estimate(self, input_tokens: int, params: Mapping[str, Any], *, prompt: str | None = None,
-                  messages: Messages | None = None) -> RouteRequest:
+                  messages: Messages | None = None, strong_share: StrongShare | None = None) -> RouteRequest:
         output = params.get("max_completion_tokens") or params.get("max_tokens")
         if not isinstance(output, int) or output <= 0:
             output = self.config.expected_output_tokens  # the provider judges bad values itself
-        return RouteRequest(input_tokens=input_tokens, output_tokens=output, prompt=prompt, messages=messages)
+        return RouteRequest(input_tokens=input_tokens, output_tokens=output, prompt=prompt, messages=messages,
+                            strong_share=strong_share)
 
     def _cascade(self, estimate: RouteRequest, strategy: RoutingStrategy | str | None) -> tuple[Cascade, str, Route]:
         chosen = self.strategy(strategy)

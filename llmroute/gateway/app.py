@@ -37,6 +37,7 @@ from .errors import (
 )
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import openapi_json
+from .pacing import PacingGate
 from .streaming import stream_response
 
 log = logging.getLogger("llmroute.gateway")
@@ -135,6 +136,7 @@ class Gateway:
         if router.shadow is not None:
             self.metrics.watch_shadow(router.shadow)
         self.budgeting = BudgetGate(router)
+        self.pacing = PacingGate(router, self.budgeting.budgets)  # a config that cannot be paced fails here
         self._keeps_context = router.ledger is not None or router.shadow is not None or self.budgeting.needs_tags
 
     def _ledger_keys(self, router: LLMRouter) -> LedgerKeySource | None:
@@ -185,8 +187,10 @@ class Gateway:
         if self.key_source is not None:
             self.key_source.start()
         await self.budgeting.start()
+        self.pacing.start()  # after the budgets read their spend so far: the first plan starts from it
 
     async def _close(self, app: web.Application) -> None:
+        await self.pacing.aclose()
         if self.key_source is not None:
             await self.key_source.aclose()
         await self.budgeting.aclose()
@@ -336,21 +340,28 @@ class Gateway:
                 raise KeyRefused(429, exc.message, "insufficient_quota", "budget_exceeded",
                                  headers={"Retry-After": str(exc.retry_after_s)}) from None
         streamed = bool(body.get("stream"))
+        paced = self.pacing.applicable(key, context) if self.pacing else ()  # budget pacing: its share, its tokens
+        share = self.pacing.share(paced) if paced else None
         try:
             if streamed:  # its key's tokens and its budgets settle when the stream ends, to what it used
                 settle = None if limited is None and held is None else functools.partial(
                     settle_request, self.limiter, limited, reserved, held)
+                if paced:
+                    settle = self.pacing.counting(paced, settle)
                 return await stream_response(self, request, body, path, strategy, endpoint, context, warning, settle,
-                                             router=router)
+                                             router=router, strong_share=share)
             if path == CHAT_PATH:
                 result = await router.chat_request(body, strategy=strategy, extra_headers=self._extra_headers(request),
-                                                   context=context)
+                                                   context=context, strong_share=share)
             else:
                 result = await router.completion_request(body, strategy=strategy,
-                                                         extra_headers=self._extra_headers(request), context=context)
+                                                         extra_headers=self._extra_headers(request), context=context,
+                                                         strong_share=share)
         except (AllProvidersFailed, ClientRequestError, ProviderError) as exc:
             if not streamed:
                 settle_request(self.limiter, limited, reserved, held, None, getattr(exc, "attempts", None) or [])
+                if paced:
+                    self.pacing.count(paced, getattr(exc, "attempts", None) or [])
             self.metrics.observe_failures(getattr(exc, "attempts", []), strategy)
             self.metrics.observe_error(strategy, type(exc).__name__)
             raise
@@ -359,6 +370,8 @@ class Gateway:
                 held.keep()
             raise
         settle_request(self.limiter, limited, reserved, held, result, result.attempts)
+        if paced:
+            self.pacing.count(paced, result.attempts)
         self.metrics.observe(result, endpoint)
         body_json = result.raw_json if result.raw_json is not None else orjson.dumps(result.raw)
         headers = result_headers(result)
@@ -452,6 +465,9 @@ class Gateway:
         shadow = self.router.shadow
         body["shadow"] = shadow.snapshot() if shadow is not None else {"rate": 0.0}
         body["budgets"] = self.budgeting.budgets.snapshot()
+        for name, pacing in self.pacing.states().items():  # each paced budget's plan: target, spend, share
+            if name in body["budgets"]:
+                body["budgets"][name]["pacing"] = pacing
         body["state_backend"] = self._state_backend()
         return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())
 
