@@ -66,11 +66,12 @@ def paced_config(seed_config: dict[str, Any], tmp_path: Path, *budgets: dict[str
             "budgets": list(budgets)}
 
 
-async def strong_count(client: httpx.AsyncClient, n: int, tags: str | None = None) -> int:
+async def strong_count(client: httpx.AsyncClient, n: int, tags: str | None = None, key: str | None = None) -> int:
     """Send ``n`` requests one after another; how many the strong provider served."""
     strong = 0
+    headers = {**({"x-llmroute-tags": tags} if tags else {}), **({"Authorization": f"Bearer {key}"} if key else {})}
     for i in range(n):
-        r = await client.post("/v1/chat/completions", headers={"x-llmroute-tags": tags} if tags else {},
+        r = await client.post("/v1/chat/completions", headers=headers,
                               json={"model": "balanced", "max_tokens": 16,
                                     "messages": [{"role": "user", "content": f"Summarise lead {i}"}]})
         assert r.status_code == 200, r.text
@@ -150,11 +151,16 @@ async def test_a_request_under_several_paced_budgets_gets_the_lowest_share(
     config = paced_config(seed_config, tmp_path,
                           {"name": "all", "usd": 5, "pacing": True, "max_strong_share": 0.8},
                           {"tag": "team=sales", "usd": 1, "pacing": True, "max_strong_share": 0.3},
+                          {"key": "bot", "usd": 1, "pacing": True, "max_strong_share": 0.5},
                           {"tag": "team=ops", "usd": 1})  # not paced: no share of its own
+    config["gateway"] = {"api_keys": [{"id": "bot", "key": "gw-bot-key-123456"},
+                                      {"id": "app", "key": "gw-app-key-123456"}]}
     async with serving(config, clock) as (_, client):
-        assert await strong_count(client, 50, tags="team=sales") == 15
-        assert await strong_count(client, 50) == 40
-        assert await strong_count(client, 50, tags="team=ops") == 40
+        assert await strong_count(client, 50, tags="team=sales", key="gw-app-key-123456") == 15
+        assert await strong_count(client, 50, key="gw-bot-key-123456") == 25
+        assert await strong_count(client, 50, tags="team=sales", key="gw-bot-key-123456") == 15
+        assert await strong_count(client, 50, key="gw-app-key-123456") == 40
+        assert await strong_count(client, 50, tags="team=ops", key="gw-app-key-123456") == 40
 
 
 async def test_measured_quality_is_a_floor_pacing_never_goes_below(
