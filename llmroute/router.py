@@ -157,43 +157,50 @@ class LLMRouter:
     async def chat_request(
         self, body: Mapping[str, Any], *, strategy: RoutingStrategy | str | None = None,
         extra_headers: Mapping[str, str] | None = None, context: RequestContext | None = None,
-        strong_share: StrongShare | None = None,
+        strong_share: StrongShare | None = None, prompt_tokens: int | None = None,
     ) -> RouteResult:
         """An OpenAI chat-completions body, every field passed through; ``model`` is set per provider.
 
         ``context`` (route, gateway key id, user, tags) goes to the ledger only. ``strong_share``: a paced
         budget's share of strong calls, for the strategies that have one (quality_aware, balanced).
+        ``prompt_tokens``: the prompt's estimate if the caller made it already (``tokens.prompt_estimate``).
         """
-        estimate = self._estimate(estimate_message_tokens(body["messages"]), body, messages=body["messages"],
-                                  strong_share=strong_share)
+        if prompt_tokens is None:
+            prompt_tokens = estimate_message_tokens(body["messages"])
+        estimate = self._estimate(prompt_tokens, body, messages=body["messages"], strong_share=strong_share)
         return await self._call(CHAT_PATH, body, estimate, strategy, extra_headers, context)
 
     async def completion_request(
         self, body: Mapping[str, Any], *, strategy: RoutingStrategy | str | None = None,
         extra_headers: Mapping[str, str] | None = None, context: RequestContext | None = None,
-        strong_share: StrongShare | None = None,
+        strong_share: StrongShare | None = None, prompt_tokens: int | None = None,
     ) -> RouteResult:
-        """An OpenAI legacy completions body (``prompt`` a string)."""
+        """An OpenAI legacy completions body (``prompt`` a string); ``prompt_tokens`` as for ``chat_request``."""
         prompt = str(body["prompt"])
-        estimate = self._estimate(estimate_tokens(prompt), body, prompt=prompt, strong_share=strong_share)
+        estimate = self._estimate(estimate_tokens(prompt) if prompt_tokens is None else prompt_tokens, body,
+                                  prompt=prompt, strong_share=strong_share)
         return await self._call(COMPLETIONS_PATH, body, estimate, strategy, extra_headers, context)
 
     def stream_request(
         self, body: Mapping[str, Any], *, strategy: RoutingStrategy | str | None = None,
         extra_headers: Mapping[str, str] | None = None, path: str = CHAT_PATH,
         context: RequestContext | None = None, resume: bool | None = None, strong_share: StrongShare | None = None,
+        prompt_tokens: int | None = None,
     ) -> RouteStream:
         """Stream a chat (or, with ``path=COMPLETIONS_PATH``, a completions) body.
 
-        Usage is always requested upstream, so cost is known whatever the caller asked.
+        Usage is always requested upstream, so cost is known whatever the caller asked. ``prompt_tokens`` as
+        for ``chat_request``.
         """
         upstream = {**body, "stream": True, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
         if path == CHAT_PATH:
-            estimate = self._estimate(estimate_message_tokens(body["messages"]), body, messages=body["messages"],
-                                      strong_share=strong_share)
+            if prompt_tokens is None:
+                prompt_tokens = estimate_message_tokens(body["messages"])
+            estimate = self._estimate(prompt_tokens, body, messages=body["messages"], strong_share=strong_share)
         else:
             prompt = str(body["prompt"])
-            estimate = self._estimate(estimate_tokens(prompt), body, prompt=prompt, strong_share=strong_share)
+            estimate = self._estimate(estimate_tokens(prompt) if prompt_tokens is None else prompt_tokens, body,
+                                      prompt=prompt, strong_share=strong_share)
         return RouteStream(self, upstream, estimate, strategy, extra_headers, path, context,
                            resume=self.config.stream_resume if resume is None else resume)
 
