@@ -159,8 +159,7 @@ class LiveSpend:
             for prefix in self._prefixes:
                 base = f"{prefix}:{dimension}:{name}:"
                 for metric, value in zip(_METRICS, sums, strict=True):
-                    if value:
-                        settle(base + metric, 0.0, value)
+                    settle(base + metric, 0.0, value)  # 0 too: a shared state then follows every total of it
 
     def _roll(self, now_ts: float) -> None:
         """Move to the day (and period) holding ``now_ts``: new keys, so the new window starts empty."""
@@ -226,8 +225,9 @@ class LiveSpend:
         for prefix, by_series in merged:
             for (dimension, name), sums in by_series.items():
                 base = f"{prefix}:{dimension}:{name}:"
-                await self._state.areserve(base + "requests", 0.0, _READ_LIMIT)  # a shared total, read in
-                if self._state.spent(base + "requests") > 0 or self._state.spent(base + "usd") > 0:
+                for metric in _METRICS:  # a shared state reads its totals into the local copy, and follows them
+                    await self._state.areserve(base + metric, 0.0, _READ_LIMIT)
+                if any(self._state.spent(base + metric) > 0 for metric in _METRICS):
                     continue
                 for metric, value in zip(_METRICS, sums, strict=True):
                     if value:
