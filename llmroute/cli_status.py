@@ -1,4 +1,5 @@
-"""``llmroute status``: what a running gateway thinks of each provider, from its ``/router/state``."""
+"""``llmroute status``: what a running gateway thinks of each provider, and what it has spent, from its
+``/router/state``."""
 
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ def status(
     table: Annotated[str, typer.Option(
         "--table", help=f"What --format csv prints: {' | '.join(_CSV_TABLES)}")] = "providers",
 ) -> None:
-    """Breakers, cool-downs, latency and error rates of each provider, budgets and shadow evaluation, as a running
-    gateway sees them."""
+    """Breakers, cool-downs, latency and error rates of each provider, spend today and this period per key, tag and
+    provider, budgets (and their pacing) and shadow evaluation, as a running gateway sees them."""
     fmt = output_format(fmt, as_json)
     shown = redact_url(url)
     if watch is not None and fmt != OutputFormat.TABLE:
