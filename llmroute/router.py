@@ -18,6 +18,7 @@ from .ledger import Ledger, RequestContext, entry_from_failure, entry_from_resul
 from .pricing import Pricer, per_million
 from .providers import OpenAICompatProvider, ProviderResponse
 from .result import Attempt, RouteResult, request_headers
+from .spend import LiveSpend, live_spend
 from .state import ColdStartSettings, InMemoryState, RouterState
 from .stream import RouteStream, bill_attempt
 from .strategies import Route, RouteRequest, RoutingStrategy, StrategyBase, StrongShare, build_strategy
@@ -60,6 +61,8 @@ class LLMRouter:
         self.config = load_config(config)
         self.default_strategy = RoutingStrategy(strategy or self.config.strategy)
         self.state = state or build_state(self.config)
+        self.spend: LiveSpend | None = live_spend(self.state, self.config.spend)
+        """Spend today and this period per key, tag and provider (one per state: routers sharing it share it)."""
         self.providers = {name: OpenAICompatProvider(p) for name, p in self.config.providers.items()}
         self.pricers = {name: Pricer(p) for name, p in self.config.providers.items()}
         self.health = HealthMonitor(self)
@@ -76,6 +79,8 @@ class LLMRouter:
             from .evaluation.shadow import Shadow
 
             self.shadow = Shadow(self.config, self.providers, self.pricers, self.state, self.ledger)
+            if self.spend is not None:
+                self._count_shadow_spend(self.shadow, self.spend)
         if self.shadow is not None or min_quality is not None:
             pairs = self._graded_pairs()
             if self.shadow is not None:
@@ -103,6 +108,8 @@ class LLMRouter:
         if self.shadow is not None:
             await self.shadow.aclose()
         await self.health.aclose()
+        if self.spend is not None:
+            self.spend.flush()  # before the state closes: a shared one sends it on
         await self.state.aclose()
         for provider in self.providers.values():
             await provider.aclose()
@@ -325,6 +332,9 @@ class LLMRouter:
         context: RequestContext | None, *, provider: str | None = None, ttft_ms: float | None = None,
         route: Route | None = None,
     ) -> None:
+        attempts = getattr(exc, "attempts", None) or cascade.attempts
+        if self.spend is not None:
+            self.spend.record(attempts, context, sum(a.prompt_tokens + a.completion_tokens for a in attempts))
         if self.ledger is None:
             return
         if isinstance(exc, StreamInterrupted):
@@ -336,8 +346,7 @@ class LLMRouter:
         else:
             status = "cancelled"
         self.ledger.record(entry_from_failure(
-            request_id=request_id, strategy=strategy_name, status=status,
-            attempts=getattr(exc, "attempts", None) or cascade.attempts,
+            request_id=request_id, strategy=strategy_name, status=status, attempts=attempts,
             latency_ms=(time.perf_counter() - started) * 1000, error=str(exc).split("\n")[0] or type(exc).__name__,
             context=context, provider=provider, ttft_ms=ttft_ms,
             quality_score=route.quality_score if route else None, route_decision=route.decision if route else None,
@@ -380,11 +389,28 @@ class LLMRouter:
             raw=response.body, ratelimit=response.ratelimit, raw_json=response.raw_json, route=route,
             estimate=estimate,
         )
-        if self.ledger is not None:
-            self.ledger.record(entry_from_result(result, context))
+        self._record_result(result, context)
         if self.shadow is not None:  # off: this one comparison is all shadow costs a request
             self.shadow.offer(path, body, result, context)
         return result
+
+    def _record_result(self, result: RouteResult, context: RequestContext | None) -> None:
+        """An answered request's ledger row, and its live spend (counted from the same attempts)."""
+        if self.ledger is not None:
+            self.ledger.record(entry_from_result(result, context))
+        if self.spend is not None:
+            self.spend.record(result.attempts, context, result.prompt_tokens + result.completion_tokens)
+
+    @staticmethod
+    def _count_shadow_spend(shadow: Shadow, spend: LiveSpend) -> None:
+        """Shadow evaluation's calls count in live spend's ``all`` (as they do in all-traffic budgets)."""
+        counted = shadow.on_spend
+
+        def on_spend(kind: str, usd: float) -> None:
+            counted(kind, usd)
+            spend.add(usd)
+
+        shadow.on_spend = on_spend
 
     def _result(
         self, provider: OpenAICompatProvider, cascade: Cascade, strategy_name: str, request_id: str,

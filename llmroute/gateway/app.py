@@ -151,7 +151,8 @@ class Gateway:
             self.metrics.watch_shadow(router.shadow)
         self.budgeting = BudgetGate(router)
         self.pacing = PacingGate(router, self.budgeting.budgets)  # a config that cannot be paced fails here
-        self._keeps_context = router.ledger is not None or router.shadow is not None or self.budgeting.needs_tags
+        self._keeps_context = (router.ledger is not None or router.shadow is not None or self.budgeting.needs_tags
+                               or router.spend is not None)
 
     def _ledger_keys(self, router: LLMRouter) -> LedgerKeySource | None:
         """The ledger's gateway keys, read now (before serving: a failure is a start-up error) and then every
@@ -441,6 +442,8 @@ class Gateway:
     async def metrics_endpoint(self, request: web.Request) -> web.Response:
         if self.budgeting.budgets.known:  # read here, when scraped: nothing on the request path
             self.metrics.observe_budgets(self.budgeting.budgets.snapshot())
+        if self.router.spend is not None:
+            self.metrics.observe_spend(self.router.spend.snapshot())
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def state(self, request: web.Request) -> web.Response:
@@ -477,6 +480,7 @@ class Gateway:
         for name, pacing in self.pacing.states().items():  # each paced budget's plan: target, spend, share
             if name in body["budgets"]:
                 body["budgets"][name]["pacing"] = pacing
+        body["spend"] = self.router.spend.snapshot() if self.router.spend is not None else None
         body["state_backend"] = self._state_backend()
         return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())
 
