@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from llmroute.gateway.auth import KeyIdentity, KeyStore, LedgerKeySource
+from llmroute.gateway.auth import KeyStore, LedgerKeySource
 from llmroute.keys import GatewayKeys, KeyRequestError, KeySettings, StoredKey, key_digest
 from llmroute.ledger import Ledger, open_store
 from llmroute.ledger.schema import GATEWAY_KEYS_VERSION, latest_version

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field
 
 from ..breaker import BreakerSettings
 from ..strategies.base import RoutingStrategy
-from .budgets import Budgets
+from .budgets import Budgets, pacing_problems
 from .evaluation import GraderRule, JudgeConfig, ShadowConfig
 from .spend import SpendConfig
 from .state import StateConfig
@@ -393,6 +393,8 @@ class RouterConfig(_Strict):
             reference, candidate = self.shadow_pair()
             if reference == candidate:
                 raise KeyedError("shadow", f"reference and candidate must be different providers (both '{reference}')")
+        for key, problem in pacing_problems(self):
+            raise KeyedError(key, problem)
         return self
 
     @property

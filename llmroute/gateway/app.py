@@ -359,14 +359,15 @@ class Gateway:
                 if paced:
                     settle = self.pacing.counting(paced, settle)
                 return await stream_response(self, request, body, path, strategy, endpoint, context, warning, settle,
-                                             router=router, strong_share=share)
+                                             router=router, strong_share=share, prompt_tokens=prompt_tokens(request, body))
             if path == CHAT_PATH:
                 result = await router.chat_request(body, strategy=strategy, extra_headers=self._extra_headers(request),
-                                                   context=context, strong_share=share)
+                                                   context=context, strong_share=share,
+                                                   prompt_tokens=prompt_tokens(request, body))
             else:
                 result = await router.completion_request(body, strategy=strategy,
                                                          extra_headers=self._extra_headers(request), context=context,
-                                                         strong_share=share)
+                                                         strong_share=share, prompt_tokens=prompt_tokens(request, body))
         except (AllProvidersFailed, ClientRequestError, ProviderError) as exc:
             if not streamed:
                 settle_request(self.limiter, limited, reserved, held, None, getattr(exc, "attempts", None) or [])
