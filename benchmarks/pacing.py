@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime

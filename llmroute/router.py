@@ -18,9 +18,10 @@ from .ledger import Ledger, RequestContext, entry_from_failure, entry_from_resul
 from .pricing import Pricer, per_million
 from .providers import OpenAICompatProvider, ProviderResponse
 from .result import Attempt, RouteResult, request_headers
+from .spend import LiveSpend, live_spend
 from .state import ColdStartSettings, InMemoryState, RouterState
 from .stream import RouteStream, bill_attempt
-from .strategies import Route, RouteRequest, RoutingStrategy, StrategyBase, build_strategy
+from .strategies import Route, RouteRequest, RoutingStrategy, StrategyBase, StrongShare, build_strategy
 from .tokens import estimate_message_tokens, estimate_tokens
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ class LLMRouter:
         self.config = load_config(config)
         self.default_strategy = RoutingStrategy(strategy or self.config.strategy)
         self.state = state or build_state(self.config)
+        self.spend: LiveSpend | None = live_spend(self.state, self.config.spend)
+        """Spend today and this period per key, tag and provider (one per state: routers sharing it share it)."""
         self.providers = {name: OpenAICompatProvider(p) for name, p in self.config.providers.items()}
         self.pricers = {name: Pricer(p) for name, p in self.config.providers.items()}
         self.health = HealthMonitor(self)
@@ -76,6 +79,8 @@ class LLMRouter:
             from .evaluation.shadow import Shadow
 
             self.shadow = Shadow(self.config, self.providers, self.pricers, self.state, self.ledger)
+            if self.spend is not None:
+                self._count_shadow_spend(self.shadow, self.spend)
         if self.shadow is not None or min_quality is not None:
             pairs = self._graded_pairs()
             if self.shadow is not None:
@@ -103,6 +108,8 @@ class LLMRouter:
         if self.shadow is not None:
             await self.shadow.aclose()
         await self.health.aclose()
+        if self.spend is not None:
+            self.spend.flush()  # before the state closes: a shared one sends it on
         await self.state.aclose()
         for provider in self.providers.values():
             await provider.aclose()
@@ -157,38 +164,50 @@ class LLMRouter:
     async def chat_request(
         self, body: Mapping[str, Any], *, strategy: RoutingStrategy | str | None = None,
         extra_headers: Mapping[str, str] | None = None, context: RequestContext | None = None,
+        strong_share: StrongShare | None = None, prompt_tokens: int | None = None,
     ) -> RouteResult:
         """An OpenAI chat-completions body, every field passed through; ``model`` is set per provider.
 
-        ``context`` (route, gateway key id, user, tags) goes to the ledger only.
+        ``context`` (route, gateway key id, user, tags) goes to the ledger only. ``strong_share``: a paced
+        budget's share of strong calls, for the strategies that have one (quality_aware, balanced).
+        ``prompt_tokens``: the prompt's estimate if the caller made it already (``tokens.prompt_estimate``).
         """
-        estimate = self._estimate(estimate_message_tokens(body["messages"]), body, messages=body["messages"])
+        if prompt_tokens is None:
+            prompt_tokens = estimate_message_tokens(body["messages"])
+        estimate = self._estimate(prompt_tokens, body, messages=body["messages"], strong_share=strong_share)
         return await self._call(CHAT_PATH, body, estimate, strategy, extra_headers, context)
 
     async def completion_request(
         self, body: Mapping[str, Any], *, strategy: RoutingStrategy | str | None = None,
         extra_headers: Mapping[str, str] | None = None, context: RequestContext | None = None,
+        strong_share: StrongShare | None = None, prompt_tokens: int | None = None,
     ) -> RouteResult:
-        """An OpenAI legacy completions body (``prompt`` a string)."""
+        """An OpenAI legacy completions body (``prompt`` a string); ``prompt_tokens`` as for ``chat_request``."""
         prompt = str(body["prompt"])
-        estimate = self._estimate(estimate_tokens(prompt), body, prompt=prompt)
+        estimate = self._estimate(estimate_tokens(prompt) if prompt_tokens is None else prompt_tokens, body,
+                                  prompt=prompt, strong_share=strong_share)
         return await self._call(COMPLETIONS_PATH, body, estimate, strategy, extra_headers, context)
 
     def stream_request(
         self, body: Mapping[str, Any], *, strategy: RoutingStrategy | str | None = None,
         extra_headers: Mapping[str, str] | None = None, path: str = CHAT_PATH,
-        context: RequestContext | None = None, resume: bool | None = None,
+        context: RequestContext | None = None, resume: bool | None = None, strong_share: StrongShare | None = None,
+        prompt_tokens: int | None = None,
     ) -> RouteStream:
         """Stream a chat (or, with ``path=COMPLETIONS_PATH``, a completions) body.
 
-        Usage is always requested upstream, so cost is known whatever the caller asked.
+        Usage is always requested upstream, so cost is known whatever the caller asked. ``prompt_tokens`` as
+        for ``chat_request``.
         """
         upstream = {**body, "stream": True, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
         if path == CHAT_PATH:
-            estimate = self._estimate(estimate_message_tokens(body["messages"]), body, messages=body["messages"])
+            if prompt_tokens is None:
+                prompt_tokens = estimate_message_tokens(body["messages"])
+            estimate = self._estimate(prompt_tokens, body, messages=body["messages"], strong_share=strong_share)
         else:
             prompt = str(body["prompt"])
-            estimate = self._estimate(estimate_tokens(prompt), body, prompt=prompt)
+            estimate = self._estimate(estimate_tokens(prompt) if prompt_tokens is None else prompt_tokens, body,
+                                      prompt=prompt, strong_share=strong_share)
         return RouteStream(self, upstream, estimate, strategy, extra_headers, path, context,
                            resume=self.config.stream_resume if resume is None else resume)
 
@@ -249,7 +268,7 @@ class LLMRouter:
                      "model's benchmark curve. Measure it with shadow evaluation (shadow.rate) or llmroute quality "
                      "collect", needed, weak, strong, min_quality * 100, strategy.strong_share * 100)
             return
-        strategy.set_strong_share(measured.share)
+        strategy.set_strong_share(measured.share, measured=True)
         estimate = measured.estimate
         figures = (f"retained quality {estimate.value:.1%} (95% CI {estimate.low:.1%}-{estimate.high:.1%})"
                    if estimate is not None else "retained quality unknown")
@@ -260,11 +279,12 @@ class LLMRouter:
     # -- internals ----------------------------------------------------------------
 
     def _estimate(self, input_tokens: int, params: Mapping[str, Any], *, prompt: str | None = None,
-                  messages: Messages | None = None) -> RouteRequest:
+                  messages: Messages | None = None, strong_share: StrongShare | None = None) -> RouteRequest:
         output = params.get("max_completion_tokens") or params.get("max_tokens")
         if not isinstance(output, int) or output <= 0:
             output = self.config.expected_output_tokens  # the provider judges bad values itself
-        return RouteRequest(input_tokens=input_tokens, output_tokens=output, prompt=prompt, messages=messages)
+        return RouteRequest(input_tokens=input_tokens, output_tokens=output, prompt=prompt, messages=messages,
+                            strong_share=strong_share)
 
     def _cascade(self, estimate: RouteRequest, strategy: RoutingStrategy | str | None) -> tuple[Cascade, str, Route]:
         chosen = self.strategy(strategy)
@@ -312,6 +332,9 @@ class LLMRouter:
         context: RequestContext | None, *, provider: str | None = None, ttft_ms: float | None = None,
         route: Route | None = None,
     ) -> None:
+        attempts = getattr(exc, "attempts", None) or cascade.attempts
+        if self.spend is not None:
+            self.spend.record(attempts, context, sum(a.prompt_tokens + a.completion_tokens for a in attempts))
         if self.ledger is None:
             return
         if isinstance(exc, StreamInterrupted):
@@ -323,8 +346,7 @@ class LLMRouter:
         else:
             status = "cancelled"
         self.ledger.record(entry_from_failure(
-            request_id=request_id, strategy=strategy_name, status=status,
-            attempts=getattr(exc, "attempts", None) or cascade.attempts,
+            request_id=request_id, strategy=strategy_name, status=status, attempts=attempts,
             latency_ms=(time.perf_counter() - started) * 1000, error=str(exc).split("\n")[0] or type(exc).__name__,
             context=context, provider=provider, ttft_ms=ttft_ms,
             quality_score=route.quality_score if route else None, route_decision=route.decision if route else None,
@@ -367,11 +389,28 @@ class LLMRouter:
             raw=response.body, ratelimit=response.ratelimit, raw_json=response.raw_json, route=route,
             estimate=estimate,
         )
-        if self.ledger is not None:
-            self.ledger.record(entry_from_result(result, context))
+        self._record_result(result, context)
         if self.shadow is not None:  # off: this one comparison is all shadow costs a request
             self.shadow.offer(path, body, result, context)
         return result
+
+    def _record_result(self, result: RouteResult, context: RequestContext | None) -> None:
+        """An answered request's ledger row, and its live spend (counted from the same attempts)."""
+        if self.ledger is not None:
+            self.ledger.record(entry_from_result(result, context))
+        if self.spend is not None:
+            self.spend.record(result.attempts, context, result.prompt_tokens + result.completion_tokens)
+
+    @staticmethod
+    def _count_shadow_spend(shadow: Shadow, spend: LiveSpend) -> None:
+        """Shadow evaluation's calls count in live spend's ``all`` (as they do in all-traffic budgets)."""
+        counted = shadow.on_spend
+
+        def on_spend(kind: str, usd: float) -> None:
+            counted(kind, usd)
+            spend.add(usd)
+
+        shadow.on_spend = on_spend
 
     def _result(
         self, provider: OpenAICompatProvider, cascade: Cascade, strategy_name: str, request_id: str,

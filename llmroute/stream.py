@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .cascade import Cascade, race
 from .errors import AllProvidersFailed, ProviderError, StreamInterrupted
-from .ledger import RequestContext, entry_from_result
+from .ledger import RequestContext
 from .pricing import Pricer, usage_tokens
 from .providers import OpenAICompatProvider
 from .result import Attempt, RouteResult, request_headers
@@ -218,8 +218,7 @@ class RouteStream:
             self.result.prompt_tokens = sum(a.prompt_tokens for a in self.result.attempts)
             self.result.completion_tokens = sum(a.completion_tokens for a in self.result.attempts)
             self.result.cost_usd = sum(a.cost_usd for a in self.result.attempts)
-        if router.ledger is not None:
-            router.ledger.record(entry_from_result(self.result, self._context))
+        router._record_result(self.result, self._context)
         if router.shadow is not None and not earlier:  # a resumed answer has two authors: nothing to compare
             message = {"content": self.result.text, "tool_calls": assemble_tool_calls(tool_deltas)} if tool_deltas else None
             router.shadow.offer(self._path, self._body, self.result, self._context, message=message)

@@ -68,3 +68,14 @@ def estimate_message_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
         content = message.get("content")
         total += TOKENS_PER_MESSAGE + estimate_tokens(content if isinstance(content, str) else message_text(content))
     return total
+
+
+def prompt_estimate(body: Mapping[str, Any]) -> int:
+    """The estimated prompt tokens of an OpenAI chat (``messages``) or completions (``prompt``) body.
+
+    The gateway computes it once per request and hands the same number to a key's tpm, the budgets and
+    routing, so the three never disagree about a request's size (and the body is walked once)."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        return estimate_message_tokens(messages)
+    return estimate_tokens(str(body.get("prompt", "")))

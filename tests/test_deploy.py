@@ -31,7 +31,6 @@ import httpx
 import pytest
 import yaml
 
-from llmroute.config import load_config
 
 from .conftest import emulator, free_port, require
 from .ledger.test_postgres import postgres_dsn  # noqa: F401 (fixture: a real server on loopback)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from llmroute.gateway.auth import KeyIdentity, KeyLimiter, KeyStore, LedgerKeySource
+from llmroute.gateway.auth import KeyStore, LedgerKeySource
 from llmroute.keys import GatewayKeys, KeyRequestError, KeySettings, StoredKey, key_digest
 from llmroute.ledger import Ledger, open_store
 from llmroute.ledger.schema import GATEWAY_KEYS_VERSION, latest_version
@@ -161,24 +161,3 @@ def test_a_key_reader_in_the_writers_process_does_not_hide_its_writes(tmp_path: 
     seen = subprocess.run([sys.executable, "-c", count, str(path)], capture_output=True, text=True)
     ledger.close()
     assert seen.stdout.strip() == "2", seen.stderr
-
-
-def test_per_key_buckets_refill_over_a_minute_and_settle_to_what_was_used() -> None:
-    now = [0.0]
-    limiter = KeyLimiter(clock=lambda: now[0])
-    rpm = KeyIdentity("r", admin=False, rpm=2, rate_limited=True)
-    assert limiter.acquire(rpm, 0) == (0.0, None) and limiter.acquire(rpm, 0) == (0.0, None)
-    wait_s, unit = limiter.acquire(rpm, 0)
-    assert unit == "requests" and wait_s == pytest.approx(30.0)  # 2 per minute: one every 30 s
-    now[0] = 30.0
-    assert limiter.acquire(rpm, 0) == (0.0, None)
-
-    tpm = KeyIdentity("t", admin=False, tpm=1000, rate_limited=True)
-    assert limiter.acquire(tpm, 800) == (0.0, None)
-    assert limiter.acquire(tpm, 300)[1] == "tokens"  # 200 left: nothing taken
-    limiter.settle(tpm, reserved=800, used=100)  # the answer was short: 700 back
-    assert limiter.acquire(tpm, 900) == (0.0, None)
-    limiter.settle(tpm, reserved=900, used=1900)  # longer than reserved: the bucket owes 1000
-    wait_s, unit = limiter.acquire(tpm, 1)
-    assert unit == "tokens" and wait_s == pytest.approx(60.0 + 0.06)
-    assert limiter.acquire(KeyIdentity("t", admin=False, tpm=5000, rate_limited=True), 4000) == (0.0, None)  # new limit

@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field
 
 from ..breaker import BreakerSettings
 from ..strategies.base import RoutingStrategy
-from .budgets import Budgets
+from .budgets import Budgets, pacing_problems
 from .evaluation import GraderRule, JudgeConfig, ShadowConfig
+from .spend import SpendConfig
 from .state import StateConfig
 
 
@@ -354,6 +355,8 @@ class RouterConfig(_Strict):
     state: StateConfig = Field(default_factory=StateConfig)
     """Where breakers, cool-downs, rate-limit buckets and spend totals live: per process, or shared in Redis."""
     budgets: Budgets = Field(default_factory=list, description="spend limits per key, tag or all traffic")
+    spend: SpendConfig = Field(default_factory=SpendConfig)
+    """Live spend today and this period per key, tag and provider (``/router/state``, status, metrics)."""
 
     _source: str | None = PrivateAttr(default=None)
     _missing_env: list[str] = PrivateAttr(default_factory=list)
@@ -390,6 +393,8 @@ class RouterConfig(_Strict):
             reference, candidate = self.shadow_pair()
             if reference == candidate:
                 raise KeyedError("shadow", f"reference and candidate must be different providers (both '{reference}')")
+        for key, problem in pacing_problems(self):
+            raise KeyedError(key, problem)
         return self
 
     @property

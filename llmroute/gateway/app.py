@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import functools
 import logging
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -26,8 +25,8 @@ from ..result import RouteResult
 from ..router import CHAT_PATH, COMPLETIONS_PATH, LLMRouter
 from ..state import InMemoryState, now
 from ..strategies import RoutingStrategy
-from ..tokens import estimate_message_tokens, estimate_tokens
-from .auth import KeyIdentity, KeyLimiter, KeyStore, LedgerKeySource
+from ..tokens import prompt_estimate
+from .auth import NO_HOLD, KeyHold, KeyIdentity, KeyLimiter, KeyStore, LedgerKeySource, OverLimit
 from . import validate
 from .budgeting import BudgetGate, settle_request
 from .decoding import read_body
@@ -37,6 +36,7 @@ from .errors import (
 )
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import openapi_json
+from .pacing import PacingGate
 from .streaming import stream_response
 
 log = logging.getLogger("llmroute.gateway")
@@ -62,6 +62,18 @@ class KeyRefused(Exception):
                  headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.error_type, self.code, self.headers = status, message, error_type, code, headers
+
+
+PROMPT_TOKENS = "prompt_tokens"
+"""Where a request keeps its prompt's token estimate, made once and used by its key's tpm, budgets and routing."""
+
+
+def prompt_tokens(request: web.Request, body: dict[str, Any]) -> int:
+    """The request's estimated prompt tokens: computed on first use, then read from the request."""
+    tokens: int | None = request.get(PROMPT_TOKENS)
+    if tokens is None:
+        tokens = request[PROMPT_TOKENS] = prompt_estimate(body)
+    return tokens
 
 
 @functools.lru_cache(maxsize=1024)
@@ -116,7 +128,10 @@ class Gateway:
         self.metrics = metrics if metrics is not None else Metrics()
         gateway = router.config.gateway
         self.key_source = self._ledger_keys(router) if keys is None else None
-        self.limiter = KeyLimiter()
+        shared = router.config.state.backend != "memory"
+        # In memory, the key windows (two totals per key and minute) get a state of their own: they can never
+        # crowd a budget's total out of the router state's bounded map.
+        self.limiter = KeyLimiter(router.state if shared else InMemoryState({}), shared=shared)
         self._expected_output_tokens = router.config.expected_output_tokens
         self.max_body_bytes = gateway.max_body_bytes
         self.limits = validate.Limits(max_json_depth=gateway.max_json_depth, max_model_chars=gateway.max_model_chars,
@@ -135,7 +150,9 @@ class Gateway:
         if router.shadow is not None:
             self.metrics.watch_shadow(router.shadow)
         self.budgeting = BudgetGate(router)
-        self._keeps_context = router.ledger is not None or router.shadow is not None or self.budgeting.needs_tags
+        self.pacing = PacingGate(router, self.budgeting.budgets)  # a config that cannot be paced fails here
+        self._keeps_context = (router.ledger is not None or router.shadow is not None or self.budgeting.needs_tags
+                               or router.spend is not None)
 
     def _ledger_keys(self, router: LLMRouter) -> LedgerKeySource | None:
         """The ledger's gateway keys, read now (before serving: a failure is a start-up error) and then every
@@ -185,8 +202,10 @@ class Gateway:
         if self.key_source is not None:
             self.key_source.start()
         await self.budgeting.start()
+        self.pacing.start()  # after the budgets read their spend so far: the first plan starts from it
 
     async def _close(self, app: web.Application) -> None:
+        await self.pacing.aclose()
         if self.key_source is not None:
             await self.key_source.aclose()
         await self.budgeting.aclose()
@@ -263,25 +282,20 @@ class Gateway:
                              "permission_error", "strategy_not_allowed")
         return named
 
-    def _reserve(self, key: KeyIdentity, body: dict[str, Any]) -> int:
-        """Take the request from its key's rpm and tpm buckets (a 429 when they are empty); the tokens reserved."""
-        tokens = self._estimated_tokens(body) if key.tpm is not None else 0
-        wait_s, unit = self.limiter.acquire(key, tokens)
-        if wait_s > 0:
-            limit = f"{key.rpm} requests" if unit == "requests" else f"{key.tpm} tokens"
-            retry_after_s = max(1, math.ceil(wait_s))
-            raise KeyRefused(429, f"the key '{key.key_id}' is over its limit of {limit} per minute (per gateway "
-                             f"worker); retry in {retry_after_s} s", unit, "rate_limit_exceeded",
-                             headers={"Retry-After": str(retry_after_s)})
-        return tokens
+    async def _reserve(self, key: KeyIdentity, request: web.Request, body: dict[str, Any]) -> KeyHold:
+        """Take the request from its key's rpm and tpm (a 429 when there is no room); what it took."""
+        tokens = self._estimated_tokens(request, body) if key.tpm is not None else 0
+        try:
+            return await self.limiter.acquire(key, tokens)
+        except OverLimit as exc:
+            raise KeyRefused(429, str(exc), exc.unit, "rate_limit_exceeded",
+                             headers={"Retry-After": str(exc.retry_after_s)}) from None
 
-    def _estimated_tokens(self, body: dict[str, Any]) -> int:
+    def _estimated_tokens(self, request: web.Request, body: dict[str, Any]) -> int:
         """A request's prompt tokens (estimated) plus the most it may generate, for a key's tpm."""
-        messages = body.get("messages")
-        prompt = estimate_message_tokens(messages) if isinstance(messages, list) else estimate_tokens(str(body.get("prompt", "")))
         output = output_cap(body) or self._expected_output_tokens
         n = body.get("n")
-        return prompt + int(output) * (n if isinstance(n, int) and n > 0 else 1)
+        return prompt_tokens(request, body) + int(output) * (n if isinstance(n, int) and n > 0 else 1)
 
     def _extra_headers(self, request: web.Request) -> dict[str, str] | None:
         """Headers forwarded upstream: the client's ``x-request-id`` when it is a short token; otherwise
@@ -323,7 +337,7 @@ class Gateway:
         key: KeyIdentity | None = request.get("key")
         strategy = self._strategy(request, body, key)
         limited = key if key is not None and key.rate_limited else None
-        reserved = self._reserve(limited, body) if limited is not None else 0
+        reserved = await self._reserve(limited, request, body) if limited is not None else NO_HOLD
         warning = self._warning(request, body, strategy)
         context = self._context(request, body, endpoint) if self._keeps_context else None  # ledger, shadow, tag budgets
         router, held = self.router, None
@@ -336,21 +350,29 @@ class Gateway:
                 raise KeyRefused(429, exc.message, "insufficient_quota", "budget_exceeded",
                                  headers={"Retry-After": str(exc.retry_after_s)}) from None
         streamed = bool(body.get("stream"))
+        paced = self.pacing.applicable(key, context) if self.pacing else ()  # budget pacing: its share, its tokens
+        share = self.pacing.share(paced) if paced else None
         try:
             if streamed:  # its key's tokens and its budgets settle when the stream ends, to what it used
                 settle = None if limited is None and held is None else functools.partial(
                     settle_request, self.limiter, limited, reserved, held)
+                if paced:
+                    settle = self.pacing.counting(paced, settle)
                 return await stream_response(self, request, body, path, strategy, endpoint, context, warning, settle,
-                                             router=router)
+                                             router=router, strong_share=share, prompt_tokens=prompt_tokens(request, body))
             if path == CHAT_PATH:
                 result = await router.chat_request(body, strategy=strategy, extra_headers=self._extra_headers(request),
-                                                   context=context)
+                                                   context=context, strong_share=share,
+                                                   prompt_tokens=prompt_tokens(request, body))
             else:
                 result = await router.completion_request(body, strategy=strategy,
-                                                         extra_headers=self._extra_headers(request), context=context)
+                                                         extra_headers=self._extra_headers(request), context=context,
+                                                         strong_share=share, prompt_tokens=prompt_tokens(request, body))
         except (AllProvidersFailed, ClientRequestError, ProviderError) as exc:
             if not streamed:
                 settle_request(self.limiter, limited, reserved, held, None, getattr(exc, "attempts", None) or [])
+                if paced:
+                    self.pacing.count(paced, getattr(exc, "attempts", None) or [])
             self.metrics.observe_failures(getattr(exc, "attempts", []), strategy)
             self.metrics.observe_error(strategy, type(exc).__name__)
             raise
@@ -359,6 +381,8 @@ class Gateway:
                 held.keep()
             raise
         settle_request(self.limiter, limited, reserved, held, result, result.attempts)
+        if paced:
+            self.pacing.count(paced, result.attempts)
         self.metrics.observe(result, endpoint)
         body_json = result.raw_json if result.raw_json is not None else orjson.dumps(result.raw)
         headers = result_headers(result)
@@ -419,6 +443,8 @@ class Gateway:
     async def metrics_endpoint(self, request: web.Request) -> web.Response:
         if self.budgeting.budgets.known:  # read here, when scraped: nothing on the request path
             self.metrics.observe_budgets(self.budgeting.budgets.snapshot())
+        if self.router.spend is not None:
+            self.metrics.observe_spend(self.router.spend.snapshot())
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def state(self, request: web.Request) -> web.Response:
@@ -452,6 +478,10 @@ class Gateway:
         shadow = self.router.shadow
         body["shadow"] = shadow.snapshot() if shadow is not None else {"rate": 0.0}
         body["budgets"] = self.budgeting.budgets.snapshot()
+        for name, pacing in self.pacing.states().items():  # each paced budget's plan: target, spend, share
+            if name in body["budgets"]:
+                body["budgets"][name]["pacing"] = pacing
+        body["spend"] = self.router.spend.snapshot() if self.router.spend is not None else None
         body["state_backend"] = self._state_backend()
         return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())
 

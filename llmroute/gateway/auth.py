@@ -2,8 +2,8 @@
 
 Keys come from the config, ``$LLMROUTE_API_KEYS`` and the ledger's ``gateway_keys`` table (``llmroute keys``).
 The table is read off the event loop every ``gateway.keys_refresh_s`` (``LedgerKeySource``); a request only
-reads the in-memory map the last read left. Per-key rpm and tpm are token buckets in this worker
-(``KeyLimiter``): with N workers or replicas a key gets up to N times its limit until state is shared.
+reads the in-memory map the last read left. Per-key rpm and tpm are counted in the routing state
+(``KeyLimiter``): with ``state: redis`` every replica and worker counts against the same limit.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..keys import GatewayKeys, StoredKey, key_digest, tag_names
 from ..ledger import Store, open_store
+from ..state import RouterState
 
 log = logging.getLogger("llmroute.gateway")
 
@@ -191,77 +193,94 @@ class LedgerKeySource:
             store.close()
 
 
-@dataclass(slots=True)
-class _Bucket:
-    """A token bucket: ``per_minute`` units refilled evenly over a minute, holding at most a minute's worth."""
-
-    per_minute: int
-    level: float
-    stamp: float
-
-    def refill(self, now: float) -> float:
-        self.level = min(float(self.per_minute), self.level + (now - self.stamp) * self.per_minute / 60.0)
-        self.stamp = now
-        return self.level
-
-    def wait_s(self, units: float) -> float:
-        """Seconds until ``units`` (at most a full bucket) are there; 0 when they are now."""
-        need = min(units, float(self.per_minute))
-        return 0.0 if self.level >= need else (need - self.level) * 60.0 / self.per_minute
+WINDOW_S = 60.0
+"""A key's ``rpm`` and ``tpm`` count in one-minute windows of wall-clock time, the same for every replica."""
 
 
-@dataclass(slots=True)
-class _KeyBuckets:
-    requests: _Bucket | None = None
-    tokens: _Bucket | None = None
-    limits: tuple[int | None, int | None] = (None, None)
+class OverLimit(Exception):
+    """A request its key's rpm or tpm has no room for now: nothing was taken."""
+
+    def __init__(self, key_id: str, unit: str, limit: int, retry_after_s: int, scope: str) -> None:
+        super().__init__(f"the key '{key_id}' is over its limit of {limit} {unit} per minute ({scope}); "
+                         f"retry in {retry_after_s} s")
+        self.unit, self.retry_after_s = unit, retry_after_s
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class KeyHold:
+    """What one request took from its key's limits: its window's tokens key and the tokens reserved there,
+    settled once to what the request used."""
+
+    tokens_key: str | None = None
+    tokens: int = 0
+
+
+NO_HOLD = KeyHold()
+"""What a request without a tpm holds: nothing to settle."""
+
+
 class KeyLimiter:
-    """Each ledger key's ``rpm`` and ``tpm``, enforced in this worker.
+    """Each ledger key's ``rpm`` and ``tpm``, counted in the state every gateway process shares.
 
-    A request reserves one request and its estimated tokens (prompt plus ``max_tokens``, or the expected
-    output) before any provider is called, and settles to the tokens it used when the answer says.
-    Buckets are kept per key name, so at most one per key in the ledger.
+    Counts live in ``RouterState`` totals, one per key, unit and minute (``keyrpm:<key>:<minute>``), taken
+    with ``areserve`` (one atomic check-and-add: a lock in memory, a Lua call in Redis), so concurrent requests
+    on any replica cannot pass a limit together. A fixed window would let a key send its whole limit just
+    before a minute ends and again just after; so the window is sliding, approximated as in most shared rate
+    limiters: the previous minute's count, weighted by how much of it still lies within the last 60 s,
+    is carried into the current one. A request reserves one request and its estimated tokens (prompt plus
+    ``max_tokens``, or the expected output), and settles to the tokens it used when the answer says.
     """
 
-    clock: Callable[[], float] = time.monotonic
-    _keys: dict[str, _KeyBuckets] = field(default_factory=dict)
+    def __init__(self, state: RouterState, *, shared: bool, clock: Callable[[], float] = time.time) -> None:
+        self.state, self.clock = state, clock
+        self.scope = "shared by every gateway replica" if shared else "in this gateway process"
 
-    def _buckets(self, identity: KeyIdentity, now: float) -> _KeyBuckets:
-        buckets = self._keys.get(identity.key_id)
-        limits = (identity.rpm, identity.tpm)
-        if buckets is None or buckets.limits != limits:  # new, or its limits changed: full buckets at the new limits
-            buckets = self._keys[identity.key_id] = _KeyBuckets(
-                _Bucket(identity.rpm, float(identity.rpm), now) if identity.rpm else None,
-                _Bucket(identity.tpm, float(identity.tpm), now) if identity.tpm else None, limits)
-        return buckets
+    async def acquire(self, identity: KeyIdentity, tokens: int) -> KeyHold:
+        """Take one request and ``tokens`` from the key's current window, or raise ``OverLimit`` (nothing
+        taken). A request larger than a whole minute's tokens reserves the whole minute: it passes when the
+        key has sent nothing for a minute."""
+        minute, elapsed_s = divmod(self.clock(), WINDOW_S)
+        window, elapsed = int(minute), elapsed_s / WINDOW_S
+        if identity.rpm is not None:
+            requests_key = f"keyrpm:{identity.key_id}:"
+            wait_s = await self._take(requests_key, window, elapsed, identity.rpm, 1)
+            if wait_s is not None:
+                raise self._over(identity, "requests", identity.rpm, wait_s)
+        if identity.tpm is not None:
+            tokens = min(tokens, identity.tpm)
+            tokens_key = f"keytpm:{identity.key_id}:"
+            wait_s = await self._take(tokens_key, window, elapsed, identity.tpm, tokens)
+            if wait_s is not None:
+                if identity.rpm is not None:  # refused: the request it took goes back
+                    self.state.settle(f"{requests_key}{window}", 1, 0)
+                raise self._over(identity, "tokens", identity.tpm, wait_s)
+            return KeyHold(f"{tokens_key}{window}", tokens)
+        return NO_HOLD
 
-    def acquire(self, identity: KeyIdentity, tokens: int) -> tuple[float, str | None]:
-        """Take one request and ``tokens`` from the key's buckets: ``(0.0, None)`` when taken, else the seconds
-        to wait and which bucket (``requests`` or ``tokens``) is short, nothing taken. A request larger than
-        a whole minute's tokens passes when the bucket is full."""
-        now = self.clock()
-        buckets = self._buckets(identity, now)
-        wait_s, short = 0.0, None
-        for bucket, units, unit in ((buckets.requests, 1, "requests"), (buckets.tokens, tokens, "tokens")):
-            if bucket is not None:
-                bucket.refill(now)
-                bucket_wait_s = bucket.wait_s(units)
-                if bucket_wait_s > wait_s:
-                    wait_s, short = bucket_wait_s, unit
-        if wait_s > 0:
-            return wait_s, short
-        if buckets.requests is not None:
-            buckets.requests.level -= 1
-        if buckets.tokens is not None:
-            buckets.tokens.level -= tokens
-        return 0.0, None
+    async def _take(self, prefix: str, window: int, elapsed: float, limit: int, amount: int) -> float | None:
+        """Reserve ``amount`` in the window's total within what the previous window leaves (``elapsed``: the
+        fraction of this window gone): None when taken, else the seconds until it would fit if nothing else
+        were sent."""
+        key = f"{prefix}{window}"
+        previous = self.state.spent(f"{prefix}{window - 1}")
+        if await self.state.areserve(key, amount, limit - previous * (1.0 - elapsed)):
+            return None
+        return _wait_s(limit, previous, self.state.spent(key), amount, elapsed)
 
-    def settle(self, identity: KeyIdentity, reserved: int, used: int) -> None:
-        """Give back what a request reserved and did not use, or take what it used beyond (the level may go
-        below zero: later requests wait for it)."""
-        buckets = self._keys.get(identity.key_id)
-        if buckets is not None and buckets.tokens is not None and buckets.limits[1] == identity.tpm:
-            buckets.tokens.level = min(float(buckets.tokens.per_minute), buckets.tokens.level + reserved - used)
+    def _over(self, identity: KeyIdentity, unit: str, limit: int, wait_s: float) -> OverLimit:
+        return OverLimit(identity.key_id, unit, limit, max(1, math.ceil(wait_s - 1e-6)), self.scope)
+
+    def settle(self, identity: KeyIdentity | None, hold: KeyHold, used: int) -> None:
+        """Replace the tokens a request reserved by what it used (more than reserved counts too: later
+        requests wait for it)."""
+        if hold.tokens_key is not None:
+            self.state.settle(hold.tokens_key, hold.tokens, used)
+
+
+def _wait_s(limit: float, previous: float, current: float, amount: float, elapsed: float) -> float:
+    """Seconds until ``amount`` fits (``elapsed``: the fraction of the current minute gone). Within this minute
+    room appears as the previous minute's weight fades; past it, this minute becomes the previous one."""
+    if current + amount <= limit and previous > 0:
+        return max(0.0, 1.0 - (limit - current - amount) / previous - elapsed) * WINDOW_S
+    next_elapsed = max(0.0, 1.0 - (limit - amount) / current) if current > 0 else 0.0
+    return (1.0 - elapsed + next_elapsed) * WINDOW_S

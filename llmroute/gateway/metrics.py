@@ -21,6 +21,13 @@ if TYPE_CHECKING:
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+PACING_GAUGES = {
+    "target_usd": "Pacing: what the budget's path says should be spent by now",
+    "spend_usd": "Pacing: what the budget has spent this period, as pacing saw it",
+    "share": "Pacing: the strong share it sets now",
+    "projected_end_usd": "Pacing: the spend it projects at the end of the period",
+}
+"""The fields of a budget's ``pacing`` state exported as ``llmroute_budget_pacing_<field>``."""
 
 
 class Metrics:
@@ -76,6 +83,19 @@ class Metrics:
                                   "in flight included", ["budget"], registry=r, multiprocess_mode="max")
         self.budget_limit = Gauge("llmroute_budget_limit_usd", "The budget's limit per period", ["budget"], registry=r,
                                   multiprocess_mode="max")
+        self.budget_left = Gauge("llmroute_budget_left_usd", "What the budget has left this period (limit less spent "
+                                 "and reserved)", ["budget"], registry=r, multiprocess_mode="min")
+        self.pacing = {field: Gauge(f"llmroute_budget_pacing_{field}", help_text, ["budget"], registry=r,
+                                    multiprocess_mode="max") for field, help_text in PACING_GAUGES.items()}
+        spend_labels = ["window", "dimension", "name"]
+        self.spend_usd = Gauge("llmroute_spend_usd", "US dollars spent in the window (day: today UTC; period: "
+                               "spend.period), per key, tag or provider, and all", spend_labels, registry=r,
+                               multiprocess_mode="max")
+        self.spend_tokens = Gauge("llmroute_spend_tokens", "Tokens in the window, per key, tag or provider, and all",
+                                  spend_labels, registry=r, multiprocess_mode="max")
+        self.spend_requests = Gauge("llmroute_spend_requests", "Requests in the window (providers: attempts answered "
+                                    "or billed), per key, tag or provider, and all", spend_labels, registry=r,
+                                    multiprocess_mode="max")
         self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
 
     def _for(self, strategy: str, provider: str, endpoint: str) -> tuple[Any, ...]:
@@ -133,17 +153,49 @@ class Metrics:
         self.state_backend_up.set(0)
         state.on_backend_change = changed
     def observe_budgets(self, budgets: dict[str, dict[str, Any]]) -> None:
-        """The budgets' spend and limits, as ``Budgets.snapshot`` reports them (set when scraped)."""
+        """The budgets' spend, limits and what is left, as ``Budgets.snapshot`` reports them, and their pacing
+        state where they have one (set when scraped)."""
         for name, budget in budgets.items():
             self.budget_spent.labels(name).set(budget["spent_usd"] + budget["reserved_usd"])
             self.budget_limit.labels(name).set(budget["usd"])
+            if "left_usd" in budget:
+                self.budget_left.labels(name).set(budget["left_usd"])
+            pacing = budget.get("pacing")
+            if isinstance(pacing, dict):
+                for field, gauge in self.pacing.items():
+                    value = pacing.get(field)
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        gauge.labels(name).set(value)
+
+    def observe_spend(self, spend: dict[str, Any]) -> None:
+        """Live spend, as ``LiveSpend.snapshot`` reports it (set when scraped). Names are bounded there
+        (``spend.max_series`` per dimension); a name of a past period is dropped."""
+        for gauge in (self.spend_usd, self.spend_tokens, self.spend_requests):
+            gauge.clear()
+        for window, key in (("day", "today"), ("period", "this_period")):
+            view = spend[key]
+            self._spend_series(window, "all", "all", view["all"])
+            for dimension, series in (("key", view["keys"]), ("tag", view["tags"]), ("provider", view["providers"])):
+                for name, sums in series.items():
+                    self._spend_series(window, dimension, name, sums)
+
+    def _spend_series(self, window: str, dimension: str, name: str, sums: dict[str, Any]) -> None:
+        self.spend_usd.labels(window, dimension, name).set(sums["cost_usd"])
+        self.spend_tokens.labels(window, dimension, name).set(sums["tokens"])
+        self.spend_requests.labels(window, dimension, name).set(sums["requests"])
 
     def watch_shadow(self, shadow: Shadow) -> None:
         """Count what shadow evaluation does, and export its live retained-quality estimate."""
         shadow.on_sampled = self.shadow_sampled.inc
         shadow.on_completed = lambda graded: self.shadow_completed.labels("true" if graded else "false").inc()
         shadow.on_dropped = lambda reason: self.shadow_dropped.labels(reason).inc()
-        shadow.on_spend = lambda kind, usd: self.shadow_cost.labels(kind).inc(usd)
+        counted = shadow.on_spend  # what already listens (live spend) keeps listening
+
+        def on_spend(kind: str, usd: float) -> None:
+            counted(kind, usd)
+            self.shadow_cost.labels(kind).inc(usd)
+
+        shadow.on_spend = on_spend
         shadow.on_estimate = self._estimate
 
     def _estimate(self, estimate: Estimate) -> None:

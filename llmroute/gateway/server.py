@@ -21,6 +21,7 @@ from aiohttp import web
 from ..config import RouterConfig, load_config
 from ..errors import ConfigError, LLMRouteError
 from ..ledger import ledger_location
+from ..spend import seed_from_ledger
 from .auth import KeyStore, LedgerKeySource, is_loopback
 from .protocol import ConnectionLimits, GatewayRunner, default_max_connections
 
@@ -81,6 +82,8 @@ async def run_gateway(config: RouterConfig, host: str, port: int, *, reuse_port:
         metrics.watch_state_backend(router.state)
     gateway = Gateway(router, metrics=metrics)
     await router.state.start()  # take what the other replicas know before serving (bounded; never fails)
+    if router.spend is not None and router.ledger is not None and config.spend.seed_from_ledger:
+        await seed_from_ledger(router.spend, router.ledger.store)  # after the state: a shared total wins
     settings = config.gateway
     limits = ConnectionLimits(header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
                               max_connections=settings.max_connections or default_max_connections(),

@@ -18,6 +18,7 @@ from .protocol import write_may_wait
 if TYPE_CHECKING:
     from ..ledger import RequestContext
     from ..router import LLMRouter
+    from ..strategies import StrongShare
     from .app import Gateway
 
 log = logging.getLogger("llmroute.gateway")
@@ -47,10 +48,12 @@ async def stream_response(
     gateway: Gateway, request: web.Request, body: dict[str, Any], path: str, strategy: str, endpoint: str,
     context: RequestContext | None = None, warning: str | None = None,
     settle: Callable[[RouteResult | None, list[Attempt]], None] | None = None, *, router: LLMRouter | None = None,
+    strong_share: StrongShare | None = None, prompt_tokens: int | None = None,
 ) -> web.StreamResponse:
     """Stream one completion to the client (``warning``: an ``x-llmroute-warning`` for its headers;
     ``settle(result, attempts)``: told the stream's result (None when it produced none) and every attempt it
-    made, billed, however it ends; ``router``: the one to route with, the gateway's by default).
+    made, billed, however it ends; ``router``: the one to route with, the gateway's by default;
+    ``strong_share``: a paced budget's share of strong calls for the strategy).
 
     Nothing is sent until a provider produced its first chunk, so every failure
     before that falls back (or becomes an ordinary JSON error). Usage is always
@@ -63,7 +66,7 @@ async def stream_response(
     resume = None if resume_header is None else resume_header.strip().lower() in ("1", "true", "yes", "on")
     stream = (router or gateway.router).stream_request(
         body, strategy=strategy, extra_headers=gateway._extra_headers(request), path=path, context=context,
-        resume=resume,
+        resume=resume, strong_share=strong_share, prompt_tokens=prompt_tokens,
     )
     chunks = stream.__aiter__()
     settled = settle is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .balanced import Balanced, smooth_weighted_schedule
-from .base import Route, RouteRequest, RoutingStrategy, Strategy, StrategyBase
+from .base import Route, RouteRequest, RoutingStrategy, Strategy, StrategyBase, StrongShare
 from .cost import CostOptimized
 from .latency import LatencyOptimized
 from .quality import QualityOptimized
@@ -45,6 +45,7 @@ __all__ = [
     "RoutingStrategy",
     "Strategy",
     "StrategyBase",
+    "StrongShare",
     "build_strategy",
     "smooth_weighted_schedule",
 ]

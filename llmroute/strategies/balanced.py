@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 from typing import TYPE_CHECKING
@@ -13,6 +14,8 @@ if TYPE_CHECKING:
     from ..state import RouterState
 
 MAX_CYCLE = 10_000
+SHARE_DENOMINATOR = 10_000
+"""A paced share is split exactly as the nearest fraction with at most this denominator (0.01% steps)."""
 
 
 def smooth_weighted_schedule(weights: dict[str, float]) -> list[str]:
@@ -44,11 +47,27 @@ def smooth_weighted_schedule(weights: dict[str, float]) -> list[str]:
     return schedule
 
 
+@functools.lru_cache(maxsize=256)
+def _ratio(share: float) -> tuple[int, int]:
+    """``share`` as p/q in lowest terms: the split below is integer arithmetic, exact however long it runs."""
+    fraction = Fraction(min(max(share, 0.0), 1.0)).limit_denominator(SHARE_DENOMINATOR)
+    return fraction.numerator, fraction.denominator
+
+
+def goes_strong(n: int, share: float) -> bool:
+    """Does the ``n``-th request (0, 1, 2, ...) of a run at ``share`` go strong? Bresenham's rule: iff
+    floor((n+1)s) > floor(ns), so any k consecutive requests hold floor(ks) or ceil(ks) strong ones."""
+    p, q = _ratio(share)
+    return (n + 1) * p // q > n * p // q
+
+
 class Balanced(StrategyBase):
     """First choice follows the schedule; the fallback order is by weight, then by price.
 
     The position in the schedule comes from the shared state's counter, so several
-    gateway workers sharing one state still split exactly.
+    gateway workers sharing one state still split exactly. A request's ``strong_share``
+    (budget pacing) replaces the weights by a strong/weak split at that share, between
+    quality_aware's pair, counted per scope so each paced budget's split is exact.
     """
 
     name = RoutingStrategy.BALANCED
@@ -62,7 +81,16 @@ class Balanced(StrategyBase):
             config.providers, key=lambda n: (-self.weights.get(n, 0.0), self.expected_cost_usd(n, typical))
         )
         self._counter_key = "balanced:" + ",".join(f"{n}={w:g}" for n, w in sorted(self.weights.items()))
+        strong, weak = config.quality_pair()
+        rest = [n for n in self._fallback_rank if n not in (strong, weak)]
+        self._paced_orders = ({True: [strong, weak, *rest], False: [weak, strong, *rest]}
+                              if strong != weak else None)
+        """The order for a paced request going strong (True) or weak (False); None with one provider."""
 
     def order(self, request: RouteRequest) -> list[str]:
+        paced = request.strong_share
+        if paced is not None and self._paced_orders is not None:
+            n = self.state.next_count("balanced:paced:" + paced.scope)
+            return list(self._paced_orders[goes_strong(n, paced.share)])
         first = self.schedule[self.state.next_count(self._counter_key) % len(self.schedule)]
         return [first, *(n for n in self._fallback_rank if n != first)]

@@ -37,6 +37,20 @@ def unknown_strategy_message(value: object) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class StrongShare:
+    """A share of strong calls imposed on a request from outside its strategy: a paced budget's.
+
+    quality_aware turns it into a score threshold, balanced into a strong/weak split that is exact over
+    consecutive requests with the same ``scope``; the other strategies ignore it (they have no share to move).
+    """
+
+    share: float
+    """In [0, 1]: the fraction of requests in ``scope`` that should go to the strong provider."""
+    scope: str
+    """Who the share is for (a paced budget's name): requests with one scope share one split counter."""
+
+
+@dataclass(frozen=True, slots=True)
 class RouteRequest:
     """What a strategy may look at: the request's expected size, never its secrets."""
 
@@ -47,6 +61,8 @@ class RouteRequest:
     messages: Sequence[Mapping[str, Any]] | None = None
     """A chat request's messages, as sent: a strategy that reads the prompt picks its text from them,
     so the request path does no text work for strategies that do not."""
+    strong_share: StrongShare | None = None
+    """Overrides the strategy's own share of strong calls for this request (budget pacing); None: its own."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,7 +78,8 @@ class ScoreWindow:
 
 class QualityAware(StrategyBase):
     """Scores the prompt; at or above the threshold: strong first, else weak first. The other follows
-    as fallback, then every other provider by price, so resilience is unchanged."""
+    as fallback, then every other provider by price, so resilience is unchanged. A request's
+    ``strong_share`` (budget pacing) replaces the configured share for that request's threshold."""
 
     name = RoutingStrategy.QUALITY_AWARE
 
@@ -87,6 +88,8 @@ class QualityAware(StrategyBase):
         self.model = load_quality_model(config.quality_aware.model)
         self.strong, self.weak = config.quality_pair()
         self.strong_share = target_share(config, self.model)
+        self.measured_share: float | None = None
+        """The share graded pairs measured for ``min_quality`` (set by the router at start-up), else None."""
         self.model_threshold = self.model.threshold_for_share(self.strong_share)
         self.window = ScoreWindow(config.quality_aware.adapt_window)
         self._add_score = state.shared_samples(f"scores:{self.strong}>{self.weak}", self.window.add)
@@ -100,26 +103,34 @@ class QualityAware(StrategyBase):
         if self.strong == self.weak:  # a single provider: nothing to choose
             self.orders = {"strong": [self.strong, *rest], "weak": [self.strong, *rest]}
 
-    def set_strong_share(self, share: float) -> None:
+    def set_strong_share(self, share: float, *, measured: bool = False) -> None:
         """Send ``share`` of requests to strong from now on (a share measured on this traffic, say); the
-        model's threshold follows, and the adaptive window keeps the new share on live traffic."""
+        model's threshold follows, and the adaptive window keeps the new share on live traffic.
+        ``measured``: the share graded pairs say keeps ``min_quality`` (budget pacing never goes below it)."""
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"strong share must be between 0 and 1, got {share}")
         self.strong_share = share
         self.model_threshold = self.model.threshold_for_share(share)
+        self.measured_share = share if measured else None
 
-    def threshold(self) -> float:
-        """The live threshold: the window's quantile once warmed up, the model's before."""
-        adaptive = self.window.threshold(self.strong_share)
-        return self.model_threshold if adaptive is None else adaptive
+    def threshold(self, strong_share: float | None = None) -> float:
+        """The live threshold for ``strong_share`` (default: the configured one): the window's quantile once
+        warmed up, the model's before."""
+        if strong_share is None:
+            adaptive = self.window.threshold(self.strong_share)
+            return self.model_threshold if adaptive is None else adaptive
+        adaptive = self.window.threshold(strong_share)  # one index into the sorted window: cheap per request
+        return self.model.threshold_for_share(strong_share) if adaptive is None else adaptive
 
     def route(self, request: RouteRequest) -> Route:
         text = prompt_text(request.messages) if request.messages is not None else request.prompt or ""
-        return self.decide(self.model.score(text))
+        paced = request.strong_share
+        return self.decide(self.model.score(text), None if paced is None else paced.share)
 
-    def decide(self, score: float) -> Route:
-        """The route for a prompt with this score (``replay`` re-decides logged scores with it)."""
-        decision = "strong" if score >= self.threshold() else "weak"
+    def decide(self, score: float, strong_share: float | None = None) -> Route:
+        """The route for a prompt with this score (``replay`` re-decides logged scores with it);
+        ``strong_share`` overrides the configured share (a paced budget's)."""
+        decision = "strong" if score >= self.threshold(strong_share) else "weak"
         self._add_score(score)
         return Route(list(self.orders[decision]), quality_score=score, decision=decision)
 
