@@ -30,7 +30,7 @@ import orjson
 from .budget_period import PERIODS, Period, period_bounds, retry_after_s
 from .config.budgets import BudgetConfig
 from .evaluation.shadow_budget import PROMPT_MARGIN, PROMPT_SLACK_TOKENS, TIMEOUT_MARGIN
-from .tokens import estimate_message_tokens, estimate_tokens
+from .tokens import prompt_estimate
 
 if TYPE_CHECKING:
     from .config import RouterConfig
@@ -87,20 +87,13 @@ class Ask:
     @classmethod
     def of(cls, body: Mapping[str, Any], input_tokens: int | None = None) -> Ask:
         """From an OpenAI chat or completions body the gateway has validated. ``input_tokens``: the prompt's
-        estimate if the caller made one already (``prompt_tokens``), so a request is estimated once."""
-        prompt = prompt_tokens(body) if input_tokens is None else input_tokens
+        estimate if the caller made one already (``tokens.prompt_estimate``), so a request is estimated once."""
+        prompt = prompt_estimate(body) if input_tokens is None else input_tokens
         n = body.get("n")
         return cls(prompt, output_cap(body), n if isinstance(n, int) and n > 0 else 1)
 
     def output_tokens(self, budget: Budget) -> int:
         return (self.max_tokens or budget.default_max_tokens) * self.n
-
-
-def prompt_tokens(body: Mapping[str, Any]) -> int:
-    """The estimated prompt tokens of a chat (``messages``) or completions (``prompt``) body: the estimate
-    budgets reserve for, and the one a caller may share with ``Ask.of``."""
-    messages = body.get("messages")
-    return estimate_message_tokens(messages) if isinstance(messages, list) else estimate_tokens(str(body.get("prompt", "")))
 
 
 def output_cap(body: Mapping[str, Any]) -> int | None:
@@ -159,6 +152,7 @@ class Budgets:
     def __init__(self, config: RouterConfig, state: RouterState, clock: Callable[[], float] = time.time) -> None:
         self._state = state
         self._clock = clock
+        state.lease_keys("budget:")  # replicas reserve budgets from slices: see ``state_leases``
         self.everything: list[Budget] = []
         self.by_tag: dict[str, list[Budget]] = {}
         self.by_key: dict[str, Budget] = {}

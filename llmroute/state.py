@@ -69,6 +69,11 @@ class RouterState(ABC):
         and in a shared store every other replica's ``receive`` too."""
         return receive
 
+    def lease_keys(self, prefix: str) -> None:
+        """Let totals whose key starts with ``prefix`` be reserved from slices a shared store hands each replica
+        (no round trip per reservation; a refusal may come early while other replicas hold unused slices, as
+        documented). Other totals are reserved exactly, one round trip each. In process: nothing to do."""
+
     async def areserve(self, key: str, amount: float, limit: float) -> bool:
         """``reserve`` for async callers: a shared store awaits its round trip instead of blocking the loop."""
         return self.reserve(key, amount, limit)

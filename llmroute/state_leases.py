@@ -128,15 +128,16 @@ class Leases:
         """The share of what is left one replica takes: ``lease_share`` divided among the live replicas."""
         return self.share / max(1, replicas)
 
-    def granted(self, key: str, amount: float, ok: bool, total: float, slice_: float) -> bool:
-        """Apply a grant's answer (the total after it, the slice added) and reserve ``amount`` from the room."""
+    def granted(self, key: str, amount: float, ok: bool, total: float, slice_: float, keep: bool = True) -> bool:
+        """Apply a grant's answer (the total after it, the slice added) and reserve ``amount`` from the room.
+        ``keep``: a leased total, whose settled shortfalls go back to the room rather than to Redis."""
         with self._lock:
             lease = self._entry(key)
             lease.known, lease.synced = total, True
             lease.seen_at = time.monotonic()
             if slice_ > 0:
                 lease.room += slice_
-                lease.leased = True
+                lease.leased = lease.leased or keep
             if not ok or lease.room < amount:
                 return False
             lease.room -= amount
@@ -163,21 +164,24 @@ class Leases:
             self._dirty.add(key)
             return True
 
-    def settle(self, key: str, reserved: float, actual: float) -> None:
-        """Replace a reservation by what was spent: a shortfall goes back to the room, an excess comes out of
-        it, or (no room left) is added to the total. ``reserved`` 0 counts ``actual`` as spend."""
+    def settle(self, key: str, reserved: float, actual: float) -> bool:
+        """Replace a reservation by what was spent: a shortfall goes back to the room (a total reserved
+        exactly: to Redis), an excess comes out of the room, or (none left) is added to the total. ``reserved``
+        0 counts ``actual`` as spend. True if Redis has something to be told."""
         with self._lock:
             lease = self._entry(key)
             lease.seen_at = time.monotonic()
             freed = reserved - actual
-            if freed >= 0:
+            if freed >= 0 and lease.leased:
                 lease.room += freed
-            else:
-                from_room = min(lease.room, -freed)
-                lease.room -= from_room
-                if -freed > from_room:
-                    lease.delta += -freed - from_room
-                    self._dirty.add(key)
+                return False
+            from_room = min(lease.room, -freed) if freed < 0 else 0.0
+            lease.room -= from_room
+            if freed + from_room == 0:
+                return False
+            lease.delta -= freed + from_room
+            self._dirty.add(key)
+            return True
 
     def spent(self, key: str) -> float:
         with self._lock:

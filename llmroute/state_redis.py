@@ -191,6 +191,9 @@ class RedisState(InMemoryState):
 
     # -- spend totals: leases (state_totals) ---------------------------------------------------------
 
+    def lease_keys(self, prefix: str) -> None:
+        self.totals.lease_keys(prefix)
+
     def reserve(self, key: str, amount: float, limit: float) -> bool:
         return self.totals.reserve(key, amount, limit)
 

@@ -33,11 +33,17 @@ class SharedTotals:
         self.leases = Leases(config.lease_share, config.lease_idle_s, MAX_TOTALS)
         self._is_up, self._replicas, self._lost, self._publish, self._kick = is_up, replicas, lost, publish, kick
         self._granting: dict[str, asyncio.Future[None]] = {}
+        self._sliced: tuple[str, ...] = ()
+        """Key prefixes reserved from slices (``lease_keys``); other totals get exactly what is reserved."""
         self._grant_sync: Any = None
         self._grant_async: Any = None
         self._settle_async: Any = None
         self.rooms_due = False
         """Set by the sync: the next flush shows the others this replica's unused rooms."""
+
+    def lease_keys(self, prefix: str) -> None:
+        if prefix not in self._sliced:
+            self._sliced += (prefix,)
 
     def connect(self, sync_client: Any, client: Any) -> None:
         """Register the scripts on (re)connecting; the local rule's share is taken afresh at the next outage."""
@@ -105,12 +111,13 @@ class SharedTotals:
 
     def _grant_args(self, key: str, amount: float, limit: float) -> list[Any]:
         leases = self.leases
-        return [repr(leases.need(key, amount)), repr(limit), repr(leases.slice_share(self._replicas())),
-                TOTALS_TTL_S]
+        share = leases.slice_share(self._replicas()) if key.startswith(self._sliced) else 0.0
+        return [repr(leases.need(key, amount)), repr(limit), repr(share), TOTALS_TTL_S]
 
     def _granted(self, key: str, amount: float, answer: list[Any]) -> bool:
         ok, total, slice_ = answer
-        if self.leases.granted(key, amount, bool(int(ok)), float(total), float(slice_)):
+        keep = key.startswith(self._sliced)
+        if self.leases.granted(key, amount, bool(int(ok)), float(total), float(slice_), keep):
             return True
         if not int(ok):  # refused: the slices other replicas hold unused come back, and this one's
             self.leases.give_back(key)
@@ -124,8 +131,7 @@ class SharedTotals:
         return self.leases.take_down(key, amount, limit, self._replicas())
 
     def settle(self, key: str, reserved: float, actual: float) -> None:
-        self.leases.settle(key, reserved, actual)
-        if actual > reserved:
+        if self.leases.settle(key, reserved, actual):
             self._kick()
 
     def spent(self, key: str) -> float:

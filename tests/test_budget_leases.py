@@ -43,6 +43,8 @@ async def replicas(redis_server: RedisServer) -> AsyncIterator[Callable[..., Any
                              **settings)
         states = [RedisState(config, {"p": 100.0}) for _ in range(n)]
         for state in states:
+            state.lease_keys("budget:")  # as Budgets does
+        for state in states:
             await state.start()
             assert state.up
         await until(lambda: all(s.replicas == n for s in states))
@@ -124,6 +126,11 @@ async def test_a_replica_whose_slice_ran_out_takes_a_new_one(
     assert grants(redis_server) - before == 2
     assert redis_total(redis_server) == pytest.approx(0.75)
     assert a.spent(KEY) == pytest.approx(0.6)
+    # A total not leased (a key's requests per minute, say) is reserved exactly: no slice, no early refusal.
+    assert await a.areserve("rpm:k:1", 1.0, 10.0)
+    assert redis_total(redis_server, "rpm:k:1") == 1.0
+    a.settle("rpm:k:1", 1.0, 0.0)  # released: back in Redis, not kept in a room
+    await until(lambda: redis_total(redis_server, "rpm:k:1") == 0.0)
 
 
 async def test_unused_slices_go_back_after_idle_and_at_close(

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from llmroute.budgets import Ask, Budget, Budgets, Exhausted, Reservation, billed_usd, prompt_tokens
+from llmroute.budgets import Ask, Budget, Budgets, Exhausted, Reservation, billed_usd
 from llmroute.config import parse_config
 from llmroute.errors import ConfigError
 from llmroute.result import Attempt
 from llmroute.state import InMemoryState
+from llmroute.tokens import prompt_estimate
 
 try:
     from .ledger.test_postgres import postgres_dsn  # noqa: F401  (a real server; skips without its binaries)
@@ -74,7 +75,7 @@ def test_worst_case_is_the_priciest_provider_with_the_output_cap() -> None:
     assert b.worst_case_usd(capped, budget, ["gpu"]) == pytest.approx(gpu + passes * gpu)
     assert Ask.of({"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 7, "n": 3}).output_tokens(budget) == 21
     body = {"messages": [{"role": "user", "content": "a prompt of some length " * 20}]}
-    assert Ask.of(body).input_tokens == prompt_tokens(body) > 50
+    assert Ask.of(body).input_tokens == prompt_estimate(body) > 50
     assert Ask.of(body, input_tokens=7).input_tokens == 7  # an estimate the caller made already is not redone
 
 

@@ -43,7 +43,7 @@ class BudgetGate:
                    strategy: str, input_tokens: int | None = None) -> tuple[Reservation | None, LLMRouter, str]:
         """Reserve the request's worst case on every budget that applies: the reservation, and the router and
         strategy that serve it. Raises ``Exhausted`` when it does not fit (nor, for ``cheapest``, at the
-        cheapest provider). ``input_tokens``: the prompt's estimate (``budgets.prompt_tokens``) if the caller
+        cheapest provider). ``input_tokens``: the prompt's estimate (``tokens.prompt_estimate``) if the caller
         has it already, so the prompt is estimated once per request."""
         stored = key.stored.settings if key is not None and key.stored is not None else None
         tags = context.tags if context is not None else (key.tags if key is not None else ())
