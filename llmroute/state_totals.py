@@ -4,7 +4,9 @@ A reservation is taken from this replica's slice of the limit (``state_leases``)
 slice is one atomic script call (``GRANT_LUA``), awaited, bounded by ``reserve_timeout_s``. Without Redis the
 local rule decides (``SharedTotals.reserve_locally``). What changes locally (excess spend, slices given back,
 plain counters, the unused room the others subtract) is queued on the background flush; every sync re-reads
-the totals in use. Any key works: budgets' period totals, per-minute request windows, plain counters.
+the totals in use. Only totals under a prefix given to ``lease_keys`` (budgets) are reserved from slices;
+any other (a key's per-minute window, the shadow cap) gets exactly what it reserves, one round trip each, and
+a release goes straight back to Redis, so its count stays exact. Plain counters (``settle(key, 0, x)``) too.
 """
 
 from __future__ import annotations
