@@ -74,6 +74,11 @@ class RouterState(ABC):
         (no round trip per reservation; a refusal may come early while other replicas hold unused slices, as
         documented). Other totals are reserved exactly, one round trip each. In process: nothing to do."""
 
+    def short_lived(self, prefix: str, ttl_s: float) -> None:
+        """Totals whose key starts with ``prefix`` are dropped ``ttl_s`` after their last change (a per-minute
+        window, say), instead of outliving their period as a budget's must. In process the bounded, least
+        recently used map drops them: nothing to do."""
+
     async def areserve(self, key: str, amount: float, limit: float) -> bool:
         """``reserve`` for async callers: a shared store awaits its round trip instead of blocking the loop."""
         return self.reserve(key, amount, limit)

@@ -194,6 +194,9 @@ class RedisState(InMemoryState):
     def lease_keys(self, prefix: str) -> None:
         self.totals.lease_keys(prefix)
 
+    def short_lived(self, prefix: str, ttl_s: float) -> None:
+        self.totals.short_lived(prefix, ttl_s)
+
     def reserve(self, key: str, amount: float, limit: float) -> bool:
         return self.totals.reserve(key, amount, limit)
 

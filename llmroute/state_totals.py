@@ -36,6 +36,8 @@ class SharedTotals:
         self._is_up, self._replicas, self._lost, self._publish, self._kick = is_up, replicas, lost, publish, kick
         self._granting: dict[str, asyncio.Future[None]] = {}
         self._sliced: tuple[str, ...] = ()
+        self._ttls: dict[str, int] = {}
+        """Per key prefix, the seconds Redis keeps such a total after its last change (``short_lived``)."""
         """Key prefixes reserved from slices (``lease_keys``); other totals get exactly what is reserved."""
         self._grant_sync: Any = None
         self._grant_async: Any = None
@@ -46,6 +48,16 @@ class SharedTotals:
     def lease_keys(self, prefix: str) -> None:
         if prefix not in self._sliced:
             self._sliced += (prefix,)
+
+    def short_lived(self, prefix: str, ttl_s: float) -> None:
+        self._ttls = {**self._ttls, prefix: max(1, int(ttl_s))}
+
+    def _ttl_s(self, key: str) -> int:
+        """How long Redis keeps the total after its last change: its prefix's (``short_lived``), else a period's."""
+        for prefix, ttl_s in self._ttls.items():
+            if key.startswith(prefix):
+                return ttl_s
+        return TOTALS_TTL_S
 
     def connect(self, sync_client: Any, client: Any) -> None:
         """Register the scripts on (re)connecting; the local rule's share is taken afresh at the next outage."""
@@ -114,7 +126,7 @@ class SharedTotals:
     def _grant_args(self, key: str, amount: float, limit: float) -> list[Any]:
         leases = self.leases
         share = leases.slice_share(self._replicas()) if key.startswith(self._sliced) else 0.0
-        return [repr(leases.need(key, amount)), repr(limit), repr(share), TOTALS_TTL_S]
+        return [repr(leases.need(key, amount)), repr(limit), repr(share), self._ttl_s(key)]
 
     def _granted(self, key: str, amount: float, answer: list[Any]) -> bool:
         ok, total, slice_ = answer
@@ -153,13 +165,13 @@ class SharedTotals:
         for key, room in rooms.items():
             if room > 0:
                 pipe.hset(self._room_key(key), self.replica_id, repr(room))
-                pipe.expire(self._room_key(key), TOTALS_TTL_S)
+                pipe.expire(self._room_key(key), self._ttl_s(key))
             else:
                 pipe.hdel(self._room_key(key), self.replica_id)
         skip = len(pipe) - start  # commands queued here before the deltas
         for key, delta in deltas.items():
             base = "" if restore is None or key not in restore else repr(restore[key])
-            await self._settle_async(keys=[self._total_key(key)], args=[repr(delta), base, TOTALS_TTL_S],
+            await self._settle_async(keys=[self._total_key(key)], args=[repr(delta), base, self._ttl_s(key)],
                                      client=pipe)
 
         def apply(results: list[Any] | None) -> None:
@@ -175,18 +187,21 @@ class SharedTotals:
         """Queue reads of the totals in use (and the others' unused rooms in them) on ``pipe``; call the result
         with the pipeline's results from the first command queued here."""
         totals = list(self.leases.recent())
+        sliced = [key for key in totals if key.startswith(self._sliced)]  # only these can hold others' slices
         if totals:
             pipe.mget([self._total_key(k) for k in totals])
-            for key in totals:  # a total this replica only reads may hold the others' slices too
+            for key in sliced:  # a total this replica only reads may hold the others' slices too
                 pipe.hgetall(self._room_key(key))
         me = self.replica_id.encode()
 
         def apply(results: list[Any]) -> None:
             if not totals:
                 return
-            for key, value, rooms in zip(totals, results[0], results[1:], strict=True):
+            rooms = dict(zip(sliced, results[1:], strict=True))
+            for key, value in zip(totals, results[0], strict=True):
                 if value is not None:
-                    self.leases.known(key, float(value), sum(float(v) for r, v in rooms.items() if r != me))
+                    others = sum(float(v) for r, v in rooms[key].items() if r != me) if key in rooms else 0.0
+                    self.leases.known(key, float(value), others)
 
         return apply
 

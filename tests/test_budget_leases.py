@@ -179,3 +179,24 @@ async def test_redis_killed_mid_way_falls_back_to_the_local_rule_without_overspe
     await until(lambda: all(s.up for s in states))
     await until(lambda: redis_total(redis_server) >= held - 1e-9)
     assert redis_total(redis_server) <= limit + 1e-9
+
+
+async def test_short_lived_totals_expire_in_redis_and_budgets_keep_theirs(
+        replicas: Callable[..., Any], redis_server: RedisServer) -> None:  # noqa: F811
+    """A key's per-minute window must not stay in Redis for a budget's 40 days: two new totals per key and
+    minute would pile up without end. Its expiry follows ``short_lived``; a budget's total keeps the long one."""
+    state, = await replicas(1)
+    state.short_lived("keyrpm:", 180)
+    assert await state.areserve("keyrpm:bot:1", 1, 10)
+    assert await state.areserve(KEY, 0.001, 1.0)
+    state.settle("keyrpm:bot:1", 1, 0)
+    state.settle(KEY, 0.001, 0.0005)
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        await until(lambda: float(client.get("llmroute:total:keyrpm:bot:1") or -1) == 0.0)
+        window_ttl_s = client.ttl("llmroute:total:keyrpm:bot:1")
+        budget_ttl_s = client.ttl("llmroute:total:" + KEY)
+    finally:
+        client.close()
+    assert 0 < window_ttl_s <= 180
+    assert budget_ttl_s > 30 * 86400

@@ -343,7 +343,8 @@ class Gateway:
         router, held = self.router, None
         if self.budgeting.applies(key):
             try:
-                held, router, strategy = await self.budgeting.hold(key, body, context, strategy)
+                held, router, strategy = await self.budgeting.hold(key, body, context, strategy,
+                                                                   input_tokens=prompt_tokens(request, body))
             except Exhausted as exc:
                 if limited is not None:
                     self.limiter.settle(limited, reserved, 0)

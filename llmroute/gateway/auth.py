@@ -234,6 +234,8 @@ class KeyLimiter:
     def __init__(self, state: RouterState, *, shared: bool, clock: Callable[[], float] = time.time) -> None:
         self.state, self.clock = state, clock
         self.scope = "shared by every gateway replica" if shared else "in this gateway process"
+        for prefix in ("keyrpm:", "keytpm:"):  # a window is read for two minutes and settled a little later
+            state.short_lived(prefix, 3 * WINDOW_S)
 
     async def acquire(self, identity: KeyIdentity, tokens: int) -> KeyHold:
         """Take one request and ``tokens`` from the key's current window, or raise ``OverLimit`` (nothing

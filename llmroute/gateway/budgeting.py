@@ -18,7 +18,7 @@ from ..ledger import RequestContext
 from ..result import Attempt, RouteResult
 from ..router import LLMRouter
 from ..strategies import RouteRequest, RoutingStrategy
-from .auth import KeyIdentity, KeyLimiter
+from .auth import KeyHold, KeyIdentity, KeyLimiter
 
 log = logging.getLogger("llmroute.gateway")
 
@@ -121,7 +121,7 @@ class BudgetGate:
             await cheap.aclose()
 
 
-def settle_request(limiter: KeyLimiter, key: KeyIdentity | None, tokens: int, held: Reservation | None,
+def settle_request(limiter: KeyLimiter, key: KeyIdentity | None, tokens: KeyHold, held: Reservation | None,
            result: RouteResult | None, attempts: list[Attempt]) -> None:
     """A finished request's key tokens (what it used) and budget holds (what it was billed, as the ledger records)."""
     if key is not None:
