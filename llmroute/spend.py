@@ -70,9 +70,12 @@ class LiveSpend:
         self._pending: dict[Key, list[float]] = {}
         """Per series, [cost_usd, tokens, requests] counted since the last flush."""
         self._names: dict[str, dict[str, None]] = {d: {} for d in DIMENSIONS}
+        self._new_names: dict[str, list[str]] = {}
+        """Per dimension, names admitted since the last flush: the state shares them with the other replicas."""
         self._day = self._span = (0.0, 0.0)
         self._roll_at = 0.0
         self._prefixes: tuple[str, ...] = ()
+        self._names_ttl_s = 0.0
         self._flush_handle: asyncio.TimerHandle | None = None
         self._roll(clock())
 
@@ -132,6 +135,7 @@ class LiveSpend:
                 if len(names) >= self.max_series:
                     return dimension, OTHER
                 names[name] = None
+                self._new_names.setdefault(dimension, []).append(name)
         return dimension, name
 
     def _schedule(self) -> None:
@@ -154,6 +158,9 @@ class LiveSpend:
 
     def _flush_locked(self) -> None:
         pending, self._pending = self._pending, {}
+        new_names, self._new_names = self._new_names, {}
+        for dimension, names in new_names.items():  # a name one replica saw is listed by every replica
+            self._state.add_names(self._names_key(dimension), names, self._names_ttl_s)
         settle = self._state.settle
         for (dimension, name), sums in pending.items():
             for prefix in self._prefixes:
@@ -169,6 +176,20 @@ class LiveSpend:
                 names.clear()
         self._day, self._span, self._roll_at = day, span, day[1]
         self._prefixes = tuple(dict.fromkeys((_prefix("day", day[0]), _prefix(self.period, span[0]))))
+        self._names_ttl_s = span[1] - span[0] + 86_400.0
+
+    def _names_key(self, dimension: str) -> str:
+        """The shared set of the names that counted in ``dimension`` this period (a day's are among them)."""
+        return f"{self._prefixes[-1]}:names:{dimension}"
+
+    def _learn_names(self) -> None:
+        """Admit the names other replicas counted this period (call with the lock held), within ``max_series``."""
+        for dimension in DIMENSIONS:
+            names = self._names[dimension]
+            for name in sorted(self._state.names(self._names_key(dimension)) - names.keys()):
+                if len(names) >= self.max_series:
+                    break
+                names[name] = None
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -179,6 +200,7 @@ class LiveSpend:
             self._flush_locked()
             if now_ts >= self._roll_at:
                 self._roll(now_ts)
+            self._learn_names()
             names = {d: list(n) for d, n in self._names.items()}
             windows = ((self._prefixes[0], self._day), (self._prefixes[-1], self._span))
         today, period = (self._window(prefix, bounds, names) for prefix, bounds in windows)

@@ -13,7 +13,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .breaker import BreakerSettings, CircuitBreaker
@@ -139,6 +139,15 @@ class RouterState(ABC):
     def spent(self, key: str) -> float:
         """The running total of ``key``: what was settled plus what is still reserved."""
 
+    @abstractmethod
+    def add_names(self, key: str, names: Iterable[str], ttl_s: float) -> None:
+        """Add to the set of names under ``key`` (the keys and tags that spent this period, say), kept at least
+        ``ttl_s`` after its last change: with a shared store, every replica's ``names(key)`` learns them."""
+
+    @abstractmethod
+    def names(self, key: str) -> frozenset[str]:
+        """The names under ``key``: this process's, and with a shared store every replica's as of the last sync."""
+
 
 class InMemoryState(RouterState):
     """Per-process state. Timeouts count toward latency: a provider that hangs must look slow."""
@@ -158,6 +167,8 @@ class InMemoryState(RouterState):
         self._cold = dict(cold_starts or {})
         self._totals: dict[str, float] = {}
         self._totals_lock = threading.Lock()  # a SyncRouter's loop thread and its callers may both spend
+        self._names: dict[str, set[str]] = {}
+        self._names_lock = threading.Lock()
         self.on_breaker_change = on_breaker_change
         """Called with (provider, new state, reason) on every transition: metrics and logs hang here."""
 
@@ -275,6 +286,16 @@ class InMemoryState(RouterState):
 
     def spent(self, key: str) -> float:
         return self._totals.get(key, 0.0)
+
+    def add_names(self, key: str, names: Iterable[str], ttl_s: float) -> None:
+        with self._names_lock:  # callers bound the names; a set per period (``MAX_TOTALS`` at most) stays small
+            if key not in self._names and len(self._names) >= MAX_TOTALS:
+                del self._names[next(iter(self._names))]
+            self._names.setdefault(key, set()).update(names)
+
+    def names(self, key: str) -> frozenset[str]:
+        with self._names_lock:
+            return frozenset(self._names.get(key, ()))
 
 
 MAX_TOTALS = 100_000

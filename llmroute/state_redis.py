@@ -24,7 +24,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -211,6 +211,13 @@ class RedisState(InMemoryState):
 
     def spent(self, key: str) -> float:
         return self.totals.spent(key)
+
+    def add_names(self, key: str, names: Iterable[str], ttl_s: float) -> None:
+        if self.totals.add_names(key, names, ttl_s):
+            self._kick()
+
+    def names(self, key: str) -> frozenset[str]:
+        return self.totals.names(key)
 
     # -- the background task -----------------------------------------------------------------
 

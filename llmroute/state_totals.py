@@ -12,7 +12,8 @@ a release goes straight back to Redis, so its count stays exact. Plain counters 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -21,6 +22,10 @@ from .config.state import StateConfig
 from .state import MAX_TOTALS
 from .state_leases import GRANT_LUA, Leases
 from .state_wire import SETTLE_LUA, TOTALS_TTL_S, Event
+
+
+MAX_NAME_SETS = 1024
+"""Sets of names followed at once (one per live spend dimension and period); the oldest goes first."""
 
 
 class SharedTotals:
@@ -44,6 +49,11 @@ class SharedTotals:
         self._settle_async: Any = None
         self.rooms_due = False
         """Set by the sync: the next flush shows the others this replica's unused rooms."""
+        self._names: dict[str, set[str]] = {}
+        """Per set key, the names known here: added here, or read at a sync (``add_names``/``names``)."""
+        self._new_names: dict[str, set[str]] = {}
+        self._names_ttl_s: dict[str, int] = {}
+        self._names_lock = threading.Lock()
 
     def lease_keys(self, prefix: str) -> None:
         if prefix not in self._sliced:
@@ -151,6 +161,35 @@ class SharedTotals:
     def spent(self, key: str) -> float:
         return self.leases.spent(key)
 
+    # -- shared sets of names ----------------------------------------------------------------------------
+
+    def add_names(self, key: str, names: Iterable[str], ttl_s: float) -> bool:
+        """Add names locally and queue the new ones for Redis; True if there is something to send."""
+        with self._names_lock:
+            known = self._known_names(key)
+            new = [name for name in names if name not in known]
+            if not new:
+                return False
+            known.update(new)
+            self._names_ttl_s[key] = max(1, int(ttl_s))
+            self._new_names.setdefault(key, set()).update(new)
+            return True
+
+    def names(self, key: str) -> frozenset[str]:
+        with self._names_lock:
+            return frozenset(self._known_names(key))
+
+    def _known_names(self, key: str) -> set[str]:
+        """The set for ``key`` (call with the lock held), followed from the next sync on."""
+        known = self._names.get(key)
+        if known is None:
+            if len(self._names) >= MAX_NAME_SETS:
+                dropped = next(iter(self._names))
+                del self._names[dropped]
+                self._names_ttl_s.pop(dropped, None)
+            known = self._names[key] = set()
+        return known
+
     # -- the background: what the flush sends and the sync reads ----------------------------------------
 
     async def write(self, pipe: Any, restore: Mapping[str, float] | None) -> Callable[[list[Any] | None], None]:
@@ -160,6 +199,13 @@ class SharedTotals:
         start = len(pipe)
         deltas, rooms = self.leases.drain(self.rooms_due or restore is not None)
         self.rooms_due = False
+        with self._names_lock:
+            new_names, self._new_names = self._new_names, {}
+            if restore is not None:  # Redis may have lost the sets: send back every name known here
+                new_names = {key: set(names) for key, names in self._names.items() if names}
+        for key, names in new_names.items():
+            pipe.sadd(self._names_key(key), *names)
+            pipe.expire(self._names_key(key), self._names_ttl_s.get(key, TOTALS_TTL_S))
         for key in restore or ():
             deltas.setdefault(key, 0.0)
         for key, room in rooms.items():
@@ -177,6 +223,9 @@ class SharedTotals:
         def apply(results: list[Any] | None) -> None:
             if results is None:
                 self.leases.undrained(deltas, rooms)
+                with self._names_lock:
+                    for key, names in new_names.items():
+                        self._new_names.setdefault(key, set()).update(names)
                 return
             for key, total in zip(deltas, results[skip:], strict=True):
                 self.leases.known(key, float(total))
@@ -188,6 +237,10 @@ class SharedTotals:
         with the pipeline's results from the first command queued here."""
         totals = list(self.leases.recent())
         sliced = [key for key in totals if key.startswith(self._sliced)]  # only these can hold others' slices
+        with self._names_lock:
+            sets = list(self._names)
+        for key in sets:
+            pipe.smembers(self._names_key(key))
         if totals:
             pipe.mget([self._total_key(k) for k in totals])
             for key in sliced:  # a total this replica only reads may hold the others' slices too
@@ -195,6 +248,12 @@ class SharedTotals:
         me = self.replica_id.encode()
 
         def apply(results: list[Any]) -> None:
+            with self._names_lock:
+                for key, members in zip(sets, results, strict=False):
+                    known = self._names.get(key)
+                    if known is not None:
+                        known.update(m.decode(errors="replace") for m in members)
+            results = results[len(sets):]
             if not totals:
                 return
             rooms = dict(zip(sliced, results[1:], strict=True))
@@ -207,6 +266,9 @@ class SharedTotals:
 
     def _total_key(self, key: str) -> str:
         return self.config.key_prefix + "total:" + key
+
+    def _names_key(self, key: str) -> str:
+        return self.config.key_prefix + "names:" + key
 
     def _room_key(self, key: str) -> str:
         return self.config.key_prefix + "room:" + key

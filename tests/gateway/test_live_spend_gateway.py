@@ -29,7 +29,7 @@ from .conftest import RunningGateway, stop_gateway
 
 CHAT = "/v1/chat/completions"
 MESSAGES = [{"role": "user", "content": "Qualify this lead: Initech, 40 employees"}]
-KEYS = {"alpha": "sk-live-spend-alpha", "beta": "sk-live-spend-beta"}
+KEYS = {"alpha": "sk-live-spend-alpha", "beta": "sk-live-spend-beta", "gamma": "sk-live-spend-gamma"}
 GPU_PRICE_PER_S = 0.01  # runpod billed by worker time: its failed attempts cost money too
 Sums = dict[str, dict[str, list[float]]]
 
@@ -254,6 +254,14 @@ def test_replicas_sharing_redis_converge_on_the_ledgers_totals(
             return False
         return True
 
+    wait_for(converged)
+    # A key and a tag only the first replica serves: the second lists them too (the names are shared).
+    for _ in range(2):
+        assert send(first, "gamma", "team=solo") == 200
+        sent += 1
+    wait_for(lambda: ledger_count(ledger) == sent)
+    recorded = ledger_sums(ledger)
+    assert "gamma" in recorded["keys"] and "team=solo" in recorded["tags"]
     wait_for(converged)
     # A restarted replica takes the shared totals, and does not add the ledger's spend to them again.
     assert stop_gateway(second) == 0
