@@ -3,6 +3,7 @@
     python benchmarks/streams.py [--streams 500,1000,2000] [--duration 10] [--rate 20] [--configs ...]
     python benchmarks/streams.py --quick                     # smoke: 200 streams, 5 s each
     python benchmarks/streams.py --streams 1000 --py-spy-dir /tmp/prof   # also py-spy every proxy's run
+    python benchmarks/streams.py --llmroute-entry wrap.py --variant 'gc off:PATCH=gc-off'   # A/B experiments
 
 The upstream is benchmarks/stream_upstream.py (raw asyncio + httptools on uvloop, not the project's
 emulator): every stream gets OpenAI chunks at a fixed cadence (default 20 events/s for 10 s), then a finish
@@ -18,6 +19,11 @@ chunk, a usage chunk and [DONE]. Each configuration points at that same upstream
   forwarder granian    the same app on granian's ASGI interface (if granian is installed)
   litellm              the LiteLLM proxy (if --litellm-venv has it; see setup_litellm.sh); skipped at the
                        levels above one where most of its streams failed
+
+--variant NAME:K=V,K=V adds a configuration NAME: `llmroute pool=4096` started with those environment
+variables ({tmp}, {streams} and {name} in a value are filled in), to compare an experiment side by side;
+--llmroute-entry SCRIPT starts every llmroute configuration as `python SCRIPT serve ...` instead of
+`python -m llmroute.cli serve ...` (a wrapper that instruments or patches the gateway without editing it).
 
 The load generator (benchmarks/stream_loadgen.py) is its own process: one raw asyncio protocol per stream,
 httptools framing, no JSON, streams opened evenly over --ramp seconds. With 2 or more cores the upstream
@@ -203,21 +209,29 @@ class Bench:
         self.pin = not args.no_pin and (os.cpu_count() or 1) >= 2
         self.events = max(1, round(args.rate * args.duration))
         self.results: list[dict] = []
+        self.variants: dict[str, dict[str, str]] = {}
+        for spec in args.variant:
+            name, _, env = spec.partition(":")
+            self.variants[name.strip()] = dict(kv.split("=", 1) for kv in env.split(",") if kv.strip())
 
     def cpu(self, which: int) -> int | None:
         return which if self.pin else None
 
-    def proxy_command(self, name: str, upstream: str, port: int) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    def proxy_command(self, name: str, upstream: str, port: int, streams: int) -> tuple[list[str], dict[str, str], dict[str, str]]:
         """(command, environment, request headers) for a configuration."""
         py = sys.executable
-        if name.startswith("llmroute"):
-            config = self.tmp / f"{name.replace(' ', '_').replace('=', '')}.yaml"
+        if name.startswith("llmroute") or name in self.variants:
+            slug = slugify(name)
+            config = self.tmp / f"{slug}.yaml"
             pool = "" if name == "llmroute" else "    max_connections: 4096\n"
             config.write_text(f"providers:\n  upstream:\n    base_url: {upstream}\n    model: bench-model\n"
                               f"    price_per_m: {{input: 0.02, output: 0.02}}\n{pool}")
-            ledger = "off" if name == "llmroute no-ledger" else str(self.tmp / f"{config.stem}-{port}.sqlite3")
-            return ([py, "-m", "llmroute.cli", "serve", "--config", str(config), "--port", str(port),
-                     "--workers", "1"], {"LLMROUTE_LEDGER": ledger}, {})
+            ledger = "off" if name == "llmroute no-ledger" else str(self.tmp / f"{slug}-{port}.sqlite3")
+            env = {"LLMROUTE_LEDGER": ledger}
+            for k, v in self.variants.get(name, {}).items():
+                env[k] = v.format(tmp=self.tmp, streams=streams, name=slug)
+            entry = [str(Path(self.args.llmroute_entry).resolve())] if self.args.llmroute_entry else ["-m", "llmroute.cli"]
+            return [py, *entry, "serve", "--config", str(config), "--port", str(port), "--workers", "1"], env, {}
         if name.startswith("forwarder"):
             return [py, str(HERE / "stream_forwarder.py"), name.split()[1], upstream, str(port)], {}, {}
         if name == "litellm":
@@ -244,7 +258,7 @@ class Bench:
         if not self.args.py_spy_dir:
             return None
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        out = Path(self.args.py_spy_dir) / f"{name.replace(' ', '_').replace('=', '')}-{streams}"
+        out = Path(self.args.py_spy_dir) / f"{slugify(name)}-{streams}"
         target = max(tree(pid), key=lambda p: cpu_rss(p)[1])  # the serving process (largest RSS)
         return subprocess.Popen([spy, "record", "--pid", str(target), "--format", "raw", "--rate", "200",
                                  "--duration", str(int(self.args.ramp + self.args.duration)), "--nonblocking",
@@ -258,8 +272,8 @@ class Bench:
                     targets[name] = (direct_url, {}, None)
                     continue
                 port = free_port()
-                cmd, env, headers = self.proxy_command(name, upstream, port)
-                proc = stack.enter_context(process(cmd, env, self.tmp / f"{name.replace(' ', '_')}-{streams}.log",
+                cmd, env, headers = self.proxy_command(name, upstream, port, streams)
+                proc = stack.enter_context(process(cmd, env, self.tmp / f"{slugify(name)}-{streams}.log",
                                                    cpu=self.cpu(1)))
                 targets[name] = (f"http://127.0.0.1:{port}/v1/chat/completions", headers, proc)
             for name, (url, headers, proc) in targets.items():
@@ -291,7 +305,7 @@ class Bench:
 
     def run(self) -> None:
         args = self.args
-        configs = [c for c in args.configs if c in ALL_CONFIGS]
+        configs = [c for c in args.configs if c in ALL_CONFIGS] + list(self.variants)
         if "forwarder granian" in configs and not granian_installed():
             print("(granian not installed: forwarder granian skipped; pip install granian)", file=sys.stderr)
             configs.remove("forwarder granian")
@@ -312,6 +326,10 @@ class Bench:
                 for streams in args.streams:
                     self.level(streams, upstream, upstream + "/chat/completions", configs)
             self.upstream_cpu_share = (cpu_rss(up.pid)[0] - up_cpu0) / (time.monotonic() - t0)
+
+
+def slugify(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in name)
 
 
 def granian_installed() -> bool:
@@ -347,7 +365,7 @@ def report(bench: Bench) -> str:
                 values.append(v)
         return statistics.median(values) if values else None
 
-    order = {n: i for i, n in enumerate(ALL_CONFIGS)}
+    order = {n: i for i, n in enumerate([*ALL_CONFIGS, *bench.variants])}
     groups: dict[tuple[int, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["streams"], r["config"]), []).append(r)
@@ -384,8 +402,10 @@ def report(bench: Bench) -> str:
                          f"{streams * args.rate:,.0f} nominal ({d['events_per_s'] / (streams * args.rate):.2f}); gap "
                          f"added p99 {fmt(d['gap_added_ms.p99'], 2)} ms; load generator CPU "
                          f"{med(groups[(streams, 'direct')], 'cpu_s'):.1f} s")
-        for ours in ("llmroute", "llmroute pool=4096"):
-            base = summary.get((streams, "forwarder uvicorn"))
+        pairs = [(ours, "forwarder uvicorn") for ours in ("llmroute", "llmroute pool=4096", *bench.variants)]
+        pairs += [(variant, "llmroute pool=4096") for variant in bench.variants]
+        for ours, against in pairs:
+            base = summary.get((streams, against))
             o = summary.get((streams, ours))
             if not (o and base):
                 continue
@@ -394,7 +414,7 @@ def report(bench: Bench) -> str:
                 a, b = o[key], base[key]
                 return f"{a / b:.2f}×" if a is not None and b else "-"
 
-            lines.append(f"{streams} streams, {ours} / forwarder uvicorn: events/s {ratio('events_per_s')} "
+            lines.append(f"{streams} streams, {ours} / {against}: events/s {ratio('events_per_s')} "
                          f"(target ≥ 1.0), gap added p99 {ratio('gap_added_ms.p99')} (target ≤ 1.25), CPU/event "
                          f"{ratio('cpu_us_per_event')}, RSS/1000 streams {ratio('rss_mb_per_1000')} (target ≤ 1.5)")
     if hasattr(bench, "upstream_cpu_share"):
@@ -417,6 +437,9 @@ def main() -> None:
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--py-spy-dir", help="py-spy record (raw, collapsed stacks) each proxy's run into DIR")
     parser.add_argument("--json", help="also write every run's figures to this file")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="NAME:K=V,K=V: llmroute pool=4096 with that environment, as one more configuration")
+    parser.add_argument("--llmroute-entry", help="script run as `python SCRIPT serve ...` for the llmroute configs")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, ledgers)")
     args = parser.parse_args()
     if args.quick:
