@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import resource
 import sys
 import time
@@ -82,7 +83,7 @@ class Stream(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self.complete = True
         if self.status != 200:
-            self.fail(f"HTTP {self.status}: {self.error_body[:200].decode('utf-8', 'replace')}")
+            self.fail(f"HTTP {self.status}: {self.error_body[:300].decode('utf-8', 'replace')}")
         elif not self.done:
             self.fail("stream ended without [DONE]")
         elif self.transport is not None:
@@ -154,7 +155,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     errors: dict[str, int] = {}
     for s in streams:
         if s.error is not None:
-            errors[s.error] = errors.get(s.error, 0) + 1
+            why = re.sub(r"\d+", "N", s.error)  # "pool_exhausted (5004 ms)" and "(5001 ms)" are one error
+            errors[why] = errors.get(why, 0) + 1
     # every stream open: from the last stream's first event to the first stream's finish chunk
     firsts = [s.times[0] for s in ok if s.times]
     lasts = [s.times[-1] for s in ok if len(s.times) == gen.timed]
@@ -164,7 +166,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "events": sum(s.events for s in streams),
         "events_expected_per_stream": args.events + 3,  # cadence events, finish, usage, [DONE]
         "short_streams": sum(1 for s in ok if s.events < args.events + 3),
-        "ttft_ms": {"p50": pct(ttft, 0.5), "p99": pct(ttft, 0.99), "max": max(ttft, default=None)},
+        "ttft_ms": {"p50": pct(ttft, 0.5), "p90": pct(ttft, 0.9), "p99": pct(ttft, 0.99), "max": max(ttft, default=None),
+                    "over_1s": sum(1 for t in ttft if t > 1000)},
         "gap_added_ms": {"p50": pct(gaps, 0.5), "p90": pct(gaps, 0.9), "p99": pct(gaps, 0.99),
                          "p999": pct(gaps, 0.999), "max": max(gaps, default=None), "n": len(gaps)},
         "window": [max(firsts, default=0.0), min(lasts, default=0.0)],

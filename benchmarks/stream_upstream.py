@@ -25,7 +25,7 @@ HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: n
 PREFIX = (b'{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench-model",'
           b'"system_fingerprint":null,"choices":[{"index":0,')
 FIRST = PREFIX + b'"delta":{"role":"assistant","content":"Lead"},"logprobs":null,"finish_reason":null}]}'
-TOKEN = PREFIX + b'"delta":{"content":" qualified"},"logprobs":null,"finish_reason":null}]}'
+WORDS = [b"the", b"lead", b"is", b"qualified", b"with", b"budget", b"and", b"a", b"clear", b"need", b"next", b"call"]
 FINISH = PREFIX + b'"delta":{},"logprobs":null,"finish_reason":"stop"}]}'
 COMPLETION = (b'{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench-model",'
               b'"choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],'
@@ -44,17 +44,28 @@ def whole(status: bytes, body: bytes) -> bytes:
             + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
-class Upstream(asyncio.Protocol):
+class Script:
+    """Every stream's bytes, built once: the head and first event, one chunk per position, the end."""
+
     def __init__(self, interval_s: float, events: int) -> None:
-        self.loop = asyncio.get_running_loop()
         self.interval_s = interval_s
         self.events = events
         self.first = HEAD + chunk(FIRST)
-        self.token = chunk(TOKEN)
+        # each position's chunk differs: LiteLLM ends a stream that repeats one chunk 100 times
+        self.tokens = [chunk(PREFIX + b'"delta":{"content":" %s %d"},"logprobs":null,"finish_reason":null}]}'
+                             % (WORDS[k % len(WORDS)], k)) for k in range(events)]
         usage = (b'{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,'
                  b'"model":"bench-model","choices":[],"usage":{"prompt_tokens":24,"completion_tokens":%d,'
                  b'"total_tokens":%d}}' % (events, events + 24))
         self.last = chunk(FINISH, usage, b"[DONE]") + b"0\r\n\r\n"
+
+
+class Upstream(asyncio.Protocol):
+    def __init__(self, script: Script) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.script = script
+        self.interval_s = script.interval_s
+        self.events = script.events
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.body: list[bytes] = []
@@ -94,25 +105,26 @@ class Upstream(asyncio.Protocol):
             return
         self.start = self.loop.time()
         self.sent = 1
-        self.transport.write(self.first)
+        self.transport.write(self.script.first)
         self.timer = self.loop.call_at(self.start + self.interval_s, self.tick)
 
     def tick(self) -> None:
         if self.transport is None:
             return
         if self.sent < self.events:
-            self.transport.write(self.token)
+            self.transport.write(self.script.tokens[self.sent])
             self.sent += 1
             self.timer = self.loop.call_at(self.start + self.sent * self.interval_s, self.tick)
         else:
-            self.transport.write(self.last)
+            self.transport.write(self.script.last)
             self.timer = None
 
 
 async def serve(port: int, rate: float, duration_s: float) -> None:
     loop = asyncio.get_running_loop()
     events = max(1, round(rate * duration_s))
-    server = await loop.create_server(lambda: Upstream(1 / rate, events), "127.0.0.1", port, backlog=4096)
+    script = Script(1 / rate, events)
+    server = await loop.create_server(lambda: Upstream(script), "127.0.0.1", port, backlog=4096)
     stop = loop.create_future()
     loop.add_signal_handler(signal.SIGTERM, stop.set_result, None)
     print("READY", flush=True)

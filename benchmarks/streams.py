@@ -26,15 +26,18 @@ variables ({tmp}, {streams} and {name} in a value are filled in), to compare an 
 `python -m llmroute.cli serve ...` (a wrapper that instruments or patches the gateway without editing it).
 
 The load generator (benchmarks/stream_loadgen.py) is its own process: one raw asyncio protocol per stream,
-httptools framing, no JSON, streams opened evenly over --ramp seconds. With 2 or more cores the upstream
-and the load generator are pinned to CPU 0 and the proxy under test to CPU 1. Proxies are started afresh
+httptools framing, no JSON, streams opened evenly over --ramp seconds. With --pin (and 2 or more cores) the
+upstream and the load generator are pinned to CPU 0 and the proxy under test to CPU 1: right on a quiet
+machine, wrong on a shared one (a pinned proxy cannot move off a core that other work is using, and is
+starved: measured at load 4, llmroute got 0.34 of a core pinned, 0.50 unpinned). Proxies are started afresh
 for each level (so each RSS growth starts from an idle process) and run one after another within a level.
 
 Per configuration and level: TTFT (request written -> first event) p50/p99 and added over direct;
 inter-event gap minus the cadence, p50/p99/p99.9 (direct shows the floor: libuv timers tick in ms);
 events relayed per second while every stream is open (from the last stream's first event to the first
 stream's finish); the proxy's CPU per event over that window (utime+stime of its process tree from
-/proc); RSS growth per 1,000 open streams (median RSS in the window minus RSS just before the run);
+/proc), its CPU share, and its starved share (time its threads were runnable but waiting for a CPU, from
+/proc/PID/task/*/schedstat: a proxy that falls behind while starved was short of CPU, not slow); RSS growth per 1,000 open streams (median RSS in the window minus RSS just before the run);
 errors (non-200, cut streams, streams missing [DONE]). The load average (/proc/loadavg) is printed with
 every row: the machine is shared, so read ratios measured in the same run, not absolute figures.
 """
@@ -95,6 +98,19 @@ def tree(pid: int) -> list[int]:
     return out
 
 
+def runq_wait_s(pid: int) -> float:
+    """Seconds ``pid``'s threads spent runnable but waiting for a CPU (/proc/PID/task/*/schedstat): on a shared
+    machine, the share of a window a proxy was starved by other processes rather than busy or idle."""
+    total = 0.0
+    for p in tree(pid):
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                total += int(Path(f"/proc/{p}/task/{task}/schedstat").read_text().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def cpu_rss(pid: int) -> tuple[float, float]:
     """CPU seconds (user + system, all threads) and RSS in MB of ``pid``'s process tree."""
     cpu = rss = 0.0
@@ -109,23 +125,23 @@ def cpu_rss(pid: int) -> tuple[float, float]:
 
 
 class Sampler(threading.Thread):
-    """(monotonic time, CPU s, RSS MB) of a process tree every ``period_s``."""
+    """(monotonic time, CPU s, RSS MB, run-queue wait s) of a process tree every ``period_s``."""
 
     def __init__(self, pid: int, period_s: float = 0.1) -> None:
         super().__init__(daemon=True)
         self.pid, self.period_s = pid, period_s
-        self.samples: list[tuple[float, float, float]] = []
+        self.samples: list[tuple[float, float, float, float]] = []
         self.halt = threading.Event()
 
     def run(self) -> None:
         while not self.halt.is_set():
-            self.samples.append((time.monotonic(), *cpu_rss(self.pid)))
+            self.samples.append((time.monotonic(), *cpu_rss(self.pid), runq_wait_s(self.pid)))
             self.halt.wait(self.period_s)
 
-    def stop(self) -> list[tuple[float, float, float]]:
+    def stop(self) -> list[tuple[float, float, float, float]]:
         self.halt.set()
         self.join()
-        self.samples.append((time.monotonic(), *cpu_rss(self.pid)))
+        self.samples.append((time.monotonic(), *cpu_rss(self.pid), runq_wait_s(self.pid)))
         return self.samples
 
 
@@ -174,7 +190,7 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def analyse(load: dict, samples: list[tuple[float, float, float]] | None, baseline_rss: float | None) -> dict:
+def analyse(load: dict, samples: list[tuple[float, float, float, float]] | None, baseline_rss: float | None) -> dict:
     """Combine the load generator's figures with the proxy's CPU/RSS samples over the all-open window."""
     origin, bucket_s = load["origin"], load["bucket_s"]
     buckets = {int(k): v for k, v in load["buckets"].items()}
@@ -185,18 +201,19 @@ def analyse(load: dict, samples: list[tuple[float, float, float]] | None, baseli
     row = {k: load[k] for k in ("streams", "ok", "errors", "events", "short_streams", "ttft_ms", "gap_added_ms",
                                 "cpu_s")}
     t0, t1 = w0, w1
-    cpu = rss = None
+    cpu = rss = waited = None
     if samples:
         inside = [s for s in samples if w0 <= s[0] <= w1]
         if len(inside) >= 2:
-            (t0, c0, _), (t1, c1, _) = inside[0], inside[-1]
-            cpu = c1 - c0
+            (t0, c0, _, q0), (t1, c1, _, q1) = inside[0], inside[-1]
+            cpu, waited = c1 - c0, q1 - q0
             rss = statistics.median(s[2] for s in inside)
     events = sum(v for k, v in buckets.items() if t0 <= origin + k * bucket_s < t1)
     row["window_s"] = t1 - t0
     row["events_per_s"] = events / (t1 - t0) if t1 > t0 else 0.0
     row["cpu_us_per_event"] = cpu * 1e6 / events if cpu is not None and events else None
     row["cpu_share"] = cpu / (t1 - t0) if cpu is not None and t1 > t0 else None
+    row["runq_share"] = waited / (t1 - t0) if waited is not None and t1 > t0 else None
     row["rss_mb_per_1000"] = ((rss - baseline_rss) / (load["streams"] / 1000)
                               if rss is not None and baseline_rss is not None else None)
     row["rss_mb"] = rss
@@ -206,7 +223,7 @@ def analyse(load: dict, samples: list[tuple[float, float, float]] | None, baseli
 class Bench:
     def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
         self.args, self.tmp = args, tmp
-        self.pin = not args.no_pin and (os.cpu_count() or 1) >= 2
+        self.pin = args.pin and (os.cpu_count() or 1) >= 2
         self.events = max(1, round(args.rate * args.duration))
         self.results: list[dict] = []
         self.variants: dict[str, dict[str, str]] = {}
@@ -260,9 +277,10 @@ class Bench:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         out = Path(self.args.py_spy_dir) / f"{slugify(name)}-{streams}"
         target = max(tree(pid), key=lambda p: cpu_rss(p)[1])  # the serving process (largest RSS)
-        return subprocess.Popen([spy, "record", "--pid", str(target), "--format", "raw", "--rate", "200",
-                                 "--duration", str(int(self.args.ramp + self.args.duration)), "--nonblocking",
-                                 "--output", f"{out}.txt"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen([spy, "record", "--pid", str(target), "--format", "raw", "--rate", "100",
+                                 "--duration", str(int(self.args.ramp + self.args.duration)),
+                                 *(["--native"] if self.args.py_spy_native else []), "--output", f"{out}.txt"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def level(self, streams: int, upstream: str, direct_url: str, configs: list[str]) -> None:
         with ExitStack() as stack:
@@ -352,8 +370,8 @@ def report(bench: Bench) -> str:
              "",
              "| streams | config | ok | errors | TTFT p50 ms | TTFT p99 ms | TTFT added p50/p99 ms | gap added p50 ms "
              "| gap added p99 ms | gap added p99.9 ms | events/s all open | × direct | proxy CPU µs/event "
-             "| proxy CPU share | RSS MB /1000 streams | load 1/5/15 before → after |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| proxy CPU share | proxy starved share | RSS MB /1000 streams | load 1/5/15 before → after |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
 
     def med(group: list[dict], *path: str) -> float | None:
         values = []
@@ -374,7 +392,7 @@ def report(bench: Bench) -> str:
         direct = groups.get((streams, "direct"), [])
         s = {k: med(group, *k.split(".")) for k in ("ttft_ms.p50", "ttft_ms.p99", "gap_added_ms.p50",
                                                       "gap_added_ms.p99", "gap_added_ms.p999", "events_per_s",
-                                                      "cpu_us_per_event", "cpu_share", "rss_mb_per_1000")}
+                                                      "cpu_us_per_event", "cpu_share", "runq_share", "rss_mb_per_1000")}
         summary[(streams, name)] = s
         d50, d99, drate = (med(direct, "ttft_ms", "p50"), med(direct, "ttft_ms", "p99"), med(direct, "events_per_s"))
         added = ("-" if name == "direct" or d50 is None or s["ttft_ms.p50"] is None
@@ -393,7 +411,7 @@ def report(bench: Bench) -> str:
             f"| {streams} | {name} | {ok}/{streams * len(group)} | {err} | {fmt(s['ttft_ms.p50'])} | "
             f"{fmt(s['ttft_ms.p99'])} | {added} | {fmt(s['gap_added_ms.p50'], 2)} | {fmt(s['gap_added_ms.p99'], 2)} | "
             f"{fmt(s['gap_added_ms.p999'], 2)} | {fmt(s['events_per_s'], 0)} | {ratio} | {fmt(s['cpu_us_per_event'])} | "
-            f"{fmt(s['cpu_share'], 2)} | {fmt(s['rss_mb_per_1000'])} | {'; '.join(r['load'] for r in group)} |")
+            f"{fmt(s['cpu_share'], 2)} | {fmt(s['runq_share'], 2)} | {fmt(s['rss_mb_per_1000'])} | {'; '.join(r['load'] for r in group)} |")
     lines.append("")
     for streams in sorted({k[0] for k in summary}):
         d = summary.get((streams, "direct"))
@@ -434,8 +452,10 @@ def main() -> None:
                         help=f"comma-separated, of: {', '.join(ALL_CONFIGS)}")
     parser.add_argument("--quick", action="store_true", help="smoke test: --streams 200 --duration 5 --ramp 1")
     parser.add_argument("--litellm-venv", default=".venv-litellm")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument("--pin", action="store_true", help="pin upstream + load generator to CPU 0, proxies to CPU 1")
+    parser.add_argument("--no-pin", action="store_false", dest="pin", help="do not pin (the default)")
     parser.add_argument("--py-spy-dir", help="py-spy record (raw, collapsed stacks) each proxy's run into DIR")
+    parser.add_argument("--py-spy-native", action="store_true", help="with --py-spy-dir: native frames too (GC)")
     parser.add_argument("--json", help="also write every run's figures to this file")
     parser.add_argument("--variant", action="append", default=[],
                         help="NAME:K=V,K=V: llmroute pool=4096 with that environment, as one more configuration")
