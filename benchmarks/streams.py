@@ -229,7 +229,13 @@ class Bench:
         self.variants: dict[str, dict[str, str]] = {}
         for spec in args.variant:
             name, _, env = spec.partition(":")
-            self.variants[name.strip()] = dict(kv.split("=", 1) for kv in env.split(",") if kv.strip())
+            pairs: list[list[str]] = []
+            for part in env.split(","):  # a part without "=" continues the last value: K=a,b,K2=c
+                if "=" in part:
+                    pairs.append(part.split("=", 1))
+                elif pairs:
+                    pairs[-1][1] += "," + part
+            self.variants[name.strip()] = {k.strip(): v for k, v in pairs}
 
     def cpu(self, which: int) -> int | None:
         return which if self.pin else None
