@@ -35,7 +35,8 @@ for each level (so each RSS growth starts from an idle process) and run one afte
 Per configuration and level: TTFT (request written -> first event) p50/p99 and added over direct;
 inter-event gap minus the cadence, p50/p99/p99.9 (direct shows the floor: libuv timers tick in ms);
 events relayed per second while every stream is open (from the last stream's first event to the first
-stream's finish); the proxy's CPU per event over that window (utime+stime of its process tree from
+stream's finish; the whole run when there is no such window, as when a proxy falls seconds behind, which
+also dilutes its CPU and starved shares) and in the run's busiest second (the rate at saturation); the proxy's CPU per event over that window (utime+stime of its process tree from
 /proc), its CPU share, and its starved share (time its threads were runnable but waiting for a CPU, from
 /proc/PID/task/*/schedstat: a proxy that falls behind while starved was short of CPU, not slow); RSS growth per 1,000 open streams (median RSS in the window minus RSS just before the run);
 errors (non-200, cut streams, streams missing [DONE]). The load average (/proc/loadavg) is printed with
@@ -210,6 +211,14 @@ def analyse(load: dict, samples: list[tuple[float, float, float, float]] | None,
             rss = statistics.median(s[2] for s in inside)
     events = sum(v for k, v in buckets.items() if t0 <= origin + k * bucket_s < t1)
     row["window_s"] = t1 - t0
+    per = max(1, round(1.0 / bucket_s))  # the busiest second of the run: the relay rate at saturation
+    counts = [buckets.get(k, 0) for k in range(min(buckets, default=0), max(buckets, default=0) + 1)]
+    running = sum(counts[:per])
+    peak = running
+    for i in range(per, len(counts)):
+        running += counts[i] - counts[i - per]
+        peak = max(peak, running)
+    row["events_per_s_peak"] = float(peak)
     row["events_per_s"] = events / (t1 - t0) if t1 > t0 else 0.0
     row["cpu_us_per_event"] = cpu * 1e6 / events if cpu is not None and events else None
     row["cpu_share"] = cpu / (t1 - t0) if cpu is not None and t1 > t0 else None
@@ -375,9 +384,9 @@ def report(bench: Bench) -> str:
              f"medians over rounds where rounds > 1",
              "",
              "| streams | config | ok | errors | TTFT p50 ms | TTFT p99 ms | TTFT added p50/p99 ms | gap added p50 ms "
-             "| gap added p99 ms | gap added p99.9 ms | events/s all open | × direct | proxy CPU µs/event "
+             "| gap added p99 ms | gap added p99.9 ms | events/s all open | × direct | busiest 1 s events/s | proxy CPU µs/event "
              "| proxy CPU share | proxy starved share | RSS MB /1000 streams | load 1/5/15 before → after |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
 
     def med(group: list[dict], *path: str) -> float | None:
         values = []
@@ -397,7 +406,7 @@ def report(bench: Bench) -> str:
     for (streams, name), group in sorted(groups.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])):
         direct = groups.get((streams, "direct"), [])
         s = {k: med(group, *k.split(".")) for k in ("ttft_ms.p50", "ttft_ms.p99", "gap_added_ms.p50",
-                                                      "gap_added_ms.p99", "gap_added_ms.p999", "events_per_s",
+                                                      "gap_added_ms.p99", "gap_added_ms.p999", "events_per_s", "events_per_s_peak",
                                                       "cpu_us_per_event", "cpu_share", "runq_share", "rss_mb_per_1000")}
         summary[(streams, name)] = s
         d50, d99, drate = (med(direct, "ttft_ms", "p50"), med(direct, "ttft_ms", "p99"), med(direct, "events_per_s"))
@@ -416,7 +425,7 @@ def report(bench: Bench) -> str:
         lines.append(
             f"| {streams} | {name} | {ok}/{streams * len(group)} | {err} | {fmt(s['ttft_ms.p50'])} | "
             f"{fmt(s['ttft_ms.p99'])} | {added} | {fmt(s['gap_added_ms.p50'], 2)} | {fmt(s['gap_added_ms.p99'], 2)} | "
-            f"{fmt(s['gap_added_ms.p999'], 2)} | {fmt(s['events_per_s'], 0)} | {ratio} | {fmt(s['cpu_us_per_event'])} | "
+            f"{fmt(s['gap_added_ms.p999'], 2)} | {fmt(s['events_per_s'], 0)} | {ratio} | {fmt(s['events_per_s_peak'], 0)} | {fmt(s['cpu_us_per_event'])} | "
             f"{fmt(s['cpu_share'], 2)} | {fmt(s['runq_share'], 2)} | {fmt(s['rss_mb_per_1000'])} | {'; '.join(r['load'] for r in group)} |")
     lines.append("")
     for streams in sorted({k[0] for k in summary}):
