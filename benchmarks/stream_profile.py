@@ -16,26 +16,26 @@ from collections import Counter
 
 # A sample goes to the stage of its innermost frame that matches one of these (native frames need --native)
 STAGES = [
-    ("GC", r"^(gc_collect|collect_generations|gc_collect_main|visit_reachable|subtract_refs|move_unreachable|"
-           r"deduce_unreachable|update_refs|visit_decref)"),
+    ("GC", (r"^(gc_collect|collect_generations|gc_collect_main|visit_reachable|subtract_refs|move_unreachable|"
+           r"deduce_unreachable|update_refs|visit_decref)")),
     ("ledger writer thread", r"Ledger\._run|ledger/writer\.py|ledger/sqlite\.py"),
     ("socket write syscall (to the client)", r"^(write|writev|__libc_write|__write) \(libc"),
     ("socket read syscall (from the upstream)", r"^(read|__libc_read|__read|recv) \(libc"),
     ("epoll / accept / connect syscalls", r"^(epoll_wait|epoll_pwait|accept4?|connect|epoll_ctl) \(libc"),
     ("SSE decode", r"providers/sse\.py"),
-    ("event JSON parse + shape check", r"^(_parse_event|OpenAICompatProvider\._parse_event|shape_problem|usage_tokens|"
-                                       r"Classifier\.in_body|error_fields|_text) \(|0x[0-9a-f]+ \(orjson"),
-    ("per-event timeout (asyncio.timeout, timers)", r"asyncio/timeouts\.py|TimerHandle|^timeout \(|uv_timer|"
-                                                    r"heap_(insert|remove)|Loop__call_at|call_later"),
+    ("event JSON parse + shape check", (r"^(_parse_event|OpenAICompatProvider\._parse_event|shape_problem|usage_tokens|"
+                                       r"Classifier\.in_body|error_fields|_text) \(|0x[0-9a-f]+ \(orjson")),
+    ("per-event timeout (asyncio.timeout, timers)", (r"asyncio/timeouts\.py|TimerHandle|^timeout \(|uv_timer|"
+                                                    r"heap_(insert|remove)|Loop__call_at|call_later")),
     ("upstream response reading (http client)", r"providers/http\.py|httptools"),
-    ("client write (re-encode, aiohttp StreamResponse/StreamWriter)", r"^(_event|_relay|write_may_wait|_within) \(|"
-                                                                       r"web_response\.py|http_writer\.py"),
+    ("client write (re-encode, aiohttp StreamResponse/StreamWriter)", (r"^(_event|_relay|write_may_wait|_within) \(|"
+                                                                       r"web_response\.py|http_writer\.py")),
     ("RouteStream per-chunk bookkeeping", r"llmroute/stream\.py"),
     ("provider.stream generator", r"openai_compat\.py"),
     ("request setup (routing, cascade, headers, auth, ledger entry)", r"llmroute/"),
     ("aiohttp server (accept, request parse, handler)", r"aiohttp/"),
-    ("asyncio/uvloop machinery", r"asyncio/|uvloop|\((loop|handle|cbhandles|future|task|stream|tcp)\.c|"
-                                 r"_asynciomodule\.c|\(core\.c|\(epoll\.c|linux\.c"),
+    ("asyncio/uvloop machinery", (r"asyncio/|uvloop|\((loop|handle|cbhandles|future|task|stream|tcp)\.c|"
+                                 r"_asynciomodule\.c|\(core\.c|\(epoll\.c|linux\.c")),
 ]
 
 

@@ -57,13 +57,13 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import ExitStack, contextmanager
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _util import machine  # noqa: E402
+from _util import machine
 
 MASTER_KEY = "sk-bench-master-key"
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -149,10 +149,12 @@ class Sampler(threading.Thread):
 @contextmanager
 def process(args: list[str], env: dict[str, str] | None = None, log: Path | None = None,
             cpu: int | None = None) -> Iterator[subprocess.Popen]:
-    out = open(log, "w") if log else subprocess.DEVNULL
-    pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
-    proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=pin)
+    with ExitStack() as files:
+        out = files.enter_context(open(log, "w")) if log else subprocess.DEVNULL
+        proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    if cpu is not None:  # before it starts serving; what it forks later inherits the affinity
+        os.sched_setaffinity(proc.pid, {cpu})
     try:
         yield proc
     finally:
@@ -378,14 +380,14 @@ def fmt(value: float | None, digits: int = 1) -> str:
 def report(bench: Bench) -> str:
     args, rows = bench.args, bench.results
     lines = [f"machine: {machine()}",
-             f"cadence {args.rate:g} events/s per stream for {args.duration:g} s ({bench.events} events + finish, "
+             (f"cadence {args.rate:g} events/s per stream for {args.duration:g} s ({bench.events} events + finish, "
              f"usage, [DONE]); streams opened over {args.ramp:g} s; {args.rounds} round(s); proxies "
              f"{'pinned to CPU 1, upstream and load generator to CPU 0' if bench.pin else 'not pinned'}; "
-             f"medians over rounds where rounds > 1",
+             f"medians over rounds where rounds > 1"),
              "",
-             "| streams | config | ok | errors | TTFT p50 ms | TTFT p99 ms | TTFT added p50/p99 ms | gap added p50 ms "
+             ("| streams | config | ok | errors | TTFT p50 ms | TTFT p99 ms | TTFT added p50/p99 ms | gap added p50 ms "
              "| gap added p99 ms | gap added p99.9 ms | events/s all open | × direct | busiest 1 s events/s | proxy CPU µs/event "
-             "| proxy CPU share | proxy starved share | RSS MB /1000 streams | load 1/5/15 before → after |",
+             "| proxy CPU share | proxy starved share | RSS MB /1000 streams | load 1/5/15 before → after |"),
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
 
     def med(group: list[dict], *path: str) -> float | None:
@@ -443,7 +445,7 @@ def report(bench: Bench) -> str:
             if not (o and base):
                 continue
 
-            def ratio(key: str) -> str:
+            def ratio(key: str, o: dict = o, base: dict = base) -> str:
                 a, b = o[key], base[key]
                 return f"{a / b:.2f}×" if a is not None and b else "-"
 
@@ -486,7 +488,7 @@ def main() -> None:
         parser.error(f"unknown config(s) {unknown}; choose from {', '.join(ALL_CONFIGS)}")
     if args.py_spy_dir:
         Path(args.py_spy_dir).mkdir(parents=True, exist_ok=True)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit: thousands of sockets each
     tmp = Path(tempfile.mkdtemp(prefix="llmroute-streams-"))
     print(f"load before: {loadavg()}; temporary folder {tmp}", file=sys.stderr, flush=True)
