@@ -433,7 +433,7 @@ def report(bench: Bench) -> str:
     for streams in sorted({k[0] for k in summary}):
         d = summary.get((streams, "direct"))
         if d:
-            lines.append(f"{streams} streams, load generator check (direct): {d['events_per_s']:,.0f} events/s of "
+            lines.append(f"- {streams} streams, load generator check (direct): {d['events_per_s']:,.0f} events/s of "
                          f"{streams * args.rate:,.0f} nominal ({d['events_per_s'] / (streams * args.rate):.2f}); gap "
                          f"added p99 {fmt(d['gap_added_ms.p99'], 2)} ms; load generator CPU "
                          f"{med(groups[(streams, 'direct')], 'cpu_s'):.1f} s")
@@ -449,11 +449,11 @@ def report(bench: Bench) -> str:
                 a, b = o[key], base[key]
                 return f"{a / b:.2f}×" if a is not None and b else "-"
 
-            lines.append(f"{streams} streams, {ours} / {against}: events/s {ratio('events_per_s')} "
+            lines.append(f"- {streams} streams, {ours} / {against}: events/s {ratio('events_per_s')} "
                          f"(target ≥ 1.0), gap added p99 {ratio('gap_added_ms.p99')} (target ≤ 1.25), CPU/event "
                          f"{ratio('cpu_us_per_event')}, RSS/1000 streams {ratio('rss_mb_per_1000')} (target ≤ 1.5)")
     if hasattr(bench, "upstream_cpu_share"):
-        lines.append(f"upstream CPU share over the run: {bench.upstream_cpu_share:.2f} of a core")
+        lines.append(f"- upstream CPU share over the run: {bench.upstream_cpu_share:.2f} of a core")
     return "\n".join(lines)
 
 
