@@ -1,9 +1,11 @@
 """The fallback cascade: try providers in a strategy's order until one answers.
 
 Retryable failures (timeouts, connection errors, 429, 5xx, errors inside 200
-bodies, malformed answers, 401/403) move on to the next provider. A client
-error goes back to the caller at once, except a context-length 400, which moves
-on to a provider with a larger configured context window. One deadline bounds
+bodies, malformed answers, 401/403, a full connection pool) move on to the next
+provider; each of ``retry_rounds`` tries the failed ones again, except a
+rejected key or a full pool. A client error goes back to the caller at once,
+except a context-length 400, which moves on to a provider with a larger
+configured context window. One deadline bounds
 everything, waits for ``Retry-After`` included.
 """
 
@@ -24,6 +26,9 @@ from .state import RouterState, now
 log = logging.getLogger("llmroute")
 
 T = TypeVar("T")
+_NOT_RETRIED = frozenset({"auth", "pool_exhausted"})
+"""Failures not retried on the same provider within one request: a rejected key stays rejected, and a full
+pool is a reason to go elsewhere, not to queue for it again (that doubled the wait, then failed anyway)."""
 Call = Callable[[OpenAICompatProvider, float], Awaitable[T]]
 
 
@@ -115,7 +120,7 @@ class Cascade:
                     if not exc.retryable:
                         exc.attempts = self.attempts
                         raise
-                    if exc.kind != "auth":  # a rejected key stays rejected
+                    if exc.kind not in _NOT_RETRIED:
                         retry_next.append(name)
             queue = retry_next
             if not queue:

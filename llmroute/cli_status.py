@@ -36,7 +36,7 @@ def status(
     table: Annotated[str, typer.Option(
         "--table", help=f"What --format csv prints: {' | '.join(_CSV_TABLES)}")] = "providers",
 ) -> None:
-    """Breakers, cool-downs, latency and error rates of each provider, spend today and this period per key, tag and
+    """Breakers, cool-downs, latency, error rates and connection pools of each provider, spend today and this period per key, tag and
     provider, budgets (and their pacing) and shadow evaluation, as a running gateway sees them."""
     fmt = output_format(fmt, as_json)
     shown = redact_url(url)
@@ -53,7 +53,8 @@ def status(
                   [{"provider": name, "breaker": p.get("breaker", {}).get("state"),
                     "breaker_reason": p.get("breaker", {}).get("reason"), "latency_ms": p.get("latency_ms"),
                     "error_rate": p.get("error_rate"), "cooling_down_s": p.get("cooling_down_s"),
-                    "weight": p.get("weight")} for name, p in state.get("providers", {}).items()])
+                    "weight": p.get("weight"), **_pool_fields(p.get("pool"))}
+                   for name, p in state.get("providers", {}).items()])
         return
     if watch is None:
         console.print(_view(state, shown))
@@ -95,7 +96,7 @@ def _view(state: dict[str, Any], shown: str) -> Group:
     """The providers' table, then budgets and shadow evaluation when the gateway has them."""
     table = Table(title=f"llmroute gateway at {shown} (default strategy {state.get('default_strategy')})",
                   title_justify="left")
-    for column in ("provider", "breaker", "since", "why", "latency ms", "error rate", "cooling", "weight"):
+    for column in ("provider", "breaker", "since", "why", "latency ms", "error rate", "cooling", "weight", "pool"):
         table.add_column(column, justify="right" if column in ("latency ms", "error rate", "since") else "left")
     for name, p in state.get("providers", {}).items():
         breaker = p.get("breaker", {})
@@ -106,6 +107,7 @@ def _view(state: dict[str, Any], shown: str) -> Group:
             name, Text(label, style=_STYLE.get(breaker.get("state"), "white")), f"{breaker.get('since_s', 0):.0f} s",
             breaker.get("reason") or "-", f"{p.get('latency_ms', 0):.0f}", f"{p.get('error_rate', 0):.1%}",
             f"{p['cooling_down_s']:.1f} s" if p.get("cooling_down_s") else "-", f"{p.get('weight', 0):g}",
+            _pool_cell(p.get("pool")),
         )
     parts: list[Any] = [table]
     spend = state.get("spend")
@@ -132,6 +134,28 @@ def _view(state: dict[str, Any], shown: str) -> Group:
                           f"{shadow.get('in_flight', 0)} in flight, {shadow.get('queued', 0)} queued, spent today "
                           f"{_usd(shadow.get('spent_today_usd'))} of {_usd(shadow.get('cap_usd_per_day'))}; {quality}"))
     return Group(*parts)
+
+
+def _pool_cell(pool: Any) -> Text:
+    """Connections in use of the most, requests waiting for one now, and the waits so far."""
+    if not isinstance(pool, dict):
+        return Text("-")
+    text = f"{pool.get('in_use', 0):,}/{pool.get('max_connections', 0):,}"
+    if pool.get("waiting"):
+        text += f", {pool['waiting']:,} waiting"
+    if pool.get("waits_total"):
+        text += f"; {pool['waits_total']:,} waited (p95 {pool.get('wait_p95_ms') or 0:,.0f} ms"
+        text += f", {pool['wait_timeouts_total']:,} gave up)" if pool.get("wait_timeouts_total") else ")"
+    return Text(text, style="yellow" if pool.get("waiting") else "white")
+
+
+def _pool_fields(pool: Any) -> dict[str, Any]:
+    """--format csv: the pool's numbers as ``pool_*`` columns."""
+    pool = pool if isinstance(pool, dict) else {}
+    return {f"pool_{key}": pool.get(key) for key in _POOL_FIELDS}
+
+
+_POOL_FIELDS = ("max_connections", "in_use", "waiting", "waits_total", "wait_timeouts_total", "wait_p95_ms")
 
 
 def _spend_table(spend: dict[str, Any]) -> Table:

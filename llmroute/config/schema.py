@@ -130,7 +130,8 @@ class ProviderConfig(_Strict):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     context_window: int | None = Field(default=None, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
-    max_connections: int = Field(default=256, gt=0)
+    max_connections: int = Field(default=4096, gt=0, description="connections to this provider at once (one per "
+                                 "request or open stream); past it a request waits up to pool_timeout_s for one")
     breaker: BreakerConfig | None = None
     """Overrides the top-level ``breaker`` settings for this provider."""
     health_check: HealthCheckConfig | None = None
@@ -144,8 +145,8 @@ class ProviderConfig(_Strict):
                                     description="largest answer read (after decoding gzip); past it: too_large")
     max_sse_line_bytes: int = Field(default=1024 * 1024, gt=0, description="longest SSE line or event in a stream")
     pool_timeout_s: float = Field(default=5.0, gt=0)
-    """Longest wait for a free connection when all ``max_connections`` are busy; then the next provider is tried.
-    Not a provider failure: it never counts toward the breaker."""
+    """Longest wait for a free connection when all ``max_connections`` are busy; then the next provider is tried
+    (never this one again within the request). Not a provider failure: it never counts toward the breaker."""
     max_retry_after_s: float = Field(default=300.0, ge=0,
                                      description="longest cool-down a provider's Retry-After can ask for")
 

@@ -149,6 +149,7 @@ class Gateway:
             router.ledger.on_written = self.metrics.ledger_written.inc
         if router.shadow is not None:
             self.metrics.watch_shadow(router.shadow)
+        self.metrics.watch_pools({name: provider.pool_stats for name, provider in router.providers.items()})
         self.budgeting = BudgetGate(router)
         self.pacing = PacingGate(router, self.budgeting.budgets)  # a config that cannot be paced fails here
         self._keeps_context = (router.ledger is not None or router.shadow is not None or self.budgeting.needs_tags
@@ -474,6 +475,7 @@ class Gateway:
                 "quality": p.quality,
                 "price_per_m": p.price_per_m.model_dump(exclude_none=True) if p.price_per_m else None,
                 "price_per_gpu_second": p.price_per_gpu_second,
+                "pool": self.router.providers[name].pool_stats.snapshot(),
             }
         body = {"default_strategy": self._default_strategy, "strategies": list(_STRATEGIES), "providers": providers}
         shadow = self.router.shadow

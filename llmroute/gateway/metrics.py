@@ -15,11 +15,15 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from ..result import RouteResult
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from ..evaluation.shadow import Shadow
+    from ..providers.poolstats import PoolStats
     from ..quality.retained import Estimate
     from ..state import RouterState
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+POOL_WAIT_BUCKETS_S = (0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 PACING_GAUGES = {
     "target_usd": "Pacing: what the budget's path says should be spent by now",
@@ -96,6 +100,17 @@ class Metrics:
         self.spend_requests = Gauge("llmroute_spend_requests", "Requests in the window (providers: attempts answered "
                                     "or billed), per key, tag or provider, and all", spend_labels, registry=r,
                                     multiprocess_mode="max")
+        self.pool_in_use = Gauge("llmroute_pool_in_use", "Connections to the provider in use now (set when scraped)",
+                                 ["provider"], registry=r, multiprocess_mode="livesum")
+        self.pool_waiting = Gauge("llmroute_pool_waiting", "Requests waiting for a free connection to the provider "
+                                  "now (set when scraped)", ["provider"], registry=r, multiprocess_mode="livesum")
+        self.pool_max = Gauge("llmroute_pool_max_connections", "The provider's max_connections, per worker",
+                              ["provider"], registry=r, multiprocess_mode="max")
+        self.pool_wait = Histogram("llmroute_pool_wait_seconds", "Waits for a free connection to the provider, by "
+                                   "outcome (slot, timeout: went to the next provider, cancelled); a request that "
+                                   "found one free is not counted", ["provider", "outcome"],
+                                   buckets=POOL_WAIT_BUCKETS_S, registry=r)
+        self._pools: Mapping[str, PoolStats] = {}
         self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
 
     def _for(self, strategy: str, provider: str, endpoint: str) -> tuple[Any, ...]:
@@ -203,7 +218,28 @@ class Metrics:
             self.quality_retained.labels(bound).set(value)
         self.quality_retained_pairs.set(estimate.pairs)
 
+    def watch_pools(self, pools: Mapping[str, PoolStats]) -> None:
+        """Export each provider's pool: its waits as they end, slots in use and waiters when scraped."""
+        self._pools = pools
+        for name, stats in pools.items():
+            self.pool_max.labels(name).set(stats.max_connections)
+            stats.on_wait = self._pool_waited(name)
+
+    def _pool_waited(self, provider: str) -> Callable[[float, str], None]:
+        children: dict[str, Any] = {}
+
+        def observe(waited_s: float, outcome: str) -> None:
+            child = children.get(outcome)
+            if child is None:
+                child = children[outcome] = self.pool_wait.labels(provider, outcome)
+            child.observe(waited_s)
+
+        return observe
+
     def render(self) -> bytes:
+        for name, stats in self._pools.items():  # read now, when scraped: nothing on the request path
+            self.pool_in_use.labels(name).set(stats.in_use)
+            self.pool_waiting.labels(name).set(stats.waiting)
         return generate_latest(self._collect)
 
 

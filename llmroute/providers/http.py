@@ -18,7 +18,9 @@ redirects, asking for compression, ``https://`` or SOCKS proxies.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ssl
+import time
 import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 import httptools
 
 from .decoding import ContentDecoder, ContentDecodingError
+from .poolstats import DEFAULT_MAX_CONNECTIONS, PoolStats
 from .proxy import Proxy, ProxyError, open_tunnel, proxy_from_environment
 from .tls import client_context
 
@@ -53,6 +56,11 @@ class ResponseTooLarge(InvalidResponse):
 
 class PoolTimeout(Exception):
     """Every connection slot stayed in use for the whole wait (``ConnectionPool.acquire_slot``)."""
+
+
+class OpenFilesExhausted(PoolTimeout):
+    """The process is out of file descriptors (``EMFILE``/``ENFILE``): llmroute's own limit, not the upstream's
+    failure, so it is handled like a full pool (the next provider is tried; no breaker counts it)."""
 
 
 class InvalidHeader(ValueError):
@@ -264,12 +272,14 @@ class ConnectionPool:
     ``proxy``: an ``http://[user:password@]host:port`` URL to go through; without
     one, ``trust_env=True`` takes it from ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``.
     ``tls_verify=False`` accepts any certificate (the provider warns about it at start-up).
+    ``stats``: where to count slots and waits (the provider's, so that they outlive a pool made for another
+    event loop); its ``max_connections`` is set to this pool's.
     """
 
-    def __init__(self, base_url: str, *, max_connections: int = 256, connect_timeout_s: float = 5.0,
+    def __init__(self, base_url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS, connect_timeout_s: float = 5.0,
                  headers: Mapping[str, str] | None = None, ca_bundle: str | None = None, tls_verify: bool = True,
                  proxy: str | None = None, trust_env: bool = False,
-                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
+                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, stats: PoolStats | None = None) -> None:
         url = urllib.parse.urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"unsupported URL: scheme {url.scheme!r}, host {url.hostname!r}")  # never its key
@@ -304,7 +314,8 @@ class ConnectionPool:
         self.connect_timeout_s = connect_timeout_s
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(max_connections)
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.stats = stats if stats is not None else PoolStats()
+        self.stats.max_connections = max_connections
 
     def _request_bytes(self, path: str, body: bytes, extra_headers: Mapping[str, str] | None,
                        method: bytes = b"POST") -> bytes:
@@ -329,18 +340,24 @@ class ConnectionPool:
             return _Connection(loop, self.max_response_bytes, via_proxy=self._absolute_form)
 
         async with asyncio.timeout(self.connect_timeout_s):
-            if self.proxy is None:
-                _, conn = await loop.create_connection(connection, self.host, self.port, ssl=self._ssl,
-                                                       server_hostname=self.host if self._ssl else None)
-                return conn
             try:
+                if self.proxy is None:
+                    _, conn = await loop.create_connection(connection, self.host, self.port, ssl=self._ssl,
+                                                           server_hostname=self.host if self._ssl else None)
+                    return conn
                 if self._ssl is None:
                     _, conn = await loop.create_connection(connection, self.proxy.host, self.proxy.port)
                     return conn
                 return await open_tunnel(loop, connection, self.proxy, self.host, self.port, self._ssl)
             except (ProxyError, ssl.SSLError):
                 raise
-            except OSError as exc:  # say it was the proxy that could not be reached
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    raise OpenFilesExhausted(f"cannot open a connection: {exc.strerror} (raise the open-file "
+                                             "limit, or lower max_connections)") from None
+                if self.proxy is None:
+                    raise
+                # say it was the proxy that could not be reached
                 raise ProxyError(f"proxy {self.proxy.authority}: {exc.strerror or exc.__class__.__name__}") from None
 
     def _release(self, conn: _Connection) -> None:
@@ -353,27 +370,45 @@ class ConnectionPool:
         """GET (health checks): the same connections, an empty body."""
         return await self.post(path, b"", method=b"GET")
 
-    async def acquire_slot(self, timeout_s: float) -> None:
-        """Take a connection slot, waiting at most ``timeout_s``; ``PoolTimeout`` after that (as httpx names it).
+    async def acquire_slot(self, timeout_s: float | None) -> None:
+        """Take a connection slot, waiting at most ``timeout_s`` (None: as long as it takes); ``PoolTimeout``
+        after that (as httpx names it).
 
         The wait is llmroute's own queue, not the upstream's slowness, so it has its own exception.
         Hand the slot on with ``slot_held=True`` to ``post``/``post_stream``, which give it back.
         """
+        stats = self.stats
         if not self._slots.locked():
-            await self._slots.acquire()  # free: no timer
+            await self._slots.acquire()  # free: no timer, no clock
+            stats.in_use += 1
             return
+        stats.waiting += 1
+        started = time.perf_counter()
+        outcome = "cancelled"
         try:
             async with asyncio.timeout(timeout_s):
                 await self._slots.acquire()
+            outcome = "slot"
         except TimeoutError:
-            raise PoolTimeout(f"no free connection within {timeout_s:.1f} s (max_connections in use)") from None
+            outcome = "timeout"
+            raise PoolTimeout(f"no free connection within {timeout_s:.1f} s (max_connections "
+                              f"{stats.max_connections} in use)") from None
+        finally:
+            stats.waiting -= 1
+            if outcome == "slot":
+                stats.in_use += 1
+            stats.wait_ended(time.perf_counter() - started, outcome)
+
+    def _release_slot(self) -> None:
+        self.stats.in_use -= 1
+        self._slots.release()
 
     async def post(self, path: str, body: bytes, extra_headers: Mapping[str, str] | None = None,
                    *, method: bytes = b"POST", slot_held: bool = False) -> Response:
         """POST and read the whole answer. A reused connection the upstream had
         closed while idle is retried once on a fresh one, as nothing was received."""
         if not slot_held:
-            await self._slots.acquire()
+            await self.acquire_slot(None)
         try:
             data = self._request_bytes(path, body, extra_headers, method)
             for _ in range(2):
@@ -393,13 +428,13 @@ class ConnectionPool:
                 return response
             raise UpstreamClosed("connection closed before the answer was complete")
         finally:
-            self._slots.release()
+            self._release_slot()
 
     async def post_stream(self, path: str, body: bytes, extra_headers: Mapping[str, str] | None = None,
                           *, slot_held: bool = False) -> StreamingResponse:
         """POST and return once the status and headers arrived; read the body from the result."""
         if not slot_held:
-            await self._slots.acquire()
+            await self.acquire_slot(None)
         try:
             data = self._request_bytes(path, body, extra_headers)
             for attempt in range(2):
@@ -418,12 +453,12 @@ class ConnectionPool:
                 return StreamingResponse(self, conn)
             raise UpstreamClosed("connection closed before the answer was complete")
         except BaseException:
-            self._slots.release()
+            self._release_slot()
             raise
 
     def _finish_stream(self, conn: _Connection) -> None:
         self._release(conn)
-        self._slots.release()
+        self._release_slot()
 
     async def aclose(self) -> None:
         while self._idle:

@@ -25,6 +25,7 @@ from ..errors import ClientRequestError, PoolExhausted, ProviderConnectionError,
 from ..pricing import InvalidUsage, usage_tokens
 from .errors import Classifier
 from .http import ConnectionPool, InvalidHeader, InvalidResponse, PoolTimeout, ResponseTooLarge, UpstreamClosed
+from .poolstats import PoolStats
 from .sse import SSEDecoder
 from .tls import describe as describe_tls_error
 from .tls import warn_unverified
@@ -111,6 +112,8 @@ class OpenAICompatProvider:
             self._headers["authorization"] = f"Bearer {secret}"
         self._pool: ConnectionPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.pool_stats = PoolStats(self.name, config.max_connections)
+        """Slots in use, waiters and waits of this provider's connection pool (whichever loop made it)."""
         if not config.tls_verify:
             warn_unverified(self.name)  # once, when the router is built: at start-up for the gateway
 
@@ -129,7 +132,7 @@ class OpenAICompatProvider:
                 connect_timeout_s=self.config.connect_timeout_s, headers=self._headers,
                 ca_bundle=self.config.ca_bundle, tls_verify=self.config.tls_verify,
                 proxy=self.config.proxy_url, trust_env=self.config.proxy_from_env,
-                max_response_bytes=self.config.max_response_bytes,
+                max_response_bytes=self.config.max_response_bytes, stats=self.pool_stats,
             )
             self._loop = loop
         return self._pool
