@@ -17,6 +17,8 @@ DEFAULT_MAX_CONNECTIONS = 4096
 """Connections per upstream: each open stream holds one, and a gateway holds thousands of streams."""
 WAIT_LOG_EVERY_S = 30.0
 """At most one log line per provider per this interval, summing up the waits since the last one."""
+WAIT_LOG_GATHER_S = 1.0
+"""A line waits this long after the first wait of a burst, so that it reports the burst, not its first wait."""
 _RECENT_WAITS = 1000  # the waits a percentile is taken over
 
 log = logging.getLogger("llmroute")
@@ -27,8 +29,9 @@ class PoolStats:
 
     Counted where a wait happens, not per request: a free slot costs two integer updates. A wait that ends
     (``slot``, ``timeout`` or ``cancelled``) is kept (the last 1,000, for percentiles), passed to ``on_wait`` (a
-    metrics histogram) and summed into one log line per provider at most every ``WAIT_LOG_EVERY_S`` that names
-    the setting to raise: a wait that ends in a slot is no error, so a pool that queues is otherwise invisible.
+    metrics histogram) and summed into one log line per provider (a second after a burst's first wait, then at
+    most every ``WAIT_LOG_EVERY_S`` while waits go on) that names the setting to raise: a wait that ends in a slot
+    is no error, so a pool that queues is otherwise invisible.
     """
 
     def __init__(self, name: str = "", max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
@@ -49,6 +52,7 @@ class PoolStats:
         self._unlogged = 0  # waits since the last log line: how many, how many gave up, the longest
         self._unlogged_timeouts = 0
         self._unlogged_longest_s = 0.0
+        self._unlogged_since = 0.0
 
     def wait_ended(self, waited_s: float, outcome: str) -> None:
         self.waits_total += 1
@@ -61,11 +65,12 @@ class PoolStats:
             self._unlogged_timeouts += 1
         if self.on_wait is not None:
             self.on_wait(waited_s, outcome)
-        since_s = time.monotonic() - self._logged_at
-        if since_s >= WAIT_LOG_EVERY_S:
-            self._log()
-        elif self._flush is None:  # the waits go on: one line at the end of this interval sums them up
-            self._flush = asyncio.get_running_loop().call_later(WAIT_LOG_EVERY_S - since_s, self._log)
+        if self._flush is None:  # one line for a burst (a second on), then at most one per interval while it lasts
+            wall = time.monotonic()
+            if not self._unlogged_since:
+                self._unlogged_since = wall
+            delay_s = max(WAIT_LOG_GATHER_S, self._logged_at + WAIT_LOG_EVERY_S - wall)
+            self._flush = asyncio.get_running_loop().call_later(delay_s, self._log)
 
     def wait_percentile_ms(self, q: float) -> float | None:
         """The ``q`` quantile (0 to 1) of the last 1,000 waits, in ms; None before the first wait."""
@@ -86,10 +91,11 @@ class PoolStats:
         self._flush = None
         if not self._unlogged:
             return
-        log.warning("provider %s: %d request(s) waited for a free connection (all %d in use), the longest %.0f ms; "
-                    "%d gave up after pool_timeout_s and went to the next provider. Raise providers.%s.max_connections",
-                    self.name, self._unlogged, self.max_connections, self._unlogged_longest_s * 1000,
-                    self._unlogged_timeouts, self.name)
-        self._logged_at = time.monotonic()
+        wall = time.monotonic()
+        log.warning("provider %s: %d request(s) in the last %.0f s waited for a free connection (all %d in use), the "
+                    "longest %.0f ms; %d gave up after pool_timeout_s and went to the next provider. Raise "
+                    "providers.%s.max_connections", self.name, self._unlogged, max(wall - self._unlogged_since, 1.0),
+                    self.max_connections, self._unlogged_longest_s * 1000, self._unlogged_timeouts, self.name)
+        self._logged_at = wall
         self._unlogged = self._unlogged_timeouts = 0
-        self._unlogged_longest_s = 0.0
+        self._unlogged_longest_s = self._unlogged_since = 0.0
