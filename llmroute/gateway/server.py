@@ -23,6 +23,7 @@ from ..errors import ConfigError, LLMRouteError
 from ..ledger import ledger_location
 from ..spend import seed_from_ledger
 from .auth import KeyStore, LedgerKeySource, is_loopback
+from .openfiles import prepare_open_files
 from .protocol import ConnectionLimits, GatewayRunner, default_max_connections
 
 log = logging.getLogger("llmroute.gateway")
@@ -138,6 +139,7 @@ def serve(config_path: str | os.PathLike[str] | None, host: str, port: int, work
     """Validate, check the binding, then serve in this process or in ``workers`` processes."""
     config = load_config(config_path)
     check_binding(host, binding_keys(config), insecure)
+    prepare_open_files(config)
     if workers <= 1:
         _run(lambda: run_gateway(config, host, port, ready=_announce(host, 1)))
         return
