@@ -5,6 +5,9 @@ against the provider), and one log line that names the setting to raise."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,6 +51,14 @@ async def until(read: Callable[[], Any], done: Callable[[Any], bool], timeout_s:
             if done(value):
                 return value
             await asyncio.sleep(0.02)
+
+
+def status(base_url: str) -> str:
+    """``llmroute status`` as a user runs it, wide enough not to wrap the pool column."""
+    done = subprocess.run([sys.executable, "-m", "llmroute.cli", "status", "--url", base_url], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "COLUMNS": "250"})
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -96,6 +107,7 @@ async def test_waiters_are_visible_then_fall_back_without_hurting_the_provider(
                     answered += [task.result() for task in done]
             after = await state()
             seen = await metrics()
+            shown = await asyncio.to_thread(status, gateway.base_url)
             held.released.set()
             served = await asyncio.gather(*pending)
     for response in answered:
@@ -111,6 +123,7 @@ async def test_waiters_are_visible_then_fall_back_without_hurting_the_provider(
     assert after["failures"] == 0 and after["failures_by_kind"] == {} and after["breaker"]["state"] == "closed"
     assert seen[("llmroute_pool_wait_seconds_count", (("outcome", "timeout"), ("provider", "held")))] == 3
     assert seen[("llmroute_pool_waiting", (("provider", "held"),))] == 0
+    assert "2/2; 3 waited (p95 " in shown and "3 gave up)" in shown  # llmroute status, the held row
     log = await until(lambda: asyncio.to_thread(gateway.log), lambda text: LOG_LINE in text)
     lines = [line for line in log.splitlines() if LOG_LINE in line]
     assert len(lines) == 1, lines
