@@ -34,6 +34,10 @@ class PoolStats:
     is no error, so a pool that queues is otherwise invisible.
     """
 
+    __slots__ = ("name", "max_connections", "in_use", "waiting", "waits_total", "timeouts_total",
+                 "wait_seconds_total", "recent_waits_s", "on_wait", "_logged_at", "_flush", "_unlogged",
+                 "_unlogged_timeouts", "_unlogged_longest_s", "_unlogged_since")
+
     def __init__(self, name: str = "", max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self.name = name
         self.max_connections = max_connections
