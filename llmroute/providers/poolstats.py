@@ -34,9 +34,9 @@ class PoolStats:
     is no error, so a pool that queues is otherwise invisible.
     """
 
-    __slots__ = ("name", "max_connections", "in_use", "waiting", "waits_total", "timeouts_total",
-                 "wait_seconds_total", "recent_waits_s", "on_wait", "_logged_at", "_flush", "_unlogged",
-                 "_unlogged_timeouts", "_unlogged_longest_s", "_unlogged_since")
+    __slots__ = ("_flush", "_logged_at", "_unlogged", "_unlogged_longest_s", "_unlogged_since", "_unlogged_timeouts",
+                 "in_use", "max_connections", "name", "on_wait", "recent_waits_s", "timeouts_total",
+                 "wait_seconds_total", "waiting", "waits_total")
 
     def __init__(self, name: str = "", max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self.name = name

@@ -17,7 +17,7 @@ resource = pytest.importorskip("resource")
 
 def run(*parts: str) -> dict[str, Any]:
     script = "\n".join(textwrap.dedent(part) for part in parts)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.splitlines()[-1])
 
@@ -44,7 +44,7 @@ def test_the_soft_limit_is_raised_to_the_hard_one_at_start() -> None:
         print(json.dumps({"limits": resource.getrlimit(resource.RLIMIT_NOFILE), "warning": warning}))
     """)
     assert result["limits"] == [hard, hard]
-    needed = hard // 2 if hard // 2 <= 10_000 else 10_000  # the gateway's own default cap, from the raised limit
+    needed = min(hard // 2, 10_000)  # the gateway's own default cap, from the raised limit
     if needed + 4096 + 100 + 64 <= hard:
         assert result["warning"] is None
 
