@@ -26,6 +26,7 @@ from ..router import CHAT_PATH, COMPLETIONS_PATH, LLMRouter
 from ..state import InMemoryState, now
 from ..strategies import RoutingStrategy
 from ..tokens import prompt_estimate
+from .answer import JsonAnswer
 from .auth import NO_HOLD, KeyHold, KeyIdentity, KeyLimiter, KeyStore, LedgerKeySource, OverLimit
 from . import validate
 from .budgeting import BudgetGate, settle_request
@@ -390,7 +391,7 @@ class Gateway:
         headers = result_headers(result)
         if warning is not None:
             headers[WARNING_HEADER] = warning
-        return web.Response(body=body_json, content_type="application/json", headers=headers)
+        return JsonAnswer(body_json, headers)
 
     def _warning(self, request: web.Request, body: dict[str, Any], strategy: str) -> str | None:
         """Say so when ``model`` looks like a misspelt strategy that was not run (the default ran instead)."""

@@ -50,10 +50,16 @@ async def read_body(request: web.Request, max_body_bytes: int) -> bytes:
         raise BadRequest(413, f"request body is {request.content_length} bytes; the limit is {max_body_bytes}",
                          code="request_too_large")
     coding = content_coding(request.headers.get("Content-Encoding"))
+    content = request.content
+    if coding is None and content.is_eof():  # the usual case: the whole body came with the headers
+        raw = content.read_nowait()
+        if len(raw) > max_body_bytes:
+            raise too_large(max_body_bytes)
+        return raw
     decoder = ContentDecoder(coding) if coding is not None else None
     out = bytearray()
     received = 0
-    async for piece in request.content.iter_any():
+    async for piece in content.iter_any():
         received += len(piece)
         if received > max_body_bytes:  # as sent, before inflating
             raise too_large(max_body_bytes)
