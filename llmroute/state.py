@@ -199,8 +199,10 @@ class InMemoryState(RouterState):
                 and latency_ms > cold.factor * stats.p95_ms):
             # A cold start: note it, and keep the outlier out of the latency estimate.
             stats.cold_starts += 1
-            stats.warming_until = time.monotonic() + cold.warm_s
-            log.warning("%s looks cold: %.0f ms, over %.1fx its recent p95", provider, latency_ms, cold.factor)
+            wall = time.monotonic()
+            if wall >= stats.warming_until:  # once per warming window, not once per slow answer
+                log.warning("%s looks cold: %.0f ms, over %.1fx its recent p95", provider, latency_ms, cold.factor)
+            stats.warming_until = wall + cold.warm_s
         else:
             self._observe(stats, latency_ms)
         stats.last_success = time.monotonic()
