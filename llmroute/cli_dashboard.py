@@ -50,8 +50,6 @@ def dashboard(
         fail(f"refusing to serve the dashboard on {host} without an admin key: pass --api-key, set "
              "LLMROUTE_API_KEYS, or make one with `llmroute keys create NAME --admin`; or bind to 127.0.0.1")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    shown = f"[{host}]" if ":" in host else host
-    err.print(f"llmroute dashboard on http://{shown}:{port}/dashboard (ledger: read-only)", highlight=False)
     try:
         asyncio.run(_serve(web, application, host, port))
     except OSError as exc:
@@ -66,7 +64,11 @@ async def _serve(web, application, host: str, port: int) -> None:  # type: ignor
     runner = web.AppRunner(application, access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0][1] if runner.addresses else port
+        shown = f"[{host}]" if ":" in host else host
+        err.print(f"llmroute dashboard on http://{shown}:{bound}/dashboard (ledger: read-only)", highlight=False)
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
