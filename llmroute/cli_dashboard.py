@@ -48,7 +48,7 @@ def dashboard(
     if not keys and not is_loopback(host):
         source.close()
         fail(f"refusing to serve the dashboard on {host} without an admin key: pass --api-key, set "
-             "LLMROUTE_API_KEYS, or make one with `llmroute keys create NAME --admin`; or bind to 127.0.0.1")
+             "LLMROUTE_API_KEYS, or make one with `llmroute keys create --name NAME --admin`; or bind to 127.0.0.1")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(_serve(web, application, host, port))

@@ -100,7 +100,7 @@ class Dashboard:
             if sock and is_loopback(str(sock[0])):
                 return None
             return 401, ("the dashboard needs an admin key when not on loopback: make one with "
-                         "`llmroute keys create NAME --admin` and send it as Authorization: Bearer <key>")
+                         "`llmroute keys create --name NAME --admin` and send it as Authorization: Bearer <key>")
         key = self.identify(request)
         if key is None:
             return 401, "missing or invalid API key: send an admin key as Authorization: Bearer <key>"
