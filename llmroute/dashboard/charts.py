@@ -17,12 +17,13 @@ from xml.sax.saxutils import escape, quoteattr
 MAX_SERIES = 8
 MAX_POINTS = 400
 MAX_LABEL_CHARS = 40
+MAX_TITLE_CHARS = 100
 WIDTH_RANGE = (240, 1600)
 HEIGHT_RANGE = (120, 900)
 PALETTE = ("#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899", "#84cc16", "#64748b")
 INK, GRID, MUTED = "#1f2937", "#e5e7eb", "#6b7280"
 FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
-_PAD_L, _PAD_R, _PAD_T, _PAD_B = 58, 12, 30, 40
+_PAD_L, _PAD_R, _PAD_T, _PAD_B = 58, 28, 30, 40
 _LEGEND_ROW = 18
 
 
@@ -36,11 +37,11 @@ class BandPoint:
     high: float
 
 
-def _text(value: object) -> str:
+def _text(value: object, limit: int = MAX_LABEL_CHARS) -> str:
     """Escaped element text, cut so that no name can stretch a chart."""
     text = str(value)
-    if len(text) > MAX_LABEL_CHARS:
-        text = text[: MAX_LABEL_CHARS - 1] + "…"
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
     return escape(text)
 
 
@@ -89,13 +90,14 @@ def nice_ticks(low: float, high: float, count: int = 4) -> list[float]:
 
 
 def _limit_series(series: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
-    """At most MAX_SERIES series, largest first; the rest summed into "other"."""
+    """At most MAX_SERIES series in their given order; past that the largest are kept and the rest summed
+    into "other"."""
+    if len(series) <= MAX_SERIES:
+        return {str(name): [_finite(v) for v in values] for name, values in series.items()}
     ranked = sorted(series.items(), key=lambda item: -sum(abs(_finite(v)) for v in item[1]))
     kept = {str(name): [_finite(v) for v in values] for name, values in ranked[: MAX_SERIES - 1]}
     rest = ranked[MAX_SERIES - 1:]
-    if len(rest) == 1:
-        kept[str(rest[0][0])] = [_finite(v) for v in rest[0][1]]
-    elif rest:
+    if rest:
         length = max(len(values) for _, values in rest)
         kept["other"] = [sum(_finite(values[i]) for _, values in rest if i < len(values)) for i in range(length)]
     return kept
@@ -145,7 +147,7 @@ class _Canvas:
                           f'fill="{PALETTE[index % len(PALETTE)]}"/>'
                           f'<text x="{x + 14}" y="{self.height - 7}" font-size="11" fill="{INK}">{label}</text>')
             x += 24 + 7 * len(label)
-        title = _text(self.title)
+        title = _text(self.title, MAX_TITLE_CHARS)
         return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{self.width}" height="{self.height}" '
                 f'viewBox="0 0 {self.width} {self.height}" role="img" aria-label={quoteattr(title)} '
                 f'font-family={quoteattr(FONT)}><title>{title}</title>'
@@ -247,12 +249,13 @@ def band_chart(points: Sequence[BandPoint], *, title: str, unit: str = "%", floo
 def curve_chart(points: Sequence[tuple[float, float]], operating: tuple[float, float] | None, *, title: str,
                 x_label: str = "cost", y_label: str = "retained quality", x_unit: str = "%", y_unit: str = "%",
                 width: int = 640, height: int = 260) -> str:
-    """A cost/quality curve (x: cost, y: quality), with the current operating point marked."""
+    """A cost/quality curve (x: cost, y: quality, named in the legend), with the current operating point
+    marked."""
     curve = sorted((_finite(x), _finite(y)) for x, y in list(points)[:MAX_POINTS])
     if not curve:
         return empty_chart(title, "nothing measured yet", width=width, height=height)
     marked = (_finite(operating[0]), _finite(operating[1])) if operating is not None else None
-    canvas = _Canvas(title, width, height, ["curve", "operating point"] if marked else ["curve"])
+    canvas = _Canvas(title, width, height, [y_label, "operating point now"] if marked else [y_label])
     ys = [y for _, y in curve] + ([marked[1]] if marked else [])
     canvas.y_axis(min(ys), max(ys), y_unit)
     x_ticks = nice_ticks(min(0.0, *(x for x, _ in curve)), max([x for x, _ in curve] + ([marked[0]] if marked else [])))
@@ -271,7 +274,5 @@ def curve_chart(points: Sequence[tuple[float, float]], operating: tuple[float, f
                             f'stroke-width="3"/><circle cx="{mx:.1f}" cy="{my:.1f}" r="3" fill="{PALETTE[1]}"/>')
     canvas.x_labels([format_value(t, x_unit) for t in x_ticks], [x_of(t) for t in x_ticks])
     canvas.parts.append(f'<text x="{canvas.right}" y="{canvas.bottom + 30}" text-anchor="end" font-size="11" '
-                        f'fill="{MUTED}">{_text(x_label)}</text>'
-                        f'<text x="{canvas.left + 4}" y="{canvas.top - 2}" font-size="11" fill="{MUTED}">'
-                        f'{_text(y_label)}</text>')
+                        f'fill="{MUTED}">{_text(x_label, MAX_TITLE_CHARS)}</text>')
     return canvas.svg()

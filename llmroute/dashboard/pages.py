@@ -42,7 +42,7 @@ _QUERY_KEYS = ("since", "from", "to", "by")
 
 
 def _read(name: str) -> bytes:
-    return resources.files(__package__).joinpath("static", name).read_bytes()
+    return (resources.files(__package__) / "static" / name).read_bytes()
 
 
 _INDEX = _read("index.html")
@@ -180,7 +180,8 @@ def curve_chart(data: dict[str, Any], query: Mapping[str, str]) -> str:
                  if point.get("reference_share") is not None and point.get("retained") is not None else None)
     return charts.curve_chart([(p["reference_share"], p["retained"]) for p in curve if p.get("retained") is not None],
                               operating, title="Your cost/quality curve (from your graded pairs)",
-                              x_label="share of requests sent to the strong tier")
+                              x_label="share of requests sent to the strong tier",
+                              y_label="retained quality at each share")
 
 
 def budget_chart(data: dict[str, Any], query: Mapping[str, str]) -> str:
