@@ -23,8 +23,10 @@ HEIGHT_RANGE = (120, 900)
 PALETTE = ("#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899", "#84cc16", "#64748b")
 INK, GRID, MUTED = "#1f2937", "#e5e7eb", "#6b7280"
 FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
-_PAD_L, _PAD_R, _PAD_T, _PAD_B = 58, 28, 30, 40
+_PAD_L, _PAD_R, _PAD_T, _PAD_B = 68, 28, 30, 40
 _LEGEND_ROW = 18
+_MAX_BAR = 48
+_MARKED_POINTS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +62,7 @@ def _size(width: int, height: int) -> tuple[int, int]:
 
 
 def format_value(value: float, unit: str) -> str:
-    """A short axis label: ``$1.2k``, ``85%``, ``1.5M``."""
+    """A short axis label: ``$1.2k``, ``85%``, ``1.5M``, ``$0.00012``."""
     if unit == "%":
         return f"{value * 100:.0f}%" if abs(value) <= 10 else f"{value:.0f}%"
     sign, size = ("-" if value < 0 else ""), abs(value)
@@ -69,8 +71,10 @@ def format_value(value: float, unit: str) -> str:
             body = f"{size / limit:.1f}".rstrip("0").rstrip(".") + suffix
             break
     else:
-        body = f"{size:.2f}".rstrip("0").rstrip(".") if size < 10 else f"{size:.0f}"
-        body = body or "0"
+        if size >= 10:
+            body = f"{size:.0f}"
+        else:  # ticks are round numbers: as many decimals as the smallest needs, at most 8
+            body = f"{size:.8f}".rstrip("0").rstrip(".") if size else "0"
     return f"{sign}{unit}{body}" if unit == "$" else f"{sign}{body}{unit}"
 
 
@@ -156,6 +160,14 @@ class _Canvas:
                 + "".join(self.parts) + "".join(legend) + "</svg>")
 
 
+def _spread(canvas: _Canvas, count: int) -> list[float]:
+    """x positions of ``count`` points across the plot (one point in the middle)."""
+    if count == 1:
+        return [(canvas.left + canvas.right) / 2]
+    step = (canvas.right - canvas.left) / max(1, count - 1)
+    return [canvas.left + i * step for i in range(count)]
+
+
 def empty_chart(title: str, message: str, *, width: int = 640, height: int = 220) -> str:
     """A chart frame that says why there is nothing to draw (no data yet, nothing measured)."""
     canvas = _Canvas(title, width, height)
@@ -174,12 +186,15 @@ def line_chart(labels: Sequence[str], series: Mapping[str, Sequence[float]], *, 
     canvas = _Canvas(title, width, height, list(lines))
     values = [v for vs in lines.values() for v in vs]
     canvas.y_axis(min(0.0, *values), max(values), unit)
-    step = (canvas.right - canvas.left) / max(1, len(labels) - 1)
-    xs = [canvas.left + i * step for i in range(len(labels))]
+    xs = _spread(canvas, len(labels))
     for index, points in enumerate(lines.values()):
+        colour = PALETTE[index % len(PALETTE)]
         path = " ".join(f"{xs[i]:.1f},{canvas.y(v):.1f}" for i, v in enumerate(points))
-        canvas.parts.append(f'<polyline points="{path}" fill="none" stroke="{PALETTE[index % len(PALETTE)]}" '
+        canvas.parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" '
                             f'stroke-width="2" stroke-linejoin="round"/>')
+        if len(points) <= _MARKED_POINTS:  # a line of one point draws nothing: mark each point
+            canvas.parts.extend(f'<circle cx="{xs[i]:.1f}" cy="{canvas.y(v):.1f}" r="3" fill="{colour}"/>'
+                                for i, v in enumerate(points))
     canvas.x_labels(labels, xs)
     return canvas.svg()
 
@@ -196,7 +211,7 @@ def stacked_bars(labels: Sequence[str], series: Mapping[str, Sequence[float]], *
     canvas = _Canvas(title, width, height, list(stacks))
     canvas.y_axis(0.0, max(totals), unit)
     slot = (canvas.right - canvas.left) / len(labels)
-    bar = max(1.0, slot * 0.7)
+    bar = min(_MAX_BAR, max(1.0, slot * 0.7))
     xs = [canvas.left + slot * (i + 0.5) for i in range(len(labels))]
     for i, x in enumerate(xs):
         base = 0.0
@@ -223,9 +238,7 @@ def band_chart(points: Sequence[BandPoint], *, title: str, unit: str = "%", floo
     canvas = _Canvas(title, width, height)
     bounds = [b for v in values for b in v] + ([_finite(floor)] if floor is not None else [])
     canvas.y_axis(min(bounds), max(bounds), unit)
-    step = (canvas.right - canvas.left) / max(1, len(points) - 1)
-    xs = [canvas.left + i * step if len(points) > 1 else (canvas.left + canvas.right) / 2
-          for i in range(len(points))]
+    xs = _spread(canvas, len(points))
     if len(points) > 1:
         upper = " ".join(f"{x:.1f},{canvas.y(high):.1f}" for x, (_, _, high) in zip(xs, values))
         lower = " ".join(f"{x:.1f},{canvas.y(low):.1f}" for x, (_, low, _) in reversed(list(zip(xs, values))))

@@ -6,7 +6,7 @@
   const VIEWS = ["overview", "quality", "providers", "budgets", "requests"];
   const MAX_ROWS = 500;
   const state = {
-    view: "overview", since: "30d", refreshS: 5, timer: null, lastOk: null, busy: false,
+    view: "overview", since: "30d", refreshS: 5, timer: null, lastOk: null, busy: false, again: false,
     qBy: "strategy", qGroup: "", budget: "", filters: {}, rows: [], seen: null, nextBefore: null, charts: {},
   };
   const $ = (id) => document.getElementById(id);
@@ -42,11 +42,12 @@
 
   // -- formatting (display only) -------------------------------------------------------------------------
   const missing = (x) => x === null || x === undefined || Number.isNaN(x);
-  function usd(x) {
+  function usd(x) {  // $1,234.50 · $0.0123 · $0.000012 (two significant digits below a cent)
     if (missing(x)) return "–";
     const size = Math.abs(x);
     const body = size >= 1 ? size.toLocaleString("en-US", {minimumFractionDigits: 2, maximumFractionDigits: 2})
-      : size.toFixed(4);
+      : size >= 0.01 ? size.toFixed(4) : size === 0 ? "0.00"
+      : size.toFixed(Math.min(10, 1 - Math.floor(Math.log10(size))));
     return (x < 0 ? "-$" : "$") + body;
   }
   const count = (x) => (missing(x) ? "–" : Number(x).toLocaleString("en-US"));
@@ -95,7 +96,7 @@
         + ` over ${count(total.pairs)} graded pairs`);
     } else {
       setText("k-retained", "not measured", null);
-      setText("k-retained-sub", "see Quality: how to start measuring");
+      $("k-retained-sub").replaceChildren(el("a", {href: "#quality"}, "how to start measuring"));
     }
     const open = (providers.providers || []).filter((x) => x.breaker && x.breaker.state !== "closed");
     setText("k-failing", count(p.failed), p.failed);
@@ -215,6 +216,7 @@
         num(pace ? share(pace.share) : "–"), td(b.on_exhausted || ""));
     }), "no budget configured");
     state.budget = options($("b-pick"), budgets.map((b) => b.name), state.budget);
+    $("b-pick").parentElement.hidden = budgets.length < 2;
     chart("c-budget", "budget", {since: state.since, budget: state.budget}, data.generated_ts);
     const spendRows = (rows, name) => rows.map((r) => el("tr", {}, td(r[name]), num(count(r.requests)),
       num(usd(r.cost_usd), r.cost_usd), num(usd(r.today_cost_usd))));
@@ -241,7 +243,8 @@
     const byId = new Map(state.rows.map((r) => [r.id, r]));
     for (const r of data.requests || []) byId.set(r.id, r);
     state.rows = [...byId.values()].sort((a, b) => b.id - a.id).slice(0, MAX_ROWS);
-    if (older || state.nextBefore === null) state.nextBefore = data.next_before_id;
+    const next = data.next_before !== undefined ? data.next_before : data.next_before_id;
+    if (older || state.nextBefore === null) state.nextBefore = next === undefined ? null : next;
     const seen = state.seen;
     fill($("r-table"), state.rows.map((r) => requestRow(r, seen !== null && !seen.has(r.id))),
       "no request matches");
@@ -252,32 +255,35 @@
   // -- the refresh loop ------------------------------------------------------------------------------------
   const period = () => ({since: state.since});
   async function refresh() {
-    if (state.busy) return;
+    if (state.busy) { state.again = true; return; }  // asked again while fetching: once more right after
     state.busy = true;
     clearTimeout(state.timer);
+    const view = state.view;
+    const status = $("status");
     try {
       const [overview, quality, providers] = await Promise.all([
         api("overview", period()), api("quality", {...period(), by: state.qBy}), api("providers", period())]);
       renderAnswer(overview, quality, providers);
-      if (state.view === "overview") renderOverview(overview);
-      else if (state.view === "quality") renderQuality(quality, overview);
-      else if (state.view === "providers") renderProviders(providers);
-      else if (state.view === "budgets") renderBudgets(await api("budgets", period()));
+      if (view === "overview") renderOverview(overview);
+      else if (view === "quality") renderQuality(quality, overview);
+      else if (view === "providers") renderProviders(providers);
+      else if (view === "budgets") renderBudgets(await api("budgets", period()));
       else renderRequests(await api("requests", {...period(), ...state.filters}), false);
       state.lastOk = Date.now();
-      const status = $("status");
       status.textContent = `updated ${clock(state.lastOk)}`;
       status.className = "status";
       status.dataset.state = "ok";
+      status.dataset.view = view;
     } catch (error) {
-      const status = $("status");
       status.className = "status stale";
       status.dataset.state = error instanceof Refused ? "refused" : "unreachable";
       status.textContent = error instanceof Refused ? "key refused: reload the page to sign in again"
         : `API unreachable (${error.message}); showing data from ${state.lastOk ? clock(state.lastOk) : "never"}`;
     } finally {
       state.busy = false;
-      state.timer = setTimeout(refresh, state.refreshS * 1000);
+      const again = state.again || view !== state.view;
+      state.again = false;
+      state.timer = setTimeout(refresh, again ? 0 : state.refreshS * 1000);
     }
   }
 
@@ -305,7 +311,7 @@
     form.addEventListener("reset", () => { state.filters = {}; resetRequests(); setTimeout(refresh, 0); });
     $("r-more").addEventListener("click", async () => {
       try {
-        renderRequests(await api("requests", {...period(), ...state.filters, before_id: state.nextBefore}), true);
+        renderRequests(await api("requests", {...period(), ...state.filters, before: state.nextBefore}), true);
       } catch (error) { $("status").textContent = `could not load older requests: ${error.message}`; }
     });
     window.addEventListener("hashchange", () => show(location.hash.slice(1)));
