@@ -393,7 +393,7 @@ def main() -> None:
         sys.exit(130)
 
 
-from . import cli_collect, cli_keys, cli_ledger, cli_plan, cli_quality, cli_router, cli_status  # noqa: E402,F401  (they register on ``app``)
+from . import cli_collect, cli_dashboard, cli_keys, cli_ledger, cli_plan, cli_quality, cli_router, cli_status  # noqa: E402,F401  (they register on ``app``)
 
 if __name__ == "__main__":
     # Run as ``python -m llmroute.cli``: use the importable module's ``app``, which the ledger commands joined.

@@ -326,3 +326,42 @@ def quality_chart(report: CurveReport | None, total: Sequence[Estimate] | None, 
     ax.set_title(title)
     fig.tight_layout()
     return figure_bytes(fig, fmt)
+
+
+def quality_over_time(store: Store, by: str, lo: float, hi: float) -> list[dict[str, Any]]:
+    """Retained quality per UTC day and group of ``by`` (tags split, as ``build_quality_report`` does), each with
+    its bootstrap interval: the same pairs and estimate as the report, one more grouping."""
+    if by not in BY:
+        raise ValueError(f"--by must be one of {', '.join(BY)}, not '{by}'")
+    if not store.has(GRADED_PAIRS):
+        return []
+    expr = _group_expr(store, by)
+    where, params = _window(lo, hi)
+    rows = store.fetch(f"SELECT {store.day_number_expr}, {expr}, {_SERVED}, reference_grade FROM graded_pairs "
+                       f"{where} AND {_GRADED}", params)
+    label = day_label if by == "day" else str
+    names = tag_names if by == "tag" else (lambda g: [label(g)])
+    cells: dict[tuple[int, str], tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
+    for day, group, served, reference in rows:
+        for name in names(group):
+            cell = cells[(int(day), name)]
+            cell[0].append(float(served))
+            cell[1].append(float(reference))
+    out = []
+    for (day, name), (served, reference) in sorted(cells.items()):
+        e = retained(served, reference)
+        out.append({"day": day_label(day), "group": name, "pairs": len(served), "retained": e.value if e else None,
+                    "ci_low": e.low if e else None, "ci_high": e.high if e else None})
+    return out
+
+
+def served_reference_share(store: Store, lo: float, hi: float) -> tuple[float | None, int]:
+    """The share of graded pairs whose answer the reference tier served, and how many pairs: where traffic
+    actually sat on the cost/quality curve in the period."""
+    if not store.has(GRADED_PAIRS):
+        return None, 0
+    where, params = _window(lo, hi)
+    count, reference = store.fetch(f"SELECT COUNT(*), SUM(CASE WHEN served_tier = 'reference' THEN 1 ELSE 0 END) "
+                                   f"FROM graded_pairs {where} AND {_GRADED}", params)[0]
+    count = int(count or 0)
+    return (int(reference or 0) / count if count else None), count

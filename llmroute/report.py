@@ -13,6 +13,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -20,6 +21,9 @@ from .ledger import Store
 from .ledger.schema import GRADED_PAIRS
 from .ledger.store import PriceRow
 from .pricing import per_million, savings_pct
+
+if TYPE_CHECKING:
+    from .config import RouterConfig
 
 GROUPS = ("provider", "strategy", "model", "tag", "key", "user", "day", "route", "status", "decision")
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -325,3 +329,63 @@ def daily_by_provider(store: Store, lo: float, hi: float) -> list[tuple[str, str
         f"SELECT {store.day_number_expr} AS d, COALESCE(provider, '(none)'), SUM(COALESCE(cost_usd, 0)), "
         f"SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens) FROM requests WHERE ts >= ? AND ts < ? "
         f"GROUP BY d, COALESCE(provider, '(none)') ORDER BY d", (lo, hi))]
+
+
+SKIPPED_KINDS = ("circuit_open", "cooling_down", "rate_limit_headroom")
+"""Attempts recording a provider passed over without a call (``cascade``): a request with one was rerouted."""
+
+
+def _attempt_kind_pattern(kind: str) -> str:
+    """A LIKE pattern for stored attempts (orjson: no spaces) holding an attempt of ``kind``. A quote inside an
+    error message is stored escaped, so no message can forge it."""
+    return '%"kind":"' + kind + '"%'
+
+
+def request_extras(store: Store, lo: float, hi: float) -> dict[str, float | int | None]:
+    """What the dashboard's overview shows beside the report's total: requests rerouted (a provider passed over
+    without a call: breaker open, cooling down, no rate-limit headroom) and time to first token (streams).
+
+    Two scans run in parallel: the rerouted count reads only rows that stored attempts."""
+    rerouted = " OR ".join("attempts LIKE ?" for _ in SKIPPED_KINDS)
+    results = fetch_parallel(store, {
+        "reroutes": (f"SELECT COUNT(*) FROM requests WHERE ts >= ? AND ts < ? AND attempts IS NOT NULL "
+                     f"AND ({rerouted})", (lo, hi, *map(_attempt_kind_pattern, SKIPPED_KINDS))),
+        "ttft": ("SELECT ttft_ms FROM requests WHERE ts >= ? AND ts < ? AND ttft_ms IS NOT NULL", (lo, hi)),
+    })
+    ttft = sorted(float(r[0]) for r in results["ttft"])
+    return {"reroutes": int(results["reroutes"][0][0] or 0), "ttft_requests": len(ttft),
+            "ttft_p50_ms": percentile(ttft, 0.50) if ttft else None,
+            "ttft_p95_ms": percentile(ttft, 0.95) if ttft else None}
+
+
+def spend_by(store: Store, by: str, lo: float, hi: float) -> list[tuple[str, int, float]]:
+    """(group, requests, cost_usd) over ``lo <= ts < hi``: the report's sums without its latency scan, for a view
+    that shows spend per key or tag only. Grouped and tag-split as ``build_report`` does."""
+    expr = _group_expr(store, by)
+    rows = store.fetch(f"SELECT {expr}, COUNT(*), SUM(COALESCE(cost_usd, 0)) FROM requests "
+                       f"WHERE ts >= ? AND ts < ? GROUP BY {expr}", (lo, hi))
+    if by == "tag":
+        rows = _explode_tags(rows)
+    label = day_label if by == "day" else str
+    return sorted(((label(g), int(n or 0), float(c or 0)) for g, n, c in rows), key=lambda r: -r[2])
+
+
+def known_prices(store: Store, config: RouterConfig | None) -> dict[str, PriceRow]:
+    """Prices from the config when given, else as the ledger noted them when traffic was recorded (what
+    ``llmroute report`` prices with)."""
+    from .ledger import price_rows
+
+    prices = store.prices()
+    if config is not None:
+        prices.update({p.provider: p for p in price_rows(config)})
+    return prices
+
+
+def default_baseline(prices: dict[str, PriceRow], config: RouterConfig | None) -> PriceRow | None:
+    """The savings baseline ``llmroute report`` uses without ``--baseline``: the config's (the premium provider,
+    or ``baseline:``), else the priciest provider the ledger knows."""
+    name = config.baseline() if config is not None else None
+    if name is None or name not in prices or prices[name].input_per_m is None:
+        priced = [p for p in prices.values() if p.input_per_m is not None and p.output_per_m is not None]
+        return max(priced, key=lambda p: p.input_per_m + p.output_per_m) if priced else None  # type: ignore[operator]
+    return prices[name]

@@ -175,6 +175,8 @@ class Gateway:
     def app(self) -> web.Application:
         """The aiohttp application. Serve it with ``auto_decompress=False`` (as ``llmroute serve`` does): the
         handlers inflate compressed bodies themselves, bounded by ``gateway.max_body_bytes``."""
+        from ..dashboard.app import gateway_routes as dashboard_routes  # it imports gateway.auth: imported here
+
         app = web.Application(client_max_size=self.max_body_bytes)
         routes = (
             ("POST", "/v1/chat/completions", self._guard(self.chat_completions)),
@@ -186,6 +188,7 @@ class Gateway:
             ("GET", "/openapi.json", self.openapi),
             ("GET", "/metrics", self._guard(self.metrics_endpoint)),
             ("GET", "/router/state", self._guard(self.state)),
+            *dashboard_routes(self),  # admin keys only, checked by the dashboard's own guard (it reads a cookie too)
             ("*", "/{tail:[\\s\\S]*}", self.not_found),
         )
         for method, path, handler in routes:

@@ -1,0 +1,113 @@
+"""The keys and budgets view: spend against each budget, the pacing path against actual spend, spend per key
+and tag, and the current strong share.
+
+A budget's spend this period is what the gateway seeds from the ledger at start-up (``budgets.ledger_spend``);
+served by the gateway, the live totals (``/router/state``'s budgets and pacing) take its place.
+"""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from ..budget_period import SpendPath, period_bounds
+from ..budgets import Budget, Budgets, ledger_spend
+from ..keys import GatewayKeys
+from ..ledger import Store
+from ..report import spend_by, tag_names
+from ..state import InMemoryState
+from .query import Query
+
+if TYPE_CHECKING:
+    from ..config import RouterConfig
+
+DAY_S = 86400
+
+
+def budget_view(store: Store | None, q: Query, config: RouterConfig | None,
+                snap: dict[str, Any] | None) -> dict[str, Any]:
+    now_ts = time.time()
+    scoped = _budgets(store, config)
+    live = snap["budgets"] if snap is not None else {}
+    pacing = snap["pacing"] if snap is not None else {}
+    spent = _ledger_spent(store, config, scoped, now_ts) if store is not None else {}
+    daily = _daily(store, scoped, now_ts) if store is not None and scoped else {}
+    out = []
+    for name, (budget, scope, target, profile) in scoped.items():
+        start, end = period_bounds(budget.period, now_ts)
+        now = live.get(name)
+        used = now["spent_usd"] if now is not None else spent.get(name, 0.0)
+        reserved = now["reserved_usd"] if now is not None else 0.0
+        path = SpendPath(profile)
+        points, running = [], 0.0
+        for day_start in range(int(start), int(min(end, now_ts)) + 1, DAY_S):
+            at = min(day_start + DAY_S, now_ts, end)
+            running += daily.get(name, {}).get(day_start // DAY_S, 0.0)
+            points.append({"ts": at, "target_usd": budget.usd * path.fraction(start, end, at), "spent_usd": running})
+        out.append({"name": name, "scope": scope, "target": target, "usd": budget.usd, "period": budget.period,
+                    "period_start_ts": start, "period_end_ts": end, "spent_usd": used, "reserved_usd": reserved,
+                    "left_usd": max(0.0, budget.usd - used - reserved), "on_exhausted": budget.on_exhausted,
+                    "used_share": used / budget.usd if budget.usd else None, "pacing": pacing.get(name),
+                    "spent_from": "live" if now is not None else "ledger", "path": points})
+    keys, tags = _spend(store, q, now_ts) if store is not None else ([], [])
+    return {"live": snap is not None, "budgets": out, "keys": keys, "tags": tags,
+            "strong_share": snap["strong_share"] if snap is not None else None}
+
+
+def _budgets(store: Store | None, config: RouterConfig | None) -> dict[str, tuple[Budget, str, str | None, Any]]:
+    """name -> (budget, scope, the key or tag it covers, its daily profile): the config's budgets, then the
+    budgets stored with keys (``llmroute keys create --budget-usd``) that the config does not override."""
+    out: dict[str, tuple[Budget, str, str | None, Any]] = {}
+    for c in config.budgets if config is not None else ():
+        scope, target = ("key", c.key) if c.key is not None else (("tag", c.tag) if c.tag is not None else ("all", None))
+        out[c.label] = (Budget.from_config(c), scope, target, c.daily_profile)
+    configured_keys = {t for _, s, t, _ in out.values() if s == "key"}
+    if store is not None:
+        for key in GatewayKeys(store).load()[0].values():
+            s = key.settings
+            if s.budget_usd is not None and s.budget_period is not None and key.name not in configured_keys:
+                out[f"key:{key.name}"] = (Budget(f"key:{key.name}", s.budget_usd, s.budget_period), "key",  # type: ignore[arg-type]
+                                          key.name, None)
+    return out
+
+
+def _ledger_spent(store: Store, config: RouterConfig | None, scoped: dict[str, Any], now_ts: float) -> dict[str, float]:
+    """Each budget's spend this period by the ledger, exactly as the gateway seeds it."""
+    if not scoped:
+        return {}
+    # Without a config only key budgets exist: ledger_spend then reads per key, and nothing per tag or for all.
+    budgets = Budgets(config, InMemoryState({})) if config is not None else SimpleNamespace(by_tag={}, everything=[])
+    spend = ledger_spend(store, budgets, now_ts)  # type: ignore[arg-type]
+    out = dict(spend.budgets)
+    for name, (budget, scope, target, _) in scoped.items():
+        if scope == "key" and name not in out:
+            out[name] = spend.keys.get(target, {}).get(budget.period, 0.0)
+    return out
+
+
+def _daily(store: Store, scoped: dict[str, Any], now_ts: float) -> dict[str, dict[int, float]]:
+    """Per budget, the spend per UTC day since its period started (for the path chart): one grouped query."""
+    starts = {name: period_bounds(b.period, now_ts)[0] for name, (b, *_) in scoped.items()}
+    rows = store.fetch(f"SELECT {store.day_number_expr}, key_id, tags, SUM(COALESCE(cost_usd, 0)) FROM requests "
+                       f"WHERE ts >= ? GROUP BY {store.day_number_expr}, key_id, tags", (min(starts.values()),))
+    out: dict[str, dict[int, float]] = {name: {} for name in scoped}
+    for day, key_id, tags, cost in rows:
+        day, names = int(day), tag_names(tags)
+        for name, (_, scope, target, _) in scoped.items():
+            if day * DAY_S < starts[name]:
+                continue
+            if scope == "all" or (scope == "key" and key_id == target) or (scope == "tag" and target in names):
+                out[name][day] = out[name].get(day, 0.0) + float(cost or 0)
+    return out
+
+
+def _spend(store: Store, q: Query, now_ts: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Spend per key and per tag in the window, and today (UTC)."""
+    day_start = max(q.lo, float(int(now_ts) // DAY_S * DAY_S))
+    out = []
+    for by, label in (("key", "key"), ("tag", "tag")):
+        today = {g: c for g, _, c in spend_by(store, by, day_start, q.hi)}
+        out.append([{label: g, "requests": n, "cost_usd": c, "today_cost_usd": today.get(g, 0.0)}
+                    for g, n, c in spend_by(store, by, q.lo, q.hi)])
+    return out[0], out[1]
