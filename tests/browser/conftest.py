@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from ..conftest import require
-from ..gateway.conftest import RunningGateway, start_gateway, stop_gateway
+from ..gateway.conftest import RunningGateway, gateway_factory  # noqa: F401  (a fixture, used below)
 
 ADMIN_KEY = "sk-dashboard-admin-0123456789"
 XSS_TAG = "<img src=x onerror=alert(1)>"
@@ -87,13 +87,13 @@ class Tab:
 
     def screenshot(self, name: str) -> Path:
         path = artefacts() / f"{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
+        self.page.screenshot(path=str(path))  # what a person sees first: the top of the view
         return path
 
 
 @pytest.fixture
 def tab(browser: Any) -> Iterator[Tab]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport={"width": 1360, "height": 900})
     page = context.new_page()
     opened = Tab(page)
     page.on("console", lambda message: opened.errors.append(message.text) if message.type == "error" else None)
@@ -224,21 +224,16 @@ def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
 
 
 @pytest.fixture
-def dashboard_gateway(tmp_path: Path, seed_config: dict[str, Any]) -> Iterator[Callable[..., RunningGateway]]:
-    """Start a gateway over ``tmp_path/ledger.sqlite3`` (two weeks of history written first when asked),
-    stopped afterwards."""
-    started: list[RunningGateway] = []
+def dashboard_gateway(tmp_path: Path, seed_config: dict[str, Any],
+                      gateway_factory: Callable[..., RunningGateway]) -> Callable[..., RunningGateway]:
+    """Start a gateway over ``tmp_path/ledger.sqlite3`` (two weeks of history written first when asked)."""
 
     def start(history: bool = False, **overrides: Any) -> RunningGateway:
         ledger = tmp_path / "ledger.sqlite3"
         written = write_history(ledger, pairs=300) if history else 0
-        gateway = start_gateway(tmp_path, {**dashboard_config(seed_config, ledger), **overrides})
+        gateway = gateway_factory({**dashboard_config(seed_config, ledger), **overrides})
         gateway.ledger = ledger  # type: ignore[attr-defined]
         gateway.history = written  # type: ignore[attr-defined]
-        started.append(gateway)
         return gateway
 
-    yield start
-    for gateway in started:
-        if gateway.process.poll() is None:
-            stop_gateway(gateway)
+    return start

@@ -91,6 +91,9 @@ def test_page_figures_equal_llmroute_report(tab: Tab, dashboard_gateway: Callabl
     quality = cli_json("quality", "--ledger", str(ledger), "--since", "30d")
     assert tab.value("k-retained") == pytest.approx(quality["total"]["retained"], rel=1e-9)
     images_loaded(tab)
+    weight = tab.page.evaluate("""() => performance.getEntriesByType('navigation').concat(
+        performance.getEntriesByType('resource')).reduce((sum, e) => sum + e.encodedBodySize, 0)""")
+    assert 0 < weight <= 300_000  # the page, its files, its charts and the API's answers so far
     tab.screenshot("overview")
     for view in VIEWS[1:]:
         tab.show(view)

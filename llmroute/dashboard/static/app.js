@@ -61,6 +61,7 @@
 
   // -- talking to the API ----------------------------------------------------------------------------------
   class Refused extends Error {}
+  class Answered extends Error {}  // the API answered, with an error (a bad filter, the ledger down)
   async function api(view, params) {
     const query = new URLSearchParams(Object.entries(params || {}).filter(([, v]) => v !== "" && v != null));
     const response = await fetch(`/dashboard/api/${view}?${query}`, {
@@ -70,7 +71,7 @@
     if (!response.ok) {
       let message = `HTTP ${response.status}`;
       try { message = (await response.json()).error.message || message; } catch (_) { /* not JSON */ }
-      throw new Error(message);
+      throw new Answered(message);
     }
     return response.json();
   }
@@ -198,7 +199,7 @@
         td(Object.entries(p.failures_by_kind || {}).map(([k, n]) => el("div", {}, `${k}: ${count(n)}`))));
     }), "no provider");
     failures.sort((a, b) => b.ts - a.ts);
-    fill($("p-failures"), failures.slice(0, 50).map((f) => el("tr", {},
+    fill($("p-failures"), failures.slice(0, 20).map((f) => el("tr", {},
       td(utc(f.ts)), td(f.provider), td(f.kind), td(missing(f.status) ? "–" : f.status), td(f.request_id || ""))),
     "no failures in this period");
   }
@@ -256,8 +257,12 @@
   const period = () => ({since: state.since});
   async function refresh() {
     if (state.busy) { state.again = true; return; }  // asked again while fetching: once more right after
-    state.busy = true;
     clearTimeout(state.timer);
+    if (document.hidden) {  // nobody is looking: no load on the gateway until the tab is shown again
+      state.timer = setTimeout(refresh, state.refreshS * 1000);
+      return;
+    }
+    state.busy = true;
     const view = state.view;
     const status = $("status");
     try {
@@ -276,9 +281,17 @@
       status.dataset.view = view;
     } catch (error) {
       status.className = "status stale";
-      status.dataset.state = error instanceof Refused ? "refused" : "unreachable";
-      status.textContent = error instanceof Refused ? "key refused: reload the page to sign in again"
-        : `API unreachable (${error.message}); showing data from ${state.lastOk ? clock(state.lastOk) : "never"}`;
+      const since = `showing data from ${state.lastOk ? clock(state.lastOk) : "never"}`;
+      if (error instanceof Refused) {
+        status.dataset.state = "refused";
+        status.textContent = "key refused: reload the page to sign in again";
+      } else if (error instanceof Answered) {
+        status.dataset.state = "error";
+        status.textContent = `the API answered: ${error.message}; ${since}`;
+      } else {
+        status.dataset.state = "unreachable";
+        status.textContent = `API unreachable, retrying; ${since}`;
+      }
     } finally {
       state.busy = false;
       const again = state.again || view !== state.view;
@@ -315,6 +328,7 @@
       } catch (error) { $("status").textContent = `could not load older requests: ${error.message}`; }
     });
     window.addEventListener("hashchange", () => show(location.hash.slice(1)));
+    document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
     try {
       const meta = await api("meta");
       state.refreshS = Math.min(60, Math.max(1, Number(meta.refresh_s) || 5));
