@@ -163,8 +163,9 @@ def write_history(ledger: Path, pairs: int, days: int = 14) -> int:
                                 latency_ms=320.0 + 7 * i, fallback=len(attempts) > 1, attempts=attempts,
                                 tags=["team=sales" if i % 3 else "team=support"], request_id=f"hist-{day}-{i}"))
             written += 1
-    for graded in synthetic_pairs(pairs, seed=3, now=now):
-        writer.record_pair(graded)
+    for day in range(days):  # graded pairs every day, for retained quality over time
+        for graded in synthetic_pairs(pairs // days, seed=day, now=now - day * 86400):
+            writer.record_pair(graded)
     writer.close()
     assert writer.dropped == 0
     return written

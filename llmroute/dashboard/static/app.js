@@ -332,8 +332,10 @@
     try {
       const meta = await api("meta");
       state.refreshS = Math.min(60, Math.max(1, Number(meta.refresh_s) || 5));
+      const ledger = String(meta.ledger || "").split(/[\\/]/).pop();  // the file's name; the whole in the tooltip
       setText("footer", `llmroute ${meta.version || ""} · ${meta.source === "gateway" ? "served by the gateway"
-        : "read from the ledger"} ${meta.ledger || ""} · refreshed every ${state.refreshS} s`);
+        : "read from the ledger alone"} · ledger ${ledger || "off"} · refreshed every ${state.refreshS} s`);
+      $("footer").title = meta.ledger || "";
     } catch (_) { /* the refresh loop reports it */ }
     show(location.hash.slice(1));
   }
