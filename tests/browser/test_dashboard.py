@@ -102,6 +102,28 @@ def test_page_figures_equal_llmroute_report(tab: Tab, dashboard_gateway: Callabl
     tab.show("quality")
     assert tab.value("q-retained") == pytest.approx(quality["total"]["retained"], rel=1e-9)
     assert tab.page.is_hidden("#q-empty")
+    tab.show("requests")  # newest first, a page at a time: "Older requests" adds the next page below
+    rows = "(n) => document.querySelectorAll('#r-table tbody tr[data-id]').length === n"
+    tab.page.wait_for_function(rows, arg=50)
+    tab.page.click("#r-more")
+    tab.page.wait_for_function(rows, arg=100)
+    ids = tab.page.eval_on_selector_all("#r-table tbody tr[data-id]", "rows => rows.map(r => Number(r.dataset.id))")
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == 100
+    assert tab.errors == [] and tab.dialogs == []
+
+
+def test_without_a_ledger_the_page_says_so_and_shows_the_live_state(
+        tab: Tab, dashboard_gateway: Callable[..., RunningGateway]) -> None:
+    gateway = dashboard_gateway(ledger={"enabled": False})
+    send_known_traffic(gateway.base_url, rounds=1)
+    sign_in(tab, gateway.base_url)
+    tab.wait_ok()
+    assert tab.page.is_visible("#note") and "ledger is switched off" in tab.text("#note")
+    tab.show("providers")
+    providers = tab.page.eval_on_selector_all("#p-table tbody tr[data-provider]", "rows => rows.map(r => r.dataset.provider)")
+    assert sorted(providers) == ["cerebras", "runpod"]
+    for view in ("quality", "budgets", "requests"):
+        tab.show(view)
     assert tab.errors == [] and tab.dialogs == []
 
 

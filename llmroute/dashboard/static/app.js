@@ -84,13 +84,17 @@
 
   // -- the ten-second answer (always shown) ----------------------------------------------------------------
   function renderAnswer(overview, quality, providers) {
-    const p = overview.period;
+    // Without a ledger (ledger.enabled: false) a view answers only a note, and live providers and budgets.
+    const note = overview.note || quality.note || providers.note || "";
+    $("note").hidden = !note;
+    setText("note", note);
+    const p = overview.period || {}, today = overview.today || {};
     setText("k-savings", usd(p.savings_usd), p.savings_usd);
     setText("k-savings-sub", `${pct(p.savings_pct)} less than sending everything to ${overview.baseline || "the baseline"}`
       + ` (${usd(p.baseline_usd)})`);
     setText("k-spend", usd(p.cost_usd), p.cost_usd);
-    setText("k-spend-sub", `today ${usd(overview.today.cost_usd)} · ${count(p.requests)} requests`);
-    const total = quality.measured ? quality.report.total : null;
+    setText("k-spend-sub", `today ${usd(today.cost_usd)} · ${count(p.requests)} requests`);
+    const total = quality.measured && quality.report ? quality.report.total : null;
     if (total && !missing(total.retained)) {
       setText("k-retained", share(total.retained), total.retained);
       setText("k-retained-sub", `95% interval ${share(total.ci_low)}–${share(total.ci_high)}`
@@ -108,9 +112,9 @@
 
   // -- views -----------------------------------------------------------------------------------------------
   function renderOverview(o) {
-    const p = o.period;
-    setText("o-today", usd(o.today.cost_usd), o.today.cost_usd);
-    setText("o-today-sub", `${count(o.today.requests)} requests, saved ${usd(o.today.savings_usd)}`);
+    const p = o.period || {}, today = o.today || {};
+    setText("o-today", usd(today.cost_usd), today.cost_usd);
+    setText("o-today-sub", `${count(today.requests)} requests, saved ${usd(today.savings_usd)}`);
     setText("o-spend", usd(p.cost_usd), p.cost_usd);
     setText("o-baseline", `all on ${o.baseline || "baseline"}: ${usd(p.baseline_usd)}`);
     setText("o-savings", usd(p.savings_usd), p.savings_usd);
@@ -141,9 +145,10 @@
   }
 
   function renderQuality(q, overview) {
-    $("q-empty").hidden = q.measured;
-    $("q-body").hidden = !q.measured;
-    if (!q.measured) { setText("q-how", q.how_to_start || ""); return; }
+    const measured = Boolean(q.measured && q.report);
+    $("q-empty").hidden = measured;
+    $("q-body").hidden = !measured;
+    if (!measured) { setText("q-how", q.how_to_start || q.note || ""); return; }
     const r = q.report, t = r.total;
     setText("q-retained", share(t.retained), t.retained);
     setText("q-ci", `95% interval ${share(t.ci_low)}–${share(t.ci_high)}`);
@@ -151,9 +156,10 @@
     setText("q-share", op ? share(op.reference_share) + " strong" : "–");
     setText("q-share-sub", op && !missing(op.retained) ? `keeps ${share(op.retained)} of the strong tier's quality` : "");
     const d = q.drift || {};
-    const alarm = d.alarm === true ? "alarm" : d.alarm === false ? "ok" : "not set";
+    const alarm = d.enabled === false ? "off" : d.alarm === true ? "alarm" : d.alarm === false ? "ok" : "not set";
     $("q-drift").replaceChildren(badge(alarm, d.alarm === true ? "alarm" : d.alarm === false ? "ok" : "cold"));
-    setText("q-drift-sub", (d.live ? "live shadow evaluation" : "from the ledger")
+    setText("q-drift-sub", d.enabled === false ? "shadow evaluation is off: set shadow.rate to measure live traffic"
+      : (d.live ? "live shadow evaluation" : "from the ledger")
       + (missing(d.alert_below) ? "; set shadow.alert_below to arm it" : `; alarm below ${share(d.alert_below)}`)
       + (missing(d.retained) ? "" : `; latest ${share(d.retained)} over ${count(d.pairs)} pairs`));
     const m = overview.measurement || {};
@@ -196,11 +202,14 @@
           `effective ${usd(price.effective_per_m)} / 1M` + (missing(price.busy_s) ? "" : ` · ${secs(price.busy_s)} busy`))]),
         num([el("div", {}, count(p.requests)), el("div", {class: p.failed ? "bad" : "muted"},
           `${count(p.failed)} failed (${share(p.error_rate)})`)], p.requests),
-        td(Object.entries(p.failures_by_kind || {}).map(([k, n]) => el("div", {}, `${k}: ${count(n)}`))));
+        td([...Object.entries(p.failures_by_kind || {}).map(([k, n]) => el("div", {}, `${k}: ${count(n)}`)),
+          ...Object.entries(p.live_failures_by_kind || {}).map(([k, n]) =>
+            el("div", {class: "muted"}, `${k}: ${count(n)} since start`))]));
     }), "no provider");
     failures.sort((a, b) => b.ts - a.ts);
     fill($("p-failures"), failures.slice(0, 20).map((f) => el("tr", {},
-      td(utc(f.ts)), td(f.provider), td(f.kind), td(missing(f.status) ? "–" : f.status), td(f.request_id || ""))),
+      td(utc(f.ts)), td(f.provider), td(f.kind), td(missing(f.status) ? "–" : f.status), td(f.request_id || ""),
+      td(f.error || "", "err"))),
     "no failures in this period");
   }
 
