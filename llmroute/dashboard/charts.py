@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
 MAX_SERIES = 8
-MAX_POINTS = 400
+MAX_POINTS = 120
 MAX_LABEL_CHARS = 40
 MAX_TITLE_CHARS = 100
 WIDTH_RANGE = (240, 1600)
