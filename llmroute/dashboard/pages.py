@@ -9,10 +9,12 @@ the static assets and sign-in/out, which contain no data.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from . import charts
@@ -59,8 +61,6 @@ def _answer(body: bytes | str, content_type: str, status: int = 200, cache: str 
 
 
 def _error(status: int, message: str, code: str, param: str | None = None) -> web.Response:
-    import orjson
-
     body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": param,
                                    "code": code}})
     return _answer(body, "application/json", status)
@@ -191,8 +191,6 @@ def budget_chart(data: dict[str, Any], query: Mapping[str, str]) -> str:
     if budget is None:
         return charts.empty_chart("Budget pacing", "no budget configured")
     path = budget.get("path") or []
-    import time
-
     labels = [time.strftime("%m-%d", time.gmtime(p.get("ts") or 0)) for p in path]
     return charts.line_chart(labels, {"pacing path": [p.get("target_usd") or 0.0 for p in path],
                                       "spent": [p.get("spent_usd") or 0.0 for p in path]},
@@ -210,20 +208,16 @@ CHARTS: dict[str, tuple[str, Callable[[dict[str, Any], Mapping[str, str]], str]]
 
 
 async def chart(request: web.Request) -> web.StreamResponse:
-    """A chart as SVG, drawn from the same view the API answers (cached there, so polling costs little)."""
-    from .api import dashboard_of
-    from .data import BadQuery
+    """A chart as SVG, drawn from the same view the API answers (cached there, so polling costs little). A bad
+    period is the guard's 400, as for the API."""
+    from .api import dashboard_of  # at call time: api mounts these routes, so it imports this module first
 
     entry = CHARTS.get(request.match_info.get("name", ""))
     if entry is None:
         return _error(404, "no such chart", "not_found")
     view, draw = entry
     query = {key: request.query[key] for key in _QUERY_KEYS if key in request.query}
-    try:
-        data = await dashboard_of(request).view(view, query)
-    except BadQuery as exc:
-        return _error(400, str(exc), "invalid_query", getattr(exc, "param", None))
-    return _answer(draw(data, request.query), "image/svg+xml")
+    return _answer(draw(await dashboard_of(request).view(view, query), request.query), "image/svg+xml")
 
 
 def page_routes() -> list[tuple[str, str, Handler]]:

@@ -219,6 +219,12 @@ def test_without_an_admin_key_the_page_and_its_api_answer_401(tab: Tab, tmp_path
         assert asset.status_code == 200
         assert_security_headers(asset)
     assert httpx.get(f"{base}/dashboard/static/..%2Fpages.py").status_code == 404
+    bearer = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    bad_period = httpx.get(f"{base}/dashboard/chart/spend.svg?since=forever", headers=bearer)
+    assert bad_period.status_code == 400 and bad_period.json()["error"]["param"] == "since"
+    assert httpx.get(f"{base}/dashboard/chart/nothing.svg", headers=bearer).status_code == 404
+    chart = httpx.get(f"{base}/dashboard/chart/spend.svg?since=7d", headers=bearer)
+    assert chart.headers["content-type"].startswith("image/svg+xml") and chart.text.startswith("<svg")
     assert httpx.post(f"{base}/dashboard/login", data={"key": ADMIN_KEY},
                       headers={"Origin": "https://evil.example"}).status_code == 403
 
