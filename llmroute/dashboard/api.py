@@ -22,31 +22,21 @@ from aiohttp import web
 from ..errors import LLMRouteError
 from ..gateway.auth import KeyIdentity, KeyStore, is_loopback
 from ..gateway.errors import error_response
+from .context import DASHBOARD_KEY
 from .data import VIEWS, BadQuery, DashboardData
+from .pages import COOKIE, SECURITY_HEADERS, login_response, page_routes
 
 log = logging.getLogger("llmroute.dashboard")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-COOKIE = "llmroute_dashboard"
-"""The sign-in cookie (set by ``pages.login``): the admin key itself, HttpOnly."""
 MIN_CACHE_S = 1.5
 MAX_CACHED = 64
 """Answers kept (one per view and query string): query strings come from clients, so the cache is bounded."""
-_DASHBOARD = "llmroute.dashboard"
 _QUERY_KEYS = ("since", "from", "to", "by", "key", "tag", "provider", "strategy", "status", "limit", "before")
-
-
-def dashboard_of(request: web.Request) -> Dashboard:
-    """The dashboard serving this request (set by the guard), for the page's chart handlers."""
-    return request[_DASHBOARD]  # type: ignore[no-any-return]
 
 
 def security_headers() -> dict[str, str]:
     """The page's security headers (CSP, nosniff, no referrer), on every answer of the dashboard."""
-    try:
-        from .pages import SECURITY_HEADERS
-    except ImportError:
-        return {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
     return dict(SECURITY_HEADERS)
 
 
@@ -123,16 +113,11 @@ class Dashboard:
             if refused is not None:
                 status, message = refused
                 if page:
-                    try:
-                        from .pages import login_response
-                    except ImportError:
-                        pass
-                    else:
-                        return login_response(request, refused=COOKIE in request.cookies
-                                              or "Authorization" in request.headers)
+                    return login_response(request, refused=COOKIE in request.cookies
+                                          or "Authorization" in request.headers)
                 return self.error(status, message, "invalid_request_error" if status == 401 else "permission_error",
                                    "invalid_api_key" if status == 401 else "admin_key_required")
-            request[_DASHBOARD] = self
+            request[DASHBOARD_KEY] = self
             try:
                 return await handler(request)
             except BadQuery as exc:
@@ -164,18 +149,8 @@ class Dashboard:
         """Every dashboard route, guarded: the API, and the page's (``pages.page_routes``), whose sign-in
         (any POST) and static files are left open: they hold no data."""
         out: list[tuple[str, str, Handler]] = [("GET", "/dashboard/api/{view}", self.guard(self.api))]
-        try:
-            from .pages import page_routes
-        except ImportError:
-            page_routes = _placeholder_routes
         for method, path, handler in page_routes():
             public = method == "POST" or path.startswith("/dashboard/static/")
             out.append((method, path, handler if public else self.guard(handler, page=path == "/dashboard")))
         return out
 
-
-def _placeholder_routes() -> list[tuple[str, str, Handler]]:
-    async def page(request: web.Request) -> web.StreamResponse:
-        return web.Response(text="llmroute dashboard: the page is not installed; its data is at /dashboard/api/meta",
-                            content_type="text/plain")
-    return [("GET", "/dashboard", page)]

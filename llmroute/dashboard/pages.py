@@ -18,6 +18,7 @@ import orjson
 from aiohttp import web
 
 from . import charts
+from .context import dashboard_of
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -210,7 +211,6 @@ CHARTS: dict[str, tuple[str, Callable[[dict[str, Any], Mapping[str, str]], str]]
 async def chart(request: web.Request) -> web.StreamResponse:
     """A chart as SVG, drawn from the same view the API answers (cached there, so polling costs little). A bad
     period is the guard's 400, as for the API."""
-    from .api import dashboard_of  # at call time: api mounts these routes, so it imports this module first
 
     entry = CHARTS.get(request.match_info.get("name", ""))
     if entry is None:
