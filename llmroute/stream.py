@@ -203,7 +203,10 @@ class RouteStream:
                 raise
         await upstream.aclose()
         elapsed_ms = (time.perf_counter() - started) * 1000
-        router.state.record_success(provider.name, elapsed_ms, cascade.open_started_at)
+        # The latency sample is the time to the first chunk: how long an answer runs says nothing of how fast
+        # (or cold) the provider is, and would trip the cold-start detector on every long stream.
+        router.state.record_success(provider.name, _first_chunk_ms(cascade.attempts, provider.name, elapsed_ms),
+                                    cascade.open_started_at)
         if ratelimit:
             router.state.ratelimit(provider.name).update(ratelimit)
         cascade.attempts[:0] = earlier
@@ -229,6 +232,14 @@ class RouteStream:
         """A stream that stopped early was still billed for what it generated: estimate it from the text."""
         bill_attempt(cascade.attempts[-1], self._router.pricers[provider.name], cascade.open_mark, usage,
                      self._estimate.input_tokens, "".join(parts))
+
+
+def _first_chunk_ms(attempts: list[Attempt], provider: str, default_ms: float) -> float:
+    """The opening attempt's latency (from its request to its first chunk)."""
+    for attempt in reversed(attempts):
+        if attempt.ok and attempt.provider == provider:
+            return attempt.latency_ms
+    return default_ms
 
 
 def assemble_tool_calls(deltas: list[Any]) -> list[dict[str, Any]]:

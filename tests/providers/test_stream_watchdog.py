@@ -32,19 +32,24 @@ class Scripted:
         self.dropped = asyncio.Event()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(SSE_HEAD)
         try:
-            for n in range(self.count):
-                writer.write(event(n))
-                await writer.drain()
-                if self.gap_s:
-                    await asyncio.sleep(self.gap_s)  # the upstream's cadence, the thing under test
-            if not self.hang:
+            while not reader.at_eof():  # keep-alive: one request after another on the connection
+                try:
+                    await read_request(reader)
+                except asyncio.IncompleteReadError:
+                    break
+                writer.write(SSE_HEAD)
+                for n in range(self.count):
+                    writer.write(event(n))
+                    await writer.drain()
+                    if self.gap_s:
+                        await asyncio.sleep(self.gap_s)  # the upstream's cadence, the thing under test
+                if self.hang:
+                    await asyncio.wait([asyncio.ensure_future(self.release.wait()),
+                                        asyncio.ensure_future(reader.read())], return_when=asyncio.FIRST_COMPLETED)
+                    break
                 writer.write(DONE)
                 await writer.drain()
-            await asyncio.wait([asyncio.ensure_future(self.release.wait()), asyncio.ensure_future(reader.read())],
-                               return_when=asyncio.FIRST_COMPLETED)
         except ConnectionError:
             pass
         finally:
