@@ -1,0 +1,85 @@
+"""Server-sent events to one client: straight to its socket while that cannot wait, bounded when it can.
+
+``StreamResponse.write`` is a coroutine over ``StreamWriter.write`` over the chunked framing over
+``transport.write``: four Python layers and an await per event, about a tenth of a relayed event's CPU.
+Below the client's high-water mark a transport write never waits, so ``EventWriter.send`` frames the event
+itself and hands it to the transport. Only a write that can wait (the client's buffer near full, writing
+paused) goes through aiohttp, under ``write_timeout_s``: a client that stops reading is cut off, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
+import orjson
+from aiohttp import HttpVersion11, web
+
+from .protocol import write_may_wait
+
+DONE = b"data: [DONE]\n\n"
+
+
+class ClientTooSlow(Exception):
+    """The client took none of the stream for ``gateway.write_timeout_s``: it is cut off, the upstream closed."""
+
+
+def encode_event(payload: Any) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+async def within(timeout_s: float, pending: Awaitable[Any]) -> None:
+    """Await a write to the client. ``write`` waits while the client's socket is full, and a client that stops
+    reading must not hold the provider's stream, and its connection, forever."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await pending
+    except TimeoutError:
+        raise ClientTooSlow(f"the client read nothing for {timeout_s:g} s (gateway.write_timeout_s)") from None
+
+
+class EventWriter:
+    """Writes a prepared ``StreamResponse``'s events; ``await send(data)`` returns at once unless it must wait."""
+
+    __slots__ = ("_chunked", "_direct", "_drain", "_protocol", "_response", "_timeout_s")
+
+    def __init__(self, request: web.BaseRequest, response: web.StreamResponse, timeout_s: float) -> None:
+        self._response = response
+        self._protocol = request.protocol
+        self._drain = request.writer.drain  # the response's writer: waits while the client's buffer is full
+        self._timeout_s = timeout_s
+        # aiohttp frames a body of unknown length in chunks for HTTP/1.1 and sends it raw (closing the
+        # connection at its end) for HTTP/1.0; ``response.chunked`` only says whether the handler forced it.
+        self._chunked = response.chunked or request.version >= HttpVersion11
+        # Only once aiohttp wrote the headers (it holds them back to send with the first body write), and
+        # never past a content encoding: then the framing is aiohttp's to do.
+        self._direct = False
+
+    async def send(self, data: bytes) -> None:
+        protocol = self._protocol
+        if self._direct and not write_may_wait(protocol, len(data)):
+            transport = protocol.transport
+            if not transport.is_closing():
+                transport.write(b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data)
+                return
+        await self.send_bounded(data)
+
+    async def send_bounded(self, data: bytes) -> None:
+        """Through aiohttp; when the write can wait, under ``write_timeout_s`` and until the client took enough
+        that writing may go on (aiohttp's own drain counts only the bytes it wrote, not the direct ones)."""
+        response = self._response
+        if write_may_wait(self._protocol, len(data)):  # near the client's high-water mark: rare
+            await within(self._timeout_s, self._write_drained(data))
+        else:
+            await response.write(data)
+        self._direct = not response.compression and response.content_length is None
+
+    async def _write_drained(self, data: bytes) -> None:
+        await self._response.write(data)
+        await self._drain()
+
+    async def close(self) -> None:
+        """``[DONE]``, then the end of the body."""
+        await within(self._timeout_s, self._response.write(DONE))
+        await within(self._timeout_s, self._response.write_eof())
