@@ -160,7 +160,10 @@ class RouteStream:
                     if chunk.get("usage"):
                         usage = chunk["usage"]
                     yield chunk
-                    chunk = await anext(upstream, None)
+                    try:
+                        chunk = await upstream.__anext__()  # not anext(upstream, None): no wrapper per chunk
+                    except StopAsyncIteration:
+                        chunk = None
                 break
             except ProviderError as exc:
                 router.state.record_failure(provider.name, exc.kind, (time.perf_counter() - started) * 1000,

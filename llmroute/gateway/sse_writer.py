@@ -19,6 +19,7 @@ from aiohttp import HttpVersion11, web
 from .protocol import write_may_wait
 
 DONE = b"data: [DONE]\n\n"
+_FRAMING_BYTES = 16  # a chunk's size line and its end
 
 
 class ClientTooSlow(Exception):
@@ -40,9 +41,10 @@ async def within(timeout_s: float, pending: Awaitable[Any]) -> None:
 
 
 class EventWriter:
-    """Writes a prepared ``StreamResponse``'s events; ``await send(data)`` returns at once unless it must wait."""
+    """Writes a prepared ``StreamResponse``'s events: ``write(data)`` when it cannot wait (the usual case), else
+    ``await send_bounded(data)``."""
 
-    __slots__ = ("_chunked", "_direct", "_drain", "_protocol", "_response", "_timeout_s")
+    __slots__ = ("_chunked", "_drain", "_protocol", "_response", "_room", "_timeout_s", "_transport")
 
     def __init__(self, request: web.BaseRequest, response: web.StreamResponse, timeout_s: float) -> None:
         self._response = response
@@ -52,18 +54,19 @@ class EventWriter:
         # aiohttp frames a body of unknown length in chunks for HTTP/1.1 and sends it raw (closing the
         # connection at its end) for HTTP/1.0; ``response.chunked`` only says whether the handler forced it.
         self._chunked = response.chunked or request.version >= HttpVersion11
-        # Only once aiohttp wrote the headers (it holds them back to send with the first body write), and
+        # Set once aiohttp wrote the headers (it holds them back to send with the first body write), and
         # never past a content encoding: then the framing is aiohttp's to do.
-        self._direct = False
+        self._transport: asyncio.Transport | None = None
+        self._room = 0  # the client's high-water mark, less the chunk framing
 
-    async def send(self, data: bytes) -> None:
-        protocol = self._protocol
-        if self._direct and not write_may_wait(protocol, len(data)):
-            transport = protocol.transport
-            if not transport.is_closing():
-                transport.write(b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data)
-                return
-        await self.send_bounded(data)
+    def write(self, data: bytes) -> bool:
+        """Hand ``data`` to the client's transport if that cannot wait; False (nothing written) if it could."""
+        transport = self._transport
+        if transport is None or self._protocol.writing_paused or transport.is_closing() \
+                or transport.get_write_buffer_size() + len(data) >= self._room:
+            return False
+        transport.write(b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data)
+        return True
 
     async def send_bounded(self, data: bytes) -> None:
         """Through aiohttp; when the write can wait, under ``write_timeout_s`` and until the client took enough
@@ -73,7 +76,11 @@ class EventWriter:
             await within(self._timeout_s, self._write_drained(data))
         else:
             await response.write(data)
-        self._direct = not response.compression and response.content_length is None
+        if self._transport is None and not response.compression and response.content_length is None:
+            transport = self._protocol.transport
+            if transport is not None:
+                self._room = transport.get_write_buffer_limits()[1] - _FRAMING_BYTES
+                self._transport = transport
 
     async def _write_drained(self, data: bytes) -> None:
         await self._response.write(data)

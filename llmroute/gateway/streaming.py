@@ -104,15 +104,19 @@ async def _relay(
     """The chunks to the client, then ``end()`` (the stream's result is known), then ``[DONE]``."""
     await within(timeout_s, response.prepare(request))
     writer = EventWriter(request, response, timeout_s)
-    send = writer.send
-    chunk: dict[str, Any] | None = first
+    write, next_chunk = writer.write, chunks.__anext__
+    chunk = first
     try:
-        while chunk is not None:
+        while True:
             if wants_usage or chunk.get("choices") or not chunk.get("usage"):
                 if not wants_usage and "usage" in chunk:
                     chunk = {k: v for k, v in chunk.items() if k != "usage"}
-                await send(encode_event(chunk))
-            chunk = await anext(chunks, None)
+                data = encode_event(chunk)
+                if not write(data):
+                    await writer.send_bounded(data)
+            chunk = await next_chunk()
+    except StopAsyncIteration:
+        pass
     except StreamInterrupted as exc:
         gateway.metrics.observe_failures(exc.attempts, strategy)
         gateway.metrics.observe_error(strategy, "StreamInterrupted")

@@ -45,7 +45,7 @@ class SilenceWatchdog:
 
     async def wait(self, step: Awaitable[T]) -> T:
         """Await ``step`` (a read from the upstream); ``TimeoutError`` if the deadline passes meanwhile."""
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop)  # given the loop: no getpid() syscall to find it
         assert task is not None
         self._task, self._cancelling = task, task.cancelling()
         try:
