@@ -14,7 +14,7 @@ import sys
 if os.environ.get("STREAMS_TREE"):
     sys.path.insert(0, os.environ["STREAMS_TREE"])
 
-from llmroute.cli import main  # noqa: E402  (after the path is chosen)
+from llmroute.cli import main
 
 sys.argv[0] = "llmroute"
 main()

@@ -65,7 +65,7 @@ async def test_events_that_cannot_wait_skip_aiohttps_write_layers(
 
 
 async def test_an_http_1_0_client_gets_the_events_unframed(inproc_gateway: tuple[Scripted, str]) -> None:
-    upstream, url = inproc_gateway
+    _, url = inproc_gateway
     host, port = url.split("/")[2].split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     payload = orjson.dumps(BODY)
