@@ -2,7 +2,7 @@
 
 ``StreamResponse.write`` is a coroutine over ``StreamWriter.write`` over the chunked framing over
 ``transport.write``: four Python layers and an await per event, about a tenth of a relayed event's CPU.
-Below the client's high-water mark a transport write never waits, so ``EventWriter.send`` frames the event
+Below the client's high-water mark a transport write never waits, so ``EventWriter.write`` frames the event
 itself and hands it to the transport. Only a write that can wait (the client's buffer near full, writing
 paused) goes through aiohttp, under ``write_timeout_s``: a client that stops reading is cut off, as before.
 """
