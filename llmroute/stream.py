@@ -131,14 +131,13 @@ class RouteStream:
             raise
         self.provider, self.strategy_name, self.attempts = provider.name, strategy_name, cascade.attempts
         self.first_chunk_ms = (time.perf_counter() - started) * 1000
-        parts: list[str] = []
+        parts = TextParts()
         usage: Mapping[str, Any] | None = None
         finish_reason: str | None = None
         ttft_ms: float | None = None
         last: dict[str, Any] = first
         chat = self._path == CHAT_PATH
         earlier: list[Attempt] = []  # attempts of the segments before a resume
-        segment_from = 0  # where the current provider's text starts in ``parts``
         tool_deltas: list[Any] = []  # streamed tool-call fragments, kept for shadow evaluation only
         stream_id = first.get("id")
         chunk: dict[str, Any] | None = first
@@ -161,14 +160,17 @@ class RouteStream:
                     if chunk.get("usage"):
                         usage = chunk["usage"]
                     yield chunk
-                    chunk = await anext(upstream, None)
+                    try:
+                        chunk = await upstream.__anext__()  # not anext(upstream, None): no wrapper per chunk
+                    except StopAsyncIteration:
+                        chunk = None
                 break
             except ProviderError as exc:
                 router.state.record_failure(provider.name, exc.kind, (time.perf_counter() - started) * 1000,
                                             started_at=cascade.open_started_at)
                 last_attempt = cascade.attempts[-1]
                 last_attempt.ok, last_attempt.kind, last_attempt.error = False, "stream_interrupted", exc.message
-                self._bill_partial(provider, cascade, parts[segment_from:], usage)
+                self._bill_partial(provider, cascade, parts.segment(), usage)
                 await upstream.aclose()
                 interrupted = StreamInterrupted(
                     message=f"stream failed after it started: {exc.message}", provider=provider.name,
@@ -185,7 +187,7 @@ class RouteStream:
                 cascade = router._cascade_for(rest, self._estimate)
                 try:
                     provider, (upstream, chunk) = await self._open(
-                        cascade, self._continuation("".join(parts)), headers, ratelimit)
+                        cascade, self._continuation(parts.text()), headers, ratelimit)
                 except (ProviderError, AllProvidersFailed) as again:
                     interrupted.attempts = earlier + cascade.attempts
                     router._record_failure(cascade, strategy_name, request_id, started, interrupted, self._context,
@@ -193,26 +195,29 @@ class RouteStream:
                     raise interrupted from again
                 self.resumed += 1
                 usage = None
-                segment_from = len(parts)
+                parts.new_segment()
                 continue
             except BaseException as exc:  # the consumer stopped early or was cancelled: the tokens so far were billed
-                self._bill_partial(provider, cascade, parts[segment_from:], usage)
+                self._bill_partial(provider, cascade, parts.segment(), usage)
                 await upstream.aclose()
                 router._record_failure(cascade, strategy_name, request_id, started, exc, self._context,
                                        provider=provider.name, ttft_ms=ttft_ms, route=route)
                 raise
         await upstream.aclose()
         elapsed_ms = (time.perf_counter() - started) * 1000
-        router.state.record_success(provider.name, elapsed_ms, cascade.open_started_at)
+        # The latency sample is the time to the first chunk: how long an answer runs says nothing of how fast
+        # (or cold) the provider is, and would trip the cold-start detector on every long stream.
+        router.state.record_success(provider.name, _first_chunk_ms(cascade.attempts, provider.name, elapsed_ms),
+                                    cascade.open_started_at)
         if ratelimit:
             router.state.ratelimit(provider.name).update(ratelimit)
         cascade.attempts[:0] = earlier
         self.result = router._result(
             provider, cascade, strategy_name, request_id, started,
-            text="".join(parts), usage=usage, finish_reason=finish_reason,
+            text=parts.text(), usage=usage, finish_reason=finish_reason,
             raw={k: v for k, v in last.items() if k != "choices"}, ratelimit=dict(ratelimit),
             ttft_ms=ttft_ms if ttft_ms is not None else elapsed_ms, route=route,
-            estimate=self._estimate, billed_text="".join(parts[segment_from:]) if earlier else None,
+            estimate=self._estimate, billed_text=parts.segment() if earlier else None,
         )
         if earlier:  # a resumed answer: its tokens and cost are every segment's
             self.result.prompt_tokens = sum(a.prompt_tokens for a in self.result.attempts)
@@ -224,11 +229,62 @@ class RouteStream:
             router.shadow.offer(self._path, self._body, self.result, self._context, message=message)
 
     def _bill_partial(
-        self, provider: OpenAICompatProvider, cascade: Cascade, parts: list[str], usage: Mapping[str, Any] | None,
+        self, provider: OpenAICompatProvider, cascade: Cascade, text: str, usage: Mapping[str, Any] | None,
     ) -> None:
         """A stream that stopped early was still billed for what it generated: estimate it from the text."""
         bill_attempt(cascade.attempts[-1], self._router.pricers[provider.name], cascade.open_mark, usage,
-                     self._estimate.input_tokens, "".join(parts))
+                     self._estimate.input_tokens, text)
+
+
+class TextParts:
+    """The text streamed so far, kept for the result, the bill and a resume; folded as it grows.
+
+    A list of one small string per chunk costs about 60 bytes a chunk besides the text (the string object
+    and its slot): for an open stream that is most of what it keeps. Every ``FOLD`` pieces become one string,
+    so what an open stream keeps stays about its text's size, and the joins stay linear.
+    """
+
+    FOLD = 32
+    __slots__ = ("_blocks", "_pieces", "_segment_from")
+
+    def __init__(self) -> None:
+        self._blocks: list[str] = []
+        self._pieces: list[str] = []
+        self._segment_from = 0  # where the current provider's text starts in ``_blocks``
+
+    def append(self, piece: str) -> None:
+        pieces = self._pieces
+        pieces.append(piece)
+        if len(pieces) >= self.FOLD:
+            self._blocks.append("".join(pieces))
+            pieces.clear()
+
+    def _fold(self) -> None:
+        if self._pieces:
+            self._blocks.append("".join(self._pieces))
+            self._pieces.clear()
+
+    def new_segment(self) -> None:
+        """The text from here on is another provider's (after a resume)."""
+        self._fold()
+        self._segment_from = len(self._blocks)
+
+    def text(self) -> str:
+        self._fold()
+        return "".join(self._blocks)
+
+    def segment(self) -> str:
+        """The current provider's part of the text."""
+        self._fold()
+        return "".join(self._blocks[self._segment_from:])
+
+
+def _first_chunk_ms(attempts: list[Attempt], provider: str, default_ms: float) -> float:
+    """The opening attempt's latency (from its request to its first chunk)."""
+    for attempt in reversed(attempts):
+        if attempt.ok and attempt.provider == provider:
+            return attempt.latency_ms
+    return default_ms
 
 
 def assemble_tool_calls(deltas: list[Any]) -> list[dict[str, Any]]:

@@ -56,6 +56,26 @@ def binding_keys(config: RouterConfig) -> KeyStore:
     return keys
 
 
+GC_THRESHOLDS = (50_000, 20, 100)
+"""The cyclic collector's thresholds while serving (Python's defaults are 700, 10, 10)."""
+
+
+def tune_collector() -> None:
+    """Make the cyclic garbage collector rare while serving: freeze what start-up built and raise its thresholds.
+
+    Every open stream holds container objects (its task, suspended generators and frames, futures, aiohttp's
+    request and response). With Python's defaults, at 1,000 open streams a full collection came every few
+    seconds and scanned all of them, stalling the event loop 30-80 ms each time: the periodic stall in the
+    inter-event p99. Reference counting frees what the stream path makes (it makes no reference cycles per
+    event, only a few dozen objects per request), so the collector has little to find, and collecting after
+    50,000 net allocations instead of 700 keeps memory bounded while it scans far less often.
+    Everything built before serving lives as long as the process: frozen, it is never rescanned.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def _run(main: Callable[[], Any]) -> None:
     try:
         import uvloop
@@ -100,9 +120,7 @@ async def run_gateway(config: RouterConfig, host: str, port: int, *, reuse_port:
     site = web.TCPSite(runner, host, port, backlog=2048, reuse_port=reuse_port or None)
     await site.start()
     bound = runner.addresses[0][1]
-    # Everything built so far lives as long as the process: keep the collector from rescanning it.
-    gc.collect()
-    gc.freeze()
+    tune_collector()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):  # before announcing: a SIGTERM right after must shut down cleanly

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from aiohttp import web
 
 from ..errors import StreamInterrupted
 from ..result import Attempt, RouteResult
 from .errors import WARNING_HEADER, attempts_header, decision_headers, error_body
-from .protocol import write_may_wait
+from .sse_writer import ClientTooSlow, EventWriter, encode_event, within
 
 if TYPE_CHECKING:
     from ..ledger import RequestContext
@@ -22,27 +20,6 @@ if TYPE_CHECKING:
     from .app import Gateway
 
 log = logging.getLogger("llmroute.gateway")
-
-DONE = b"data: [DONE]\n\n"
-
-
-class ClientTooSlow(Exception):
-    """The client took none of the stream for ``gateway.write_timeout_s``: it is cut off, the upstream closed."""
-
-
-def _event(payload: Any) -> bytes:
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
-
-
-async def _within(timeout_s: float, pending: Awaitable[Any]) -> None:
-    """Await a write to the client. ``write`` waits while the client's socket is full, and a client that stops
-    reading must not hold the provider's stream, and its connection, forever."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            await pending
-    except TimeoutError:
-        raise ClientTooSlow(f"the client read nothing for {timeout_s:g} s (gateway.write_timeout_s)") from None
-
 
 async def stream_response(
     gateway: Gateway, request: web.Request, body: dict[str, Any], path: str, strategy: str, endpoint: str,
@@ -125,28 +102,28 @@ async def _relay(
     wants_usage: bool, strategy: str, timeout_s: float, end: Callable[[], None],
 ) -> None:
     """The chunks to the client, then ``end()`` (the stream's result is known), then ``[DONE]``."""
-    await _within(timeout_s, response.prepare(request))
-    protocol = request.protocol
-    chunk: dict[str, Any] | None = first
+    await within(timeout_s, response.prepare(request))
+    writer = EventWriter(request, response, timeout_s)
+    write, next_chunk = writer.write, chunks.__anext__
+    chunk = first
     try:
-        while chunk is not None:
+        while True:
             if wants_usage or chunk.get("choices") or not chunk.get("usage"):
                 if not wants_usage and "usage" in chunk:
                     chunk = {k: v for k, v in chunk.items() if k != "usage"}
-                data = _event(chunk)
-                if write_may_wait(protocol, len(data)):  # near the client's high-water mark: rare
-                    await _within(timeout_s, response.write(data))
-                else:
-                    await response.write(data)
-            chunk = await anext(chunks, None)
+                data = encode_event(chunk)
+                if not write(data):
+                    await writer.send_bounded(data)
+            chunk = await next_chunk()
+    except StopAsyncIteration:
+        pass
     except StreamInterrupted as exc:
         gateway.metrics.observe_failures(exc.attempts, strategy)
         gateway.metrics.observe_error(strategy, "StreamInterrupted")
         message = f"{exc.provider}: {exc.message}; the answer above is incomplete"
-        await _within(timeout_s, response.write(_event(error_body(message, "upstream_error", "stream_interrupted"))))
+        await writer.send_bounded(encode_event(error_body(message, "upstream_error", "stream_interrupted")))
     end()
-    await _within(timeout_s, response.write(DONE))  # after an error event too: a clean end, not a dropped connection
-    await _within(timeout_s, response.write_eof())
+    await writer.close()  # after an error event too: a clean end, not a dropped connection
 
 
 async def _cut_off(gateway: Gateway, request: web.Request, chunks: Any, slow: ClientTooSlow, strategy: str) -> None:

@@ -29,6 +29,7 @@ from .poolstats import PoolStats
 from .sse import SSEDecoder
 from .tls import describe as describe_tls_error
 from .tls import warn_unverified
+from .watchdog import SilenceWatchdog
 
 RATELIMIT_PREFIX = "x-ratelimit-"
 _NOT_SECRET_HEADERS = frozenset({"content-type", "accept", "user-agent", "accept-encoding", "connection"})
@@ -230,18 +231,22 @@ class OpenAICompatProvider:
             pieces = resp.__aiter__()
             decoder = SSEDecoder(self.config.max_sse_line_bytes)
             # What must not happen is silence: no *event* for timeout_s, however many bytes dripped meanwhile.
-            event_by = first_by
-            while True:
-                try:
-                    async with asyncio.timeout(max(event_by - time.perf_counter(), 0.0)):
-                        piece = await anext(pieces)
-                except StopAsyncIteration:
-                    break
-                for data in decoder.feed(piece):
-                    if data.strip() == b"[DONE]":
-                        return
-                    yield self._parse_event(data)
-                    event_by = time.perf_counter() + timeout_s  # the caller's time with the event does not count
+            # One watchdog per stream bounds it; per event only its deadline moves (see watchdog.py).
+            loop = asyncio.get_running_loop()
+            watchdog = SilenceWatchdog(timeout_s, loop.time() + max(first_by - time.perf_counter(), 0.0))
+            try:
+                while True:
+                    try:
+                        piece = await watchdog.wait(anext(pieces))
+                    except StopAsyncIteration:
+                        break
+                    for data in decoder.feed(piece):
+                        if data.strip() == b"[DONE]":
+                            return
+                        yield self._parse_event(data)
+                        watchdog.extend()  # the caller's time with the event does not count
+            finally:
+                watchdog.close()
             if [data.strip() for data in decoder.flush()] == [b"[DONE]"]:
                 return
             raise ProviderConnectionError(
