@@ -10,7 +10,7 @@ emulator): every stream gets OpenAI chunks at a fixed cadence (default 20 events
 chunk, a usage chunk and [DONE]. Each configuration points at that same upstream:
 
   direct               the upstream itself: the load generator's and the upstream's floor
-  llmroute             `llmroute serve`, one worker, defaults (max_connections 256 per provider), ledger on
+  llmroute             `llmroute serve`, one worker, defaults (max_connections 4096 per provider), ledger on
                        (SQLite in the run's temporary folder)
   llmroute pool=4096   the same with the provider's max_connections at 4096: no stream waits for a slot
   llmroute no-ledger   pool 4096, LLMROUTE_LEDGER=off (not run by default: --configs to add it)
