@@ -85,7 +85,7 @@ class ErrorFields:
 
 def error_fields(body: Any) -> ErrorFields | None:
     """The error object in ``body`` in any known shape, else None."""
-    if not isinstance(body, Mapping):
+    if type(body) is not dict and not isinstance(body, Mapping):  # parsed JSON is a dict: skip the ABC check
         return None
     error = body.get("error")
     if isinstance(error, Mapping):
