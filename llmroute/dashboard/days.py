@@ -14,9 +14,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
-from itertools import pairwise
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 
@@ -124,6 +124,12 @@ class DayCache:
         self._lock = threading.Lock()
         self.scanned_days = 0
         """Days summed so far (kept or not): a test's view into what a refresh read."""
+
+    @property
+    def kept_rows(self) -> int:
+        """Requests whose days are kept now (bounded by ``max_rows``)."""
+        with self._lock:
+            return sum(span.rows for _, span, _ in self._days.values())
 
     def spans(self, store: Store, lo: float, hi: float, now: float | None = None) -> list[Span]:
         """``lo <= ts < hi`` as spans, oldest first: finished days from the cache when their check still holds."""
