@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from _util import machine
@@ -42,6 +43,7 @@ CONFIG = {
     },
     "ledger": {"enabled": False},
 }
+VIEWS = ("overview", "quality", "providers", "budgets", "requests")
 PROVIDERS = ("runpod", "runpod", "runpod", "cerebras", "gpu")
 STRATEGIES = ("balanced", "cost_optimized", "quality_aware", "latency_optimized")
 TAG_SETS = (["team=sales"], ["team=ops"], ["team=support", "urgent"], [])
@@ -117,7 +119,7 @@ def main() -> None:
         print("|---|---:|---|---:|---|")
         config = parse_config(CONFIG)
         worst = 0.0
-        for view in ("overview", "quality", "providers", "budgets", "requests"):
+        for view in VIEWS:
             cold, warm = [], []
             for _ in range(args.rounds):
                 data = DashboardData.from_ledger(str(path), config)  # a fresh cache: every round computes
@@ -135,7 +137,19 @@ def main() -> None:
             worst = max(worst, statistics.median(warm))
             print(f"| {view} | {statistics.median(cold):.2f} | {', '.join(f'{t:.2f}' for t in cold)} "
                   f"| {statistics.median(warm):.2f} | {', '.join(f'{t:.2f}' for t in warm)} |")
-        print(f"\nload average after: {os.getloadavg()[0]:.2f}; slowest refresh {worst:.2f} s (target 1 s)")
+        opened = []
+        for _ in range(args.rounds):  # a page opening on a fresh dashboard asks for every view at once
+            data = DashboardData.from_ledger(str(path), config)
+            try:
+                began = time.perf_counter()
+                with ThreadPoolExecutor(max_workers=5) as pool:
+                    list(pool.map(data.compute, VIEWS, [{"since": "60d"}] * len(VIEWS)))
+                opened.append(time.perf_counter() - began)
+            finally:
+                data.close()
+        print(f"\nevery view at once on a fresh dashboard (a page opening): median {statistics.median(opened):.2f} s "
+              f"({', '.join(f'{t:.2f}' for t in opened)})")
+        print(f"load average after: {os.getloadavg()[0]:.2f}; slowest refresh {worst:.2f} s (target 1 s)")
         sys.exit(0)
 
 

@@ -122,6 +122,9 @@ class DayCache:
         self.max_rows = max_rows
         self._days: dict[int, tuple[tuple[object, ...], Span, float]] = {}  # day -> (check, span, last used)
         self._lock = threading.Lock()
+        self._reading = threading.Lock()
+        """One caller reads at a time: views asked at once on a fresh cache (a page opening) read each day once,
+        the later ones finding the days the first kept."""
         self.scanned_days = 0
         """Days summed so far (kept or not): a test's view into what a refresh read."""
 
@@ -134,28 +137,30 @@ class DayCache:
     def spans(self, store: Store, lo: float, hi: float, now: float | None = None) -> list[Span]:
         """``lo <= ts < hi`` as spans, oldest first: finished days from the cache when their check still holds."""
         now = time.time() if now is None else now
-        today = int(now // DAY_S)
-        midnights = [d * DAY_S for d in range(-int(-lo // DAY_S), int(hi // DAY_S) + 1) if lo < d * DAY_S < hi]
-        cuts = [lo, *midnights, hi]
-        pieces = [(a, b) for a, b in pairwise(cuts) if b > a]
-        days = [int(a // DAY_S) for a, b in pieces if a % DAY_S == 0 and b - a == DAY_S and int(a // DAY_S) < today]
-        checks = {day: tuple(store.fetch("SELECT COUNT(*), MAX(id) FROM requests WHERE ts >= ? AND ts < ?",
-                                         (day * DAY_S, (day + 1) * DAY_S))[0]) for day in days}
-        with self._lock:
-            kept = {d: self._days[d][1] for d in days if d in self._days and self._days[d][0] == checks[d]}
-        todo = [(a, b) for a, b in pieces if int(a // DAY_S) not in kept or a % DAY_S or b - a != DAY_S]
-        read = self._read(store, todo)
-        with self._lock:
-            self.scanned_days += len(todo)
-            for span in read:
-                day = int(span.lo // DAY_S)
-                if day in checks and span.lo == day * DAY_S and span.hi == (day + 1) * DAY_S:
-                    self._days[day] = (checks[day], span, now)
-            for day in kept:
-                check, span, _ = self._days[day]
-                self._days[day] = (check, span, now)
-            self._evict(now)
-        return sorted([*kept.values(), *read], key=lambda s: s.lo)
+        with self._reading:
+            today = int(now // DAY_S)
+            midnights = [d * DAY_S for d in range(-int(-lo // DAY_S), int(hi // DAY_S) + 1) if lo < d * DAY_S < hi]
+            cuts = [lo, *midnights, hi]
+            pieces = [(a, b) for a, b in pairwise(cuts) if b > a]
+            days = [int(a // DAY_S) for a, b in pieces
+                    if a % DAY_S == 0 and b - a == DAY_S and int(a // DAY_S) < today]
+            checks = {day: tuple(store.fetch("SELECT COUNT(*), MAX(id) FROM requests WHERE ts >= ? AND ts < ?",
+                                             (day * DAY_S, (day + 1) * DAY_S))[0]) for day in days}
+            with self._lock:
+                kept = {d: self._days[d][1] for d in days if d in self._days and self._days[d][0] == checks[d]}
+            todo = [(a, b) for a, b in pieces if int(a // DAY_S) not in kept or a % DAY_S or b - a != DAY_S]
+            read = self._read(store, todo)
+            with self._lock:
+                self.scanned_days += len(todo)
+                for span in read:
+                    day = int(span.lo // DAY_S)
+                    if day in checks and span.lo == day * DAY_S and span.hi == (day + 1) * DAY_S:
+                        self._days[day] = (checks[day], span, now)
+                for day in kept:
+                    check, span, _ = self._days[day]
+                    self._days[day] = (check, span, now)
+                self._evict(now)
+            return sorted([*kept.values(), *read], key=lambda s: s.lo)
 
     @staticmethod
     def _read(store: Store, ranges: list[tuple[float, float]]) -> list[Span]:
