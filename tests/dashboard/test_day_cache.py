@@ -15,6 +15,7 @@ from llmroute.dashboard.days import DAY_S, DayCache
 from llmroute.ledger import GradedPair, Ledger, open_store, price_rows
 from llmroute.result import Attempt
 
+from ..ledger.test_postgres import postgres_dsn  # noqa: F401  (a real PostgreSQL server)
 from ..ledger.test_store import entry
 from .test_data import cli_json
 
@@ -161,3 +162,26 @@ def test_kept_days_are_bounded(ledger_path: Path) -> None:
         assert sum(s.rows for s in cache.spans(store, TODAY - 4 * DAY_S, NOW + 1)) == sum(s.rows for s in spans)
     finally:
         store.close()
+
+
+def test_postgres_ledger_kept_days_and_a_late_row(postgres_dsn: str) -> None:  # noqa: F811
+    ledger = Ledger(open_store(postgres_dsn))
+    ledger.store.put_prices(price_rows(parse_config(CONFIG)), NOW)
+    for i in range(60):
+        record(ledger, i, TODAY - (3 - i // 20) * DAY_S + 0.1 + i * 60)  # three finished days
+    ledger.close()
+    data = DashboardData.from_ledger(postgres_dsn)
+    try:
+        first = data.compute("overview", {})
+        read = data.days.scanned_days
+        late = Ledger(open_store(postgres_dsn))
+        record(late, 60, TODAY - 2 * DAY_S + 7200)
+        late.close()
+        after = data.compute("overview", {})
+        assert data.days.scanned_days - read == 3  # the changed day, the window's first part day, today
+    finally:
+        data.close()
+    report = cli_json("report", "--ledger", postgres_dsn)
+    assert first["period"]["requests"] + 1 == after["period"]["requests"] == report["total"]["requests"] == 61
+    total = {k: v for k, v in report["total"].items() if k != "group"}
+    assert {k: after["period"][k] for k in total} == pytest.approx(total, rel=1e-12, abs=1e-9)
