@@ -365,18 +365,6 @@ def rerouted(attempts: str | None) -> bool:
     return attempts is not None and any(mark in attempts for mark in _SKIPPED_MARKS)
 
 
-def spend_by(store: Store, by: str, lo: float, hi: float) -> list[tuple[str, int, float]]:
-    """(group, requests, cost_usd) over ``lo <= ts < hi``: the report's sums without its latency scan, for a view
-    that shows spend per key or tag only. Grouped and tag-split as ``build_report`` does."""
-    expr = _group_expr(store, by)
-    rows = store.fetch(f"SELECT {expr}, COUNT(*), SUM(COALESCE(cost_usd, 0)) FROM requests "
-                       f"WHERE ts >= ? AND ts < ? GROUP BY {expr}", (lo, hi))
-    if by == "tag":
-        rows = _explode_tags(rows)
-    label = day_label if by == "day" else str
-    return sorted(((label(g), int(n or 0), float(c or 0)) for g, n, c in rows), key=lambda r: -r[2])
-
-
 def known_prices(store: Store, config: RouterConfig | None) -> dict[str, PriceRow]:
     """Prices from the config when given, else as the ledger noted them when traffic was recorded (what
     ``llmroute report`` prices with)."""

@@ -105,7 +105,7 @@ def _daily(store: Store, cache: DayCache, scoped: dict[str, Any], now_ts: float)
 
 
 def _spend(spans: list[Span], q: Query, now_ts: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Spend per key and per tag in the window, and today (UTC): ``report.spend_by``'s groups."""
+    """Spend per key and per tag in the window, and today (UTC), grouped as ``llmroute report --by key|tag`` groups."""
     day_start = max(q.lo, float(int(now_ts) // DAY_S * DAY_S))
     today = [s for s in spans if s.lo >= day_start]
     out = []

@@ -1,9 +1,10 @@
 """Each dashboard view's data, computed by the code behind ``llmroute report`` and ``llmroute quality``.
 
-Nothing here re-derives a figure: spend, savings, blended price, latency percentiles and effective prices
-come from ``report.build_report``; retained quality, its interval and the curve from
-``quality_report.build_quality_report``. Blocking (SQL): the API runs it in a thread.
-"""
+Nothing here re-derives a figure: report rows (spend, savings, blended price, exact latency percentiles) and
+effective prices come from ``report``'s definitions, added up from the finished days ``days.DayCache`` keeps
+(so a refresh reads only today and a day a late row landed in); retained quality, its interval and the curve
+from ``quality_report.build_quality_report``, kept while no graded pair comes or goes. Blocking (SQL): the API
+runs it in a thread."""
 
 from __future__ import annotations
 
