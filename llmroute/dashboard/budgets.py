@@ -1,22 +1,22 @@
 """The keys and budgets view: spend against each budget, the pacing path against actual spend, spend per key
 and tag, and the current strong share.
 
-A budget's spend this period is what the gateway seeds from the ledger at start-up (``budgets.ledger_spend``);
+A budget's spend this period is what the gateway seeds from the ledger at start-up (``budgets.ledger_spend``'s
+sums, added up from the kept days);
 served by the gateway, the live totals (``/router/state``'s budgets and pacing) take its place.
 """
 
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from ..budget_period import SpendPath, period_bounds
-from ..budgets import Budget, Budgets, ledger_spend
+from ..budgets import Budget
 from ..keys import GatewayKeys
 from ..ledger import Store
+from ..ledger.schema import GRADED_PAIRS
 from ..report import tag_names
-from ..state import InMemoryState
 from .days import DayCache, Span, sums_by
 from .query import Query
 
@@ -33,8 +33,8 @@ def budget_view(store: Store | None, q: Query, config: RouterConfig | None,
     scoped = _budgets(store, config)
     live = snap["budgets"] if snap is not None else {}
     pacing = snap["pacing"] if snap is not None else {}
-    spent = _ledger_spent(store, config, scoped, now_ts) if store is not None else {}
     daily = _daily(store, cache, scoped, now_ts) if store is not None and cache is not None and scoped else {}
+    spent = _ledger_spent(store, scoped, daily, now_ts) if store is not None else {}
     out = []
     for name, (budget, scope, target, profile) in scoped.items():
         start, end = period_bounds(budget.period, now_ts)
@@ -74,17 +74,19 @@ def _budgets(store: Store | None, config: RouterConfig | None) -> dict[str, tupl
     return out
 
 
-def _ledger_spent(store: Store, config: RouterConfig | None, scoped: dict[str, Any], now_ts: float) -> dict[str, float]:
-    """Each budget's spend this period by the ledger, exactly as the gateway seeds it."""
-    if not scoped:
-        return {}
-    # Without a config only key budgets exist: ledger_spend then reads per key, and nothing per tag or for all.
-    budgets = Budgets(config, InMemoryState({})) if config is not None else SimpleNamespace(by_tag={}, everything=[])
-    spend = ledger_spend(store, budgets, now_ts)  # type: ignore[arg-type]
-    out = dict(spend.budgets)
-    for name, (budget, scope, target, _) in scoped.items():
-        if scope == "key" and name not in out:
-            out[name] = spend.keys.get(target, {}).get(budget.period, 0.0)
+def _ledger_spent(store: Store, scoped: dict[str, Any], daily: dict[str, dict[int, float]],
+                  now_ts: float) -> dict[str, float]:
+    """Each budget's spend this period by the ledger, counted as the gateway seeds it (``budgets.ledger_spend``:
+    the cost of the key's requests, of those with the tag, or of all, plus for all-traffic budgets what shadow
+    evaluation spent), added up from the days' sums (periods start at UTC midnight) rather than a scan."""
+    out = {name: sum(daily.get(name, {}).values()) for name in scoped}
+    if store.has(GRADED_PAIRS):
+        for name, (budget, scope, _, _) in scoped.items():
+            if scope == "all":
+                shadow = store.fetch("SELECT SUM(COALESCE(shadow_cost_usd, 0) + COALESCE(judge_cost_usd, 0)) "
+                                     "FROM graded_pairs WHERE ts >= ? AND source = ?",
+                                     (period_bounds(budget.period, now_ts)[0], "shadow"))[0][0]
+                out[name] += float(shadow or 0.0)
     return out
 
 

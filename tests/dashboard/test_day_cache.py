@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
+from llmroute.budgets import Budgets, ledger_spend
 from llmroute.config import parse_config
 from llmroute.dashboard.data import DashboardData
 from llmroute.dashboard.days import DAY_S, DayCache
 from llmroute.ledger import GradedPair, Ledger, open_store, price_rows
 from llmroute.result import Attempt
+from llmroute.state import InMemoryState
 
 from ..ledger.test_postgres import postgres_dsn  # noqa: F401  (a real PostgreSQL server)
 from ..ledger.test_store import entry
@@ -59,14 +61,18 @@ def ledger_path(tmp_path: Path) -> Path:
                 record(ledger, i, ts)
                 i += 1
     for n in range(10):
-        ledger.record_pair(GradedPair(
-            ts=TODAY - DAY_S + n, request_id=f"req-{n}", route="quality_aware", strategy="quality_aware", tags=[],
-            key_id=None, quality_score=None, route_decision=None, served_provider="runpod",
-            reference_provider="cerebras", candidate_provider="runpod", served_tier="candidate", grader="exact",
-            reference_grade=1.0, candidate_grade=float(n % 2), note=None, shadow_cost_usd=1e-5, judge_cost_usd=None,
-            source="shadow", prompt=None, reference_answer=None, candidate_answer=None))
+        ledger.record_pair(shadow_pair(TODAY - DAY_S + n, grade=float(n % 2)))
     ledger.close()
     return path
+
+
+def shadow_pair(ts: float, shadow_cost_usd: float = 1e-5, grade: float = 1.0) -> GradedPair:
+    return GradedPair(
+        ts=ts, request_id=f"pair-{ts}", route="quality_aware", strategy="quality_aware", tags=[], key_id=None,
+        quality_score=None, route_decision=None, served_provider="runpod", reference_provider="cerebras",
+        candidate_provider="runpod", served_tier="candidate", grader="exact", reference_grade=1.0,
+        candidate_grade=grade, note=None, shadow_cost_usd=shadow_cost_usd, judge_cost_usd=None, source="shadow",
+        prompt=None, reference_answer=None, candidate_answer=None)
 
 
 def views(data: DashboardData, **params: str) -> dict[str, Any]:
@@ -140,12 +146,7 @@ def test_quality_is_computed_again_when_a_pair_arrives(ledger_path: Path) -> Non
     try:
         assert data.compute("quality", {})["report"]["total"]["pairs"] == 10
         ledger = Ledger(open_store(str(ledger_path)))
-        ledger.record_pair(GradedPair(
-            ts=NOW - 60, request_id="late", route="quality_aware", strategy="quality_aware", tags=[], key_id=None,
-            quality_score=None, route_decision=None, served_provider="runpod", reference_provider="cerebras",
-            candidate_provider="runpod", served_tier="candidate", grader="exact", reference_grade=1.0,
-            candidate_grade=1.0, note=None, shadow_cost_usd=1e-5, judge_cost_usd=None, source="shadow", prompt=None,
-            reference_answer=None, candidate_answer=None))
+        ledger.record_pair(shadow_pair(NOW - 60))
         ledger.close()
         assert data.compute("quality", {})["report"]["total"]["pairs"] == 11
     finally:
@@ -185,3 +186,28 @@ def test_postgres_ledger_kept_days_and_a_late_row(postgres_dsn: str) -> None:  #
     assert first["period"]["requests"] + 1 == after["period"]["requests"] == report["total"]["requests"] == 61
     total = {k: v for k, v in report["total"].items() if k != "group"}
     assert {k: after["period"][k] for k in total} == pytest.approx(total, rel=1e-12, abs=1e-9)
+
+
+def test_budget_spend_is_what_the_gateway_seeds(ledger_path: Path) -> None:
+    config = parse_config({**CONFIG, "budgets": [{"key": "key-1", "usd": 10, "period": "month"},
+                                                 {"tag": "x", "usd": 5, "period": "week"},
+                                                 {"usd": 50, "period": "day"}]})
+    ledger = Ledger(open_store(str(ledger_path)))
+    ledger.record_pair(shadow_pair(NOW - 1, shadow_cost_usd=0.5))  # what measuring spent counts for all traffic
+    ledger.close()
+    data = DashboardData.from_ledger(str(ledger_path), config)
+    try:
+        data.compute("budgets", {})
+        view = {b["name"]: b for b in data.compute("budgets", {})["budgets"]}  # from the kept days
+    finally:
+        data.close()
+    store = open_store(str(ledger_path), readonly=True)
+    try:
+        seeded = ledger_spend(store, Budgets(config, InMemoryState({})), time.time())
+    finally:
+        store.close()
+    expected = {"key:key-1": seeded.keys["key-1"]["month"], **seeded.budgets}
+    assert set(view) == set(expected) and all(v > 0 for v in expected.values())
+    assert {n: b["spent_usd"] for n, b in view.items()} == pytest.approx(expected, rel=1e-12)
+    assert all(b["spent_from"] == "ledger" for b in view.values())
+    assert view["key:key-1"]["path"][-1]["spent_usd"] == pytest.approx(expected["key:key-1"], rel=1e-12)
