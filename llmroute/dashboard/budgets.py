@@ -9,6 +9,7 @@ served by the gateway, the live totals (``/router/state``'s budgets and pacing) 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..budget_period import SpendPath, period_bounds
@@ -17,23 +18,26 @@ from ..keys import GatewayKeys
 from ..ledger import Store
 from ..ledger.schema import GRADED_PAIRS
 from ..report import tag_names
-from .days import DayCache, Span, sums_by
+from .days import Span, sums_by
 from .query import Query
 
 if TYPE_CHECKING:
     from ..config import RouterConfig
 
 DAY_S = 86400
+SpansOf = Callable[[float, float, float], list[Span]]
+"""(from, to, now) -> the ledger's spans over ``from <= ts < to``."""
 
 
 def budget_view(store: Store | None, q: Query, config: RouterConfig | None,
-                snap: dict[str, Any] | None, cache: DayCache | None) -> dict[str, Any]:
-    """``cache``: the finished days' sums, where the spend per key, tag and day comes from (none without a ledger)."""
+                snap: dict[str, Any] | None, spans: SpansOf | None) -> dict[str, Any]:
+    """``spans``: the ledger's sums over a time range (``DashboardData.spans``: finished days kept), where the spend
+    per key, tag and day comes from (none without a ledger)."""
     now_ts = time.time()
     scoped = _budgets(store, config)
     live = snap["budgets"] if snap is not None else {}
     pacing = snap["pacing"] if snap is not None else {}
-    daily = _daily(store, cache, scoped, now_ts) if store is not None and cache is not None and scoped else {}
+    daily = _daily(spans, scoped, now_ts) if spans is not None and scoped else {}
     spent = _ledger_spent(store, scoped, daily, now_ts) if store is not None else {}
     out = []
     for name, (budget, scope, target, profile) in scoped.items():
@@ -52,7 +56,7 @@ def budget_view(store: Store | None, q: Query, config: RouterConfig | None,
                     "left_usd": max(0.0, budget.usd - used - reserved), "on_exhausted": budget.on_exhausted,
                     "used_share": used / budget.usd if budget.usd else None, "pacing": pacing.get(name),
                     "spent_from": "live" if now is not None else "ledger", "path": points})
-    keys, tags = _spend(cache.spans(store, q.lo, q.hi, now_ts), q, now_ts) if store is not None and cache else ([], [])
+    keys, tags = _spend(spans(q.lo, q.hi, now_ts), q, now_ts) if spans is not None else ([], [])
     return {"live": snap is not None, "budgets": out, "keys": keys, "tags": tags,
             "strong_share": snap["strong_share"] if snap is not None else None}
 
@@ -90,11 +94,11 @@ def _ledger_spent(store: Store, scoped: dict[str, Any], daily: dict[str, dict[in
     return out
 
 
-def _daily(store: Store, cache: DayCache, scoped: dict[str, Any], now_ts: float) -> dict[str, dict[int, float]]:
+def _daily(spans: SpansOf, scoped: dict[str, Any], now_ts: float) -> dict[str, dict[int, float]]:
     """Per budget, the spend per UTC day since its period started (for the path chart), from the days' sums."""
     starts = {name: period_bounds(b.period, now_ts)[0] for name, (b, *_) in scoped.items()}
     out: dict[str, dict[int, float]] = {name: {} for name in scoped}
-    for span in cache.spans(store, min(starts.values()), now_ts + 1, now_ts):
+    for span in spans(min(starts.values()), now_ts + 1, now_ts):
         day = int(span.lo // DAY_S)
         for _, key_id, tags, *sums in span.sums:
             names, cost = tag_names(tags), float(sums[5] or 0)  # type: ignore[arg-type]

@@ -101,7 +101,7 @@ class DashboardData:
     def overview(self, store: Store, q: Query, snap: dict[str, Any] | None) -> dict[str, Any]:
         prices, base = self.prices(store)
         day_start = max(q.lo, float(int(q.hi - 1) // DAY_S * DAY_S))
-        spans = self.days.spans(store, q.lo, q.hi)
+        spans = self.spans(store, q.lo, q.hi)
         built = days.report(store, spans, q.lo, q.hi, base, prices)
         today = days.total([s for s in spans if s.lo >= day_start], base)
         total = built.total
@@ -176,19 +176,24 @@ class DashboardData:
         from .providers import provider_view
 
         prices, base = self.prices(store)
-        spans = self.days.spans(store, q.lo, q.hi)
+        spans = self.spans(store, q.lo, q.hi)
         built = days.report(store, spans, q.lo, q.hi, base, prices, measurement=False)
         return provider_view(days.failures(spans), built, self.config, snap)
 
     def budgets(self, store: Store, q: Query, snap: dict[str, Any] | None) -> dict[str, Any]:
         from .budgets import budget_view
 
-        return budget_view(store, q, self.config, snap, self.days)
+        return budget_view(store, q, self.config, snap, lambda lo, hi, now: self.spans(store, lo, hi, now))
 
     def requests(self, store: Store, q: Query, snap: dict[str, Any] | None) -> dict[str, Any]:
         from .requests import latest_requests
 
         return latest_requests(store, q)
+
+    def spans(self, store: Store, lo: float, hi: float, now: float | None = None) -> list[days.Span]:
+        """The window's spans (finished days kept), with the busy time of the providers priced per GPU-second."""
+        busy_for = frozenset(name for name, p in self.prices(store)[0].items() if p.per_gpu_second is not None)
+        return self.days.spans(store, lo, hi, now, busy_for)
 
     def prices(self, store: Store) -> tuple[dict[str, PriceRow], PriceRow | None]:
         """Prices and the savings baseline exactly as ``llmroute report`` picks them."""

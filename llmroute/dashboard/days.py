@@ -60,10 +60,12 @@ class Span:
     ttft_ms: np.ndarray
     """Sorted."""
     busy: dict[str, np.ndarray]
-    """Per provider, the union of its requests' (start, end) intervals, shape (n, 2)."""
+    """Per provider priced per GPU-second (``busy_for``), the union of its requests' (start, end) intervals,
+    shape (n, 2)."""
     reroutes: int
     failures: Failures
     rows: int = field(default=0)
+    busy_for: frozenset[str] = field(default=frozenset())
 
 
 def _union(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -88,8 +90,9 @@ def busy_s(parts: Iterable[np.ndarray]) -> float:
     return float(np.sum(merged[:, 1] - merged[:, 0]))
 
 
-def scan(store: Store, lo: float, hi: float) -> Span:
-    """Read one span: three range reads over the ``ts`` index."""
+def scan(store: Store, lo: float, hi: float, busy_for: frozenset[str] = frozenset()) -> Span:
+    """Read one span: three range reads over the ``ts`` index. ``busy_for``: the providers whose busy time is
+    needed (those priced per GPU-second)."""
     window = "FROM requests WHERE ts >= ? AND ts < ?"
     provider = "COALESCE(provider, '(none)')"
     sums = store.fetch(f"SELECT {provider}, key_id, tags, {SUMS} {window} GROUP BY {provider}, key_id, tags",
@@ -110,9 +113,10 @@ def scan(store: Store, lo: float, hi: float) -> Span:
         for name in set(names):
             mine = names_a == name
             latency[name] = np.sort(latency_a[mine])
-            busy[name] = _union(starts_a[mine], ends_a[mine])
+            if name in busy_for:
+                busy[name] = _union(starts_a[mine], ends_a[mine])
     return Span(lo, hi, sums, latency, ttft, busy, sum(1 for _, _, text in stored if rerouted(text)),
-                failures_of(stored), len(rows))
+                failures_of(stored), len(rows), busy_for)
 
 
 class DayCache:
@@ -134,8 +138,10 @@ class DayCache:
         with self._lock:
             return sum(span.rows for _, span, _ in self._days.values())
 
-    def spans(self, store: Store, lo: float, hi: float, now: float | None = None) -> list[Span]:
-        """``lo <= ts < hi`` as spans, oldest first: finished days from the cache when their check still holds."""
+    def spans(self, store: Store, lo: float, hi: float, now: float | None = None,
+              busy_for: frozenset[str] = frozenset()) -> list[Span]:
+        """``lo <= ts < hi`` as spans, oldest first: finished days from the cache when their check still holds
+        (and they hold the busy time of ``busy_for``)."""
         now = time.time() if now is None else now
         with self._reading:
             today = int(now // DAY_S)
@@ -147,9 +153,10 @@ class DayCache:
             checks = {day: tuple(store.fetch("SELECT COUNT(*), MAX(id) FROM requests WHERE ts >= ? AND ts < ?",
                                              (day * DAY_S, (day + 1) * DAY_S))[0]) for day in days}
             with self._lock:
-                kept = {d: self._days[d][1] for d in days if d in self._days and self._days[d][0] == checks[d]}
+                kept = {d: self._days[d][1] for d in days if d in self._days and self._days[d][0] == checks[d]
+                        and busy_for <= self._days[d][1].busy_for}
             todo = [(a, b) for a, b in pieces if int(a // DAY_S) not in kept or a % DAY_S or b - a != DAY_S]
-            read = self._read(store, todo)
+            read = self._read(store, todo, busy_for)
             with self._lock:
                 self.scanned_days += len(todo)
                 for span in read:
@@ -163,14 +170,14 @@ class DayCache:
             return sorted([*kept.values(), *read], key=lambda s: s.lo)
 
     @staticmethod
-    def _read(store: Store, ranges: list[tuple[float, float]]) -> list[Span]:
+    def _read(store: Store, ranges: list[tuple[float, float]], busy_for: frozenset[str]) -> list[Span]:
         if len(ranges) <= 1:
-            return [scan(store, lo, hi) for lo, hi in ranges]
+            return [scan(store, lo, hi, busy_for) for lo, hi in ranges]
 
         def run(chunk: list[tuple[float, float]]) -> list[Span]:
             reader = store.reader()
             try:
-                return [scan(reader, lo, hi) for lo, hi in chunk]
+                return [scan(reader, lo, hi, busy_for) for lo, hi in chunk]
             finally:
                 reader.close()
 
