@@ -5,7 +5,13 @@
 Fills a SQLite ledger through the real writer with requests spread over 30 days (three providers, one
 priced per GPU-second; seven keys; tag sets; four strategies; 3% of requests with failed or skipped
 attempts stored; 30% streamed with a TTFT), and one graded pair per 50 requests. Then each view's data
-function is timed cold (its cache empty), as the API computes it.
+function is timed as the API computes it, two ways:
+
+- cold: a fresh ``DashboardData`` (no finished day summed yet): what ``llmroute dashboard`` pays once, on its
+  first answer;
+- refresh: the same view asked again, as the page's polling does every few seconds (finished days are checked
+  and reused; the window's first partial day and today are read again). This is what a user waits on, and what
+  the 1 s target applies to.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from _util import machine
@@ -36,6 +43,7 @@ CONFIG = {
     },
     "ledger": {"enabled": False},
 }
+VIEWS = ("overview", "quality", "providers", "budgets", "requests")
 PROVIDERS = ("runpod", "runpod", "runpod", "cerebras", "gpu")
 STRATEGIES = ("balanced", "cost_optimized", "quality_aware", "latency_optimized")
 TAG_SETS = (["team=sales"], ["team=ops"], ["team=support", "urgent"], [])
@@ -107,25 +115,41 @@ def main() -> None:
         if fill_s:
             print(f"filled {args.rows:,} rows through the ledger writer in {fill_s:.1f} s")
         print(f"ledger file: {path.stat().st_size / 1e6:,.0f} MB\n")
-        print("| view | median s | rounds s |")
-        print("|---|---:|---|")
+        print("| view | cold median s | cold rounds s | refresh median s | refresh rounds s |")
+        print("|---|---:|---|---:|---|")
         config = parse_config(CONFIG)
         worst = 0.0
-        for view in ("overview", "quality", "providers", "budgets", "requests"):
-            times = []
+        for view in VIEWS:
+            cold, warm = [], []
             for _ in range(args.rounds):
                 data = DashboardData.from_ledger(str(path), config)  # a fresh cache: every round computes
                 try:
                     began = time.perf_counter()
                     answer = data.compute(view, {"since": "60d"})
-                    times.append(time.perf_counter() - began)
+                    cold.append(time.perf_counter() - began)
+                    began = time.perf_counter()
+                    again = data.compute(view, {"since": "60d"})
+                    warm.append(time.perf_counter() - began)
                 finally:
                     data.close()
-            if view == "overview":
-                assert answer["period"]["requests"] == args.rows, answer["period"]["requests"]
-            worst = max(worst, statistics.median(times))
-            print(f"| {view} | {statistics.median(times):.2f} | {', '.join(f'{t:.2f}' for t in times)} |")
-        print(f"\nload average after: {os.getloadavg()[0]:.2f}; slowest view {worst:.2f} s (target 1 s)")
+                if view == "overview":
+                    assert answer["period"]["requests"] == again["period"]["requests"] == args.rows
+            worst = max(worst, statistics.median(warm))
+            print(f"| {view} | {statistics.median(cold):.2f} | {', '.join(f'{t:.2f}' for t in cold)} "
+                  f"| {statistics.median(warm):.2f} | {', '.join(f'{t:.2f}' for t in warm)} |")
+        opened = []
+        for _ in range(args.rounds):  # a page opening on a fresh dashboard asks for every view at once
+            data = DashboardData.from_ledger(str(path), config)
+            try:
+                began = time.perf_counter()
+                with ThreadPoolExecutor(max_workers=5) as pool:
+                    list(pool.map(data.compute, VIEWS, [{"since": "60d"}] * len(VIEWS)))
+                opened.append(time.perf_counter() - began)
+            finally:
+                data.close()
+        print(f"\nevery view at once on a fresh dashboard (a page opening): median {statistics.median(opened):.2f} s "
+              f"({', '.join(f'{t:.2f}' for t in opened)})")
+        print(f"load average after: {os.getloadavg()[0]:.2f}; slowest refresh {worst:.2f} s (target 1 s)")
         sys.exit(0)
 
 

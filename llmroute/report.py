@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -138,10 +139,14 @@ def day_label(day_number: object) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(int(day_number) * 86400))  # type: ignore[call-overload]
 
 
+def percentile_rank(count: int, q: float) -> int:
+    """The index of the nearest-rank percentile among ``count`` sorted values."""
+    return max(0, min(count - 1, int(q * count + 0.999999) - 1))
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile of sorted values."""
-    rank = max(0, min(len(values) - 1, int(q * len(values) + 0.999999) - 1))
-    return values[rank]
+    return values[percentile_rank(len(values), q)]
 
 
 # The sums every report row needs, in ``_row``'s order.
@@ -258,15 +263,22 @@ def _explode_tags(tag_sets: list[tuple]) -> list[tuple]:
 
 
 def _row(group: str, sums: list[object], latencies: list[float], baseline: PriceRow | None) -> ReportRow:
-    count, failed, prompt, completion, cached, cost, unknown, gpu, fallbacks, estimated = (v or 0 for v in sums)
     latencies.sort()
+    return report_row(group, sums, percentile(latencies, 0.50) if latencies else None,
+                      percentile(latencies, 0.95) if latencies else None, baseline)
+
+
+def report_row(group: str, sums: list[object], p50_ms: float | None, p95_ms: float | None,
+               baseline: PriceRow | None) -> ReportRow:
+    """A report row from ``SUMS`` (in their order) and the group's latency percentiles: the one place a row's
+    figures are defined, whether the sums come from one scan or from several spans added up (the dashboard)."""
+    count, failed, prompt, completion, cached, cost, unknown, gpu, fallbacks, estimated = (v or 0 for v in sums)
     return ReportRow(
         group=group, requests=int(count), failed=int(failed), prompt_tokens=int(prompt),  # type: ignore[call-overload]
         completion_tokens=int(completion), cost_usd=float(cost), unknown_cost_requests=int(unknown),  # type: ignore[call-overload,arg-type]
         gpu_priced_requests=int(gpu), fallbacks=int(fallbacks),  # type: ignore[call-overload]
         estimated_tokens_requests=int(estimated),  # type: ignore[call-overload]
-        p50_ms=percentile(latencies, 0.50) if latencies else None,
-        p95_ms=percentile(latencies, 0.95) if latencies else None,
+        p50_ms=p50_ms, p95_ms=p95_ms,
         baseline_usd=baseline_cost(baseline, int(prompt), int(completion), int(cached)),  # type: ignore[call-overload]
     )
 
@@ -279,6 +291,10 @@ def baseline_cost(price: PriceRow | None, prompt: int, completion: int, cached: 
     cached = min(cached, prompt) if cached_price is not None else 0
     return ((prompt - cached) * price.input_per_m + cached * (cached_price or 0.0)
             + completion * price.output_per_m) / 1e6
+
+
+BUSY_START = "ts - latency_ms / 1000.0"
+"""When a request started keeping its worker busy (it is recorded when it ended)."""
 
 
 def busy_seconds(intervals: list[tuple[float, float]]) -> float:
@@ -298,19 +314,24 @@ def busy_seconds(intervals: list[tuple[float, float]]) -> float:
 
 
 def provider_prices(
-    store: Store, prices: dict[str, PriceRow], lo: float, hi: float, served: dict[str, tuple[int, float | None]],
+    store: Store | None, prices: dict[str, PriceRow], lo: float, hi: float,
+    served: dict[str, tuple[int, float | None]], busy_s: Callable[[str], float] | None = None,
 ) -> list[ProviderPrice]:
     """Configured against effective prices. ``served`` is (tokens, cost) per provider. For GPU-second
     providers the effective $/1M comes from the worker's busy time (the union of its requests'
-    intervals) and the tokens it served."""
+    intervals) and the tokens it served: scanned here, or given by ``busy_s`` (a provider's busy seconds)."""
     out = []
     for name in sorted(set(prices) | set(served)):
         price = prices.get(name)
         tokens, cost = served.get(name, (0, None))
         if price is not None and price.per_gpu_second is not None:
-            spans = store.fetch("SELECT ts - latency_ms / 1000.0, ts FROM requests WHERE provider = ? "
-                                "AND ts >= ? AND ts < ?", (name, lo, hi))
-            busy = busy_seconds([(float(a), float(b)) for a, b in spans])
+            if busy_s is not None:
+                busy = busy_s(name)
+            else:
+                assert store is not None
+                spans = store.fetch(f"SELECT {BUSY_START}, ts FROM requests WHERE provider = ? "
+                                    "AND ts >= ? AND ts < ?", (name, lo, hi))
+                busy = busy_seconds([(float(a), float(b)) for a, b in spans])
             usd = busy * price.per_gpu_second / (1 - price.idle_share)
             idle = f" + {price.idle_share:.0%} idle" if price.idle_share else ""
             out.append(ProviderPrice(name, f"${price.per_gpu_second:g}/GPU-second{idle}",
@@ -335,39 +356,13 @@ SKIPPED_KINDS = ("circuit_open", "cooling_down", "rate_limit_headroom")
 """Attempts recording a provider passed over without a call (``cascade``): a request with one was rerouted."""
 
 
-def _attempt_kind_pattern(kind: str) -> str:
-    """A LIKE pattern for stored attempts (orjson: no spaces) holding an attempt of ``kind``. A quote inside an
-    error message is stored escaped, so no message can forge it."""
-    return '%"kind":"' + kind + '"%'
+_SKIPPED_MARKS = tuple('"kind":"' + kind + '"' for kind in SKIPPED_KINDS)
 
 
-def request_extras(store: Store, lo: float, hi: float) -> dict[str, float | int | None]:
-    """What the dashboard's overview shows beside the report's total: requests rerouted (a provider passed over
-    without a call: breaker open, cooling down, no rate-limit headroom) and time to first token (streams).
-
-    Two scans run in parallel: the rerouted count reads only rows that stored attempts."""
-    rerouted = " OR ".join("attempts LIKE ?" for _ in SKIPPED_KINDS)
-    results = fetch_parallel(store, {
-        "reroutes": (f"SELECT COUNT(*) FROM requests WHERE ts >= ? AND ts < ? AND attempts IS NOT NULL "
-                     f"AND ({rerouted})", (lo, hi, *map(_attempt_kind_pattern, SKIPPED_KINDS))),
-        "ttft": ("SELECT ttft_ms FROM requests WHERE ts >= ? AND ts < ? AND ttft_ms IS NOT NULL", (lo, hi)),
-    })
-    ttft = sorted(float(r[0]) for r in results["ttft"])
-    return {"reroutes": int(results["reroutes"][0][0] or 0), "ttft_requests": len(ttft),
-            "ttft_p50_ms": percentile(ttft, 0.50) if ttft else None,
-            "ttft_p95_ms": percentile(ttft, 0.95) if ttft else None}
-
-
-def spend_by(store: Store, by: str, lo: float, hi: float) -> list[tuple[str, int, float]]:
-    """(group, requests, cost_usd) over ``lo <= ts < hi``: the report's sums without its latency scan, for a view
-    that shows spend per key or tag only. Grouped and tag-split as ``build_report`` does."""
-    expr = _group_expr(store, by)
-    rows = store.fetch(f"SELECT {expr}, COUNT(*), SUM(COALESCE(cost_usd, 0)) FROM requests "
-                       f"WHERE ts >= ? AND ts < ? GROUP BY {expr}", (lo, hi))
-    if by == "tag":
-        rows = _explode_tags(rows)
-    label = day_label if by == "day" else str
-    return sorted(((label(g), int(n or 0), float(c or 0)) for g, n, c in rows), key=lambda r: -r[2])
+def rerouted(attempts: str | None) -> bool:
+    """Whether stored attempts (orjson: no spaces) hold a provider passed over without a call. A quote inside an
+    error message is stored escaped, so no message can forge the mark."""
+    return attempts is not None and any(mark in attempts for mark in _SKIPPED_MARKS)
 
 
 def known_prices(store: Store, config: RouterConfig | None) -> dict[str, PriceRow]:

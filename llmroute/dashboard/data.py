@@ -1,9 +1,10 @@
 """Each dashboard view's data, computed by the code behind ``llmroute report`` and ``llmroute quality``.
 
-Nothing here re-derives a figure: spend, savings, blended price, latency percentiles and effective prices
-come from ``report.build_report``; retained quality, its interval and the curve from
-``quality_report.build_quality_report``. Blocking (SQL): the API runs it in a thread.
-"""
+Nothing here re-derives a figure: report rows (spend, savings, blended price, exact latency percentiles) and
+effective prices come from ``report``'s definitions, added up from the finished days ``days.DayCache`` keeps
+(so a refresh reads only today and a day a late row landed in); retained quality, its interval and the curve
+from ``quality_report.build_quality_report``, kept while no graded pair comes or goes. Blocking (SQL): the API
+runs it in a thread."""
 
 from __future__ import annotations
 
@@ -15,10 +16,16 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..ledger import Store, ledger_location, open_store
 from ..ledger.store import PriceRow
-from ..quality_report import (DEFAULT_MIN_PAIRS, HOW_TO_MEASURE, build_quality_report, quality_over_time,
-                              served_reference_share)
-from ..report import (Report, ReportRow, baseline_cost, build_report, daily_by_provider, default_baseline, known_prices,
-                      request_extras)
+from ..quality_report import (
+    DEFAULT_MIN_PAIRS,
+    HOW_TO_MEASURE,
+    build_quality_report,
+    quality_over_time,
+    served_reference_share,
+)
+from ..report import ReportRow, baseline_cost, day_label, default_baseline, known_prices
+from . import days
+from .days import DayCache
 from .drift import ledger_drift
 from .live import Live
 from .query import BadQuery, Query, parse_query
@@ -43,7 +50,8 @@ class DashboardData:
         self._idle: list[Store] = []
         self._lock = threading.Lock()
         self._closed = False
-        self._reports: dict[tuple[Any, ...], Report] = {}
+        self.days = DayCache()
+        self._quality: tuple[tuple[Any, ...], dict[str, Any]] | None = None
 
     @classmethod
     def from_ledger(cls, location: str, config: RouterConfig | None = None) -> DashboardData:
@@ -93,26 +101,30 @@ class DashboardData:
     def overview(self, store: Store, q: Query, snap: dict[str, Any] | None) -> dict[str, Any]:
         prices, base = self.prices(store)
         day_start = max(q.lo, float(int(q.hi - 1) // DAY_S * DAY_S))
-        # Independent scans at once: each runs on its own connection, and SQLite works without the GIL.
-        results = _parallel({
-            "report": lambda s: self.report(s, q, base, prices),
-            "today": lambda s: build_report(s, "provider", day_start, q.hi, base, prices).total,
-            "daily": lambda s: daily_by_provider(s, q.lo, q.hi),
-            "extras": lambda s: request_extras(s, q.lo, q.hi),
-        }, store)
-        built, today = results["report"], results["today"]
+        spans = self.spans(store, q.lo, q.hi)
+        built = days.report(store, spans, q.lo, q.hi, base, prices)
+        today = days.total([s for s in spans if s.lo >= day_start], base)
         total = built.total
-        period = {k: v for k, v in total.to_dict().items() if k != "group"} | results["extras"]
+        period = ({k: v for k, v in total.to_dict().items() if k != "group"}
+                  | {"reroutes": sum(s.reroutes for s in spans)} | days.ttft(spans))
         groups = []
         for row in built.rows:
             d = row.to_dict()
             d["cost_share"] = row.cost_usd / total.cost_usd if total.cost_usd else None
             d["request_share"] = row.requests / total.requests if total.requests else None
             groups.append(d)
+        per_day: dict[tuple[int, str], list[float]] = {}
+        for span in spans:
+            for (provider, sums) in days.sums_by([span], 0).items():
+                acc = per_day.setdefault((int(span.lo // DAY_S), str(provider)), [0, 0, 0, 0])
+                for i, value in enumerate((sums[5], sums[2], sums[3], sums[4])):  # cost, prompt, completion, cached
+                    acc[i] += value
         daily, cumulative = [], []
         spent = base_spent = 0.0
         last_day: str | None = None
-        for day, provider, cost, prompt, completion, cached in results["daily"]:
+        for (day_number, provider), (cost, prompt, completion, cached) in sorted(per_day.items()):
+            day, cost, prompt, completion, cached = (day_label(day_number), float(cost), int(prompt), int(completion),
+                                                     int(cached))
             base_usd = baseline_cost(base, prompt, completion, cached)
             daily.append({"day": day, "provider": provider, "cost_usd": cost, "baseline_usd": base_usd,
                           "tokens": prompt + completion})
@@ -131,6 +143,20 @@ class DashboardData:
 
     def quality(self, store: Store, q: Query, snap: dict[str, Any] | None) -> dict[str, Any]:
         min_pairs = self.config.shadow.min_pairs if self.config is not None else DEFAULT_MIN_PAIRS
+        # The figures depend only on the graded pairs in the window (and, for pairs collected again, later
+        # ones): while none came or went, the last answer stands. Its bootstrap is what costs.
+        key = (q.by, min_pairs, *pairs_check(store, q.lo, q.hi))
+        with self._lock:
+            kept = self._quality
+        if kept is not None and kept[0] == key:
+            figures = kept[1]
+        else:
+            figures = self._quality_figures(store, q, min_pairs)
+            with self._lock:
+                self._quality = (key, figures)
+        return {**figures, "drift": snap["drift"] if snap is not None else ledger_drift(store, self.config)}
+
+    def _quality_figures(self, store: Store, q: Query, min_pairs: int) -> dict[str, Any]:
         results = _parallel({
             "report": lambda s: build_quality_report(s, q.by, q.lo, q.hi, min_pairs),
             "over_time": lambda s: quality_over_time(s, q.by, q.lo, q.hi),
@@ -144,38 +170,30 @@ class DashboardData:
             at = built.curve.points[round(share * 100)]
             point = {"reference_share": share, "retained": at.value, "ci_low": at.low, "ci_high": at.high}
         return {"measured": measured, "how_to_start": None if measured else HOW_TO_MEASURE[0].upper() + HOW_TO_MEASURE[1:],
-                "report": built.to_dict(), "over_time": results["over_time"], "operating_point": point,
-                "drift": snap["drift"] if snap is not None else ledger_drift(store, self.config)}
+                "report": built.to_dict(), "over_time": results["over_time"], "operating_point": point}
 
     def providers(self, store: Store, q: Query, snap: dict[str, Any] | None) -> dict[str, Any]:
         from .providers import provider_view
 
         prices, base = self.prices(store)
-        built = self.report(store, q, base, prices)
-        return provider_view(store, q, built, self.config, snap)
+        spans = self.spans(store, q.lo, q.hi)
+        built = days.report(store, spans, q.lo, q.hi, base, prices, measurement=False)
+        return provider_view(days.failures(spans), built, self.config, snap)
 
     def budgets(self, store: Store, q: Query, snap: dict[str, Any] | None) -> dict[str, Any]:
         from .budgets import budget_view
 
-        return budget_view(store, q, self.config, snap)
+        return budget_view(store, q, self.config, snap, lambda lo, hi, now: self.spans(store, lo, hi, now))
 
     def requests(self, store: Store, q: Query, snap: dict[str, Any] | None) -> dict[str, Any]:
         from .requests import latest_requests
 
         return latest_requests(store, q)
 
-    def report(self, store: Store, q: Query, base: PriceRow | None, prices: dict[str, PriceRow]) -> Report:
-        """``build_report`` by provider over the window, shared by the overview and providers views asked for
-        within the same second (the page asks for both at once): the heaviest work is done once."""
-        key = (q.lo, q.hi, base, tuple(sorted(prices.items())))
-        with self._lock:
-            found = self._reports.get(key)
-        if found is not None:
-            return found
-        built = build_report(store, "provider", q.lo, q.hi, base, prices)
-        with self._lock:
-            self._reports = {key: built}  # only the latest window: a new second makes a new one
-        return built
+    def spans(self, store: Store, lo: float, hi: float, now: float | None = None) -> list[days.Span]:
+        """The window's spans (finished days kept), with the busy time of the providers priced per GPU-second."""
+        busy_for = frozenset(name for name, p in self.prices(store)[0].items() if p.per_gpu_second is not None)
+        return self.days.spans(store, lo, hi, now, busy_for)
 
     def prices(self, store: Store) -> tuple[dict[str, PriceRow], PriceRow | None]:
         """Prices and the savings baseline exactly as ``llmroute report`` picks them."""
@@ -204,6 +222,17 @@ class DashboardData:
             idle, self._idle = self._idle, []
         for store in idle:
             store.close()
+
+
+def pairs_check(store: Store, lo: float, hi: float) -> tuple[Any, ...]:
+    """Which graded pairs the window holds, cheaply (index only): their count and id range, and the latest
+    pair anywhere (a prompt collected again replaces its earlier pair)."""
+    from ..ledger.schema import GRADED_PAIRS
+
+    if not store.has(GRADED_PAIRS):
+        return (None,)
+    window = store.fetch("SELECT COUNT(*), MIN(id), MAX(id) FROM graded_pairs WHERE ts >= ? AND ts < ?", (lo, hi))[0]
+    return (*window, store.fetch("SELECT MAX(id) FROM graded_pairs")[0][0])
 
 
 def _brief(row: ReportRow) -> dict[str, Any]:
@@ -244,11 +273,11 @@ def _live_only(view: str) -> Callable[[DashboardData, Query, dict[str, Any] | No
         if view == "providers" and snap is not None:
             from .providers import provider_view
 
-            return provider_view(None, q, None, data.config, snap) | {"note": note}
+            return provider_view(None, None, data.config, snap) | {"note": note}
         if view == "budgets" and snap is not None:
             from .budgets import budget_view
 
-            return budget_view(None, q, data.config, snap) | {"note": note}
+            return budget_view(None, q, data.config, snap, None) | {"note": note}
         return {"note": note}
     return answer
 

@@ -7,14 +7,12 @@ where what only a running router knows (breaker, measured EWMA, headroom, pools)
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..ledger import Store
 from ..report import SKIPPED_KINDS, Report
-from .query import Query
 
 if TYPE_CHECKING:
     from ..config import RouterConfig
@@ -24,12 +22,13 @@ RECENT_FAILURES = 20
 HOUR_S = 3600
 
 
-def provider_view(store: Store | None, q: Query, built: Report | None, config: RouterConfig | None,
+def provider_view(failed: Failures | None, built: Report | None, config: RouterConfig | None,
                   snap: dict[str, Any] | None) -> dict[str, Any]:
+    """``failed``: the window's failed attempts (none without a ledger)."""
     live = snap["providers"] if snap is not None else {}
     rows = {r.group: r for r in built.rows} if built is not None else {}
     prices = {p.provider: p for p in built.prices} if built is not None else {}
-    failures = _failures(store, q) if store is not None else {}
+    failures = failures_view(failed) if failed is not None else {}
     names = [*(config.providers if config is not None else ()), *sorted(set(rows) | set(prices) - {"(none)"})]
     out = []
     for name in dict.fromkeys(names):
@@ -60,14 +59,20 @@ def provider_view(store: Store | None, q: Query, built: Report | None, config: R
     return {"live": snap is not None, "providers": out}
 
 
-def _failures(store: Store, q: Query) -> dict[str, dict[str, Any]]:
-    """Failed attempts by kind, the latest ones, and breaker-open skips per hour, per provider, from the stored
-    attempts (only requests that did not succeed at the first attempt store them)."""
-    by_kind: dict[str, Counter[str]] = defaultdict(Counter)
-    recent: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    skips: dict[str, Counter[float]] = defaultdict(Counter)
-    rows = store.fetch("SELECT ts, request_id, attempts FROM requests WHERE ts >= ? AND ts < ? "
-                       "AND attempts IS NOT NULL ORDER BY ts DESC", (q.lo, q.hi))
+@dataclass(slots=True)
+class Failures:
+    """Failed attempts per provider in a stretch of the ledger: by kind, breaker-open skips per hour, and the
+    latest ones (newest first). Failures of disjoint stretches add up (``merge_failures``)."""
+
+    by_kind: dict[str, Counter[str]] = field(default_factory=dict)
+    skips: dict[str, Counter[float]] = field(default_factory=dict)
+    recent: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def failures_of(rows: list[tuple[Any, ...]]) -> Failures:
+    """From (ts, request_id, attempts JSON) rows, newest first (only requests that did not succeed at the first
+    attempt store their attempts)."""
+    out = Failures(defaultdict(Counter), defaultdict(Counter), defaultdict(list))
     for ts, request_id, text in rows:
         try:
             attempts = orjson.loads(text)
@@ -77,12 +82,32 @@ def _failures(store: Store, q: Query) -> dict[str, dict[str, Any]]:
             if not isinstance(a, dict) or a.get("ok"):
                 continue
             name, kind = str(a.get("provider")), str(a.get("kind"))
-            by_kind[name][kind] += 1
+            out.by_kind[name][kind] += 1
             if kind == "circuit_open":
-                skips[name][ts // HOUR_S * HOUR_S] += 1
-            if kind not in SKIPPED_KINDS and len(recent[name]) < RECENT_FAILURES:
-                recent[name].append({"ts": ts, "kind": kind, "status": a.get("status"), "request_id": request_id,
-                                     "error": a.get("error")})
-    return {name: {"by_kind": dict(by_kind[name].most_common()), "recent": recent[name],
-                   "breaker_history": [{"hour_ts": h, "circuit_open_skips": n} for h, n in sorted(skips[name].items())]}
-            for name in by_kind}
+                out.skips[name][ts // HOUR_S * HOUR_S] += 1
+            if kind not in SKIPPED_KINDS and len(out.recent[name]) < RECENT_FAILURES:
+                out.recent[name].append({"ts": ts, "kind": kind, "status": a.get("status"), "request_id": request_id,
+                                         "error": a.get("error")})
+    return Failures(dict(out.by_kind), dict(out.skips), dict(out.recent))
+
+
+def merge_failures(parts: list[Failures]) -> Failures:
+    """Failures of disjoint stretches given oldest first, as one: counts added, the latest kept."""
+    out = Failures(defaultdict(Counter), defaultdict(Counter), defaultdict(list))
+    for part in parts:
+        for name, kinds in part.by_kind.items():
+            out.by_kind[name].update(kinds)
+        for name, hours in part.skips.items():
+            out.skips[name].update(hours)
+    for part in reversed(parts):
+        for name, recent in part.recent.items():
+            out.recent[name].extend(recent[:RECENT_FAILURES - len(out.recent[name])])
+    return out
+
+
+def failures_view(failures: Failures) -> dict[str, dict[str, Any]]:
+    """Per provider: failures by kind (most common first), the latest ones, breaker-open skips per hour."""
+    return {name: {"by_kind": dict(kinds.most_common()), "recent": failures.recent.get(name, []),
+                   "breaker_history": [{"hour_ts": h, "circuit_open_skips": n}
+                                       for h, n in sorted(failures.skips.get(name, Counter()).items())]}
+            for name, kinds in failures.by_kind.items()}

@@ -1,0 +1,252 @@
+"""Finished UTC days of the ledger, summed once and kept: what lets every view refresh without rescanning.
+
+A day that has ended does not change, except when a row lands late (a replica's batch, a copied file): each
+kept day is checked at every use by a cheap count over the ``ts`` index (``COUNT(*)``, ``MAX(id)``), and a day
+whose count changed is summed again. A window is cut at day boundaries into a head (from its start to the
+first midnight), whole days, and a tail (from the last midnight: today); only the head, the tail and changed
+days are read. Each span keeps pieces that add up exactly: ``report.SUMS`` per provider, key and tag set, every
+latency and TTFT (sorted, so nearest-rank percentiles stay exact), the reroute count, busy intervals per
+provider, and failed attempts.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+import numpy as np
+
+from ..ledger import Store
+from ..ledger.store import PriceRow
+from ..report import (
+    BUSY_START,
+    SUMS,
+    Report,
+    ReportRow,
+    measurement_spend,
+    percentile_rank,
+    provider_prices,
+    report_row,
+    rerouted,
+)
+from .providers import Failures, failures_of, merge_failures
+
+DAY_S = 86400
+MAX_CACHED_ROWS = 3_000_000
+"""Requests whose days are kept (about 10-30 bytes each): a window longer than this reads its oldest days
+again at each refresh rather than holding them."""
+IDLE_S = 600.0
+"""A kept day not asked for in this long is dropped."""
+WORKERS = 2
+"""Spans read at once, each on its own read-only connection (SQLite reads without the GIL)."""
+
+_EMPTY = np.empty(0)
+
+
+@dataclass(slots=True)
+class Span:
+    """What ``lo <= ts < hi`` holds, in pieces that add up exactly with other spans'."""
+
+    lo: float
+    hi: float
+    sums: list[tuple[object, ...]]
+    """(provider, key_id, tags, *SUMS) per distinct provider, key and tag set."""
+    latency_ms: dict[str, np.ndarray]
+    """Per provider, sorted."""
+    ttft_ms: np.ndarray
+    """Sorted."""
+    busy: dict[str, np.ndarray]
+    """Per provider priced per GPU-second (``busy_for``), the union of its requests' (start, end) intervals,
+    shape (n, 2)."""
+    reroutes: int
+    failures: Failures
+    rows: int = field(default=0)
+    busy_for: frozenset[str] = field(default=frozenset())
+
+
+def _union(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Intervals -> the disjoint intervals covering the same time (``report.busy_seconds``' rule: an interval
+    starting after the current one's end begins a new one)."""
+    if not len(starts):
+        return np.empty((0, 2))
+    order = np.argsort(starts, kind="stable")
+    starts, ends = starts[order], np.maximum.accumulate(ends[order])
+    first = np.concatenate(([0], np.flatnonzero(starts[1:] > ends[:-1]) + 1))
+    last = np.concatenate((first[1:] - 1, [len(starts) - 1]))
+    return np.column_stack((starts[first], ends[last]))
+
+
+def busy_s(parts: Iterable[np.ndarray]) -> float:
+    """Length of the union of several spans' busy intervals."""
+    joined = [p for p in parts if len(p)]
+    if not joined:
+        return 0.0
+    both = np.concatenate(joined)
+    merged = _union(both[:, 0], both[:, 1])
+    return float(np.sum(merged[:, 1] - merged[:, 0]))
+
+
+def scan(store: Store, lo: float, hi: float, busy_for: frozenset[str] = frozenset()) -> Span:
+    """Read one span: three range reads over the ``ts`` index. ``busy_for``: the providers whose busy time is
+    needed (those priced per GPU-second)."""
+    window = "FROM requests WHERE ts >= ? AND ts < ?"
+    provider = "COALESCE(provider, '(none)')"
+    sums = store.fetch(f"SELECT {provider}, key_id, tags, {SUMS} {window} GROUP BY {provider}, key_id, tags",
+                       (lo, hi))
+    rows = store.fetch(f"SELECT {provider}, ts, {BUSY_START}, latency_ms, ttft_ms {window}", (lo, hi))
+    stored = store.fetch(f"SELECT ts, request_id, attempts {window} AND attempts IS NOT NULL ORDER BY ts DESC",
+                         (lo, hi))
+    latency: dict[str, np.ndarray] = {}
+    busy: dict[str, np.ndarray] = {}
+    ttft = _EMPTY
+    if rows:
+        names, ends, starts, latencies, ttfts = zip(*rows, strict=True)
+        names_a = np.array(names, dtype=object)
+        ends_a, starts_a = np.array(ends, dtype=float), np.array(starts, dtype=float)
+        latency_a = np.array(latencies, dtype=float)
+        ttft_a = np.array(ttfts, dtype=float)  # NULL -> nan
+        ttft = np.sort(ttft_a[~np.isnan(ttft_a)])
+        for name in set(names):
+            mine = names_a == name
+            latency[name] = np.sort(latency_a[mine])
+            if name in busy_for:
+                busy[name] = _union(starts_a[mine], ends_a[mine])
+    return Span(lo, hi, sums, latency, ttft, busy, sum(1 for _, _, text in stored if rerouted(text)),
+                failures_of(stored), len(rows), busy_for)
+
+
+class DayCache:
+    """Spans of finished days, kept while asked for and checked at each use. Thread-safe."""
+
+    def __init__(self, max_rows: int = MAX_CACHED_ROWS) -> None:
+        self.max_rows = max_rows
+        self._days: dict[int, tuple[tuple[object, ...], Span, float]] = {}  # day -> (check, span, last used)
+        self._lock = threading.Lock()
+        self._reading = threading.Lock()
+        """One caller reads at a time: views asked at once on a fresh cache (a page opening) read each day once,
+        the later ones finding the days the first kept."""
+        self.scanned_days = 0
+        """Days summed so far (kept or not): a test's view into what a refresh read."""
+
+    @property
+    def kept_rows(self) -> int:
+        """Requests whose days are kept now (bounded by ``max_rows``)."""
+        with self._lock:
+            return sum(span.rows for _, span, _ in self._days.values())
+
+    def spans(self, store: Store, lo: float, hi: float, now: float | None = None,
+              busy_for: frozenset[str] = frozenset()) -> list[Span]:
+        """``lo <= ts < hi`` as spans, oldest first: finished days from the cache when their check still holds
+        (and they hold the busy time of ``busy_for``)."""
+        now = time.time() if now is None else now
+        with self._reading:
+            today = int(now // DAY_S)
+            midnights = [d * DAY_S for d in range(-int(-lo // DAY_S), int(hi // DAY_S) + 1) if lo < d * DAY_S < hi]
+            cuts = [lo, *midnights, hi]
+            pieces = [(a, b) for a, b in pairwise(cuts) if b > a]
+            days = [int(a // DAY_S) for a, b in pieces
+                    if a % DAY_S == 0 and b - a == DAY_S and int(a // DAY_S) < today]
+            checks = {day: tuple(store.fetch("SELECT COUNT(*), MAX(id) FROM requests WHERE ts >= ? AND ts < ?",
+                                             (day * DAY_S, (day + 1) * DAY_S))[0]) for day in days}
+            with self._lock:
+                kept = {d: self._days[d][1] for d in days if d in self._days and self._days[d][0] == checks[d]
+                        and busy_for <= self._days[d][1].busy_for}
+            todo = [(a, b) for a, b in pieces if int(a // DAY_S) not in kept or a % DAY_S or b - a != DAY_S]
+            read = self._read(store, todo, busy_for)
+            with self._lock:
+                self.scanned_days += len(todo)
+                for span in read:
+                    day = int(span.lo // DAY_S)
+                    if day in checks and span.lo == day * DAY_S and span.hi == (day + 1) * DAY_S:
+                        self._days[day] = (checks[day], span, now)
+                for day in kept:
+                    check, span, _ = self._days[day]
+                    self._days[day] = (check, span, now)
+                self._evict(now)
+            return sorted([*kept.values(), *read], key=lambda s: s.lo)
+
+    @staticmethod
+    def _read(store: Store, ranges: list[tuple[float, float]], busy_for: frozenset[str]) -> list[Span]:
+        if len(ranges) <= 1:
+            return [scan(store, lo, hi, busy_for) for lo, hi in ranges]
+
+        def run(chunk: list[tuple[float, float]]) -> list[Span]:
+            reader = store.reader()
+            try:
+                return [scan(reader, lo, hi, busy_for) for lo, hi in chunk]
+            finally:
+                reader.close()
+
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            return [s for part in pool.map(run, [ranges[i::WORKERS] for i in range(WORKERS)]) for s in part]
+
+    def _evict(self, now: float) -> None:
+        for day in [d for d, (_, _, used) in self._days.items() if now - used > IDLE_S]:
+            del self._days[day]
+        total = sum(span.rows for _, span, _ in self._days.values())
+        for day in sorted(self._days, key=lambda d: (self._days[d][2], d)):  # least recently used, oldest first
+            if total <= self.max_rows:
+                break
+            total -= self._days.pop(day)[1].rows
+
+
+# -- adding spans up, with the report's definitions ------------------------------------------------------------
+
+
+def _add(into: dict[object, list[float]], key: object, sums: Iterable[object]) -> None:
+    acc = into.setdefault(key, [0] * 10)
+    for i, value in enumerate(sums):
+        acc[i] += value or 0  # type: ignore[operator]
+
+
+def sums_by(spans: Iterable[Span], part: int) -> dict[object, list[float]]:
+    """``report.SUMS`` per provider (``part`` 0), key (1) or tag set (2), over the spans."""
+    out: dict[object, list[float]] = {}
+    for span in spans:
+        for row in span.sums:
+            _add(out, row[part], row[3:])
+    return out
+
+
+def _percentiles(arrays: list[np.ndarray]) -> tuple[float | None, float | None]:
+    """Exact nearest-rank p50 and p95 of the union of sorted arrays (``report.percentile``'s rank)."""
+    values = np.concatenate(arrays) if arrays else _EMPTY
+    if not len(values):
+        return None, None
+    ranks = [percentile_rank(len(values), q) for q in (0.50, 0.95)]
+    chosen = np.partition(values, ranks)
+    return float(chosen[ranks[0]]), float(chosen[ranks[1]])
+
+
+def ttft(spans: list[Span]) -> dict[str, float | int | None]:
+    """Time to first token over the spans, and how many requests had one."""
+    arrays = [s.ttft_ms for s in spans]
+    p50, p95 = _percentiles(arrays)
+    return {"ttft_requests": sum(len(a) for a in arrays), "ttft_p50_ms": p50, "ttft_p95_ms": p95}
+
+
+def total(spans: list[Span], baseline: PriceRow | None) -> ReportRow:
+    """The report's total row over the spans."""
+    providers = sums_by(spans, 0)
+    return report_row("total", [sum(p[i] for p in providers.values()) for i in range(10)],
+                      *_percentiles([a for s in spans for a in s.latency_ms.values()]), baseline)
+
+
+def report(store: Store, spans: list[Span], lo: float, hi: float, baseline: PriceRow | None,
+           prices: dict[str, PriceRow], measurement: bool = True) -> Report:
+    """``report.build_report(store, "provider", lo, hi, ...)`` from spans covering the window."""
+    providers = sums_by(spans, 0)
+    rows = [report_row(str(name), sums, *_percentiles([s.latency_ms[name] for s in spans if name in s.latency_ms]),
+                       baseline) for name, sums in sorted(providers.items(), key=lambda kv: str(kv[0]))]
+    served = {str(n): (int(p[2]) + int(p[3]), p[5]) for n, p in providers.items() if n != "(none)"}
+    built_prices = provider_prices(store, prices, lo, hi, served,
+                                   busy_s=lambda name: busy_s(s.busy[name] for s in spans if name in s.busy))
+    return Report(rows, total(spans, baseline), built_prices, measurement_spend(store, lo, hi) if measurement else {})
+
+
+def failures(spans: list[Span]) -> Failures:
+    return merge_failures([s.failures for s in spans])
