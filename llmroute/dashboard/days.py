@@ -90,16 +90,19 @@ def busy_s(parts: Iterable[np.ndarray]) -> float:
     return float(np.sum(merged[:, 1] - merged[:, 0]))
 
 
-def scan(store: Store, lo: float, hi: float, busy_for: frozenset[str] = frozenset()) -> Span:
+def scan(store: Store, lo: float, hi: float, busy_for: frozenset[str] = frozenset(),
+         ids: tuple[int, int] | None = None) -> Span:
     """Read one span: three range reads over the ``ts`` index. ``busy_for``: the providers whose busy time is
-    needed (those priced per GPU-second)."""
+    needed (those priced per GPU-second). ``ids``: only the rows with ``first < id <= last``."""
     window = "FROM requests WHERE ts >= ? AND ts < ?"
+    args: tuple[float, ...] = (lo, hi)
+    if ids is not None:
+        window += " AND id > ? AND id <= ?"
+        args = (lo, hi, *ids)
     provider = "COALESCE(provider, '(none)')"
-    sums = store.fetch(f"SELECT {provider}, key_id, tags, {SUMS} {window} GROUP BY {provider}, key_id, tags",
-                       (lo, hi))
-    rows = store.fetch(f"SELECT {provider}, ts, {BUSY_START}, latency_ms, ttft_ms {window}", (lo, hi))
-    stored = store.fetch(f"SELECT ts, request_id, attempts {window} AND attempts IS NOT NULL ORDER BY ts DESC",
-                         (lo, hi))
+    sums = store.fetch(f"SELECT {provider}, key_id, tags, {SUMS} {window} GROUP BY {provider}, key_id, tags", args)
+    rows = store.fetch(f"SELECT {provider}, ts, {BUSY_START}, latency_ms, ttft_ms {window}", args)
+    stored = store.fetch(f"SELECT ts, request_id, attempts {window} AND attempts IS NOT NULL ORDER BY ts DESC", args)
     latency: dict[str, np.ndarray] = {}
     busy: dict[str, np.ndarray] = {}
     ttft = _EMPTY
@@ -119,6 +122,30 @@ def scan(store: Store, lo: float, hi: float, busy_for: frozenset[str] = frozense
                 failures_of(stored), len(rows), busy_for)
 
 
+def merged(spans: list[Span]) -> Span:
+    """Spans of one stretch (read in parts, as today's rows arrive) as one: what adds up, added."""
+    latency: dict[str, list[np.ndarray]] = {}
+    busy: dict[str, list[np.ndarray]] = {}
+    for span in spans:
+        for name, values in span.latency_ms.items():
+            latency.setdefault(name, []).append(values)
+        for name, intervals in span.busy.items():
+            busy.setdefault(name, []).append(intervals)
+    busy_for = frozenset.intersection(*(s.busy_for for s in spans)) if spans else frozenset()
+    return Span(
+        min(s.lo for s in spans), max(s.hi for s in spans), [row for s in spans for row in s.sums],
+        {name: np.sort(np.concatenate(parts)) for name, parts in latency.items()},
+        np.sort(np.concatenate([s.ttft_ms for s in spans])),
+        {name: _union(np.concatenate(parts)[:, 0], np.concatenate(parts)[:, 1])
+         for name, parts in busy.items() if name in busy_for},
+        sum(s.reroutes for s in spans), merge_failures([s.failures for s in spans]), sum(s.rows for s in spans),
+        busy_for)
+
+
+MAX_TAIL_PARTS = 16
+"""Reads of today's rows kept apart before they are merged into one span."""
+
+
 class DayCache:
     """Spans of finished days, kept while asked for and checked at each use. Thread-safe."""
 
@@ -131,6 +158,11 @@ class DayCache:
         the later ones finding the days the first kept."""
         self.scanned_days = 0
         """Days summed so far (kept or not): a test's view into what a refresh read."""
+        self._tail: tuple[float, float, int, int, list[Span]] | None = None
+        """Today so far: (its start, how far it was read, the last id read, rows, spans); a refresh reads only the
+        rows written since, checked by a count over the ``ts`` index like a finished day."""
+        self.tail_rows_read = 0
+        """Rows of today read so far: a test's view into what a refresh read."""
 
     @property
     def kept_rows(self) -> int:
@@ -156,7 +188,10 @@ class DayCache:
                 kept = {d: self._days[d][1] for d in days if d in self._days and self._days[d][0] == checks[d]
                         and busy_for <= self._days[d][1].busy_for}
             todo = [(a, b) for a, b in pieces if int(a // DAY_S) not in kept or a % DAY_S or b - a != DAY_S]
-            read = self._read(store, todo, busy_for)
+            tail: list[Span] = []
+            if todo and todo[-1][0] % DAY_S == 0 and todo[-1][1] == hi and hi - todo[-1][0] < DAY_S:
+                tail = self._read_tail(store, *todo.pop(), busy_for)
+            read = self._read(store, todo, busy_for) + tail
             with self._lock:
                 self.scanned_days += len(todo)
                 for span in read:
@@ -168,6 +203,27 @@ class DayCache:
                     self._days[day] = (check, span, now)
                 self._evict(now)
             return sorted([*kept.values(), *read], key=lambda s: s.lo)
+
+    def _read_tail(self, store: Store, lo: float, hi: float, busy_for: frozenset[str]) -> list[Span]:
+        """Today so far (``lo`` its midnight): the rows written since the last read added to what was read,
+        when a count over the ``ts`` index says nothing else changed; else read again."""
+        count, last = store.fetch("SELECT COUNT(*), MAX(id) FROM requests WHERE ts >= ? AND ts < ?", (lo, hi))[0]
+        count, last = int(count or 0), int(last or 0)
+        kept = self._tail
+        if kept is not None and kept[0] == lo and kept[1] <= hi and kept[2] <= last and busy_for <= kept[4][0].busy_for:
+            _, _, first, rows, parts = kept
+            new = scan(store, lo, hi, busy_for, (first, last)) if last > first else None
+            if rows + (new.rows if new is not None else 0) == count:
+                parts = parts + [new] if new is not None else parts
+                if len(parts) > MAX_TAIL_PARTS:
+                    parts = [merged(parts)]
+                self.tail_rows_read += new.rows if new is not None else 0
+                self._tail = (lo, hi, last, count, parts)
+                return list(parts)
+        span = scan(store, lo, hi, busy_for, (0, last))  # rows written after the count wait for the next read
+        self.tail_rows_read += span.rows
+        self._tail = (lo, hi, last, span.rows, [span])
+        return [span]
 
     @staticmethod
     def _read(store: Store, ranges: list[tuple[float, float]], busy_for: frozenset[str]) -> list[Span]:

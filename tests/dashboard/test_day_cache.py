@@ -90,9 +90,10 @@ def test_a_refresh_reads_only_the_unfinished_day_and_answers_the_same(ledger_pat
     try:
         params = {"from": time.strftime("%Y-%m-%d", time.gmtime(TODAY - 4 * DAY_S))}
         first = views(data, **params)
-        read = data.days.scanned_days
+        read, today_read = data.days.scanned_days, data.days.tail_rows_read
         again = views(data, **params)
-        assert data.days.scanned_days - read == 3  # today, once per view; the four finished days were kept
+        assert data.days.scanned_days - read == 0  # the four finished days were kept
+        assert data.days.tail_rows_read == today_read  # and today had no new row to read
         fresh = DashboardData.from_ledger(str(ledger_path))
         try:
             assert views(fresh, **params) == again == first
@@ -131,7 +132,7 @@ def test_a_late_row_in_a_finished_day_is_counted(ledger_path: Path) -> None:
         record(late, 10_000, TODAY - 2 * DAY_S + 3600)  # two days ago, arriving now
         late.close()
         after = data.compute("overview", {})
-        assert data.days.scanned_days - read == 3  # the changed day, the window's first part day, today
+        assert data.days.scanned_days - read == 2  # the changed day, the window's first part day
         budgets = data.compute("budgets", {})
     finally:
         data.close()
@@ -180,7 +181,7 @@ def test_postgres_ledger_kept_days_and_a_late_row(postgres_dsn: str) -> None:  #
         record(late, 60, TODAY - 2 * DAY_S + 7200)
         late.close()
         after = data.compute("overview", {})
-        assert data.days.scanned_days - read == 3  # the changed day, the window's first part day, today
+        assert data.days.scanned_days - read == 2  # the changed day, the window's first part day
     finally:
         data.close()
     report = cli_json("report", "--ledger", postgres_dsn)
@@ -212,3 +213,42 @@ def test_budget_spend_is_what_the_gateway_seeds(ledger_path: Path) -> None:
     assert {n: b["spent_usd"] for n, b in view.items()} == pytest.approx(expected, rel=1e-12)
     assert all(b["spent_from"] == "ledger" for b in view.values())
     assert view["key:key-1"]["path"][-1]["spent_usd"] == pytest.approx(expected["key:key-1"], rel=1e-12)
+
+
+def test_todays_new_rows_are_read_alone_and_give_a_fresh_dashboards_figures(ledger_path: Path) -> None:
+    """A dashboard polled while the gateway writes: each refresh reads the rows written since the last one, not
+    the whole day again, and its figures equal a fresh dashboard's over the same ledger."""
+    params = {"from": time.strftime("%Y-%m-%d", time.gmtime(TODAY - 4 * DAY_S))}
+    data = DashboardData.from_ledger(str(ledger_path))
+    try:
+        views(data, **params)
+        read = data.days.tail_rows_read
+        ledger = Ledger(open_store(str(ledger_path)))
+        new = [TODAY + 1.0 + n for n in range(6)]  # today, after the fixture's rows: what the gateway writes next
+        for n, ts in enumerate(new):
+            record(ledger, 1000 + n, min(ts, NOW - 0.5))
+        ledger.close()
+        refreshed = views(data, **params)
+        assert data.days.tail_rows_read - read == len(new)  # the new rows only, once: the other views reuse them
+        fresh = DashboardData.from_ledger(str(ledger_path))
+        try:
+            assert_close(views(fresh, **params), refreshed)  # sums added in another order: equal to the last bits
+        finally:
+            fresh.close()
+    finally:
+        data.close()
+
+
+def assert_close(expected: Any, got: Any, where: str = "") -> None:
+    if isinstance(expected, float) and isinstance(got, float):
+        assert got == pytest.approx(expected, rel=1e-12, abs=1e-9), where
+    elif isinstance(expected, dict):
+        assert isinstance(got, dict) and expected.keys() == got.keys(), where
+        for key in expected:
+            assert_close(expected[key], got[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(got, list) and len(expected) == len(got), where
+        for i, (a, b) in enumerate(zip(expected, got, strict=True)):
+            assert_close(a, b, f"{where}[{i}]")
+    else:
+        assert expected == got, where
