@@ -142,6 +142,9 @@ def merged(spans: list[Span]) -> Span:
         busy_for)
 
 
+RECHECK_S = 60.0
+"""How often every kept day is counted again over the ``ts`` index (between, only rows with new ids are looked
+at: a Postgres ledger with several writers may commit a lower id after a higher one)."""
 MAX_TAIL_PARTS = 16
 """Reads of today's rows kept apart before they are merged into one span."""
 
@@ -162,6 +165,11 @@ class DayCache:
         """Today so far: (its start, how far it was read, the last id read, rows, spans); a refresh reads only the
         rows written since, checked by a count over the ``ts`` index like a finished day."""
         self.tail_rows_read = 0
+        self._seen_id: int | None = None
+        """The highest row id when the days were last checked: a row above it is new (a late one may land in a
+        finished day)."""
+        self._checked_at = 0.0
+        self._head: tuple[float, float, tuple[object, ...], Span] | None = None
         """Rows of today read so far: a test's view into what a refresh read."""
 
     @property
@@ -182,8 +190,7 @@ class DayCache:
             pieces = [(a, b) for a, b in pairwise(cuts) if b > a]
             days = [int(a // DAY_S) for a, b in pieces
                     if a % DAY_S == 0 and b - a == DAY_S and int(a // DAY_S) < today]
-            checks = {day: tuple(store.fetch("SELECT COUNT(*), MAX(id) FROM requests WHERE ts >= ? AND ts < ?",
-                                             (day * DAY_S, (day + 1) * DAY_S))[0]) for day in days}
+            checks = self._checks(store, days, today, now)
             with self._lock:
                 kept = {d: self._days[d][1] for d in days if d in self._days and self._days[d][0] == checks[d]
                         and busy_for <= self._days[d][1].busy_for}
@@ -191,7 +198,10 @@ class DayCache:
             tail: list[Span] = []
             if todo and todo[-1][0] % DAY_S == 0 and todo[-1][1] == hi and hi - todo[-1][0] < DAY_S:
                 tail = self._read_tail(store, *todo.pop(), busy_for)
-            read = self._read(store, todo, busy_for) + tail
+            head: list[Span] = []
+            if todo and todo[0][0] == lo and lo % DAY_S and todo[0][1] % DAY_S == 0:  # the window's first, part day
+                head = [self._read_head(store, *todo.pop(0), busy_for, checks)]
+            read = head + self._read(store, todo, busy_for) + tail
             with self._lock:
                 self.scanned_days += len(todo)
                 for span in read:
@@ -203,6 +213,41 @@ class DayCache:
                     self._days[day] = (check, span, now)
                 self._evict(now)
             return sorted([*kept.values(), *read], key=lambda s: s.lo)
+
+    def _checks(self, store: Store, days: list[int], today: int, now: float) -> dict[int, tuple[object, ...]]:
+        """Each finished day's check, ``(COUNT(*), MAX(id))`` over the ``ts`` index. Between full checks (every
+        ``RECHECK_S``) a kept day keeps its check unless a row written since the last look (``id`` above the
+        highest seen) landed in it: one read of the new rows instead of a count over every day."""
+        last = int(store.fetch("SELECT MAX(id) FROM requests")[0][0] or 0)
+        with self._lock:
+            seen, full = self._seen_id, now - self._checked_at >= RECHECK_S
+            kept = {d: self._days[d][0] for d in days if d in self._days}
+        if seen is None or full or last < seen:
+            kept = {}
+            self._checked_at = now
+        elif kept and last > seen:
+            late = store.fetch("SELECT ts FROM requests WHERE id > ? AND id <= ? AND ts < ?",
+                               (seen, last, today * DAY_S))
+            for (ts,) in late:
+                kept.pop(int(ts // DAY_S), None)
+        self._seen_id = last
+        return {day: kept[day] if day in kept else tuple(store.fetch(
+            "SELECT COUNT(*), MAX(id) FROM requests WHERE ts >= ? AND ts < ?", (day * DAY_S, (day + 1) * DAY_S))[0])
+            for day in days}
+
+    def _read_head(self, store: Store, lo: float, hi: float, busy_for: frozenset[str],
+                   checks: dict[int, tuple[object, ...]]) -> Span:
+        """The window's first, part day: the views of one refresh ask for the same window (``lo`` in whole
+        seconds), so the last one read serves them while its day's check holds."""
+        day = int(lo // DAY_S)
+        check = checks.get(day) or tuple(store.fetch("SELECT COUNT(*), MAX(id) FROM requests WHERE ts >= ? AND ts < ?",
+                                                     (day * DAY_S, (day + 1) * DAY_S))[0])
+        kept = self._head
+        if kept is not None and kept[:3] == (lo, hi, check) and busy_for <= kept[3].busy_for:
+            return kept[3]
+        span = scan(store, lo, hi, busy_for)
+        self._head = (lo, hi, check, span)
+        return span
 
     def _read_tail(self, store: Store, lo: float, hi: float, busy_for: frozenset[str]) -> list[Span]:
         """Today so far (``lo`` its midnight): the rows written since the last read added to what was read,
