@@ -246,6 +246,8 @@ class DayCache:
         if kept is not None and kept[:3] == (lo, hi, check) and busy_for <= kept[3].busy_for:
             return kept[3]
         span = scan(store, lo, hi, busy_for)
+        with self._lock:
+            self.scanned_days += 1
         self._head = (lo, hi, check, span)
         return span
 

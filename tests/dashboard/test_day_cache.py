@@ -132,7 +132,7 @@ def test_a_late_row_in_a_finished_day_is_counted(ledger_path: Path) -> None:
         record(late, 10_000, TODAY - 2 * DAY_S + 3600)  # two days ago, arriving now
         late.close()
         after = data.compute("overview", {})
-        assert data.days.scanned_days - read == 2  # the changed day, the window's first part day
+        assert 1 <= data.days.scanned_days - read <= 2  # the changed day; the window's first part day if it moved on a second
         budgets = data.compute("budgets", {})
     finally:
         data.close()
@@ -181,7 +181,7 @@ def test_postgres_ledger_kept_days_and_a_late_row(postgres_dsn: str) -> None:  #
         record(late, 60, TODAY - 2 * DAY_S + 7200)
         late.close()
         after = data.compute("overview", {})
-        assert data.days.scanned_days - read == 2  # the changed day, the window's first part day
+        assert 1 <= data.days.scanned_days - read <= 2  # the changed day; the window's first part day if it moved on a second
     finally:
         data.close()
     report = cli_json("report", "--ledger", postgres_dsn)
