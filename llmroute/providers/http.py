@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import math
 import ssl
 import time
 import urllib.parse
@@ -40,6 +41,9 @@ DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 MAX_HEADER_LINES = 256
 """Header lines of one answer (interim ones included). Each costs a Python callback, so the head's byte limit
 alone would let 8 MiB of ``X-A: b`` lines hold the event loop for a fifth of a second; real answers send ~20."""
+DEADLINE_SLACK_S = 0.005
+"""After a deadline fired, the next check waits at least this long: answers that time out together (a hung
+upstream) are failed in one pass, not one timer each."""
 
 
 class UpstreamClosed(ConnectionError):
@@ -208,6 +212,10 @@ class _Connection(asyncio.Protocol):
                 future.exception()  # mark retrieved: a streaming reader may never wait on both
         self._wake()
 
+    def expire(self) -> None:
+        """The answer's deadline passed: its reader gets ``TimeoutError`` (and hangs up on the connection)."""
+        self._fail(TimeoutError("no answer within the deadline"))
+
     def _wake(self) -> None:
         if self._queue_waiter is not None and not self._queue_waiter.done():
             self._queue_waiter.set_result(None)
@@ -266,6 +274,55 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
+class _Deadlines:
+    """Deadlines of the answers being awaited, watched by one timer set for the earliest.
+
+    Why not ``asyncio.timeout`` per request: it schedules and cancels a timer each time, which cost more CPU
+    than the rest of this client's work for a short answer. Here a request adds its deadline to a dict and
+    removes it when answered; the timer only moves when a deadline comes earlier than the one it is set for.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiting: dict[_Connection, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    def now(self) -> float:
+        """The clock deadlines are on (the event loop's)."""
+        return self._loop.time()
+
+    def watch(self, conn: _Connection, deadline: float) -> None:
+        """Fail ``conn``'s answer with ``TimeoutError`` unless it arrives by ``deadline`` (on ``now()``'s clock)."""
+        self._waiting[conn] = deadline
+        if deadline < self._timer_at:
+            self._arm(deadline)
+
+    def forget(self, conn: _Connection) -> None:
+        self._waiting.pop(conn, None)
+
+    def _arm(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self._loop.call_at(at, self._expire)
+
+    def _expire(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        now = self._loop.time()
+        expired = [conn for conn, deadline in self._waiting.items() if deadline <= now]
+        for conn in expired:
+            del self._waiting[conn]
+            conn.expire()
+        if self._waiting:
+            self._arm(max(min(self._waiting.values()), now + DEADLINE_SLACK_S))
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = None, math.inf
+
+
 class ConnectionPool:
     """Keep-alive connections to one ``base_url`` (scheme, host, port and path prefix).
 
@@ -313,7 +370,10 @@ class ConnectionPool:
         self.max_response_bytes = max_response_bytes
         self.connect_timeout_s = connect_timeout_s
         self._idle: list[_Connection] = []
-        self._slots = asyncio.Semaphore(max_connections)
+        self._free_slots = max_connections
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()
+        """Requests waiting for a slot, first come first served; a freed slot goes to the first one still waiting."""
+        self._deadlines: _Deadlines | None = None
         self.stats = stats if stats is not None else PoolStats()
         self.stats.max_connections = max_connections
 
@@ -327,11 +387,18 @@ class ConnectionPool:
             head += encode_headers(extra_headers)
         return head + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
 
-    async def _connection(self) -> _Connection:
+    def _idle_connection(self) -> _Connection | None:
+        """The most recently used open idle connection, if any."""
         while self._idle:
             conn = self._idle.pop()
             if not conn.closed:
                 return conn
+        return None
+
+    async def _connection(self) -> _Connection:
+        return self._idle_connection() or await self._open()
+
+    async def _open(self) -> _Connection:
         if self._proxy_error is not None:
             raise self._proxy_error
         loop = asyncio.get_running_loop()
@@ -377,17 +444,17 @@ class ConnectionPool:
         The wait is llmroute's own queue, not the upstream's slowness, so it has its own exception.
         Hand the slot on with ``slot_held=True`` to ``post``/``post_stream``, which give it back.
         """
-        stats = self.stats
-        if not self._slots.locked():
-            await self._slots.acquire()  # free: no timer, no clock
-            stats.in_use += 1
+        if self.try_slot():  # free: no timer, no clock
             return
+        stats = self.stats
         stats.waiting += 1
         started = time.perf_counter()
         outcome = "cancelled"
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._slot_waiters.append(waiter)
         try:
             async with asyncio.timeout(timeout_s):
-                await self._slots.acquire()
+                await waiter
             outcome = "slot"
         except TimeoutError:
             outcome = "timeout"
@@ -397,24 +464,65 @@ class ConnectionPool:
             stats.waiting -= 1
             if outcome == "slot":
                 stats.in_use += 1
+            elif waiter.done() and not waiter.cancelled():
+                self._hand_on_slot()  # a slot came as the wait ended: it goes to the next one
+            else:
+                waiter.cancel()
+                try:
+                    self._slot_waiters.remove(waiter)
+                except ValueError:
+                    pass
             stats.wait_ended(time.perf_counter() - started, outcome)
+
+    def try_slot(self) -> bool:
+        """Take a connection slot if one is free and nobody is queued for it: True, with no await and no
+        timer (hand it on like ``acquire_slot``'s); False otherwise."""
+        if self._free_slots > 0 and not self._slot_waiters:
+            self._free_slots -= 1
+            self.stats.in_use += 1
+            return True
+        return False
 
     def _release_slot(self) -> None:
         self.stats.in_use -= 1
-        self._slots.release()
+        self._hand_on_slot()
+
+    def _hand_on_slot(self) -> None:
+        waiters = self._slot_waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free_slots += 1
 
     async def post(self, path: str, body: bytes, extra_headers: Mapping[str, str] | None = None,
-                   *, method: bytes = b"POST", slot_held: bool = False) -> Response:
-        """POST and read the whole answer. A reused connection the upstream had
-        closed while idle is retried once on a fresh one, as nothing was received."""
+                   *, method: bytes = b"POST", slot_held: bool = False, timeout_s: float | None = None) -> Response:
+        """POST and read the whole answer; ``TimeoutError`` if it has not arrived within ``timeout_s`` (None:
+        no limit here). A reused connection the upstream had closed while idle is retried once on a fresh one,
+        as nothing was received."""
         if not slot_held:
             await self.acquire_slot(None)
         try:
             data = self._request_bytes(path, body, extra_headers, method)
+            deadlines = None
+            if timeout_s is not None:
+                deadlines = self._deadlines
+                if deadlines is None:
+                    deadlines = self._deadlines = _Deadlines(asyncio.get_running_loop())
+                deadline = deadlines.now() + timeout_s
             for _ in range(2):
-                conn = await self._connection()
+                conn = self._idle_connection()
+                if conn is None:
+                    if deadlines is None:
+                        conn = await self._open()
+                    else:
+                        async with asyncio.timeout_at(deadline):
+                            conn = await self._open()
                 try:
                     conn.send(data, streaming=False)
+                    if deadlines is not None:
+                        deadlines.watch(conn, deadline)
                     response = await conn.response()
                 except UpstreamClosed:
                     conn.close()
@@ -422,8 +530,11 @@ class ConnectionPool:
                         continue
                     raise
                 except BaseException:
-                    conn.close()  # cancelled or failed mid-answer: the connection's state is unknown
+                    conn.close()  # cancelled, timed out or failed mid-answer: the connection's state is unknown
                     raise
+                finally:
+                    if deadlines is not None:
+                        deadlines.forget(conn)
                 self._release(conn)
                 return response
             raise UpstreamClosed("connection closed before the answer was complete")
@@ -461,6 +572,8 @@ class ConnectionPool:
         self._release_slot()
 
     async def aclose(self) -> None:
+        if self._deadlines is not None:
+            self._deadlines.close()
         while self._idle:
             self._idle.pop().close()
 
