@@ -231,6 +231,14 @@ class _Connection(asyncio.Protocol):
 
     async def response(self) -> Response:
         await self._done
+        return self.answer()
+
+    def answered(self) -> asyncio.Future[None]:
+        """Done when the whole answer is in (or failed); then ``answer()`` has it. Awaiting this future
+        directly, not ``response()``, saves a coroutine on the request path."""
+        return self._done
+
+    def answer(self) -> Response:
         return Response(self.status, self.headers, b"".join(self._body))
 
     async def response_head(self) -> None:
@@ -523,7 +531,8 @@ class ConnectionPool:
                     conn.send(data, streaming=False)
                     if deadlines is not None:
                         deadlines.watch(conn, deadline)
-                    response = await conn.response()
+                    await conn.answered()
+                    response = conn.answer()
                 except UpstreamClosed:
                     conn.close()
                     if conn.reused and not conn.received_any:
@@ -614,11 +623,13 @@ class StreamingResponse:
 def encode_headers(headers: Mapping[str, str]) -> bytes:
     """``name: value\\r\\n`` lines. Raises ``InvalidHeader`` for a line break (it would let a value inject
     headers) or a character outside latin-1 (HTTP/1.1 cannot carry it), naming the header."""
-    text = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    if text.count("\r") + text.count("\n") != 2 * len(headers):
-        raise InvalidHeader(next(n for n, v in headers.items() if any(c in f"{n}{v}" for c in "\r\n")), "a line break")
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        bad = next(n for n, v in headers.items() if any(ord(c) > 0xFF for c in f"{n}{v}"))
-        raise InvalidHeader(bad, "a character outside latin-1") from None
+    encoded = b""
+    for name, value in headers.items():
+        line = f"{name}: {value}"
+        if "\r" in line or "\n" in line:
+            raise InvalidHeader(name, "a line break")
+        try:
+            encoded += line.encode("latin-1") + b"\r\n"
+        except UnicodeEncodeError:
+            raise InvalidHeader(name, "a character outside latin-1") from None
+    return encoded
