@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import math
 import ssl
 import time
 import urllib.parse
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 
 import httptools
 
+from .deadlines import Deadlines
 from .decoding import ContentDecoder, ContentDecodingError
 from .poolstats import DEFAULT_MAX_CONNECTIONS, PoolStats
 from .proxy import Proxy, ProxyError, open_tunnel, proxy_from_environment
@@ -41,9 +41,6 @@ DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 MAX_HEADER_LINES = 256
 """Header lines of one answer (interim ones included). Each costs a Python callback, so the head's byte limit
 alone would let 8 MiB of ``X-A: b`` lines hold the event loop for a fifth of a second; real answers send ~20."""
-DEADLINE_SLACK_S = 0.005
-"""After a deadline fired, the next check waits at least this long: answers that time out together (a hung
-upstream) are failed in one pass, not one timer each."""
 
 
 class UpstreamClosed(ConnectionError):
@@ -282,55 +279,6 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
-class _Deadlines:
-    """Deadlines of the answers being awaited, watched by one timer set for the earliest.
-
-    Why not ``asyncio.timeout`` per request: it schedules and cancels a timer each time, which cost more CPU
-    than the rest of this client's work for a short answer. Here a request adds its deadline to a dict and
-    removes it when answered; the timer only moves when a deadline comes earlier than the one it is set for.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._waiting: dict[_Connection, float] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
-
-    def now(self) -> float:
-        """The clock deadlines are on (the event loop's)."""
-        return self._loop.time()
-
-    def watch(self, conn: _Connection, deadline: float) -> None:
-        """Fail ``conn``'s answer with ``TimeoutError`` unless it arrives by ``deadline`` (on ``now()``'s clock)."""
-        self._waiting[conn] = deadline
-        if deadline < self._timer_at:
-            self._arm(deadline)
-
-    def forget(self, conn: _Connection) -> None:
-        self._waiting.pop(conn, None)
-
-    def _arm(self, at: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = at
-        self._timer = self._loop.call_at(at, self._expire)
-
-    def _expire(self) -> None:
-        self._timer, self._timer_at = None, math.inf
-        now = self._loop.time()
-        expired = [conn for conn, deadline in self._waiting.items() if deadline <= now]
-        for conn in expired:
-            del self._waiting[conn]
-            conn.expire()
-        if self._waiting:
-            self._arm(max(min(self._waiting.values()), now + DEADLINE_SLACK_S))
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer, self._timer_at = None, math.inf
-
-
 class ConnectionPool:
     """Keep-alive connections to one ``base_url`` (scheme, host, port and path prefix).
 
@@ -381,7 +329,7 @@ class ConnectionPool:
         self._free_slots = max_connections
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
         """Requests waiting for a slot, first come first served; a freed slot goes to the first one still waiting."""
-        self._deadlines: _Deadlines | None = None
+        self._deadlines: Deadlines | None = None
         self.stats = stats if stats is not None else PoolStats()
         self.stats.max_connections = max_connections
 
@@ -517,7 +465,7 @@ class ConnectionPool:
             if timeout_s is not None:
                 deadlines = self._deadlines
                 if deadlines is None:
-                    deadlines = self._deadlines = _Deadlines(asyncio.get_running_loop())
+                    deadlines = self._deadlines = Deadlines(asyncio.get_running_loop())
                 deadline = deadlines.now() + timeout_s
             for _ in range(2):
                 conn = self._idle_connection()
