@@ -68,7 +68,9 @@ class Cascade:
                 later.append(name)
                 if note_reorder:
                     self._skip(name, "cooling_down", f"deferred: asked to wait {wait_s:.1f} s (Retry-After)", wait_s)
-            elif not state.ratelimit(name).headroom(tokens_needed):
+                continue
+            window = state.ratelimit(name)
+            if (window.tokens or window.requests) and not window.headroom(tokens_needed):  # none known: headroom
                 later.append(name)
                 if note_reorder:
                     self._skip(name, "rate_limit_headroom",
@@ -105,7 +107,8 @@ class Cascade:
                     raise AllProvidersFailed(self.attempts, deadline_exceeded=True)
                 if not self._breaker_allows(provider):
                     continue  # open: not tried again in this request either
-                if not await self._wait_cooldown(provider):
+                wait_s = self.state.cooldown_until(name) - now()
+                if wait_s > 0 and not await self._wait_cooldown(provider, wait_s):
                     retry_next.append(name)
                     continue
                 try:
@@ -139,11 +142,9 @@ class Cascade:
                    f"skipped: circuit open ({breaker.last_reason}); next probe in {retry_s:.1f} s", retry_s)
         return False
 
-    async def _wait_cooldown(self, provider: OpenAICompatProvider) -> bool:
-        """Honour a provider's Retry-After: wait if it is short and fits in the deadline, else skip it."""
-        wait_s = self.state.cooldown_until(provider.name) - now()
-        if wait_s <= 0:
-            return True
+    async def _wait_cooldown(self, provider: OpenAICompatProvider, wait_s: float) -> bool:
+        """Honour a provider's Retry-After (``wait_s`` from now): wait if it is short and fits in the deadline,
+        else skip it."""
         if wait_s <= self.max_retry_wait_s and wait_s < self.remaining_s():
             await asyncio.sleep(wait_s)
             return True
@@ -153,13 +154,13 @@ class Cascade:
     async def _attempt(self, provider: OpenAICompatProvider, call: Call[T], call_keeps_timeout: bool) -> T:
         """One call. Every ``pricer.begin`` meets exactly one ``end`` here (or, for the answer, in the caller),
         whatever is raised: a leaked mark would split a GPU worker's time with a request that is not there."""
-        timeout_s = min(provider.config.timeout_s, self.remaining_s())
+        started_at = time.monotonic()
+        timeout_s = min(provider.config.timeout_s, self.deadline - started_at)
         pricer = self.pricers[provider.name]
         self.state.ratelimit(provider.name).spend(self.tokens_needed)
         self.current = provider.name
         mark = pricer.begin()
         started = time.perf_counter()
-        started_at = time.monotonic()
         try:
             if call_keeps_timeout:
                 value = await call(provider, timeout_s)

@@ -9,13 +9,16 @@ from typing import Any
 
 def new_request_id() -> str:
     """128 random bits as hex; ids need to be unique, not secret, so no system call per request."""
-    return f"{random.getrandbits(128):032x}"
+    return random.randbytes(16).hex()
 
 
 def request_headers(extra_headers: Mapping[str, str] | None) -> tuple[str, dict[str, str]]:
     """The request's id and the headers sent upstream: a caller's ``x-request-id`` (any case) is kept, so the
     caller, the providers and the ledger all see one id; otherwise a new one."""
-    headers = dict(extra_headers or {})
+    if not extra_headers:  # the usual case: nothing to look through
+        request_id = new_request_id()
+        return request_id, {"x-request-id": request_id}
+    headers = dict(extra_headers)
     given = next((k for k in headers if k.lower() == "x-request-id"), None)
     request_id = headers.pop(given) if given is not None else ""
     request_id = request_id or new_request_id()

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .breaker import log_transition
@@ -90,6 +90,9 @@ class LLMRouter:
 
     def strategy(self, name: RoutingStrategy | str | None = None) -> StrategyBase:
         """The strategy object for ``name`` (the default if None), built once."""
+        built = self._strategies.get(name if name is not None else self.default_strategy)  # a str finds its StrEnum
+        if built is not None:
+            return built
         key = RoutingStrategy(name) if name is not None else self.default_strategy
         built = self._strategies.get(key)
         if built is None:
@@ -362,10 +365,8 @@ class LLMRouter:
         request_id, headers = request_headers(extra_headers)
         started = time.perf_counter()
 
-        async def call(provider: OpenAICompatProvider, timeout_s: float) -> ProviderResponse:
-            return await provider.request(
-                path, {**body, "model": provider.model}, timeout_s=timeout_s, extra_headers=headers,
-            )
+        def call(provider: OpenAICompatProvider, timeout_s: float) -> Coroutine[Any, Any, ProviderResponse]:
+            return provider.request(path, {**body, "model": provider.model}, timeout_s=timeout_s, extra_headers=headers)
 
         try:
             delay_s = self._hedge_delay_s(strategy_name, cascade)

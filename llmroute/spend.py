@@ -56,6 +56,7 @@ MAX_TAG_GROUPS_PER_SERIES = 20
 
 Key = tuple[str, str]
 """(dimension, name); ``all`` has the name ``""``."""
+_ALL_KEY: Key = (ALL, "")
 
 
 class LiveSpend:
@@ -98,19 +99,20 @@ class LiveSpend:
                 priced = priced and attempt.cost_basis != "unknown"
             if not priced:  # the ledger stores no cost: a price unknown is not a price of zero
                 cost = 0.0
-            self._add((ALL, ""), cost, tokens)
+            self._add(_ALL_KEY, cost, tokens)
             if context is not None:
                 if context.key_id is not None:
                     self._add(("keys", context.key_id), cost, tokens)
-                for tag in dict.fromkeys(context.tags[:MAX_TAGS]):
-                    self._add(("tags", tag), cost, tokens)
+                if context.tags:
+                    for tag in dict.fromkeys(context.tags[:MAX_TAGS]):
+                        self._add(("tags", tag), cost, tokens)
         self._schedule()
 
     def add(self, usd: float) -> None:
         """Spend that served no request (shadow evaluation's calls): counted in ``all`` only."""
         if usd:
             with self._lock:
-                self._add((ALL, ""), usd, 0, requests=0)
+                self._add(_ALL_KEY, usd, 0, requests=0)
             self._schedule()
 
     def _add(self, key: Key, usd: float, tokens: int, requests: int = 1) -> None:

@@ -1,13 +1,17 @@
 """Prometheus metrics, labelled by provider and strategy.
 
 Label children are cached per label set: ``labels()`` costs more than the
-increment itself, and this runs on every request.
+increment itself, and this runs on every request. In one process, an answered
+request's counters add up in a list and reach prometheus when ``/metrics`` is
+scraped: an ``inc`` costs more than the rest of the bookkeeping. With several
+workers every increment goes to the shared files at once, so a scrape answered
+by any worker counts every request.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -111,33 +115,45 @@ class Metrics:
                                    "found one free is not counted", ["provider", "outcome"],
                                    buckets=POOL_WAIT_BUCKETS_S, registry=r)
         self._pools: Mapping[str, PoolStats] = {}
-        self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+        self._children: dict[tuple[str, str, str], _Answered] = {}
+        self._batched = self._collect is self.registry
+        """One process: answered requests' counters wait in ``_Answered.pending`` until scraped (``flush``)."""
 
-    def _for(self, strategy: str, provider: str, endpoint: str) -> tuple[Any, ...]:
+    def _for(self, strategy: str, provider: str, endpoint: str) -> _Answered:
         key = (strategy, provider, endpoint)
         children = self._children.get(key)
         if children is None:
-            children = self._children[key] = (
+            children = self._children[key] = _Answered(
                 self.requests.labels(strategy, provider, endpoint),
                 self.tokens.labels(strategy, provider, "prompt"),
                 self.tokens.labels(strategy, provider, "completion"),
                 self.cost.labels(strategy, provider),
                 self.latency.labels(strategy, provider),
+                [0, 0, 0, 0.0] if self._batched else None,
             )
         return children
 
     def observe(self, result: RouteResult, endpoint: str) -> None:
-        requests, prompt, completion, cost, latency = self._for(result.strategy, result.provider, endpoint)
-        requests.inc()
-        prompt.inc(result.prompt_tokens)
-        completion.inc(result.completion_tokens)
-        if len(result.attempts) <= 1:
-            cost.inc(result.cost_usd)
-        else:  # what each attempt was billed goes to its provider, as in the ledger (GPU time of a failed one)
+        children = self._for(result.strategy, result.provider, endpoint)
+        pending = children.pending
+        one_attempt = len(result.attempts) <= 1
+        if pending is not None:
+            pending[0] += 1
+            pending[1] += result.prompt_tokens
+            pending[2] += result.completion_tokens
+            if one_attempt:
+                pending[3] += result.cost_usd
+        else:
+            children.requests.inc()
+            children.prompt.inc(result.prompt_tokens)
+            children.completion.inc(result.completion_tokens)
+            if one_attempt:
+                children.cost.inc(result.cost_usd)
+        if not one_attempt:  # what each attempt was billed goes to its provider, as in the ledger (GPU time of a failed one)
             for attempt in result.attempts:
                 if attempt.cost_usd:
                     self.cost.labels(result.strategy, attempt.provider).inc(attempt.cost_usd)
-        latency.observe(result.latency_ms / 1000)
+        children.latency.observe(result.latency_ms / 1000)
         if result.ttft_ms is not None:
             self.ttft.labels(result.strategy, result.provider).observe(result.ttft_ms / 1000)
         if result.fallback:
@@ -236,11 +252,37 @@ class Metrics:
 
         return observe
 
+    def flush(self) -> None:
+        """Hand the counters waiting in this process to prometheus (``render`` does, before every scrape)."""
+        for children in self._children.values():
+            pending = children.pending
+            if pending is None or not pending[0]:
+                continue
+            requests, prompt_tokens, completion_tokens, cost_usd = pending
+            pending[:] = (0, 0, 0, 0.0)
+            children.requests.inc(requests)
+            children.prompt.inc(prompt_tokens)
+            children.completion.inc(completion_tokens)
+            children.cost.inc(cost_usd)
+
     def render(self) -> bytes:
+        self.flush()
         for name, stats in self._pools.items():  # read now, when scraped: nothing on the request path
             self.pool_in_use.labels(name).set(stats.in_use)
             self.pool_waiting.labels(name).set(stats.waiting)
         return generate_latest(self._collect)
+
+
+class _Answered(NamedTuple):
+    """The label children an answered request counts in, and (in one process) its counts not yet handed on:
+    [requests, prompt tokens, completion tokens, cost_usd]."""
+
+    requests: Any
+    prompt: Any
+    completion: Any
+    cost: Any
+    latency: Any
+    pending: list[Any] | None
 
 
 def multiprocess_registry() -> CollectorRegistry | None:

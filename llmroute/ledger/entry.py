@@ -205,7 +205,8 @@ def _billed(attempts: Sequence[Attempt]) -> tuple[float | None, str]:
 def entry_from_result(result: RouteResult, context: RequestContext | None) -> LedgerEntry:
     ctx = context or RequestContext()
     cost, basis = _billed(result.attempts)
-    failed = next((a for a in result.attempts if not a.ok), None)
+    # One attempt is the one that answered: nothing failed, and no generator to find so.
+    failed = next((a for a in result.attempts if not a.ok), None) if len(result.attempts) > 1 else None
     return LedgerEntry(
         ts=time.time(), request_id=result.request_id or "", endpoint=ctx.endpoint,
         route=ctx.route or result.strategy, strategy=result.strategy, provider=result.provider, model=result.model,
@@ -239,6 +240,8 @@ def entry_from_failure(
 
 def parse_tags(header: str | None = None, metadata: Any = None) -> list[str]:
     """Tags from ``x-llmroute-tags: team=sales,urgent`` and a body's ``metadata`` object, as ``k=v`` strings."""
+    if not header and not metadata:  # the usual request: no tags, nothing to build
+        return []
     tags: list[str] = []
     if header:
         tags.extend(t.strip() for t in header.split(",") if t.strip())

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import httptools
 
+from .deadlines import Deadlines
 from .decoding import ContentDecoder, ContentDecodingError
 from .poolstats import DEFAULT_MAX_CONNECTIONS, PoolStats
 from .proxy import Proxy, ProxyError, open_tunnel, proxy_from_environment
@@ -208,6 +209,10 @@ class _Connection(asyncio.Protocol):
                 future.exception()  # mark retrieved: a streaming reader may never wait on both
         self._wake()
 
+    def expire(self) -> None:
+        """The answer's deadline passed: its reader gets ``TimeoutError`` (and hangs up on the connection)."""
+        self._fail(TimeoutError("no answer within the deadline"))
+
     def _wake(self) -> None:
         if self._queue_waiter is not None and not self._queue_waiter.done():
             self._queue_waiter.set_result(None)
@@ -223,6 +228,14 @@ class _Connection(asyncio.Protocol):
 
     async def response(self) -> Response:
         await self._done
+        return self.answer()
+
+    def answered(self) -> asyncio.Future[None]:
+        """Done when the whole answer is in (or failed); then ``answer()`` has it. Awaiting this future
+        directly, not ``response()``, saves a coroutine on the request path."""
+        return self._done
+
+    def answer(self) -> Response:
         return Response(self.status, self.headers, b"".join(self._body))
 
     async def response_head(self) -> None:
@@ -313,7 +326,10 @@ class ConnectionPool:
         self.max_response_bytes = max_response_bytes
         self.connect_timeout_s = connect_timeout_s
         self._idle: list[_Connection] = []
-        self._slots = asyncio.Semaphore(max_connections)
+        self._free_slots = max_connections
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()
+        """Requests waiting for a slot, first come first served; a freed slot goes to the first one still waiting."""
+        self._deadlines: Deadlines | None = None
         self.stats = stats if stats is not None else PoolStats()
         self.stats.max_connections = max_connections
 
@@ -327,11 +343,18 @@ class ConnectionPool:
             head += encode_headers(extra_headers)
         return head + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
 
-    async def _connection(self) -> _Connection:
+    def _idle_connection(self) -> _Connection | None:
+        """The most recently used open idle connection, if any."""
         while self._idle:
             conn = self._idle.pop()
             if not conn.closed:
                 return conn
+        return None
+
+    async def _connection(self) -> _Connection:
+        return self._idle_connection() or await self._open()
+
+    async def _open(self) -> _Connection:
         if self._proxy_error is not None:
             raise self._proxy_error
         loop = asyncio.get_running_loop()
@@ -377,17 +400,17 @@ class ConnectionPool:
         The wait is llmroute's own queue, not the upstream's slowness, so it has its own exception.
         Hand the slot on with ``slot_held=True`` to ``post``/``post_stream``, which give it back.
         """
-        stats = self.stats
-        if not self._slots.locked():
-            await self._slots.acquire()  # free: no timer, no clock
-            stats.in_use += 1
+        if self.try_slot():  # free: no timer, no clock
             return
+        stats = self.stats
         stats.waiting += 1
         started = time.perf_counter()
         outcome = "cancelled"
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._slot_waiters.append(waiter)
         try:
             async with asyncio.timeout(timeout_s):
-                await self._slots.acquire()
+                await waiter
             outcome = "slot"
         except TimeoutError:
             outcome = "timeout"
@@ -397,33 +420,78 @@ class ConnectionPool:
             stats.waiting -= 1
             if outcome == "slot":
                 stats.in_use += 1
+            elif waiter.done() and not waiter.cancelled():
+                self._hand_on_slot()  # a slot came as the wait ended: it goes to the next one
+            else:
+                waiter.cancel()
+                try:
+                    self._slot_waiters.remove(waiter)
+                except ValueError:
+                    pass
             stats.wait_ended(time.perf_counter() - started, outcome)
+
+    def try_slot(self) -> bool:
+        """Take a connection slot if one is free and nobody is queued for it: True, with no await and no
+        timer (hand it on like ``acquire_slot``'s); False otherwise."""
+        if self._free_slots > 0 and not self._slot_waiters:
+            self._free_slots -= 1
+            self.stats.in_use += 1
+            return True
+        return False
 
     def _release_slot(self) -> None:
         self.stats.in_use -= 1
-        self._slots.release()
+        self._hand_on_slot()
+
+    def _hand_on_slot(self) -> None:
+        waiters = self._slot_waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free_slots += 1
 
     async def post(self, path: str, body: bytes, extra_headers: Mapping[str, str] | None = None,
-                   *, method: bytes = b"POST", slot_held: bool = False) -> Response:
-        """POST and read the whole answer. A reused connection the upstream had
-        closed while idle is retried once on a fresh one, as nothing was received."""
+                   *, method: bytes = b"POST", slot_held: bool = False, timeout_s: float | None = None) -> Response:
+        """POST and read the whole answer; ``TimeoutError`` if it has not arrived within ``timeout_s`` (None:
+        no limit here). A reused connection the upstream had closed while idle is retried once on a fresh one,
+        as nothing was received."""
         if not slot_held:
             await self.acquire_slot(None)
         try:
             data = self._request_bytes(path, body, extra_headers, method)
+            deadlines = None
+            if timeout_s is not None:
+                deadlines = self._deadlines
+                if deadlines is None:
+                    deadlines = self._deadlines = Deadlines(asyncio.get_running_loop())
+                deadline = deadlines.now() + timeout_s
             for _ in range(2):
-                conn = await self._connection()
+                conn = self._idle_connection()
+                if conn is None:
+                    if deadlines is None:
+                        conn = await self._open()
+                    else:
+                        async with asyncio.timeout_at(deadline):
+                            conn = await self._open()
                 try:
                     conn.send(data, streaming=False)
-                    response = await conn.response()
+                    if deadlines is not None:
+                        deadlines.watch(conn, deadline)
+                    await conn.answered()
+                    response = conn.answer()
                 except UpstreamClosed:
                     conn.close()
                     if conn.reused and not conn.received_any:
                         continue
                     raise
                 except BaseException:
-                    conn.close()  # cancelled or failed mid-answer: the connection's state is unknown
+                    conn.close()  # cancelled, timed out or failed mid-answer: the connection's state is unknown
                     raise
+                finally:
+                    if deadlines is not None:
+                        deadlines.forget(conn)
                 self._release(conn)
                 return response
             raise UpstreamClosed("connection closed before the answer was complete")
@@ -461,6 +529,8 @@ class ConnectionPool:
         self._release_slot()
 
     async def aclose(self) -> None:
+        if self._deadlines is not None:
+            self._deadlines.close()
         while self._idle:
             self._idle.pop().close()
 
@@ -501,11 +571,13 @@ class StreamingResponse:
 def encode_headers(headers: Mapping[str, str]) -> bytes:
     """``name: value\\r\\n`` lines. Raises ``InvalidHeader`` for a line break (it would let a value inject
     headers) or a character outside latin-1 (HTTP/1.1 cannot carry it), naming the header."""
-    text = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    if text.count("\r") + text.count("\n") != 2 * len(headers):
-        raise InvalidHeader(next(n for n, v in headers.items() if any(c in f"{n}{v}" for c in "\r\n")), "a line break")
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        bad = next(n for n, v in headers.items() if any(ord(c) > 0xFF for c in f"{n}{v}"))
-        raise InvalidHeader(bad, "a character outside latin-1") from None
+    encoded = b""
+    for name, value in headers.items():
+        line = f"{name}: {value}"
+        if "\r" in line or "\n" in line:
+            raise InvalidHeader(name, "a line break")
+        try:
+            encoded += line.encode("latin-1") + b"\r\n"
+        except UnicodeEncodeError:
+            raise InvalidHeader(name, "a character outside latin-1") from None
+    return encoded

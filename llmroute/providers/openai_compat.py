@@ -172,9 +172,12 @@ class OpenAICompatProvider:
         try:
             data = orjson.dumps(body)
             pool = self._get_pool()
-            left_s = await self._slot(pool, timeout_s, started)
-            async with asyncio.timeout(left_s):
-                resp = await pool.post(path, data, extra_headers, slot_held=True)
+            if pool.try_slot():  # the usual case: no wait, so nothing to take off timeout_s
+                left_s = timeout_s
+            else:
+                left_s = await self._slot(pool, timeout_s, started)
+            # The pool watches the deadline: one timer for every answer awaited, not one per request.
+            resp = await pool.post(path, data, extra_headers, slot_held=True, timeout_s=left_s)
         except BaseException as exc:
             raise self._transport_error(exc, started) from None
         return self._check(resp.status, resp.body, resp.headers, started)
