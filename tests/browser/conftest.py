@@ -41,7 +41,7 @@ def artefacts() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # not the session: its event loop would block later asyncio tests
 def browser() -> Iterator[Any]:
     executable = chromium_path()
     require(executable is not None, "chromium (apt-get install chromium)")
