@@ -61,6 +61,33 @@ async def chat_upstream(handler: Callable[[Any], Awaitable[Any]]) -> AsyncIterat
         await runner.cleanup()
 
 
+class HeldUpstream:
+    """A ``chat_upstream`` handler that answers nothing until ``released`` is set: each request it holds keeps
+    one connection, and ``arrived`` (guarded by ``changed``) says how many reached it."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.arrived = 0
+        self.changed = asyncio.Condition()
+        self.released = asyncio.Event()
+
+    async def handler(self, request: Any) -> Any:
+        import time
+
+        from aiohttp import web
+
+        body = await request.json()
+        async with self.changed:
+            self.arrived += 1
+            self.changed.notify_all()
+        await self.released.wait()
+        return web.json_response({
+            "id": "held", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}})
+
+
 def emulator(profile: str, **settings: Any) -> EmulatorThread:
     settings.setdefault("speed", math.inf)
     return EmulatorThread(EmulatorSettings(get_profile(profile), **settings))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,17 +17,9 @@ pytest.importorskip("redis")
 import redis  # noqa: E402
 
 from llmroute.state_redis import RedisState  # noqa: E402
+from tests.test_state_redis import until  # noqa: E402  (wait for what a background task makes true)
 
 KEY = "budget:all:0"
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    """Wait for what a background task makes true (polled: it arrives over a socket)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from llmroute.tokens import prompt_estimate
 
-from ..conftest import chat_upstream, free_port, provider
+from ..conftest import HeldUpstream, chat_upstream, free_port, provider
 from ..redis_fixture import RedisServer, redis_server  # noqa: F401
 from .conftest import RunningGateway
 from .test_keys_gateway import create
@@ -30,26 +30,13 @@ MAX_TOKENS = 50
 SCOPE = "shared by every gateway replica"
 
 
-class HeldProvider:
+class HeldProvider(HeldUpstream):
     """A stand-in provider that answers nothing until ``release``: what reaches it was admitted by the key."""
 
     def __init__(self) -> None:
-        self.arrived = 0
+        super().__init__()
         self.refused: list[httpx.Response] = []
         self.served: list[httpx.Response] = []
-        self.changed = asyncio.Condition()
-        self.released = asyncio.Event()
-
-    async def handler(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        async with self.changed:
-            self.arrived += 1
-            self.changed.notify_all()
-        await self.released.wait()
-        return web.json_response({
-            "id": "held", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}})
 
     async def send(self, client: httpx.AsyncClient, url: str, key: str) -> None:
         response = await client.post(url + CHAT, json={"messages": MESSAGES, "max_tokens": MAX_TOKENS},

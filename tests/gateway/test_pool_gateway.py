@@ -8,39 +8,17 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
-from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..conftest import chat_upstream, provider
+from ..conftest import HeldUpstream, chat_upstream, provider
 from .conftest import RunningGateway
 
 CHAT = "/v1/chat/completions"
 LOG_LINE = "waited for a free connection"
-
-
-class HeldProvider:
-    """Answers nothing until ``released``: each request it holds keeps one of the gateway's connections to it."""
-
-    def __init__(self) -> None:
-        self.arrived = 0
-        self.changed = asyncio.Condition()
-        self.released = asyncio.Event()
-
-    async def handler(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        async with self.changed:
-            self.arrived += 1
-            self.changed.notify_all()
-        await self.released.wait()
-        return web.json_response({
-            "id": "held", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}})
 
 
 async def until(read: Callable[[], Any], done: Callable[[Any], bool], timeout_s: float = 30.0) -> Any:
@@ -69,7 +47,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 async def test_waiters_are_visible_then_fall_back_without_hurting_the_provider(
     gateway_factory: Callable[..., RunningGateway], seed_config: dict[str, Any],
 ) -> None:
-    held = HeldProvider()
+    held = HeldUpstream()
     async with chat_upstream(held.handler) as url:
         config = {**seed_config, "strategy": "cost_optimized", "retry_rounds": 1,
                   "balanced_weights": {"held": 80, "cerebras": 20}}
