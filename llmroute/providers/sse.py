@@ -13,7 +13,7 @@ starts the second. A UTF-8 byte order mark at the very start of the stream is dr
 
 from __future__ import annotations
 
-from .http import ResponseTooLarge
+from .connection import ResponseTooLarge
 
 DEFAULT_MAX_LINE_BYTES = 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
