@@ -1,5 +1,6 @@
 """Config: the schema (``schema.py``) and reading it from YAML with clear errors (``loading.py``)."""
 
+from .enums import RoutingStrategy
 from .evaluation import GRADER_NAMES, GraderRule, JudgeConfig, ShadowConfig, grader_for
 from .loading import CONFIG_ENV_VAR, DEFAULT_CONFIG_NAME, default_config_path, load_config, parse_config
 from .schema import (
@@ -37,6 +38,7 @@ __all__ = [
     "QualityAwareConfig",
     "QualityTarget",
     "RouterConfig",
+    "RoutingStrategy",
     "default_config_path",
     "load_config",
     "parse_config",

@@ -14,8 +14,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from ..breaker import BreakerSettings
-from ..strategies.base import RoutingStrategy
 from .budgets import Budgets, pacing_problems
+from .enums import RoutingStrategy
 from .evaluation import GraderRule, JudgeConfig, ShadowConfig
 from .spend import SpendConfig
 from .state import StateConfig
