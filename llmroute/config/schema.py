@@ -13,10 +13,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
-from ..breaker import BreakerSettings
 from .budgets import Budgets, pacing_problems
 from .enums import RoutingStrategy
 from .evaluation import GraderRule, JudgeConfig, ShadowConfig
+from .settings import BreakerSettings, ColdStartSettings
 from .spend import SpendConfig
 from .state import StateConfig
 
@@ -84,6 +84,9 @@ class ColdStartConfig(_Strict):
     factor: float = Field(default=3.0, gt=1, description="latency this many times the recent p95 means cold")
     warm_s: float = Field(default=30.0, gt=0, description="how long latency-sensitive strategies avoid it")
     keep_warm_s: float | None = Field(default=None, gt=0, description="ping it when idle this long (costs money)")
+
+    def settings(self) -> ColdStartSettings:
+        return ColdStartSettings(self.idle_s, self.factor, self.warm_s)
 
 
 class QualityTarget(_Strict):
@@ -419,6 +422,9 @@ class RouterConfig(_Strict):
 
     def breaker_settings(self) -> dict[str, BreakerSettings]:
         return {name: (p.breaker or self.breaker).settings() for name, p in self.providers.items()}
+
+    def cold_start_settings(self) -> dict[str, ColdStartSettings]:
+        return {name: p.cold_start.settings() for name, p in self.providers.items()}
 
     def quality_pair(self) -> tuple[str, str]:
         """(strong, weak) for quality_aware: as configured, else best tier (then price) and cheapest other."""
