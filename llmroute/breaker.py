@@ -16,7 +16,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from .config.settings import BreakerSettings
+
+__all__ = ["CLOSED", "HALF_OPEN", "NOT_HEALTH", "OPEN", "STATE_VALUE", "BreakerSettings", "CircuitBreaker",
+           "log_transition"]
 
 log = logging.getLogger("llmroute")
 
@@ -25,20 +29,6 @@ STATE_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
 # Failures that say nothing about the provider's health: the request was at fault, or the caller left.
 NOT_HEALTH = frozenset({"bad_request", "context_length", "not_found", "unprocessable", "cancelled", "client_error"})
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerSettings:
-    failures: int = 5
-    window_s: float = 10.0
-    error_rate: float = 0.5
-    min_requests: int = 20
-    consecutive_timeouts: int = 2
-    open_s: float = 5.0
-    max_open_s: float = 60.0
-    half_open_probes: int = 1
-    probe_timeout_s: float = 30.0
-    """A probe whose outcome never came (its caller left) frees its slot after this long."""
 
 
 class CircuitBreaker:

@@ -5,6 +5,8 @@ daylight-saving hour is ever missing or doubled, and every period is a whole num
 path says which fraction of the budget should be spent by a moment: a straight line by default,
 or a daily profile (24 hourly weights) that every day of the period follows, so a budget whose
 traffic peaks in business hours is not "ahead" every morning and "behind" every night.
+
+A leaf: it imports nothing from llmroute, so the config can check a daily profile with ``SpendPath``.
 """
 
 from __future__ import annotations

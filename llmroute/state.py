@@ -16,7 +16,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .breaker import BreakerSettings, CircuitBreaker
+from .breaker import CircuitBreaker
+from .config.settings import BreakerSettings, ColdStartSettings  # ColdStartSettings: also imported from here
 from .ratelimit import RateLimitWindow
 
 log = logging.getLogger("llmroute")
@@ -302,13 +303,6 @@ class InMemoryState(RouterState):
 
 MAX_TOTALS = 100_000
 """Keys ``reserve`` keeps at once (one per budget and period; a few MB); the least recently used goes first."""
-
-
-@dataclass(frozen=True, slots=True)
-class ColdStartSettings:
-    idle_s: float | None = None
-    factor: float = 3.0
-    warm_s: float = 30.0
 
 
 def _p95(values: deque[float]) -> float:

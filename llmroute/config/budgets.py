@@ -8,14 +8,13 @@ cannot be paced, and ``pacing_prices`` what the pacer assumes a token costs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Literal, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ..budget_period import SpendPath
-
-if TYPE_CHECKING:
-    from .schema import ProviderConfig, RouterConfig
+from .providers import ProviderConfig
 
 DEFAULT_MAX_TOKENS = 4096
 """Output tokens reserved for a request that sets no ``max_tokens``, unless its budget says otherwise."""
@@ -89,6 +88,21 @@ Budgets = Annotated[list[BudgetConfig], AfterValidator(_unique)]
 """``budgets``: names unique, one budget per key."""
 
 
+class PacedConfig(Protocol):
+    """What pacing reads of a config (``RouterConfig`` is one): the schema imports this module to check its
+    budgets, so this module names what it needs instead of importing the schema back."""
+
+    @property
+    def providers(self) -> Mapping[str, ProviderConfig]: ...
+
+    @property
+    def budgets(self) -> Sequence[BudgetConfig]: ...
+
+    def quality_pair(self) -> tuple[str, str]:
+        """(strong, weak): quality_aware's pair."""
+        ...
+
+
 def blended_usd_per_m(provider: ProviderConfig) -> float:
     """What pacing assumes one token of ``provider`` costs, per 1M: the mean of its input and output prices,
     as quality_aware's ``max_price_per_m`` blends them. Pacing re-plans from the real spend, so a traffic mix
@@ -100,7 +114,7 @@ def blended_usd_per_m(provider: ProviderConfig) -> float:
     return (provider.price_per_m.input + provider.price_per_m.output) / 2
 
 
-def pacing_prices(config: RouterConfig) -> tuple[str, str, float, float]:
+def pacing_prices(config: PacedConfig) -> tuple[str, str, float, float]:
     """(strong, weak, strong US$ per 1M, weak US$ per 1M) of the pair pacing moves traffic between:
     quality_aware's pair (``quality_aware.strong``/``weak``, else the best tier and the cheapest other).
     Raises ``ValueError`` saying why the pair cannot be paced."""
@@ -115,7 +129,7 @@ def pacing_prices(config: RouterConfig) -> tuple[str, str, float, float]:
     return strong, weak, strong_usd, weak_usd
 
 
-def pacing_problems(config: RouterConfig) -> list[tuple[str, str]]:
+def pacing_problems(config: PacedConfig) -> list[tuple[str, str]]:
     """(key, problem) for each paced budget the config cannot pace; empty when every one can."""
     problems = []
     for i, budget in enumerate(config.budgets):

@@ -21,7 +21,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError
-from .schema import ProviderConfig, RouterConfig, KeyedError
+from .providers import ProviderConfig
+from .schema import KeyedError, RouterConfig
 
 DEFAULT_CONFIG_NAME = "llmroute.yaml"
 CONFIG_ENV_VAR = "LLMROUTE_CONFIG"

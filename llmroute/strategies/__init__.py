@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..config.enums import RoutingStrategy
 from .balanced import Balanced, smooth_weighted_schedule
-from .base import Route, RouteRequest, RoutingStrategy, Strategy, StrategyBase, StrongShare
+from .base import Route, RouteRequest, Strategy, StrategyBase, StrongShare
 from .cost import CostOptimized
 from .latency import LatencyOptimized
 from .quality import QualityOptimized

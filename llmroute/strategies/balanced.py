@@ -7,7 +7,8 @@ import math
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
-from .base import RouteRequest, RoutingStrategy, StrategyBase
+from ..config.enums import RoutingStrategy
+from .base import RouteRequest, StrategyBase
 
 if TYPE_CHECKING:
     from ..config import RouterConfig

@@ -1,39 +1,22 @@
-"""The interface every routing strategy implements."""
+"""The interface every routing strategy implements.
+
+``RoutingStrategy`` lives in ``llmroute.config.enums`` (the config validates it); it is re-exported here.
+"""
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
+
+from ..config.enums import RoutingStrategy, unknown_strategy_message
+
+__all__ = ["Route", "RouteRequest", "RoutingStrategy", "Strategy", "StrategyBase", "StrongShare",
+           "unknown_strategy_message"]
 
 if TYPE_CHECKING:
     from ..config import RouterConfig
     from ..state import RouterState
-
-
-class RoutingStrategy(StrEnum):
-    """Names a client can use in config, the Python API or the gateway's ``model`` field."""
-
-    COST_OPTIMIZED = "cost_optimized"
-    LATENCY_OPTIMIZED = "latency_optimized"
-    QUALITY_OPTIMIZED = "quality_optimized"
-    BALANCED = "balanced"
-    QUALITY_AWARE = "quality_aware"
-
-    @classmethod
-    def _missing_(cls, value: object) -> RoutingStrategy:
-        """``RoutingStrategy("cheapest")`` names the valid strategies, and the closest one if any."""
-        raise ValueError(unknown_strategy_message(value))
-
-
-def unknown_strategy_message(value: object) -> str:
-    """Why ``value`` is not a strategy, in the words every entry point (API, config, CLI) uses."""
-    names = [s.value for s in RoutingStrategy]
-    close = difflib.get_close_matches(str(value), names, n=1, cutoff=0.6)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return f"unknown strategy {str(value)!r} (valid: {', '.join(names)}){hint}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import RouteRequest, RoutingStrategy, StrategyBase
+from ..config.enums import RoutingStrategy
+from .base import RouteRequest, StrategyBase
 
 
 class QualityOptimized(StrategyBase):

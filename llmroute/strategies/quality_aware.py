@@ -8,7 +8,8 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ..quality.features import prompt_text
-from .base import Route, RouteRequest, RoutingStrategy, StrategyBase
+from ..config.enums import RoutingStrategy
+from .base import Route, RouteRequest, StrategyBase
 
 if TYPE_CHECKING:
     from ..config import RouterConfig
