@@ -15,8 +15,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .cli import FormatOption, JsonAlias, OutputFormat, fail, app, console, output_format, print_csv, print_json
-from .config.loading import redact_url
+from .common import FormatOption, JsonAlias, OutputFormat, fail, app, console, output_format, print_csv, print_json
+from ..config.loading import redact_url
 
 _STYLE = {"closed": "green", "half_open": "yellow", "open": "red"}
 SHOWN_PER_DIMENSION = 10

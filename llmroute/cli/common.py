@@ -19,12 +19,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__
-from .config import ProviderConfig, RouterConfig, load_config
-from .config.loading import shown_url
-from .errors import ConfigError, LLMRouteError
-from .state import InMemoryState
-from .strategies import QualityAware, RouteRequest, RoutingStrategy, build_strategy
+from .. import __version__
+from ..config import ProviderConfig, RouterConfig, load_config
+from ..config.loading import shown_url
+from ..errors import ConfigError, LLMRouteError
+from ..state import InMemoryState
+from ..strategies import QualityAware, RouteRequest, RoutingStrategy, build_strategy
 
 MAX_PORT = 65535
 """Largest TCP port: every ``--port`` option is checked against it, so a typo is a usage error, not a traceback."""
@@ -105,7 +105,7 @@ def check_plot_path(path: Optional[Path]) -> None:
     """Refuse a ``--plot`` file name whose format is not written, before any work is done."""
     if path is None:
         return
-    from .plots import chart_format
+    from ..plots import chart_format
 
     try:
         chart_format(path)
@@ -115,7 +115,7 @@ def check_plot_path(path: Optional[Path]) -> None:
 
 def cannot_listen(host: str, port: int, exc: OSError) -> None:
     """One line naming the address and the reason (``address already in use``), not a traceback."""
-    from .playground import cannot_listen_message
+    from ..playground import cannot_listen_message
 
     fail(cannot_listen_message(host, port, exc))
 
@@ -229,7 +229,7 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "warning",
 ) -> None:
     """Run the OpenAI-compatible gateway: point any OpenAI client at http://HOST:PORT/v1."""
-    from .gateway import serve as run
+    from ..gateway import serve as run
 
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
@@ -264,7 +264,7 @@ def emulate(
         min=0.0, max=1.0, help="Labelled mode: probability that a judge verdict is flipped")] = 0.0,
 ) -> None:
     """Run a local OpenAI-compatible server that behaves like a paid provider."""
-    from .emulator import EmulatorSettings, FaultPlan, Labels, get_profile, parse_fault_rate, serve
+    from ..emulator import EmulatorSettings, FaultPlan, Labels, get_profile, parse_fault_rate, serve
 
     try:
         chosen = get_profile(profile)
@@ -299,9 +299,9 @@ def try_(
 
     Same providers and ports as examples/emulated.yaml; point any OpenAI client at the printed address.
     """
-    from .gateway.auth import KeyStore
-    from .gateway.server import check_binding
-    from .playground import Playground, run
+    from ..gateway.auth import KeyStore
+    from ..gateway.server import check_binding
+    from ..playground import Playground, run
 
     if not speed > 0:
         fail("--speed must be > 0 (use inf for no latency)")
@@ -344,7 +344,7 @@ def demo(
     from contextlib import nullcontext
     from functools import partial
 
-    from .demo import EmulatedPair, Outage, demo_tables, quality_table, recording, run_all, truth, workload
+    from ..demo import EmulatedPair, Outage, demo_tables, quality_table, recording, run_all, truth, workload
 
     fmt = output_format(fmt, as_json)
     pair: EmulatedPair | None = None
@@ -392,11 +392,3 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
 
-
-from . import cli_collect, cli_dashboard, cli_keys, cli_ledger, cli_plan, cli_quality, cli_router, cli_status  # noqa: E402,F401  (they register on ``app``)
-
-if __name__ == "__main__":
-    # Run as ``python -m llmroute.cli``: use the importable module's ``app``, which the ledger commands joined.
-    from llmroute.cli import main as _main
-
-    _main()

@@ -7,11 +7,11 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from .cli import FormatOption, OutputFormat, app, console, err, fail, output_format, print_csv, print_json
-from .cli_ledger import ConfigOption, LedgerOption, config_or_none
-from .errors import LLMRouteError
-from .keys import GatewayKeys, KeySettings, split_list
-from .ledger import ledger_location, open_store
+from .common import FormatOption, OutputFormat, app, console, err, fail, output_format, print_csv, print_json
+from .ledger import ConfigOption, LedgerOption, config_or_none
+from ..errors import LLMRouteError
+from ..keys import GatewayKeys, KeySettings, split_list
+from ..ledger import ledger_location, open_store
 
 keys_app = typer.Typer(help="Gateway keys with limits, allowed strategies and tags, kept in the ledger's database.",
                        no_args_is_help=True)

@@ -11,13 +11,13 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .cli import (FormatOption, check_plot_path, JsonAlias, OutputFormat, fail, app, console, err, output_format, parse_strategy,
+from .common import (FormatOption, check_plot_path, JsonAlias, OutputFormat, fail, app, console, err, output_format, parse_strategy,
                   print_csv, print_json)
-from .config import RouterConfig, default_config_path, load_config
-from .errors import ConfigError, LLMRouteError
-from .ledger import Store, ledger_location, open_store
-from .ledger.store import PriceRow
-from .pricing import format_price_per_m, format_usd
+from ..config import RouterConfig, default_config_path, load_config
+from ..errors import ConfigError, LLMRouteError
+from ..ledger import Store, ledger_location, open_store
+from ..ledger.store import PriceRow
+from ..pricing import format_price_per_m, format_usd
 
 LedgerOption = Annotated[Optional[str], typer.Option(
     "--ledger", help="SQLite file or postgresql:// DSN (default: the config's, $LLMROUTE_LEDGER, or the user data dir)")]
@@ -53,7 +53,7 @@ def open_period(
     since: Optional[str], from_: Optional[str], to: Optional[str], ledger: Optional[str], config: Optional[Path],
 ) -> tuple[float, float, RouterConfig | None, Store]:
     """The period asked for, the config if any, and the ledger opened read-only; exits with a message on bad input."""
-    from .report import window
+    from ..report import window
 
     try:
         lo, hi = window(since, from_, to)
@@ -65,7 +65,7 @@ def open_period(
 
 def ledger_prices(store: Store, config: RouterConfig | None) -> dict[str, PriceRow]:
     """Prices from the config when given, else as the ledger noted them when traffic was recorded."""
-    from .ledger import price_rows
+    from ..ledger import price_rows
 
     prices = store.prices()
     if config is not None:
@@ -99,7 +99,7 @@ def report(
     config: ConfigOption = None,
 ) -> None:
     """Requests, tokens, spend, blended $/1M, latency, fallbacks and savings, from the ledger."""
-    from .report import GROUPS, build_report, daily_by_provider
+    from ..report import GROUPS, build_report, daily_by_provider
 
     fmt = output_format(fmt)
     check_plot_path(plot)
@@ -175,8 +175,8 @@ def _print_measurement(spend: dict) -> None:
 
 
 def _plot(path: Path, daily: list, base: PriceRow | None, by: str, rows: list, total: object) -> None:
-    from .plots import spend_chart, write_chart
-    from .report import baseline_cost
+    from ..plots import spend_chart, write_chart
+    from ..report import baseline_cost
 
     points = [(day, provider, cost, baseline_cost(base, prompt, completion, cached))
               for day, provider, cost, prompt, completion, cached in daily]
@@ -197,7 +197,7 @@ def _plot(path: Path, daily: list, base: PriceRow | None, by: str, rows: list, t
 
 def config_from_ledger(prices: dict[str, PriceRow]) -> RouterConfig:
     """A config holding the prices the ledger noted, for replays and plans run without the config file."""
-    from .config import parse_config
+    from ..config import parse_config
 
     providers = {}
     for p in prices.values():
@@ -252,9 +252,9 @@ def replay(
     quality_aware is replayed from the scores it logged (the ledger keeps no prompts), so only
     requests it routed count; --strong-share re-decides them under another target.
     """
-    from .replay import replay as run_replay
-    from .report import build_report
-    from .strategies import RoutingStrategy
+    from ..replay import replay as run_replay
+    from ..report import build_report
+    from ..strategies import RoutingStrategy
 
     name = parse_strategy(strategy)
     fmt = output_format(fmt, as_json)
@@ -267,7 +267,7 @@ def replay(
                 fail("--weights only applies to --strategy balanced")
             cfg = cfg.model_copy(update={"balanced_weights": parse_weights(weights, list(cfg.providers))})
         if strong_share is not None:
-            from .config import QualityTarget
+            from ..config import QualityTarget
 
             if name != RoutingStrategy.QUALITY_AWARE:
                 fail("--strong-share only applies to --strategy quality_aware")
@@ -313,7 +313,7 @@ def ledger_volume(
     ledger: Optional[str], config: RouterConfig | None, since: Optional[str],
 ) -> tuple[int, float, str, RouterConfig | None]:
     """(tokens per 30 days, input share, description, a config of the prices the ledger noted)."""
-    from .report import window
+    from ..report import window
 
     try:
         lo, hi = window(since, None, None)
