@@ -1,6 +1,5 @@
-"""The ``llmroute`` command line."""
+"""The ``llmroute`` command line: one module per command group, joined in ``root``."""
 
-from .common import app, main
-from . import ledger, dashboard, keys, plan, quality, collect, router, status  # noqa: E402,F401  (they register on ``app``)
+from .root import app, main
 
 __all__ = ["app", "main"]

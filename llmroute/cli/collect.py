@@ -12,13 +12,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from .common import FormatOption, OutputFormat, fail, load_or_fail, console, err, output_format, print_csv, print_json
-from .quality import quality_app
 from ..errors import LLMRouteError
 from ..pricing import format_usd
+from .common import FormatOption, OutputFormat, console, err, fail, load_or_fail, output_format, print_csv, print_json
 
 
-@quality_app.command("collect")
 def collect(
     data: Annotated[Path, typer.Option(help="Prompts, one JSON object a line: prompt or messages, and optionally "
                                             "reference (the gold answer), tags, id, params")],

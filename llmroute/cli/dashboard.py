@@ -7,13 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import MAX_PORT, app, cannot_listen, err, fail
-from .ledger import ConfigOption, LedgerOption, config_or_none
 from ..errors import LLMRouteError
 from ..ledger import ledger_location
+from .common import MAX_PORT, ConfigOption, LedgerOption, cannot_listen, config_or_none, err, fail
+
+commands = typer.Typer()
+"""Added to the root app without a name: its commands are top-level."""
 
 
-@app.command()
+@commands.command()
 def dashboard(
     config: ConfigOption = None,
     ledger: LedgerOption = None,

@@ -8,17 +8,20 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.text import Text
 
-from .common import (FormatOption, JsonAlias, OutputFormat, fail, load_or_fail, app, console, output_format, print_csv,
-                  print_json)
 from ..config import RouterConfig, default_config_path
 from ..errors import LLMRouteError
 from ..pricing import format_price_per_m, format_usd, parse_token_amount
+from .common import (FormatOption, JsonAlias, OutputFormat, config_from_ledger, console, fail, load_or_fail,
+                     open_ledger_store, output_format, print_csv, print_json)
+
+commands = typer.Typer()
+"""Added to the root app without a name: its commands are top-level."""
 
 if TYPE_CHECKING:
     from ..quality_report import MeasuredQuality
 
 
-@app.command()
+@commands.command()
 def plan(
     monthly_tokens: Annotated[Optional[str], typer.Option(help="Tokens per month: 10M, 2.5B or a plain number")] = None,
     config: Annotated[Optional[Path], typer.Option(help="Config whose prices to use")] = None,
@@ -59,8 +62,6 @@ def plan(
     volume_note = ""
     explicit = config is not None or default_config_path().exists()
     if from_ledger:
-        from .ledger import ledger_volume
-
         if monthly_tokens is not None:
             fail("use either --monthly-tokens or --from-ledger, not both")
         tokens, measured_share, volume_note, noted = ledger_volume(ledger, cfg if explicit else None, since)
@@ -174,3 +175,33 @@ def _plan_config(path: Optional[Path]) -> tuple[RouterConfig, str]:
 
     cfg = emulated_config({"cerebras": "http://127.0.0.1:1/v1", "runpod": "http://127.0.0.1:1/v1"})
     return cfg, "the seed's pair (emulator profiles)"
+
+
+def ledger_volume(
+    ledger: Optional[str], config: RouterConfig | None, since: Optional[str],
+) -> tuple[int, float, str, RouterConfig | None]:
+    """(tokens per 30 days, input share, description, a config of the prices the ledger noted)."""
+    from ..report import window
+
+    try:
+        lo, hi = window(since, None, None)
+    except ValueError as exc:
+        fail(str(exc))
+    store = open_ledger_store(ledger, config)
+    try:
+        first, last, prompt, completion = store.fetch(
+            "SELECT MIN(ts), MAX(ts), SUM(prompt_tokens), SUM(completion_tokens) FROM requests "
+            "WHERE status = 'ok' AND ts >= ? AND ts < ?", (lo, hi))[0]
+        noted = store.prices()
+    except LLMRouteError as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+    tokens = int(prompt or 0) + int(completion or 0)
+    if not tokens:
+        fail("the ledger has no answered requests in this period to plan from", code=1)
+    span_s = max(float(last) - float(first), 3600.0)  # at least an hour, so one burst does not extrapolate wildly
+    monthly = round(tokens * 30 * 86400 / span_s)
+    described = (f"the ledger ({store.where}): {tokens:,} tokens over {span_s / 86400:.2f} days, "
+                 f"scaled to 30 days")
+    return monthly, int(prompt or 0) / tokens, described, config_from_ledger(noted) if noted else None

@@ -10,14 +10,13 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .common import (FormatOption, OutputFormat, fail, app, check_plot_path, console, err, output_format, print_csv,
-                  print_json)
-from .ledger import ConfigOption, FromOption, LedgerOption, SinceOption, ToOption, open_period
 from ..errors import LLMRouteError
 from ..pricing import format_usd
+from .collect import collect
+from .common import (ConfigOption, FormatOption, FromOption, LedgerOption, OutputFormat, SinceOption, ToOption,
+                     check_plot_path, console, err, fail, open_period, output_format, print_csv, print_json)
 
 quality_app = typer.Typer(help="Measure the quality routing keeps, on your own prompts and traffic.")
-app.add_typer(quality_app, name="quality")
 
 
 @quality_app.callback(invoke_without_command=True)
@@ -60,6 +59,9 @@ def quality(
             err.print(Text.assemble(("warning:", "yellow"), " ", warning), highlight=False, soft_wrap=True)
     if plot is not None:
         _plot(plot, built)
+
+
+quality_app.command("collect")(collect)
 
 
 def _print_quality(built, where: str) -> None:  # type: ignore[no-untyped-def]

@@ -9,15 +9,13 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .common import (FormatOption, JsonAlias, OutputFormat, fail, app, check_plot_path, console, err, output_format,
-                  print_csv, print_json)
-from .ledger import ConfigOption, LedgerOption, config_or_none, open_ledger_store
 from ..errors import LLMRouteError
 from ..ledger import Store
 from ..quality.data import Example
+from .common import (ConfigOption, FormatOption, JsonAlias, LedgerOption, OutputFormat, check_plot_path,
+                     config_or_none, console, err, fail, open_ledger_store, output_format, print_csv, print_json)
 
 router_app = typer.Typer(help="Train and evaluate the quality-aware router's model.", no_args_is_help=True)
-app.add_typer(router_app, name="router")
 
 
 def _examples(path: Path):  # type: ignore[no-untyped-def]
