@@ -170,7 +170,7 @@ def test_csv_and_plot(tmp_path: Path) -> None:
 
 def test_a_subcommand_runs_without_the_report(tmp_path: Path) -> None:
     from llmroute.cli import app
-    from llmroute.cli_quality import quality_app
+    from llmroute.cli.quality import quality_app
 
     @quality_app.command("probe-only")
     def probe() -> None:

@@ -15,8 +15,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .cli import FormatOption, JsonAlias, OutputFormat, fail, app, console, output_format, print_csv, print_json
-from .config.loading import redact_url
+from ..config.loading import redact_url
+from .common import FormatOption, JsonAlias, OutputFormat, console, fail, output_format, print_csv, print_json
+
+commands = typer.Typer()
+"""Added to the root app without a name: its commands are top-level."""
 
 _STYLE = {"closed": "green", "half_open": "yellow", "open": "red"}
 SHOWN_PER_DIMENSION = 10
@@ -25,7 +28,7 @@ _DIMENSIONS = (("keys", "key"), ("tags", "tag"), ("providers", "provider"))
 _CSV_TABLES = ("providers", "spend", "budgets")
 
 
-@app.command()
+@commands.command()
 def status(
     url: Annotated[str, typer.Option(help="The gateway's address")] = "http://127.0.0.1:8080",
     api_key: Annotated[Optional[str], typer.Option(help="A gateway key, if it needs one", envvar="LLMROUTE_API_KEY")] = None,

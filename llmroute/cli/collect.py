@@ -12,13 +12,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from .cli import FormatOption, OutputFormat, fail, load_or_fail, console, err, output_format, print_csv, print_json
-from .cli_quality import quality_app
-from .errors import LLMRouteError
-from .pricing import format_usd
+from ..errors import LLMRouteError
+from ..pricing import format_usd
+from .common import FormatOption, OutputFormat, console, err, fail, load_or_fail, output_format, print_csv, print_json
 
 
-@quality_app.command("collect")
 def collect(
     data: Annotated[Path, typer.Option(help="Prompts, one JSON object a line: prompt or messages, and optionally "
                                             "reference (the gold answer), tags, id, params")],
@@ -41,10 +39,10 @@ def collect(
     Resumable: answers are kept in OUT.calls as they arrive, so a re-run never pays twice for a call that
     was answered. The cap is never passed: each prompt's worst case is reserved before it is sent.
     """
-    from .config.evaluation import GRADER_NAMES
-    from .evaluation.collect import Collector, load_labels
-    from .evaluation.prompts import load_prompts
-    from .router import LLMRouter
+    from ..config.evaluation import GRADER_NAMES
+    from ..evaluation.collect import Collector, load_labels
+    from ..evaluation.prompts import load_prompts
+    from ..router import LLMRouter
 
     fmt = output_format(fmt)
     cfg = load_or_fail(config)
@@ -127,7 +125,7 @@ def _cannot_write(exc: OSError) -> str:
 
 def _report(cfg: Any, out: Path, reference: str, candidate: str, summary: Any, fmt: OutputFormat,
             interrupted: bool, max_usd: float) -> None:
-    from .evaluation.collect import load_labels, strategy_estimates
+    from ..evaluation.collect import load_labels, strategy_estimates
 
     graded, ungraded, _ = load_labels(out)
     estimates = strategy_estimates(cfg, graded, reference, candidate) if graded else []

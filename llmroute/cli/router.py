@@ -9,15 +9,13 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .cli import (FormatOption, JsonAlias, OutputFormat, fail, app, check_plot_path, console, err, output_format,
-                  print_csv, print_json)
-from .cli_ledger import ConfigOption, LedgerOption, config_or_none, open_ledger_store
-from .errors import LLMRouteError
-from .ledger import Store
-from .quality.data import Example
+from ..errors import LLMRouteError
+from ..ledger import Store
+from ..quality.data import Example
+from .common import (ConfigOption, FormatOption, JsonAlias, LedgerOption, OutputFormat, check_plot_path,
+                     config_or_none, console, err, fail, open_ledger_store, output_format, print_csv, print_json)
 
 router_app = typer.Typer(help="Train and evaluate the quality-aware router's model.", no_args_is_help=True)
-app.add_typer(router_app, name="router")
 
 
 def _examples(path: Path):  # type: ignore[no-untyped-def]
@@ -25,7 +23,7 @@ def _examples(path: Path):  # type: ignore[no-untyped-def]
 
 
 def _lines(path: Path):  # type: ignore[no-untyped-def]
-    from .quality.data import load_lines
+    from ..quality.data import load_lines
 
     ungraded: list[str] = []
     try:
@@ -44,7 +42,7 @@ def ledger_examples(store: Store, since_ts: float | None = None) -> tuple[list[E
 
     The candidate tier's grade is the weak score, the reference tier's the strong one; the route (or strategy)
     is the benchmark, so cross-validation reports per route."""
-    from .quality_report import load_pairs
+    from ..quality_report import load_pairs
 
     examples, textless = [], 0
     for pair in load_pairs(store, since_ts):
@@ -75,7 +73,7 @@ def train(
     """Fit a model on labelled prompts. The same data and options give the same file, byte for byte."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from .quality.train import TrainSettings, train as fit
+    from ..quality.train import TrainSettings, train as fit
 
     if (data is None) == (not from_ledger):
         fail("give exactly one of --data FILE and --from-ledger")
@@ -101,7 +99,7 @@ def train(
 
 
 def _ledger_examples(ledger: Optional[str], config: Optional[Path], since: Optional[str]) -> list[Example]:
-    from .report import window
+    from ..report import window
 
     cfg = config_or_none(config)
     store = open_ledger_store(ledger, cfg)
@@ -138,9 +136,9 @@ def evaluate_command(
 
     Warns when the figures are in-sample: the model was trained on this data, or on some of its prompts.
     """
-    from .plots import write_chart
-    from .quality.evaluate import curve_chart, evaluate, honesty_notes
-    from .quality.model import QualityRouter
+    from ..plots import write_chart
+    from ..quality.evaluate import curve_chart, evaluate, honesty_notes
+    from ..quality.model import QualityRouter
 
     check_plot_path(plot)
     fmt = output_format(fmt, as_json)
@@ -206,7 +204,7 @@ def split(
     seed: Annotated[int, typer.Option(help="Seed for the choice of subjects and prompts")] = 20260,
 ) -> None:
     """Hold out whole subjects (where a benchmark has several) and a share of the other prompts."""
-    from .quality.train import split_holdout
+    from ..quality.train import split_holdout
 
     if not 0.0 < share < 1.0:
         fail("--share must be between 0 and 1")

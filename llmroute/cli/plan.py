@@ -8,17 +8,20 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.text import Text
 
-from .cli import (FormatOption, JsonAlias, OutputFormat, fail, load_or_fail, app, console, output_format, print_csv,
-                  print_json)
-from .config import RouterConfig, default_config_path
-from .errors import LLMRouteError
-from .pricing import format_price_per_m, format_usd, parse_token_amount
+from ..config import RouterConfig, default_config_path
+from ..errors import LLMRouteError
+from ..pricing import format_price_per_m, format_usd, parse_token_amount
+from .common import (FormatOption, JsonAlias, OutputFormat, config_from_ledger, console, fail, load_or_fail,
+                     open_ledger_store, output_format, print_csv, print_json)
+
+commands = typer.Typer()
+"""Added to the root app without a name: its commands are top-level."""
 
 if TYPE_CHECKING:
-    from .quality_report import MeasuredQuality
+    from ..quality_report import MeasuredQuality
 
 
-@app.command()
+@commands.command()
 def plan(
     monthly_tokens: Annotated[Optional[str], typer.Option(help="Tokens per month: 10M, 2.5B or a plain number")] = None,
     config: Annotated[Optional[Path], typer.Option(help="Config whose prices to use")] = None,
@@ -41,7 +44,7 @@ def plan(
     or --max-price-per-m is given. Expected quality comes from the ledger's graded pairs (shadow
     evaluation or `llmroute quality collect`) once there are shadow.min_pairs of them.
     """
-    from .plan import describe, plan as make_plan
+    from ..plan import describe, plan as make_plan
 
     fmt = output_format(fmt, as_json)
     cfg, source = _plan_config(config)
@@ -50,7 +53,7 @@ def plan(
     if targets:
         from pydantic import ValidationError
 
-        from .config import QualityTarget
+        from ..config import QualityTarget
 
         try:
             cfg.quality_aware.target = QualityTarget(**targets)
@@ -59,8 +62,6 @@ def plan(
     volume_note = ""
     explicit = config is not None or default_config_path().exists()
     if from_ledger:
-        from .cli_ledger import ledger_volume
-
         if monthly_tokens is not None:
             fail("use either --monthly-tokens or --from-ledger, not both")
         tokens, measured_share, volume_note, noted = ledger_volume(ledger, cfg if explicit else None, since)
@@ -112,9 +113,9 @@ def plan(
 def _measured(explicit: RouterConfig | None, ledger: Optional[str], since: Optional[str],
               cfg: RouterConfig) -> tuple[MeasuredQuality | None, str]:
     """The graded pairs in the ledger the config (or --ledger) names; None and why when there are none to read."""
-    from .ledger import ledger_location, open_store
-    from .quality_report import measured_quality
-    from .report import parse_span
+    from ..ledger import ledger_location, open_store
+    from ..quality_report import measured_quality
+    from ..report import parse_span
 
     location = ledger or ledger_location(explicit)
     if location is None:
@@ -138,7 +139,7 @@ def _measured(explicit: RouterConfig | None, ledger: Optional[str], since: Optio
 
 def _measurement(measured: MeasuredQuality | None, where: str) -> dict[str, Any]:
     """Where the expected quality comes from, or how to measure it, in words and fields."""
-    from .quality_report import HOW_TO_MEASURE
+    from ..quality_report import HOW_TO_MEASURE
 
     if measured is not None and measured.enough:
         summary = (f"expected quality: retained quality measured on {measured.pairs:,} graded pairs in {where} "
@@ -170,7 +171,37 @@ def _plan_config(path: Optional[Path]) -> tuple[RouterConfig, str]:
     default = default_config_path()
     if default.exists():
         return load_or_fail(default, strict_env=False), str(default)
-    from .demo import emulated_config
+    from ..demo import emulated_config
 
     cfg = emulated_config({"cerebras": "http://127.0.0.1:1/v1", "runpod": "http://127.0.0.1:1/v1"})
     return cfg, "the seed's pair (emulator profiles)"
+
+
+def ledger_volume(
+    ledger: Optional[str], config: RouterConfig | None, since: Optional[str],
+) -> tuple[int, float, str, RouterConfig | None]:
+    """(tokens per 30 days, input share, description, a config of the prices the ledger noted)."""
+    from ..report import window
+
+    try:
+        lo, hi = window(since, None, None)
+    except ValueError as exc:
+        fail(str(exc))
+    store = open_ledger_store(ledger, config)
+    try:
+        first, last, prompt, completion = store.fetch(
+            "SELECT MIN(ts), MAX(ts), SUM(prompt_tokens), SUM(completion_tokens) FROM requests "
+            "WHERE status = 'ok' AND ts >= ? AND ts < ?", (lo, hi))[0]
+        noted = store.prices()
+    except LLMRouteError as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+    tokens = int(prompt or 0) + int(completion or 0)
+    if not tokens:
+        fail("the ledger has no answered requests in this period to plan from", code=1)
+    span_s = max(float(last) - float(first), 3600.0)  # at least an hour, so one burst does not extrapolate wildly
+    monthly = round(tokens * 30 * 86400 / span_s)
+    described = (f"the ledger ({store.where}): {tokens:,} tokens over {span_s / 86400:.2f} days, "
+                 f"scaled to 30 days")
+    return monthly, int(prompt or 0) / tokens, described, config_from_ledger(noted) if noted else None

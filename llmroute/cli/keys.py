@@ -7,15 +7,14 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from .cli import FormatOption, OutputFormat, app, console, err, fail, output_format, print_csv, print_json
-from .cli_ledger import ConfigOption, LedgerOption, config_or_none
-from .errors import LLMRouteError
-from .keys import GatewayKeys, KeySettings, split_list
-from .ledger import ledger_location, open_store
+from ..errors import LLMRouteError
+from ..keys import GatewayKeys, KeySettings, split_list
+from ..ledger import ledger_location, open_store
+from .common import (ConfigOption, FormatOption, LedgerOption, OutputFormat, config_or_none, console, err, fail,
+                     output_format, print_csv, print_json)
 
 keys_app = typer.Typer(help="Gateway keys with limits, allowed strategies and tags, kept in the ledger's database.",
                        no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
 
 NameArg = Annotated[str, typer.Argument(help="The key's name (recorded as key_id in the ledger)", show_default=False)]
 BudgetOption = Annotated[Optional[float], typer.Option("--budget-usd", help="Budget in USD per --period (stored "

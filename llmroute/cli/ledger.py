@@ -11,61 +11,22 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .cli import (FormatOption, check_plot_path, JsonAlias, OutputFormat, fail, app, console, err, output_format, parse_strategy,
-                  print_csv, print_json)
-from .config import RouterConfig, default_config_path, load_config
-from .errors import ConfigError, LLMRouteError
-from .ledger import Store, ledger_location, open_store
-from .ledger.store import PriceRow
-from .pricing import format_price_per_m, format_usd
+from ..config import RouterConfig
+from ..errors import LLMRouteError
+from ..ledger import Store
+from ..ledger.store import PriceRow
+from ..pricing import format_price_per_m, format_usd
+from .common import (ConfigOption, FormatOption, FromOption, JsonAlias, LedgerOption, OutputFormat, SinceOption, ToOption,
+                     check_plot_path, config_from_ledger, console, err, fail, open_period, output_format, parse_strategy,
+                     print_csv, print_json)
 
-LedgerOption = Annotated[Optional[str], typer.Option(
-    "--ledger", help="SQLite file or postgresql:// DSN (default: the config's, $LLMROUTE_LEDGER, or the user data dir)")]
-ConfigOption = Annotated[Optional[Path], typer.Option(help="Config for prices and the ledger location")]
-SinceOption = Annotated[Optional[str], typer.Option(help="Time span back from now: 30m, 12h, 7d, 4w (default 30d)")]
-FromOption = Annotated[Optional[str], typer.Option("--from", help="Start date (YYYY-MM-DD or ISO date-time, UTC)")]
-ToOption = Annotated[Optional[str], typer.Option(help="End date, inclusive for a plain date")]
-
-
-def config_or_none(path: Optional[Path]) -> RouterConfig | None:
-    candidate = path if path is not None else default_config_path()
-    if path is None and not candidate.exists():
-        return None
-    try:
-        return load_config(candidate, strict_env=False)
-    except ConfigError as exc:
-        fail(str(exc))
-        raise
-
-
-def open_ledger_store(ledger: Optional[str], config: RouterConfig | None) -> Store:
-    location = ledger or ledger_location(config)
-    if location is None:
-        fail("the ledger is switched off ($LLMROUTE_LEDGER=off or ledger.enabled: false); pass --ledger")
-    try:
-        return open_store(location, readonly=True)  # type: ignore[arg-type]
-    except LLMRouteError as exc:
-        fail(str(exc))
-        raise
-
-
-def open_period(
-    since: Optional[str], from_: Optional[str], to: Optional[str], ledger: Optional[str], config: Optional[Path],
-) -> tuple[float, float, RouterConfig | None, Store]:
-    """The period asked for, the config if any, and the ledger opened read-only; exits with a message on bad input."""
-    from .report import window
-
-    try:
-        lo, hi = window(since, from_, to)
-    except ValueError as exc:
-        fail(str(exc))
-    cfg = config_or_none(config)
-    return lo, hi, cfg, open_ledger_store(ledger, cfg)
+commands = typer.Typer()
+"""Added to the root app without a name: its commands are top-level."""
 
 
 def ledger_prices(store: Store, config: RouterConfig | None) -> dict[str, PriceRow]:
     """Prices from the config when given, else as the ledger noted them when traffic was recorded."""
-    from .ledger import price_rows
+    from ..ledger import price_rows
 
     prices = store.prices()
     if config is not None:
@@ -86,7 +47,7 @@ def pick_baseline(prices: dict[str, PriceRow], config: RouterConfig | None, name
     return prices[name]
 
 
-@app.command()
+@commands.command()
 def report(
     since: SinceOption = None,
     from_: FromOption = None,
@@ -99,7 +60,7 @@ def report(
     config: ConfigOption = None,
 ) -> None:
     """Requests, tokens, spend, blended $/1M, latency, fallbacks and savings, from the ledger."""
-    from .report import GROUPS, build_report, daily_by_provider
+    from ..report import GROUPS, build_report, daily_by_provider
 
     fmt = output_format(fmt)
     check_plot_path(plot)
@@ -175,8 +136,8 @@ def _print_measurement(spend: dict) -> None:
 
 
 def _plot(path: Path, daily: list, base: PriceRow | None, by: str, rows: list, total: object) -> None:
-    from .plots import spend_chart, write_chart
-    from .report import baseline_cost
+    from ..plots import spend_chart, write_chart
+    from ..report import baseline_cost
 
     points = [(day, provider, cost, baseline_cost(base, prompt, completion, cached))
               for day, provider, cost, prompt, completion, cached in daily]
@@ -193,25 +154,6 @@ def _plot(path: Path, daily: list, base: PriceRow | None, by: str, rows: list, t
     except (LLMRouteError, OSError) as exc:
         fail(str(exc))
     err.print(f"wrote {path}", highlight=False)
-
-
-def config_from_ledger(prices: dict[str, PriceRow]) -> RouterConfig:
-    """A config holding the prices the ledger noted, for replays and plans run without the config file."""
-    from .config import parse_config
-
-    providers = {}
-    for p in prices.values():
-        entry: dict[str, object] = {"base_url": "http://127.0.0.1:1/v1", "model": p.provider,
-                                    "quality": p.quality, "latency_ms": p.latency_prior_ms, "idle_share": p.idle_share}
-        if p.input_per_m is not None and p.output_per_m is not None:
-            entry["price_per_m"] = {"input": p.input_per_m, "output": p.output_per_m,
-                                    **({"cached_input": p.cached_input_per_m} if p.cached_input_per_m is not None else {})}
-        if p.per_gpu_second is not None:
-            entry["price_per_gpu_second"] = p.per_gpu_second
-        providers[p.provider] = entry
-    if not providers:
-        fail("the ledger has no prices noted and no config was given: pass --config")
-    return parse_config({"providers": providers}, file="(prices noted in the ledger)")
 
 
 def parse_weights(text: str, providers: list[str]) -> dict[str, float]:
@@ -233,7 +175,7 @@ def parse_weights(text: str, providers: list[str]) -> dict[str, float]:
     return weights
 
 
-@app.command()
+@commands.command()
 def replay(
     strategy: Annotated[str, typer.Option(help="Strategy to replay the logged traffic under")],
     weights: Annotated[Optional[str], typer.Option(help="Weights for balanced, e.g. runpod=70,cerebras=30")] = None,
@@ -252,9 +194,9 @@ def replay(
     quality_aware is replayed from the scores it logged (the ledger keeps no prompts), so only
     requests it routed count; --strong-share re-decides them under another target.
     """
-    from .replay import replay as run_replay
-    from .report import build_report
-    from .strategies import RoutingStrategy
+    from ..replay import replay as run_replay
+    from ..report import build_report
+    from ..strategies import RoutingStrategy
 
     name = parse_strategy(strategy)
     fmt = output_format(fmt, as_json)
@@ -267,7 +209,7 @@ def replay(
                 fail("--weights only applies to --strategy balanced")
             cfg = cfg.model_copy(update={"balanced_weights": parse_weights(weights, list(cfg.providers))})
         if strong_share is not None:
-            from .config import QualityTarget
+            from ..config import QualityTarget
 
             if name != RoutingStrategy.QUALITY_AWARE:
                 fail("--strong-share only applies to --strategy quality_aware")
@@ -307,33 +249,3 @@ def replay(
     console.print(f"would have cost {format_usd(abs(delta))} {'more' if delta >= 0 else 'less'} "
                   f"({abs(pct):.0f}%) than what was spent. Latencies: "
                   + "; ".join(f"{n} {s}" for n, s in result.latency_source.items()), highlight=False)
-
-
-def ledger_volume(
-    ledger: Optional[str], config: RouterConfig | None, since: Optional[str],
-) -> tuple[int, float, str, RouterConfig | None]:
-    """(tokens per 30 days, input share, description, a config of the prices the ledger noted)."""
-    from .report import window
-
-    try:
-        lo, hi = window(since, None, None)
-    except ValueError as exc:
-        fail(str(exc))
-    store = open_ledger_store(ledger, config)
-    try:
-        first, last, prompt, completion = store.fetch(
-            "SELECT MIN(ts), MAX(ts), SUM(prompt_tokens), SUM(completion_tokens) FROM requests "
-            "WHERE status = 'ok' AND ts >= ? AND ts < ?", (lo, hi))[0]
-        noted = store.prices()
-    except LLMRouteError as exc:
-        fail(str(exc))
-    finally:
-        store.close()
-    tokens = int(prompt or 0) + int(completion or 0)
-    if not tokens:
-        fail("the ledger has no answered requests in this period to plan from", code=1)
-    span_s = max(float(last) - float(first), 3600.0)  # at least an hour, so one burst does not extrapolate wildly
-    monthly = round(tokens * 30 * 86400 / span_s)
-    described = (f"the ledger ({store.where}): {tokens:,} tokens over {span_s / 86400:.2f} days, "
-                 f"scaled to 30 days")
-    return monthly, int(prompt or 0) / tokens, described, config_from_ledger(noted) if noted else None

@@ -7,13 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli import MAX_PORT, app, cannot_listen, err, fail
-from .cli_ledger import ConfigOption, LedgerOption, config_or_none
-from .errors import LLMRouteError
-from .ledger import ledger_location
+from ..errors import LLMRouteError
+from ..ledger import ledger_location
+from .common import MAX_PORT, ConfigOption, LedgerOption, cannot_listen, config_or_none, err, fail
+
+commands = typer.Typer()
+"""Added to the root app without a name: its commands are top-level."""
 
 
-@app.command()
+@commands.command()
 def dashboard(
     config: ConfigOption = None,
     ledger: LedgerOption = None,
@@ -29,8 +31,8 @@ def dashboard(
 
     from aiohttp import web
 
-    from .dashboard.app import ledger_app
-    from .gateway.auth import KeyStore, LedgerKeySource, is_loopback
+    from ..dashboard.app import ledger_app
+    from ..gateway.auth import KeyStore, LedgerKeySource, is_loopback
 
     cfg = config_or_none(config)
     location = ledger or ledger_location(cfg)
@@ -76,6 +78,6 @@ async def _serve(web, application, host: str, port: int) -> None:  # type: ignor
 
 def _env_keys() -> list[tuple[str, str]]:
     """``$LLMROUTE_API_KEYS`` without a config, as the gateway reads it."""
-    from .config.schema import GatewayConfig
+    from ..config.schema import GatewayConfig
 
     return GatewayConfig().keys()

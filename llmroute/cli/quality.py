@@ -10,14 +10,13 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .cli import (FormatOption, OutputFormat, fail, app, check_plot_path, console, err, output_format, print_csv,
-                  print_json)
-from .cli_ledger import ConfigOption, FromOption, LedgerOption, SinceOption, ToOption, open_period
-from .errors import LLMRouteError
-from .pricing import format_usd
+from ..errors import LLMRouteError
+from ..pricing import format_usd
+from .collect import collect
+from .common import (ConfigOption, FormatOption, FromOption, LedgerOption, OutputFormat, SinceOption, ToOption,
+                     check_plot_path, console, err, fail, open_period, output_format, print_csv, print_json)
 
 quality_app = typer.Typer(help="Measure the quality routing keeps, on your own prompts and traffic.")
-app.add_typer(quality_app, name="quality")
 
 
 @quality_app.callback(invoke_without_command=True)
@@ -35,7 +34,7 @@ def quality(
     """Retained quality (served over reference, 95% CI), pairs, measurement spend and your cost/quality curve."""
     if ctx.invoked_subcommand is not None:
         return
-    from .quality_report import BY, DEFAULT_MIN_PAIRS, build_quality_report
+    from ..quality_report import BY, DEFAULT_MIN_PAIRS, build_quality_report
 
     fmt = output_format(fmt)
     check_plot_path(plot)
@@ -60,6 +59,9 @@ def quality(
             err.print(Text.assemble(("warning:", "yellow"), " ", warning), highlight=False, soft_wrap=True)
     if plot is not None:
         _plot(plot, built)
+
+
+quality_app.command("collect")(collect)
 
 
 def _print_quality(built, where: str) -> None:  # type: ignore[no-untyped-def]
@@ -109,8 +111,8 @@ def _mean(value: float | None) -> str:
 
 
 def _plot(path: Path, built) -> None:  # type: ignore[no-untyped-def]
-    from .plots import write_chart
-    from .quality_report import format_estimate, quality_chart
+    from ..plots import write_chart
+    from ..quality_report import format_estimate, quality_chart
 
     if built.curve is None and built.prompt_blind is None:
         fail("--plot: no graded pairs in this period to plot")

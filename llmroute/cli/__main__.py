@@ -1,0 +1,5 @@
+"""``python -m llmroute.cli``: the same as the ``llmroute`` command."""
+
+from llmroute.cli import main
+
+main()
