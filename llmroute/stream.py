@@ -63,11 +63,6 @@ class RouteStream:
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._run()
 
-    async def _open(self, cascade: Cascade, body: dict[str, Any], headers: dict[str, str],
-                    ratelimit: dict[str, str]) -> tuple[OpenAICompatProvider, tuple[Any, dict[str, Any]]]:
-        """A resumed stream's opening (never hedged): stream() bounds the first event."""
-        return await cascade.run(self._opener(body, headers, ratelimit), call_keeps_timeout=True)
-
     async def _discard(self, cascade: Cascade, opened: tuple[OpenAICompatProvider, tuple[Any, dict[str, Any]]]) -> None:
         """A hedged stream that also opened, too late: close it and bill its worker time or prompt."""
         provider, (upstream, _) = opened
@@ -173,8 +168,8 @@ class RouteStream:
                 earlier = interrupted.attempts
                 cascade = dispatch.cascade(rest, self._estimate)
                 try:
-                    provider, (upstream, chunk) = await self._open(
-                        cascade, self._continuation(parts.text()), headers, ratelimit)
+                    provider, (upstream, chunk) = await cascade.run(  # stream() bounds the first event
+                        self._opener(self._continuation(parts.text()), headers, ratelimit), call_keeps_timeout=True)
                 except (ProviderError, AllProvidersFailed) as again:
                     interrupted.attempts = earlier + cascade.attempts
                     dispatch.record_failure(cascade, strategy_name, request_id, started, interrupted, self._context,
