@@ -15,13 +15,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .errors import LOCAL_KINDS, AllProvidersFailed, ContextLengthExceeded, ProviderError, ProviderTimeout
-from .pricing import Pricer
+from .pricing import Pricer, usage_tokens
 from .providers import OpenAICompatProvider
 from .result import Attempt
 from .state import RouterState, now
+from .tokens import estimate_tokens
 
 log = logging.getLogger("llmroute")
 
@@ -30,6 +31,8 @@ _NOT_RETRIED = frozenset({"auth", "pool_exhausted"})
 """Failures not retried on the same provider within one request: a rejected key stays rejected, and a full
 pool is a reason to go elsewhere, not to queue for it again (that doubled the wait, then failed anyway)."""
 Call = Callable[[OpenAICompatProvider, float], Awaitable[T]]
+TOKENS_ESTIMATED = "tokens_estimated"
+"""``cost_basis`` of an attempt priced from estimated tokens: the provider reported no usage."""
 
 
 class Cascade:
@@ -88,6 +91,25 @@ class Cascade:
 
     def remaining_s(self) -> float:
         return self.deadline - time.monotonic()
+
+    def bill(self, usage: Mapping[str, Any] | None, input_tokens: int, text: str) -> int:
+        """End the answering attempt's pricing mark: price it from ``usage`` (else from ``input_tokens`` and
+        ``text``, its part of the answer); returns its cached prompt tokens."""
+        attempt = self.attempts[-1]
+        return bill_attempt(attempt, self.pricers[attempt.provider], self.open_mark, usage, input_tokens, text)
+
+    def succeeded(self, provider: str, latency_ms: float, ratelimit: Mapping[str, str]) -> None:
+        """Tell the state that ``provider`` answered: its latency sample, breaker and rate-limit headers."""
+        self.state.record_success(provider, latency_ms, self.open_started_at)
+        if ratelimit:
+            self.state.ratelimit(provider).update(ratelimit)
+
+    def adopt(self, winner: Cascade) -> None:
+        """Carry on as ``winner``, a hedge that answered first beside this one: its answer, order and deadline,
+        after this cascade's attempts (the answer's stays last)."""
+        self.attempts = self.attempts + winner.attempts
+        self.order, self.current, self.deadline = winner.order, winner.current, winner.deadline
+        self.open_mark, self.open_started_at = winner.open_mark, winner.open_started_at
 
     async def run(self, call: Call[T], *, call_keeps_timeout: bool = False) -> tuple[OpenAICompatProvider, T]:
         """Return the first provider that answered and its answer, or raise.
@@ -223,45 +245,25 @@ class Cascade:
             log.warning("provider %s failed: %s", provider.name, error)
 
 
-async def race(primary: Cascade, make_secondary: Callable[[Cascade], Cascade], call: Call[T], delay_s: float,
-               *, call_keeps_timeout: bool = False,
-               discard: Callable[[Cascade, tuple[OpenAICompatProvider, T]], Awaitable[None]] | None = None,
-               ) -> tuple[Cascade, OpenAICompatProvider, T]:
-    """Hedge: if ``primary`` has no answer after ``delay_s``, run a second cascade beside it and take
-    whichever answers first; the other is cancelled, and its attempt stays in the winner's list.
-    ``discard`` releases an answer that arrived together with the winner's (an open stream)."""
-    first = asyncio.ensure_future(primary.run(call, call_keeps_timeout=call_keeps_timeout))
-    done, _ = await asyncio.wait({first}, timeout=delay_s)
-    if done:
-        return (primary, *first.result())
-    secondary = make_secondary(primary)
-    tasks = {first: primary, asyncio.ensure_future(secondary.run(call, call_keeps_timeout=call_keeps_timeout)): secondary}
-    pending = set(tasks)
-    winner: asyncio.Future[tuple[OpenAICompatProvider, T]] | None = None
-    try:
-        while pending and winner is None:
-            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            winner = next((t for t in finished if not t.cancelled() and t.exception() is None), None)
-    finally:
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-    if winner is None:
-        errors = [t.exception() for t in tasks]
-        merged = primary.attempts + secondary.attempts
-        for error in errors:
-            error.attempts = merged  # type: ignore[union-attr]
-        raise next((e for e in errors if not isinstance(e, AllProvidersFailed)), errors[0])  # type: ignore[misc]
-    won = tasks[winner]
-    lost = secondary if won is primary else primary
-    other = next(t for t in tasks if t is not winner)
-    if other.done() and not other.cancelled() and other.exception() is None:  # both answered at once
-        lost.attempts[-1].ok, lost.attempts[-1].kind = False, "cancelled"
-        if discard is not None:
-            await discard(lost, other.result())
-    won.attempts = lost.attempts + won.attempts  # the answer's attempt stays last
-    return (won, *winner.result())
-
-
 def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000
+
+
+def bill_attempt(
+    attempt: Attempt, pricer: Pricer, mark: float, usage: Mapping[str, Any] | None, input_tokens: int, text: str,
+) -> int:
+    """Price the attempt that produced ``text`` from the provider's ``usage``; returns its cached prompt tokens.
+
+    A provider that sends no usage (absent, null or empty) still billed the request: its tokens are
+    estimated (the request's estimated prompt, the text received) and priced, and a token-priced
+    attempt's ``cost_basis`` becomes ``tokens_estimated`` so the ledger and reports say so.
+    """
+    if usage:
+        prompt, completion, cached = usage_tokens(usage)
+    else:
+        prompt, completion, cached = input_tokens, estimate_tokens(text), 0
+        if attempt.cost_basis == "tokens":
+            attempt.cost_basis = TOKENS_ESTIMATED
+    attempt.prompt_tokens, attempt.completion_tokens = prompt, completion
+    attempt.cost_usd = pricer.end(mark, prompt, completion, cached)
+    return cached

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from .errors import LOCAL_KINDS, PoolExhausted, ProviderError
@@ -20,8 +21,10 @@ from .pricing import usage_tokens
 from .result import Attempt
 
 if TYPE_CHECKING:
+    from .ledger import Ledger
+    from .pricing import Pricer
     from .providers import OpenAICompatProvider
-    from .router import LLMRouter
+    from .state import RouterState
 
 log = logging.getLogger("llmroute.health")
 
@@ -29,8 +32,14 @@ PING = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
 
 
 class HealthMonitor:
-    def __init__(self, router: LLMRouter) -> None:
-        self.router = router
+    """The background tasks for the providers the config asks them for; a ping is recorded in ``ledger``."""
+
+    def __init__(self, providers: Mapping[str, OpenAICompatProvider], state: RouterState,
+                 pricers: Mapping[str, Pricer], ledger: Ledger | None) -> None:
+        self.providers = providers
+        self.state = state
+        self.pricers = pricers
+        self.ledger = ledger
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
 
@@ -39,7 +48,7 @@ class HealthMonitor:
         if self.started:
             return
         self.started = True
-        for name, provider in self.router.providers.items():
+        for name, provider in self.providers.items():
             config = provider.config
             if config.health_check is not None:
                 self._tasks.append(asyncio.ensure_future(self._check_loop(provider)))
@@ -71,7 +80,7 @@ class HealthMonitor:
         settings = provider.config.health_check
         assert settings is not None
         failed = 0
-        breaker = self.router.state.breaker(provider.name)
+        breaker = self.state.breaker(provider.name)
         while True:
             try:
                 problem = await self.check(provider)
@@ -93,7 +102,7 @@ class HealthMonitor:
         keep_warm_s = provider.config.cold_start.keep_warm_s
         assert keep_warm_s is not None
         while True:
-            stats = self.router.state.snapshot().get(provider.name)
+            stats = self.state.snapshot().get(provider.name)
             last = stats.last_success if stats is not None else 0.0
             idle_s = time.monotonic() - last if last else keep_warm_s
             if idle_s >= keep_warm_s:
@@ -104,8 +113,7 @@ class HealthMonitor:
 
     async def ping(self, provider: OpenAICompatProvider) -> Attempt:
         """A one-token request that keeps a scale-to-zero worker warm; priced and recorded."""
-        router = self.router
-        pricer = router.pricers[provider.name]
+        pricer = self.pricers[provider.name]
         mark = pricer.begin()
         started = time.perf_counter()
         attempt = Attempt(provider=provider.name, model=provider.model, ok=False, latency_ms=0.0,
@@ -117,7 +125,7 @@ class HealthMonitor:
             attempt.error, attempt.status = exc.message, exc.status
             attempt.cost_usd = pricer.end(mark)
             if exc.kind not in LOCAL_KINDS:
-                router.state.record_failure(provider.name, exc.kind, (time.perf_counter() - started) * 1000, exc.status)
+                self.state.record_failure(provider.name, exc.kind, (time.perf_counter() - started) * 1000, exc.status)
         except BaseException:  # cancelled (shutdown): still pair the pricing mark
             pricer.end(mark)
             raise
@@ -125,10 +133,10 @@ class HealthMonitor:
             attempt.ok, attempt.status = True, 200
             attempt.prompt_tokens, attempt.completion_tokens, _ = usage_tokens(response.body.get("usage"))
             attempt.cost_usd = pricer.end(mark, attempt.prompt_tokens, attempt.completion_tokens)
-            router.state.record_success(provider.name, response.latency_ms)
+            self.state.record_success(provider.name, response.latency_ms)
         attempt.latency_ms = (time.perf_counter() - started) * 1000
-        if router.ledger is not None:
-            router.ledger.record(entry_from_failure(
+        if self.ledger is not None:
+            self.ledger.record(entry_from_failure(
                 request_id=f"keep-warm-{time.time_ns():x}", strategy="keep_warm", status="keep_warm",
                 attempts=[attempt], latency_ms=attempt.latency_ms, error=attempt.error or "keep-warm ping",
                 context=RequestContext(route="keep_warm", endpoint="keep_warm"), provider=provider.name,

@@ -1,4 +1,5 @@
-"""LLMRouter: select providers with a strategy, call them through the cascade, return a result."""
+"""LLMRouter: the public face of routing: configuration, start-up and shutdown, and the entry points that turn a
+call into a request for its ``Dispatcher``."""
 
 from __future__ import annotations
 
@@ -6,30 +7,28 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .breaker import log_transition
-from .cascade import Cascade, race
 from .config import RouterConfig, load_config
-from .errors import AllProvidersFailed, ClientRequestError, ConfigError, ProviderError, StreamInterrupted
+from .dispatch import CHAT_PATH, COMPLETIONS_PATH, Dispatcher
+from .errors import ConfigError
 from .health import HealthMonitor
-from .ledger import Ledger, RequestContext, entry_from_failure, entry_from_result, open_ledger
-from .pricing import Pricer, per_million
-from .providers import OpenAICompatProvider, ProviderResponse
-from .result import Attempt, RouteResult, request_headers
+from .ledger import Ledger, RequestContext, open_ledger
+from .pricing import Pricer
+from .providers import OpenAICompatProvider
+from .result import RouteResult
 from .spend import LiveSpend, live_spend
 from .state import ColdStartSettings, InMemoryState, RouterState
-from .stream import RouteStream, bill_attempt
-from .strategies import Route, RouteRequest, RoutingStrategy, StrategyBase, StrongShare, build_strategy
+from .strategies import RouteRequest, RoutingStrategy, StrategyBase, StrongShare
+from .stream import RouteStream
 from .tokens import estimate_message_tokens, estimate_tokens
 
 if TYPE_CHECKING:
     from .evaluation.shadow import Shadow
     from .ledger.pairs import GradedPair
 
-CHAT_PATH = "/chat/completions"
-COMPLETIONS_PATH = "/completions"
 MEASURED_DAYS = 30
 """Graded pairs older than this are not read back at start-up (the live estimate, quality targets)."""
 MEASURED_PAIRS = 50_000
@@ -65,10 +64,13 @@ class LLMRouter:
         """Spend today and this period per key, tag and provider (one per state: routers sharing it share it)."""
         self.providers = {name: OpenAICompatProvider(p) for name, p in self.config.providers.items()}
         self.pricers = {name: Pricer(p) for name, p in self.config.providers.items()}
-        self.health = HealthMonitor(self)
         self._owns_ledger = ledger is None or ledger is True
         self.ledger: Ledger | None = open_ledger(self.config) if self._owns_ledger else (ledger or None)
-        self._strategies: dict[RoutingStrategy, StrategyBase] = {}
+        self.health = HealthMonitor(self.providers, self.state, self.pricers, self.ledger)
+        self.dispatch = Dispatcher(self.config, self.state, self.providers, self.pricers,
+                                   default_strategy=self.default_strategy, health=self.health, ledger=self.ledger,
+                                   spend=self.spend)
+        """The cascade, hedging, billing and recording of every request, streamed or not (one per router)."""
         min_quality = self.config.quality_aware.target.min_quality
         if (self.default_strategy is RoutingStrategy.QUALITY_AWARE or self.config.quality_aware.model is not None
                 or min_quality is not None):
@@ -78,7 +80,8 @@ class LLMRouter:
         if self.config.shadow.rate > 0 and len(self.providers) > 1:
             from .evaluation.shadow import Shadow
 
-            self.shadow = Shadow(self.config, self.providers, self.pricers, self.state, self.ledger)
+            self.shadow = self.dispatch.shadow = Shadow(self.config, self.providers, self.pricers, self.state,
+                                                        self.ledger)
             if self.spend is not None:
                 self._count_shadow_spend(self.shadow, self.spend)
         if self.shadow is not None or min_quality is not None:
@@ -90,14 +93,7 @@ class LLMRouter:
 
     def strategy(self, name: RoutingStrategy | str | None = None) -> StrategyBase:
         """The strategy object for ``name`` (the default if None), built once."""
-        built = self._strategies.get(name if name is not None else self.default_strategy)  # a str finds its StrEnum
-        if built is not None:
-            return built
-        key = RoutingStrategy(name) if name is not None else self.default_strategy
-        built = self._strategies.get(key)
-        if built is None:
-            built = self._strategies[key] = build_strategy(key, self.config, self.state)
-        return built
+        return self.dispatch.strategy(name)
 
     async def __aenter__(self) -> LLMRouter:
         return self
@@ -118,6 +114,7 @@ class LLMRouter:
             await provider.aclose()
         if self.ledger is not None and self._owns_ledger:
             ledger, self.ledger = self.ledger, None
+            self.dispatch.ledger = self.health.ledger = None
             await asyncio.to_thread(ledger.close)
 
     # -- public calls -------------------------------------------------------------
@@ -178,7 +175,7 @@ class LLMRouter:
         if prompt_tokens is None:
             prompt_tokens = estimate_message_tokens(body["messages"])
         estimate = self._estimate(prompt_tokens, body, messages=body["messages"], strong_share=strong_share)
-        return await self._call(CHAT_PATH, body, estimate, strategy, extra_headers, context)
+        return await self.dispatch.request(CHAT_PATH, body, estimate, strategy, extra_headers, context)
 
     async def completion_request(
         self, body: Mapping[str, Any], *, strategy: RoutingStrategy | str | None = None,
@@ -189,7 +186,7 @@ class LLMRouter:
         prompt = str(body["prompt"])
         estimate = self._estimate(estimate_tokens(prompt) if prompt_tokens is None else prompt_tokens, body,
                                   prompt=prompt, strong_share=strong_share)
-        return await self._call(COMPLETIONS_PATH, body, estimate, strategy, extra_headers, context)
+        return await self.dispatch.request(COMPLETIONS_PATH, body, estimate, strategy, extra_headers, context)
 
     def stream_request(
         self, body: Mapping[str, Any], *, strategy: RoutingStrategy | str | None = None,
@@ -211,7 +208,7 @@ class LLMRouter:
             prompt = str(body["prompt"])
             estimate = self._estimate(estimate_tokens(prompt) if prompt_tokens is None else prompt_tokens, body,
                                       prompt=prompt, strong_share=strong_share)
-        return RouteStream(self, upstream, estimate, strategy, extra_headers, path, context,
+        return RouteStream(self.dispatch, upstream, estimate, strategy, extra_headers, path, context,
                            resume=self.config.stream_resume if resume is None else resume)
 
     # -- measured quality -----------------------------------------------------------
@@ -289,119 +286,6 @@ class LLMRouter:
         return RouteRequest(input_tokens=input_tokens, output_tokens=output, prompt=prompt, messages=messages,
                             strong_share=strong_share)
 
-    def _cascade(self, estimate: RouteRequest, strategy: RoutingStrategy | str | None) -> tuple[Cascade, str, Route]:
-        chosen = self.strategy(strategy)
-        route = chosen.route(estimate)
-        cascade = self._cascade_for(route.order, estimate, retry_rounds=self.config.retry_rounds)
-        return cascade, chosen.name.value, route
-
-    def _cascade_for(self, order: list[str], estimate: RouteRequest, *, retry_rounds: int = 0,
-                     deadline_s: float | None = None, note_reorder: bool = True) -> Cascade:
-        """A cascade over ``order``: a strategy's, a resumed stream's remaining providers, or a hedge's."""
-        return Cascade(
-            self.providers, self.state, order, deadline_s=deadline_s or self.config.deadline_s,
-            retry_rounds=retry_rounds, pricers=self.pricers, max_retry_wait_s=self.config.max_retry_wait_s,
-            tokens_needed=estimate.input_tokens + estimate.output_tokens, note_reorder=note_reorder,
-        )
-
-    def _hedge_delay_s(self, strategy_name: str, cascade: Cascade) -> float | None:
-        """How long to wait before hedging this request; None when its strategy does not hedge."""
-        hedge = self.config.hedge
-        if strategy_name not in hedge.strategies or len(cascade.order) < 2:
-            return None
-        if hedge.after_ms == "p95":
-            p95_ms = self.state.latency_p95_ms(cascade.order[0], hedge.min_samples)
-            return p95_ms / 1000 if p95_ms is not None else 0.5
-        return float(hedge.after_ms) / 1000
-
-    def _hedge_cascade(self, primary: Cascade, estimate: RouteRequest) -> Cascade:
-        """The hedge's cascade: the same order without the provider the primary is waiting on."""
-        return self._cascade_for([n for n in primary.order if n != primary.current], estimate,
-                                 deadline_s=max(0.001, primary.remaining_s()), note_reorder=False)
-
-    def _bill_hedge_loser(self, attempts: list[Attempt], estimate: RouteRequest) -> None:
-        """The cancelled side of a hedge was billed too: its worker time, or at least the prompt it read."""
-        for attempt in attempts:
-            if attempt.kind != "cancelled":
-                continue
-            attempt.kind = "hedge_cancelled"
-            price = self.config.providers[attempt.provider].price_per_m
-            if attempt.cost_basis == "tokens" and price is not None:
-                attempt.prompt_tokens = estimate.input_tokens
-                attempt.cost_usd = estimate.input_tokens * price.input / 1e6
-
-    def _record_failure(
-        self, cascade: Cascade, strategy_name: str, request_id: str, started: float, exc: BaseException,
-        context: RequestContext | None, *, provider: str | None = None, ttft_ms: float | None = None,
-        route: Route | None = None,
-    ) -> None:
-        attempts = getattr(exc, "attempts", None) or cascade.attempts
-        if self.spend is not None:
-            self.spend.record(attempts, context, sum(a.prompt_tokens + a.completion_tokens for a in attempts))
-        if self.ledger is None:
-            return
-        if isinstance(exc, StreamInterrupted):
-            status = "interrupted"
-        elif isinstance(exc, ClientRequestError):
-            status = "client_error"
-        elif isinstance(exc, (AllProvidersFailed, ProviderError)):
-            status = "failed"
-        else:
-            status = "cancelled"
-        self.ledger.record(entry_from_failure(
-            request_id=request_id, strategy=strategy_name, status=status, attempts=attempts,
-            latency_ms=(time.perf_counter() - started) * 1000, error=str(exc).split("\n")[0] or type(exc).__name__,
-            context=context, provider=provider, ttft_ms=ttft_ms,
-            quality_score=route.quality_score if route else None, route_decision=route.decision if route else None,
-        ))
-
-    async def _call(
-        self, path: str, body: dict[str, Any], estimate: RouteRequest,
-        strategy: RoutingStrategy | str | None, extra_headers: Mapping[str, str] | None,
-        context: RequestContext | None = None,
-    ) -> RouteResult:
-        self.health.ensure_started()
-        cascade, strategy_name, route = self._cascade(estimate, strategy)
-        request_id, headers = request_headers(extra_headers)
-        started = time.perf_counter()
-
-        def call(provider: OpenAICompatProvider, timeout_s: float) -> Coroutine[Any, Any, ProviderResponse]:
-            return provider.request(path, {**body, "model": provider.model}, timeout_s=timeout_s, extra_headers=headers)
-
-        try:
-            delay_s = self._hedge_delay_s(strategy_name, cascade)
-            if delay_s is None:
-                provider, response = await cascade.run(call, call_keeps_timeout=True)  # request() applies timeout_s
-            else:
-                cascade, provider, response = await race(
-                    cascade, lambda c: self._hedge_cascade(c, estimate), call, delay_s, call_keeps_timeout=True)
-                self._bill_hedge_loser(cascade.attempts, estimate)
-        except (ProviderError, AllProvidersFailed, asyncio.CancelledError) as exc:
-            self._record_failure(cascade, strategy_name, request_id, started, exc, context, route=route)
-            raise
-        self.state.record_success(provider.name, response.latency_ms, cascade.open_started_at)
-        if response.ratelimit:
-            self.state.ratelimit(provider.name).update(response.ratelimit)
-        choice = response.body["choices"][0] if response.body["choices"] else {}
-        text = (choice.get("message") or {}).get("content") if path == CHAT_PATH else choice.get("text")
-        result = self._result(
-            provider, cascade, strategy_name, request_id, started,
-            text=text or "", usage=response.body.get("usage"), finish_reason=choice.get("finish_reason"),
-            raw=response.body, ratelimit=response.ratelimit, raw_json=response.raw_json, route=route,
-            estimate=estimate,
-        )
-        self._record_result(result, context)
-        if self.shadow is not None:  # off: this one comparison is all shadow costs a request
-            self.shadow.offer(path, body, result, context)
-        return result
-
-    def _record_result(self, result: RouteResult, context: RequestContext | None) -> None:
-        """An answered request's ledger row, and its live spend (counted from the same attempts)."""
-        if self.ledger is not None:
-            self.ledger.record(entry_from_result(result, context))
-        if self.spend is not None:
-            self.spend.record(result.attempts, context, result.prompt_tokens + result.completion_tokens)
-
     @staticmethod
     def _count_shadow_spend(shadow: Shadow, spend: LiveSpend) -> None:
         """Shadow evaluation's calls count in live spend's ``all`` (as they do in all-traffic budgets)."""
@@ -412,31 +296,6 @@ class LLMRouter:
             spend.add(usd)
 
         shadow.on_spend = on_spend
-
-    def _result(
-        self, provider: OpenAICompatProvider, cascade: Cascade, strategy_name: str, request_id: str,
-        started: float, *, text: str, usage: Mapping[str, Any] | None, estimate: RouteRequest,
-        finish_reason: str | None, raw: dict[str, Any], ratelimit: dict[str, str], ttft_ms: float | None = None,
-        raw_json: bytes | None = None, route: Route | None = None, billed_text: str | None = None,
-    ) -> RouteResult:
-        """The answer and its bill. Without ``usage`` the tokens are estimated: the request's estimated
-        prompt, and ``billed_text`` (this provider's part of the answer; default ``text``)."""
-        attempts = cascade.attempts
-        last = attempts[-1]
-        cached = bill_attempt(last, self.pricers[provider.name], cascade.open_mark, usage, estimate.input_tokens,
-                              text if billed_text is None else billed_text)
-        prompt_tokens, completion_tokens, cost = last.prompt_tokens, last.completion_tokens, last.cost_usd
-        failed = [a for a in attempts if not a.ok and a.kind != "hedge_cancelled"]
-        return RouteResult(
-            text=text, provider=provider.name, model=str(raw.get("model") or provider.model),
-            strategy=strategy_name, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-            cost_usd=cost, latency_ms=(time.perf_counter() - started) * 1000,
-            cost_per_m=per_million(cost, prompt_tokens + completion_tokens),
-            fallback=bool(failed), original_error=_describe(failed[0]) if failed else None,
-            attempts=attempts, ttft_ms=ttft_ms, finish_reason=finish_reason, cached_prompt_tokens=cached,
-            request_id=request_id, raw=raw, ratelimit=ratelimit, raw_json=raw_json,
-            quality_score=route.quality_score if route else None, route_decision=route.decision if route else None,
-        )
 
 
 def build_state(config: RouterConfig) -> RouterState:
@@ -460,8 +319,3 @@ def _context(tags: Mapping[str, str] | None, params: Mapping[str, Any], endpoint
     user = params.get("user")
     return RequestContext(endpoint=endpoint, user=user if isinstance(user, str) else None,
                           tags=[f"{k}={v}" for k, v in (tags or {}).items()])
-
-
-def _describe(attempt: Any) -> str:
-    status = f" {attempt.status}" if attempt.status is not None else ""
-    return f"{attempt.provider}: {attempt.kind}{status}: {attempt.error}"

@@ -17,23 +17,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .cascade import Cascade, race
+from .cascade import Cascade
+from .dispatch import CHAT_PATH, Dispatcher
 from .errors import AllProvidersFailed, ProviderError, StreamInterrupted
 from .ledger import RequestContext
-from .pricing import Pricer, usage_tokens
 from .providers import OpenAICompatProvider
 from .result import Attempt, RouteResult, request_headers
 from .strategies import Route, RouteRequest, RoutingStrategy
-from .tokens import estimate_tokens
 
-if TYPE_CHECKING:
-    from .router import LLMRouter
-
-CHAT_PATH = "/chat/completions"
-TOKENS_ESTIMATED = "tokens_estimated"
-"""``cost_basis`` of an attempt priced from estimated tokens: the provider reported no usage."""
 RESUME_PROMPT = ("Your previous reply was cut off. Continue it exactly where it stopped, without repeating "
                  "anything and without any preamble.")
 
@@ -42,11 +35,11 @@ class RouteStream:
     """An async iterator of OpenAI chunk dicts, with ``result`` filled in at the end."""
 
     def __init__(
-        self, router: LLMRouter, body: dict[str, Any], estimate: RouteRequest,
+        self, dispatch: Dispatcher, body: dict[str, Any], estimate: RouteRequest,
         strategy: RoutingStrategy | str | None, extra_headers: Mapping[str, str] | None,
         path: str = CHAT_PATH, context: RequestContext | None = None, resume: bool = False,
     ) -> None:
-        self._router = router
+        self._dispatch = dispatch
         self._context = context
         self._body = body
         self._estimate = estimate
@@ -70,15 +63,11 @@ class RouteStream:
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._run()
 
-    async def _open(self, cascade: Cascade, body: dict[str, Any], headers: dict[str, str],
-                    ratelimit: dict[str, str]) -> tuple[OpenAICompatProvider, tuple[Any, dict[str, Any]]]:
-        return await cascade.run(self._opener(body, headers, ratelimit), call_keeps_timeout=True)  # stream() bounds the first event
-
     async def _discard(self, cascade: Cascade, opened: tuple[OpenAICompatProvider, tuple[Any, dict[str, Any]]]) -> None:
         """A hedged stream that also opened, too late: close it and bill its worker time or prompt."""
         provider, (upstream, _) = opened
         await upstream.aclose()
-        cascade.attempts[-1].cost_usd = self._router.pricers[provider.name].end(cascade.open_mark)
+        cascade.attempts[-1].cost_usd = self._dispatch.pricers[provider.name].end(cascade.open_mark)
 
     def _opener(self, body: dict[str, Any], headers: dict[str, str], ratelimit: dict[str, str]) -> Any:
         async def open_stream(provider: OpenAICompatProvider, timeout_s: float) -> tuple[Any, dict[str, Any]]:
@@ -109,25 +98,18 @@ class RouteStream:
         return {**self._body, "messages": messages}
 
     async def _run(self) -> AsyncIterator[dict[str, Any]]:
-        router = self._router
-        router.health.ensure_started()
-        cascade, strategy_name, route = router._cascade(self._estimate, self._strategy)
+        dispatch = self._dispatch
+        cascade, strategy_name, route = dispatch.plan(self._estimate, self._strategy)
         self.route = route
         request_id, headers = request_headers(self._extra_headers)
         self.request_id = request_id
         started = time.perf_counter()
         ratelimit: dict[str, str] = {}
-        try:
-            delay_s = router._hedge_delay_s(strategy_name, cascade)
-            if delay_s is None:
-                provider, (upstream, first) = await self._open(cascade, self._body, headers, ratelimit)
-            else:  # hedged: the first provider to send a chunk wins
-                cascade, provider, (upstream, first) = await race(
-                    cascade, lambda c: router._hedge_cascade(c, self._estimate), self._opener(self._body, headers, ratelimit),
-                    delay_s, call_keeps_timeout=True, discard=self._discard)
-                router._bill_hedge_loser(cascade.attempts, self._estimate)
+        try:  # hedged or not: the first provider to send a chunk wins
+            provider, (upstream, first) = await dispatch.attempt(
+                cascade, strategy_name, self._estimate, self._opener(self._body, headers, ratelimit), self._discard)
         except (ProviderError, AllProvidersFailed, asyncio.CancelledError) as exc:
-            router._record_failure(cascade, strategy_name, request_id, started, exc, self._context, route=route)
+            dispatch.record_failure(cascade, strategy_name, request_id, started, exc, self._context, route=route)
             raise
         self.provider, self.strategy_name, self.attempts = provider.name, strategy_name, cascade.attempts
         self.first_chunk_ms = (time.perf_counter() - started) * 1000
@@ -150,7 +132,7 @@ class RouteStream:
                     for choice in chunk.get("choices") or ():
                         delta = (choice.get("delta") or {}) if chat else choice
                         content = delta.get("content") if chat else choice.get("text")
-                        if chat and delta.get("tool_calls") and router.shadow is not None:
+                        if chat and delta.get("tool_calls") and dispatch.shadow is not None:
                             tool_deltas.extend(delta["tool_calls"])
                         if content:
                             if ttft_ms is None:
@@ -166,11 +148,11 @@ class RouteStream:
                         chunk = None
                 break
             except ProviderError as exc:
-                router.state.record_failure(provider.name, exc.kind, (time.perf_counter() - started) * 1000,
+                dispatch.state.record_failure(provider.name, exc.kind, (time.perf_counter() - started) * 1000,
                                             started_at=cascade.open_started_at)
                 last_attempt = cascade.attempts[-1]
                 last_attempt.ok, last_attempt.kind, last_attempt.error = False, "stream_interrupted", exc.message
-                self._bill_partial(provider, cascade, parts.segment(), usage)
+                cascade.bill(usage, self._estimate.input_tokens, parts.segment())  # billed for what it generated
                 await upstream.aclose()
                 interrupted = StreamInterrupted(
                     message=f"stream failed after it started: {exc.message}", provider=provider.name,
@@ -180,17 +162,17 @@ class RouteStream:
                 failed = {a.provider for a in interrupted.attempts if not a.ok}
                 rest = [n for n in cascade.order if n not in failed]
                 if not self._resume or not rest:
-                    router._record_failure(cascade, strategy_name, request_id, started, interrupted, self._context,
+                    dispatch.record_failure(cascade, strategy_name, request_id, started, interrupted, self._context,
                                            provider=provider.name, ttft_ms=ttft_ms, route=route)
                     raise interrupted from exc
                 earlier = interrupted.attempts
-                cascade = router._cascade_for(rest, self._estimate)
+                cascade = dispatch.cascade(rest, self._estimate)
                 try:
-                    provider, (upstream, chunk) = await self._open(
-                        cascade, self._continuation(parts.text()), headers, ratelimit)
+                    provider, (upstream, chunk) = await cascade.run(  # stream() bounds the first event
+                        self._opener(self._continuation(parts.text()), headers, ratelimit), call_keeps_timeout=True)
                 except (ProviderError, AllProvidersFailed) as again:
                     interrupted.attempts = earlier + cascade.attempts
-                    router._record_failure(cascade, strategy_name, request_id, started, interrupted, self._context,
+                    dispatch.record_failure(cascade, strategy_name, request_id, started, interrupted, self._context,
                                            provider=provider.name, ttft_ms=ttft_ms, route=route)
                     raise interrupted from again
                 self.resumed += 1
@@ -198,21 +180,18 @@ class RouteStream:
                 parts.new_segment()
                 continue
             except BaseException as exc:  # the consumer stopped early or was cancelled: the tokens so far were billed
-                self._bill_partial(provider, cascade, parts.segment(), usage)
+                cascade.bill(usage, self._estimate.input_tokens, parts.segment())  # billed for what it generated
                 await upstream.aclose()
-                router._record_failure(cascade, strategy_name, request_id, started, exc, self._context,
+                dispatch.record_failure(cascade, strategy_name, request_id, started, exc, self._context,
                                        provider=provider.name, ttft_ms=ttft_ms, route=route)
                 raise
         await upstream.aclose()
         elapsed_ms = (time.perf_counter() - started) * 1000
         # The latency sample is the time to the first chunk: how long an answer runs says nothing of how fast
         # (or cold) the provider is, and would trip the cold-start detector on every long stream.
-        router.state.record_success(provider.name, _first_chunk_ms(cascade.attempts, provider.name, elapsed_ms),
-                                    cascade.open_started_at)
-        if ratelimit:
-            router.state.ratelimit(provider.name).update(ratelimit)
+        cascade.succeeded(provider.name, _first_chunk_ms(cascade.attempts, provider.name, elapsed_ms), ratelimit)
         cascade.attempts[:0] = earlier
-        self.result = router._result(
+        self.result = dispatch.result(
             provider, cascade, strategy_name, request_id, started,
             text=parts.text(), usage=usage, finish_reason=finish_reason,
             raw={k: v for k, v in last.items() if k != "choices"}, ratelimit=dict(ratelimit),
@@ -223,17 +202,10 @@ class RouteStream:
             self.result.prompt_tokens = sum(a.prompt_tokens for a in self.result.attempts)
             self.result.completion_tokens = sum(a.completion_tokens for a in self.result.attempts)
             self.result.cost_usd = sum(a.cost_usd for a in self.result.attempts)
-        router._record_result(self.result, self._context)
-        if router.shadow is not None and not earlier:  # a resumed answer has two authors: nothing to compare
+        dispatch.record_result(self.result, self._context)
+        if dispatch.shadow is not None and not earlier:  # a resumed answer has two authors: nothing to compare
             message = {"content": self.result.text, "tool_calls": assemble_tool_calls(tool_deltas)} if tool_deltas else None
-            router.shadow.offer(self._path, self._body, self.result, self._context, message=message)
-
-    def _bill_partial(
-        self, provider: OpenAICompatProvider, cascade: Cascade, text: str, usage: Mapping[str, Any] | None,
-    ) -> None:
-        """A stream that stopped early was still billed for what it generated: estimate it from the text."""
-        bill_attempt(cascade.attempts[-1], self._router.pricers[provider.name], cascade.open_mark, usage,
-                     self._estimate.input_tokens, text)
+            dispatch.shadow.offer(self._path, self._body, self.result, self._context, message=message)
 
 
 class TextParts:
@@ -301,23 +273,3 @@ def assemble_tool_calls(deltas: list[Any]) -> list[dict[str, Any]]:
                     call[field] += function[field]
     order = sorted(calls, key=lambda index: (not isinstance(index, int), index if isinstance(index, int) else str(index)))
     return [{"type": "function", "function": calls[index]} for index in order]
-
-
-def bill_attempt(
-    attempt: Attempt, pricer: Pricer, mark: float, usage: Mapping[str, Any] | None, input_tokens: int, text: str,
-) -> int:
-    """Price the attempt that produced ``text`` from the provider's ``usage``; returns its cached prompt tokens.
-
-    A provider that sends no usage (absent, null or empty) still billed the request: its tokens are
-    estimated (the request's estimated prompt, the text received) and priced, and a token-priced
-    attempt's ``cost_basis`` becomes ``tokens_estimated`` so the ledger and reports say so.
-    """
-    if usage:
-        prompt, completion, cached = usage_tokens(usage)
-    else:
-        prompt, completion, cached = input_tokens, estimate_tokens(text), 0
-        if attempt.cost_basis == "tokens":
-            attempt.cost_basis = TOKENS_ESTIMATED
-    attempt.prompt_tokens, attempt.completion_tokens = prompt, completion
-    attempt.cost_usd = pricer.end(mark, prompt, completion, cached)
-    return cached

@@ -51,12 +51,12 @@ async def test_no_hedge_when_the_first_answers_in_time(seed_config: dict[str, An
 async def test_hedge_delay_follows_the_measured_p95(seed_config: dict[str, Any]) -> None:
     seed_config["hedge"] = {"strategies": ["latency_optimized"], "after_ms": "p95", "min_samples": 5}
     async with LLMRouter(config=seed_config, ledger=False) as router:
-        cascade, _, _ = router._cascade(router._estimate(10, {}), "latency_optimized")
-        assert router._hedge_delay_s("latency_optimized", cascade) == 0.5  # too few samples yet
+        cascade, _, _ = router.dispatch.plan(router._estimate(10, {}), "latency_optimized")
+        assert router.dispatch.hedge_delay_s("latency_optimized", cascade) == 0.5  # too few samples yet
         for latency in (10, 20, 30, 40, 200):
             router.state.record_success(cascade.order[0], latency)
-        assert router._hedge_delay_s("latency_optimized", cascade) == pytest.approx(0.04)
-        assert router._hedge_delay_s("balanced", cascade) is None  # balanced does not hedge here
+        assert router.dispatch.hedge_delay_s("latency_optimized", cascade) == pytest.approx(0.04)
+        assert router.dispatch.hedge_delay_s("balanced", cascade) is None  # balanced does not hedge here
 
 
 async def test_a_stream_is_hedged_on_its_first_chunk(seed_config: dict[str, Any]) -> None:

@@ -24,7 +24,6 @@ from ..providers import OpenAICompatProvider
 from ..ratelimit import RateLimitWindow
 from ..result import Attempt
 from ..state import RouterState
-from ..stream import bill_attempt
 from ..tokens import estimate_message_tokens, estimate_tokens, message_text
 
 __all__ = ["CallOutcome", "HEADROOM_RESERVE", "answer_text", "call_once", "has_spare_headroom"]
@@ -158,9 +157,7 @@ async def _call(provider: OpenAICompatProvider, pricer: Pricer, state: RouterSta
         attempts = exc.attempts or cascade.attempts
         return CallOutcome(name, None, sum(a.cost_usd for a in attempts), _describe(attempts, exc),
                            _ms_since(started))
-    state.record_success(name, response.latency_ms, cascade.open_started_at)
-    if response.ratelimit:
-        state.ratelimit(name).update(response.ratelimit)
+    cascade.succeeded(name, response.latency_ms, response.ratelimit)
     choice = response.body["choices"][0]
     if path == CHAT_PATH:
         message = choice.get("message")
@@ -168,7 +165,7 @@ async def _call(provider: OpenAICompatProvider, pricer: Pricer, state: RouterSta
     else:
         text = choice.get("text") or ""
     usage = response.body.get("usage")
-    bill_attempt(cascade.attempts[-1], pricer, cascade.open_mark, usage, prompt_tokens, text)
+    cascade.bill(usage, prompt_tokens, text)
     return CallOutcome(name, text, sum(a.cost_usd for a in cascade.attempts), None, _ms_since(started),
                        usage if isinstance(usage, dict) else None)
 
