@@ -20,7 +20,7 @@ from .pricing import Pricer
 from .providers import OpenAICompatProvider
 from .result import RouteResult
 from .spend import LiveSpend, live_spend
-from .state import ColdStartSettings, InMemoryState, RouterState
+from .state import InMemoryState, RouterState
 from .strategies import RouteRequest, RoutingStrategy, StrategyBase, StrongShare
 from .stream import RouteStream
 from .tokens import estimate_message_tokens, estimate_tokens
@@ -302,8 +302,7 @@ def build_state(config: RouterConfig) -> RouterState:
     """The state the config asks for: per process, or shared by replicas through Redis."""
     kwargs: dict[str, Any] = {
         "alpha": config.latency_alpha, "breakers": config.breaker_settings(), "on_breaker_change": log_transition,
-        "cold_starts": {name: ColdStartSettings(p.cold_start.idle_s, p.cold_start.factor, p.cold_start.warm_s)
-                        for name, p in config.providers.items()},
+        "cold_starts": config.cold_start_settings(),
     }
     priors = {name: p.latency_ms for name, p in config.providers.items()}
     if config.state.backend == "redis":

@@ -31,10 +31,11 @@ import orjson
 import redis
 import redis.asyncio as aredis
 
-from .breaker import OPEN, BreakerSettings
+from .breaker import OPEN
+from .config.settings import BreakerSettings, ColdStartSettings
 from .config.state import StateConfig
 from .ratelimit import Bucket, RateLimitWindow
-from .state import ColdStartSettings, InMemoryState
+from .state import InMemoryState
 from .state_totals import SharedTotals
 from .state_wire import (
     MAX_REMOTE_OUTCOMES,
