@@ -28,7 +28,6 @@ from ..strategies import RoutingStrategy
 from ..tokens import prompt_estimate
 from .answer import JsonAnswer
 from .auth import NO_HOLD, KeyHold, KeyIdentity, KeyLimiter, KeyStore, LedgerKeySource, OverLimit
-from . import validate
 from .budgeting import BudgetGate, settle_request
 from .decoding import read_body
 from .errors import (
@@ -39,6 +38,7 @@ from .metrics import CONTENT_TYPE, Metrics
 from .openapi import openapi_json
 from .pacing import PacingGate
 from .streaming import stream_response
+from .validate import Limits, chat_body, check_depth, completions_body
 
 log = logging.getLogger("llmroute.gateway")
 
@@ -135,7 +135,8 @@ class Gateway:
         self.limiter = KeyLimiter(router.state if shared else InMemoryState({}), shared=shared)
         self._expected_output_tokens = router.config.expected_output_tokens
         self.max_body_bytes = gateway.max_body_bytes
-        self.limits = validate.Limits(max_json_depth=gateway.max_json_depth, max_model_chars=gateway.max_model_chars,
+        self.write_timeout_s = gateway.write_timeout_s
+        self.limits = Limits(max_json_depth=gateway.max_json_depth, max_model_chars=gateway.max_model_chars,
                                       max_user_chars=gateway.max_user_chars)
         self._request_id = re.compile(f"[{_TOKEN_CHARS}]{{1,{gateway.max_request_id_chars}}}")
         self._created = int(time.time())
@@ -259,7 +260,7 @@ class Gateway:
             raise BadRequest(400, f"request body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
             raise BadRequest(400, f"request body must be a JSON object, not {type(body).__name__}")
-        validate.check_depth(raw, body, self.limits.max_json_depth)
+        check_depth(raw, body, self.limits.max_json_depth)
         return body
 
     def _strategy(self, request: web.Request, body: dict[str, Any], key: KeyIdentity | None) -> str:
@@ -314,12 +315,12 @@ class Gateway:
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         body = await self._read_json(request)
-        validate.chat_body(body, self.limits)
+        chat_body(body, self.limits)
         return await self._complete(request, body, CHAT_PATH, "chat")
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         body = await self._read_json(request)
-        validate.completions_body(body, self.limits)
+        completions_body(body, self.limits)
         return await self._complete(request, body, COMPLETIONS_PATH, "completions")
 
     def _context(self, request: web.Request, body: dict[str, Any], endpoint: str) -> RequestContext:
@@ -364,8 +365,10 @@ class Gateway:
                     settle_request, self.limiter, limited, reserved, held)
                 if paced:
                     settle = self.pacing.counting(paced, settle)
-                return await stream_response(self, request, body, path, strategy, endpoint, context, warning, settle,
-                                             router=router, strong_share=share, prompt_tokens=prompt_tokens(request, body))
+                return await stream_response(
+                    router, self.metrics, request, body, path, strategy, endpoint,
+                    write_timeout_s=self.write_timeout_s, extra_headers=self._extra_headers(request), context=context,
+                    warning=warning, settle=settle, strong_share=share, prompt_tokens=prompt_tokens(request, body))
             if path == CHAT_PATH:
                 result = await router.chat_request(body, strategy=strategy, extra_headers=self._extra_headers(request),
                                                    context=context, strong_share=share,

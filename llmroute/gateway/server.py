@@ -21,8 +21,11 @@ from aiohttp import web
 from ..config import RouterConfig, load_config
 from ..errors import ConfigError, LLMRouteError
 from ..ledger import ledger_location
+from ..router import LLMRouter
 from ..spend import seed_from_ledger
+from .app import Gateway
 from .auth import KeyStore, LedgerKeySource, is_loopback
+from .metrics import Metrics, multiprocess_registry
 from .openfiles import prepare_open_files
 from .protocol import ConnectionLimits, GatewayRunner, default_max_connections
 
@@ -90,10 +93,6 @@ async def run_gateway(config: RouterConfig, host: str, port: int, *, reuse_port:
     """Serve until SIGTERM or SIGINT, then let requests in flight finish (up to ``gateway.shutdown_grace_s``),
     commit the ledger and return. ``workers``: how many processes serve the port (each gets that share of
     the daily shadow budget)."""
-    from ..router import LLMRouter
-    from .app import Gateway
-    from .metrics import Metrics, multiprocess_registry
-
     router = LLMRouter(config=config)
     shared = config.state.backend != "memory"
     if router.shadow is not None and not shared:  # a shared state keeps one total for every process

@@ -17,20 +17,22 @@ if TYPE_CHECKING:
     from ..ledger import RequestContext
     from ..router import LLMRouter
     from ..strategies import StrongShare
-    from .app import Gateway
+    from .metrics import Metrics
 
 log = logging.getLogger("llmroute.gateway")
 
 async def stream_response(
-    gateway: Gateway, request: web.Request, body: dict[str, Any], path: str, strategy: str, endpoint: str,
+    router: LLMRouter, metrics: Metrics, request: web.Request, body: dict[str, Any], path: str, strategy: str,
+    endpoint: str, *, write_timeout_s: float, extra_headers: dict[str, str] | None = None,
     context: RequestContext | None = None, warning: str | None = None,
-    settle: Callable[[RouteResult | None, list[Attempt]], None] | None = None, *, router: LLMRouter | None = None,
+    settle: Callable[[RouteResult | None, list[Attempt]], None] | None = None,
     strong_share: StrongShare | None = None, prompt_tokens: int | None = None,
 ) -> web.StreamResponse:
-    """Stream one completion to the client (``warning``: an ``x-llmroute-warning`` for its headers;
-    ``settle(result, attempts)``: told the stream's result (None when it produced none) and every attempt it
-    made, billed, however it ends; ``router``: the one to route with, the gateway's by default;
-    ``strong_share``: a paced budget's share of strong calls for the strategy).
+    """Stream one completion to the client, routed by ``router`` and counted in ``metrics`` (``extra_headers``:
+    forwarded upstream; ``write_timeout_s``: the most one write to the client may wait; ``warning``: an
+    ``x-llmroute-warning`` for its headers; ``settle(result, attempts)``: told the stream's result (None when
+    it produced none) and every attempt it made, billed, however it ends; ``strong_share``: a paced budget's
+    share of strong calls for the strategy).
 
     Nothing is sent until a provider produced its first chunk, so every failure
     before that falls back (or becomes an ordinary JSON error). Usage is always
@@ -41,8 +43,8 @@ async def stream_response(
     wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     resume_header = request.headers.get("x-llmroute-resume")
     resume = None if resume_header is None else resume_header.strip().lower() in ("1", "true", "yes", "on")
-    stream = (router or gateway.router).stream_request(
-        body, strategy=strategy, extra_headers=gateway._extra_headers(request), path=path, context=context,
+    stream = router.stream_request(
+        body, strategy=strategy, extra_headers=extra_headers, path=path, context=context,
         resume=resume, strong_share=strong_share, prompt_tokens=prompt_tokens,
     )
     chunks = stream.__aiter__()
@@ -62,14 +64,15 @@ async def stream_response(
             failed = getattr(exc, "attempts", None) or []  # no stream opened: the failed attempts are the bill
             await chunks.aclose()  # type: ignore[attr-defined]
             raise
-        return await _respond(gateway, request, stream, chunks, first, wants_usage, strategy, endpoint, warning, end)
+        return await _respond(metrics, request, stream, chunks, first, wants_usage, strategy, endpoint, warning,
+                              write_timeout_s, end)
     finally:
         end()
 
 
 async def _respond(
-    gateway: Gateway, request: web.Request, stream: Any, chunks: Any, first: Any, wants_usage: bool, strategy: str,
-    endpoint: str, warning: str | None, end: Callable[[], None],
+    metrics: Metrics, request: web.Request, stream: Any, chunks: Any, first: Any, wants_usage: bool, strategy: str,
+    endpoint: str, warning: str | None, timeout_s: float, end: Callable[[], None],
 ) -> web.StreamResponse:
     fallback = any(not a.ok for a in stream.attempts)
     response = web.StreamResponse(headers={
@@ -84,21 +87,20 @@ async def _respond(
         **(decision_headers(stream.route.quality_score, stream.route.decision) if stream.route else {}),
         **({WARNING_HEADER: warning} if warning else {}),
     })
-    timeout_s = gateway.router.config.gateway.write_timeout_s
     try:
-        await _relay(gateway, request, response, chunks, first, wants_usage, strategy, timeout_s, end)
+        await _relay(metrics, request, response, chunks, first, wants_usage, strategy, timeout_s, end)
     except ClientTooSlow as exc:
-        await _cut_off(gateway, request, chunks, exc, strategy)
+        await _cut_off(metrics, request, chunks, exc, strategy)
         return response
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
     if stream.result is not None:
-        gateway.metrics.observe(stream.result, endpoint)
+        metrics.observe(stream.result, endpoint)
     return response
 
 
 async def _relay(
-    gateway: Gateway, request: web.Request, response: web.StreamResponse, chunks: Any, first: dict[str, Any],
+    metrics: Metrics, request: web.Request, response: web.StreamResponse, chunks: Any, first: dict[str, Any],
     wants_usage: bool, strategy: str, timeout_s: float, end: Callable[[], None],
 ) -> None:
     """The chunks to the client, then ``end()`` (the stream's result is known), then ``[DONE]``."""
@@ -118,19 +120,19 @@ async def _relay(
     except StopAsyncIteration:
         pass
     except StreamInterrupted as exc:
-        gateway.metrics.observe_failures(exc.attempts, strategy)
-        gateway.metrics.observe_error(strategy, "StreamInterrupted")
+        metrics.observe_failures(exc.attempts, strategy)
+        metrics.observe_error(strategy, "StreamInterrupted")
         message = f"{exc.provider}: {exc.message}; the answer above is incomplete"
         await writer.send_bounded(encode_event(error_body(message, "upstream_error", "stream_interrupted")))
     end()
     await writer.close()  # after an error event too: a clean end, not a dropped connection
 
 
-async def _cut_off(gateway: Gateway, request: web.Request, chunks: Any, slow: ClientTooSlow, strategy: str) -> None:
+async def _cut_off(metrics: Metrics, request: web.Request, chunks: Any, slow: ClientTooSlow, strategy: str) -> None:
     """Drop the client's connection, and end the routed stream with ``slow`` as the reason: the provider's
     stream is closed and the request recorded with what it cost so far."""
     log.warning("stream cut off: %s", slow)
-    gateway.metrics.observe_error(strategy, "ClientTooSlow")
+    metrics.observe_error(strategy, "ClientTooSlow")
     try:
         await chunks.athrow(slow)  # first: once the connection is dropped, aiohttp cancels this handler
     except (ClientTooSlow, StopAsyncIteration):
