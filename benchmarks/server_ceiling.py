@@ -12,6 +12,8 @@ Targets (one process each, uvloop; wrk, one thread, POST /v1/chat/completions wi
   forwarder aiohttp / forwarder uvicorn   benchmarks/forwarder.py (aiohttp's client, pool of 256)
   forwarder httptools     the raw protocol forwarding with aiohttp's client
   llmroute                `llmroute serve` with nginx as its only provider (ledger off)
+  --baseline DIR          adds `llmroute (baseline)`: the llmroute package in DIR, for a before/after
+  --workers2              adds llmroute and the uvicorn forwarder with 2 worker processes (SO_REUSEPORT)
 CPU per request is every process of a target (utime+stime from /proc) over its runs.
 """
 
@@ -126,6 +128,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--baseline", help="another llmroute source tree, served as `llmroute (baseline)`")
+    parser.add_argument("--workers2", action="store_true",
+                        help="also llmroute and the uvicorn forwarder with 2 worker processes")
+    parser.add_argument("--only", help="comma-separated targets to run (direct always runs)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
@@ -155,6 +161,26 @@ def main() -> None:
         "forwarder httptools": [*me, "--serve", "httptools", "--upstream", upstream],
         "llmroute": [sys.executable, "-m", "llmroute.cli", "serve", "--config", str(tmp / "llmroute.yaml")],
     }
+    if args.baseline:  # its llmroute package first on the path (with -m, the current directory would come first)
+        names.append("llmroute (baseline)")
+        ports["llmroute (baseline)"] = free_port()
+        commands["llmroute (baseline)"] = [
+            sys.executable, "-c", f"import sys; sys.path.insert(0, {str(Path(args.baseline).resolve())!r}); "
+            "sys.argv[0] = 'llmroute'; from llmroute.cli import main; main()",
+            "serve", "--config", str(tmp / "llmroute.yaml")]
+    if args.workers2:
+        for name, base, count in (("llmroute 2 workers", "llmroute", "--workers"),
+                                  ("forwarder uvicorn 2 workers", "forwarder uvicorn", None)):
+            names.append(name)
+            ports[name] = free_port()
+            command = list(commands[base])
+            if count is None:
+                command[4] = "2"  # forwarder.py UPSTREAM PORT WORKERS
+            else:
+                command += [count, "2"]
+            commands[name] = command
+    if args.only:
+        names = [n for n in names if n in args.only.split(",")]
     with ExitStack() as stack:
         stack.enter_context(process(nginx(tmp, ports["direct"])))
         wait_ready(upstream + "/chat/completions")
@@ -189,10 +215,14 @@ def main() -> None:
         print(f"| {name} | {m['rps']:,.0f} | {m['cpu_us']:.0f} | {m['p50_ms']:.3f} | {m['p99_ms']:.3f} | "
               f"{sum(r['errors'] for r in rs)} | {', '.join(format(r['rps'], ',.0f') for r in rs)} |")
     print()
-    for a, b in (("static httptools", "static aiohttp"), ("static aiohttp", "static aiohttp+gateway"),
+    pairs = (("llmroute", "llmroute (baseline)"), ("static httptools", "static aiohttp"), ("static aiohttp", "static aiohttp+gateway"),
                  ("forwarder httptools", "forwarder aiohttp"), ("forwarder uvicorn", "forwarder aiohttp"),
                  ("llmroute", "forwarder aiohttp"), ("llmroute", "forwarder uvicorn"),
-                 ("llmroute", "forwarder httptools")):
+                 ("llmroute", "forwarder httptools"), ("llmroute 2 workers", "llmroute"),
+                 ("forwarder uvicorn 2 workers", "forwarder uvicorn"), ("llmroute 2 workers", "forwarder uvicorn 2 workers"))
+    for a, b in pairs:
+        if a not in med or b not in med:
+            continue
         print(f"{a} / {b}: throughput {med[a]['rps'] / med[b]['rps']:.2f}x, "
               f"CPU {med[a]['cpu_us']:.0f} - {med[b]['cpu_us']:.0f} = {med[a]['cpu_us'] - med[b]['cpu_us']:+.0f} µs/request")
 
