@@ -27,6 +27,7 @@ from aiohttp import web
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.http_exceptions import BadHttpMethod, DecompressSizeError, HttpProcessingError, LineTooLong
 
+from .dispatch import dispatcher
 from .errors import error_body, error_response
 
 log = logging.getLogger("llmroute.gateway")
@@ -110,8 +111,9 @@ class _Throttled:
 class GatewayServer(web.Server):
     """aiohttp's ``Server`` for the app, making ``GatewayProtocol`` connections and counting them."""
 
-    def __init__(self, app_server: web.Server, limits: ConnectionLimits, **handler_kwargs: Any) -> None:
-        super().__init__(app_server.request_handler, request_factory=app_server.request_factory,
+    def __init__(self, app_server: web.Server, limits: ConnectionLimits, *, request_handler: Any = None,
+                 **handler_kwargs: Any) -> None:
+        super().__init__(request_handler or app_server.request_handler, request_factory=app_server.request_factory,
                          handler_cancellation=app_server.handler_cancellation, **handler_kwargs)
         self.limits = limits
         self.open_connections = 0
@@ -131,7 +133,8 @@ class GatewayServer(web.Server):
 
 
 class GatewayRunner(web.AppRunner):
-    """An ``AppRunner`` whose server is a ``GatewayServer``."""
+    """An ``AppRunner`` whose server is a ``GatewayServer``, dispatching the app's exact-path POST routes
+    directly (``dispatch.dispatcher``)."""
 
     def __init__(self, app: web.Application, limits: ConnectionLimits, *, shutdown_timeout: float,
                  handler_cancellation: bool = True, **handler_kwargs: Any) -> None:
@@ -141,7 +144,9 @@ class GatewayRunner(web.AppRunner):
         self._handler_kwargs = handler_kwargs
 
     async def _make_server(self) -> web.Server:
-        return GatewayServer(await super()._make_server(), self._limits, **self._handler_kwargs)
+        server = await super()._make_server()  # the app is started and frozen: its routes are final
+        return GatewayServer(server, self._limits, request_handler=dispatcher(self.app, server.request_handler),
+                             **self._handler_kwargs)
 
 
 class GatewayProtocol(web.RequestHandler):
