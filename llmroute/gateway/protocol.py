@@ -27,7 +27,7 @@ from aiohttp import web
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.http_exceptions import BadHttpMethod, DecompressSizeError, HttpProcessingError, LineTooLong
 
-from .dispatch import dispatcher
+from .direct import dispatcher
 from .errors import error_body, error_response
 
 log = logging.getLogger("llmroute.gateway")

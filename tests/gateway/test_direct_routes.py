@@ -12,7 +12,7 @@ from aiohttp import web
 
 from llmroute.config import RouterConfig
 from llmroute.gateway.app import Gateway
-from llmroute.gateway.dispatch import direct_routes
+from llmroute.gateway.direct import direct_routes
 from llmroute.gateway.protocol import ConnectionLimits, GatewayRunner
 from llmroute.router import LLMRouter
 
