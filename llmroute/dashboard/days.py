@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -28,12 +28,12 @@ from ..report import (
     Report,
     ReportRow,
     measurement_spend,
-    percentile_rank,
     provider_prices,
     report_row,
     rerouted,
 )
 from .providers import Failures, failures_of, merge_failures
+from .ranks import Unions, percentiles
 
 DAY_S = 86400
 HOUR_S = 3600
@@ -375,35 +375,38 @@ def sums_by(spans: Iterable[Span], part: int) -> dict[object, list[float]]:
     return out
 
 
-def _percentiles(arrays: list[np.ndarray]) -> tuple[float | None, float | None]:
-    """Exact nearest-rank p50 and p95 of the union of sorted arrays (``report.percentile``'s rank)."""
-    values = np.concatenate(arrays) if arrays else _EMPTY
-    if not len(values):
-        return None, None
-    ranks = [percentile_rank(len(values), q) for q in (0.50, 0.95)]
-    chosen = np.partition(values, ranks)
-    return float(chosen[ranks[0]]), float(chosen[ranks[1]])
+_UNIONS = Unions()
+
+
+def _percentiles(spans: list[Span], pick: Callable[[Span], Iterable[np.ndarray]]) -> tuple[float | None, ...]:
+    """Exact nearest-rank p50 and p95 (``report.percentile``'s rank) of the values ``pick`` takes from each span:
+    finished days' pieces are kept sorted together (``ranks.Unions``), the others sorted at each call."""
+    stable: list[np.ndarray] = []
+    changing: list[np.ndarray] = []
+    for span in spans:
+        whole_day = span.lo % DAY_S == 0 and span.hi - span.lo == DAY_S
+        (stable if whole_day else changing).extend(pick(span))
+    return percentiles(_UNIONS, stable, changing)
 
 
 def ttft(spans: list[Span]) -> dict[str, float | int | None]:
     """Time to first token over the spans, and how many requests had one."""
-    arrays = [s.ttft_ms for s in spans]
-    p50, p95 = _percentiles(arrays)
-    return {"ttft_requests": sum(len(a) for a in arrays), "ttft_p50_ms": p50, "ttft_p95_ms": p95}
+    p50, p95 = _percentiles(spans, lambda s: (s.ttft_ms,))
+    return {"ttft_requests": sum(len(s.ttft_ms) for s in spans), "ttft_p50_ms": p50, "ttft_p95_ms": p95}
 
 
 def total(spans: list[Span], baseline: PriceRow | None) -> ReportRow:
     """The report's total row over the spans."""
     providers = sums_by(spans, 0)
     return report_row("total", [sum(p[i] for p in providers.values()) for i in range(10)],
-                      *_percentiles([a for s in spans for a in s.latency_ms.values()]), baseline)
+                      *_percentiles(spans, lambda s: s.latency_ms.values()), baseline)
 
 
 def report(store: Store, spans: list[Span], lo: float, hi: float, baseline: PriceRow | None,
            prices: dict[str, PriceRow], measurement: bool = True) -> Report:
     """``report.build_report(store, "provider", lo, hi, ...)`` from spans covering the window."""
     providers = sums_by(spans, 0)
-    rows = [report_row(str(name), sums, *_percentiles([s.latency_ms[name] for s in spans if name in s.latency_ms]),
+    rows = [report_row(str(name), sums, *_percentiles(spans, lambda s, name=name: (s.latency_ms.get(name, _EMPTY),)),
                        baseline) for name, sums in sorted(providers.items(), key=lambda kv: str(kv[0]))]
     served = {str(n): (int(p[2]) + int(p[3]), p[5]) for n, p in providers.items() if n != "(none)"}
     built_prices = provider_prices(store, prices, lo, hi, served,
