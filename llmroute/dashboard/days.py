@@ -114,14 +114,18 @@ def scan(store: Store, lo: float, hi: float, busy_for: frozenset[str] = frozense
         args = (lo, hi, *ids)
     provider = "COALESCE(provider, '(none)')"
     sums = store.fetch(f"SELECT {provider}, key_id, tags, {SUMS} {window} GROUP BY {provider}, key_id, tags", args)
-    rows = store.fetch(f"SELECT {provider}, ts, {BUSY_START}, latency_ms, ttft_ms {window}", args)
+    # When a request ran matters only for the providers priced per GPU-second: NULL for the others (no float
+    # to build per row; the rows a refresh reads back are mostly served by providers priced per token).
+    busy = f"provider IN ({', '.join('?' * len(busy_for))})" if busy_for else "0"
+    rows = store.fetch(f"SELECT {provider}, CASE WHEN {busy} THEN ts END, CASE WHEN {busy} THEN {BUSY_START} END, "
+                       f"latency_ms, ttft_ms {window}", (*sorted(busy_for), *sorted(busy_for), *args))
     # Newest first, sorted here: an ORDER BY ts makes SQLite walk the ``ts`` index over the whole span, where
     # the rows written since the last read are an id range.
     stored = store.fetch(f"SELECT ts, request_id, attempts {window} AND attempts IS NOT NULL", args)
     stored.reverse()
     stored.sort(key=lambda row: row[0], reverse=True)
     latency: dict[str, np.ndarray] = {}
-    busy: dict[str, np.ndarray] = {}
+    intervals: dict[str, np.ndarray] = {}
     ttft = _EMPTY
     if rows:
         names, ends, starts, latencies, ttfts = zip(*rows, strict=True)
@@ -134,8 +138,8 @@ def scan(store: Store, lo: float, hi: float, busy_for: frozenset[str] = frozense
             mine = names_a == name
             latency[name] = np.sort(latency_a[mine])
             if name in busy_for:
-                busy[name] = _union(starts_a[mine], ends_a[mine])
-    return Span(lo, hi, sums, latency, ttft, busy, sum(1 for _, _, text in stored if rerouted(text)),
+                intervals[name] = _union(starts_a[mine], ends_a[mine])
+    return Span(lo, hi, sums, latency, ttft, intervals, sum(1 for _, _, text in stored if rerouted(text)),
                 failures_of(stored), len(rows), busy_for)
 
 
