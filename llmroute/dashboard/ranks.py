@@ -2,9 +2,10 @@
 whole window again at every refresh.
 
 The pieces of finished days stay the same from one refresh to the next: their union is sorted once and kept
-(while those pieces live). The pieces that change (today, the window's first part day) are sorted together, and
-the value at a rank of the union of the two sorted arrays is found by a binary search. The value is the one
-``report.percentile`` picks from all the values sorted, whatever the pieces.
+(while those pieces live). The value at a rank of it and of the pieces that change (today, the window's first
+part day) is then selected among those pieces and as many of the kept values around that rank: work in
+proportion to what changed, not to the window. The value is the one ``report.percentile`` picks from all the
+values sorted, whatever the pieces.
 """
 
 from __future__ import annotations
@@ -54,22 +55,15 @@ class Unions:
 
 
 def kth(a: np.ndarray, b: np.ndarray, k: int) -> float:
-    """The ``k``-th smallest value (from 0) of the union of the sorted arrays ``a`` and ``b``."""
+    """The ``k``-th smallest value (from 0) of the values of the sorted array ``a`` and of ``b`` (any order).
+
+    At most ``len(b)`` values of ``b`` come before it, so it is among ``a[k - len(b):k + 1]`` and ``b``: a
+    selection over at most ``2 * len(b) + 1`` values, whatever ``a`` holds."""
     if not len(b):
         return float(a[k])
-    if not len(a):
-        return float(b[k])
-    # Of the k + 1 smallest, j come from b and k + 1 - j from a: the least j with b[j] not below a's last.
-    lo, hi = max(0, k + 1 - len(a)), min(k + 1, len(b))
-    while lo < hi:
-        j = (lo + hi) // 2
-        i = k + 1 - j
-        if i > 0 and b[j] < a[i - 1]:
-            lo = j + 1
-        else:
-            hi = j
-    i = k + 1 - lo
-    return float(max(a[i - 1] if i > 0 else -np.inf, b[lo - 1] if lo > 0 else -np.inf))
+    first = max(0, k - len(b))
+    near = np.concatenate((a[first:k + 1], b))
+    return float(np.partition(near, k - first)[k - first])
 
 
 def percentiles(unions: Unions, stable: list[np.ndarray], changing: list[np.ndarray],
@@ -77,7 +71,7 @@ def percentiles(unions: Unions, stable: list[np.ndarray], changing: list[np.ndar
     """Nearest-rank percentiles (``report.percentile_rank``) of every value in ``stable`` and ``changing``."""
     kept = unions.union(stable)
     fresh = [p for p in changing if len(p)]
-    rest = (fresh[0] if len(fresh) == 1 else np.sort(np.concatenate(fresh))) if fresh else _EMPTY
+    rest = np.concatenate(fresh) if fresh else _EMPTY
     count = len(kept) + len(rest)
     if not count:
         return tuple(None for _ in qs)
