@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -28,14 +28,15 @@ from ..report import (
     Report,
     ReportRow,
     measurement_spend,
-    percentile_rank,
     provider_prices,
     report_row,
     rerouted,
 )
 from .providers import Failures, failures_of, merge_failures
+from .ranks import Unions, percentiles
 
 DAY_S = 86400
+HOUR_S = 3600
 MAX_CACHED_ROWS = 3_000_000
 """Requests whose days are kept (about 10-30 bytes each): a window longer than this reads its oldest days
 again at each refresh rather than holding them."""
@@ -66,6 +67,18 @@ class Span:
     failures: Failures
     rows: int = field(default=0)
     busy_for: frozenset[str] = field(default=frozenset())
+    totals: dict[int, dict[object, list[float]]] = field(default_factory=dict)
+    """``sums`` added up per provider (0), key (1) or tag set (2), once: a kept day is added up at every refresh."""
+
+    def sums_by(self, part: int) -> dict[object, list[float]]:
+        """``report.SUMS`` per provider (``part`` 0), key (1) or tag set (2) in this span."""
+        out = self.totals.get(part)
+        if out is None:
+            out = {}
+            for row in self.sums:
+                _add(out, row[part], row[3:])
+            self.totals[part] = out
+        return out
 
 
 def _union(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -101,10 +114,18 @@ def scan(store: Store, lo: float, hi: float, busy_for: frozenset[str] = frozense
         args = (lo, hi, *ids)
     provider = "COALESCE(provider, '(none)')"
     sums = store.fetch(f"SELECT {provider}, key_id, tags, {SUMS} {window} GROUP BY {provider}, key_id, tags", args)
-    rows = store.fetch(f"SELECT {provider}, ts, {BUSY_START}, latency_ms, ttft_ms {window}", args)
-    stored = store.fetch(f"SELECT ts, request_id, attempts {window} AND attempts IS NOT NULL ORDER BY ts DESC", args)
+    # When a request ran matters only for the providers priced per GPU-second: NULL for the others (no float
+    # to build per row; the rows a refresh reads back are mostly served by providers priced per token).
+    busy = f"provider IN ({', '.join('?' * len(busy_for))})" if busy_for else "0"
+    rows = store.fetch(f"SELECT {provider}, CASE WHEN {busy} THEN ts END, CASE WHEN {busy} THEN {BUSY_START} END, "
+                       f"latency_ms, ttft_ms {window}", (*sorted(busy_for), *sorted(busy_for), *args))
+    # Newest first, sorted here: an ORDER BY ts makes SQLite walk the ``ts`` index over the whole span, where
+    # the rows written since the last read are an id range.
+    stored = store.fetch(f"SELECT ts, request_id, attempts {window} AND attempts IS NOT NULL", args)
+    stored.reverse()
+    stored.sort(key=lambda row: row[0], reverse=True)
     latency: dict[str, np.ndarray] = {}
-    busy: dict[str, np.ndarray] = {}
+    intervals: dict[str, np.ndarray] = {}
     ttft = _EMPTY
     if rows:
         names, ends, starts, latencies, ttfts = zip(*rows, strict=True)
@@ -117,8 +138,8 @@ def scan(store: Store, lo: float, hi: float, busy_for: frozenset[str] = frozense
             mine = names_a == name
             latency[name] = np.sort(latency_a[mine])
             if name in busy_for:
-                busy[name] = _union(starts_a[mine], ends_a[mine])
-    return Span(lo, hi, sums, latency, ttft, busy, sum(1 for _, _, text in stored if rerouted(text)),
+                intervals[name] = _union(starts_a[mine], ends_a[mine])
+    return Span(lo, hi, sums, latency, ttft, intervals, sum(1 for _, _, text in stored if rerouted(text)),
                 failures_of(stored), len(rows), busy_for)
 
 
@@ -149,6 +170,23 @@ MAX_TAIL_PARTS = 16
 """Reads of today's rows kept apart before they are merged into one span."""
 
 
+@dataclass(frozen=True, slots=True)
+class Tail:
+    """Today as read so far."""
+
+    lo: float
+    hi: float
+    """How far it was read."""
+    last: int
+    """The last id read."""
+    rows: int
+    parts: list[Span]
+    counted_s: float
+    """When today's rows were last counted over the ``ts`` index (``time.monotonic``)."""
+    complete: bool
+    """Whether every row up to ``last`` lies before ``hi`` (none left for a later read)."""
+
+
 class DayCache:
     """Spans of finished days, kept while asked for and checked at each use. Thread-safe."""
 
@@ -161,16 +199,16 @@ class DayCache:
         the later ones finding the days the first kept."""
         self.scanned_days = 0
         """Days summed so far (kept or not): a test's view into what a refresh read."""
-        self._tail: tuple[float, float, int, int, list[Span]] | None = None
-        """Today so far: (its start, how far it was read, the last id read, rows, spans); a refresh reads only the
-        rows written since, checked by a count over the ``ts`` index like a finished day."""
+        self._tail: Tail | None = None
+        """Today so far; a refresh reads only the rows written since."""
         self.tail_rows_read = 0
         self._seen_id: int | None = None
         """The highest row id when the days were last checked: a row above it is new (a late one may land in a
         finished day)."""
         self._checked_at = 0.0
-        self._head: tuple[float, float, tuple[object, ...], Span] | None = None
-        """Rows of today read so far: a test's view into what a refresh read."""
+        self._head: dict[bool, tuple[float, float, tuple[object, ...], Span]] = {}
+        """The window's first, part day: (from, to, its day's check, span), for its first hour (True) and the
+        rest (False)."""
 
     @property
     def kept_rows(self) -> int:
@@ -200,7 +238,7 @@ class DayCache:
                 tail = self._read_tail(store, *todo.pop(), busy_for)
             head: list[Span] = []
             if todo and todo[0][0] == lo and lo % DAY_S and todo[0][1] % DAY_S == 0:  # the window's first, part day
-                head = [self._read_head(store, *todo.pop(0), busy_for, checks)]
+                head = self._read_head(store, *todo.pop(0), busy_for, checks)
             read = head + self._read(store, todo, busy_for) + tail
             with self._lock:
                 self.scanned_days += len(todo)
@@ -236,41 +274,67 @@ class DayCache:
             for day in days}
 
     def _read_head(self, store: Store, lo: float, hi: float, busy_for: frozenset[str],
-                   checks: dict[int, tuple[object, ...]]) -> Span:
-        """The window's first, part day: the views of one refresh ask for the same window (``lo`` in whole
-        seconds), so the last one read serves them while its day's check holds."""
+                   checks: dict[int, tuple[object, ...]]) -> list[Span]:
+        """The window's first, part day (``hi`` its midnight), in two spans: from ``lo`` to the next whole hour,
+        read whenever ``lo`` moves (every second, with a window ending now), and from that hour to midnight,
+        kept while its day's check holds (read again once an hour)."""
         day = int(lo // DAY_S)
         check = checks.get(day) or tuple(store.fetch("SELECT COUNT(*), MAX(id) FROM requests WHERE ts >= ? AND ts < ?",
                                                      (day * DAY_S, (day + 1) * DAY_S))[0])
-        kept = self._head
-        if kept is not None and kept[:3] == (lo, hi, check) and busy_for <= kept[3].busy_for:
-            return kept[3]
-        span = scan(store, lo, hi, busy_for)
-        with self._lock:
-            self.scanned_days += 1
-        self._head = (lo, hi, check, span)
-        return span
+        cut = min(hi, -(-lo // HOUR_S) * HOUR_S)
+        spans = []
+        for start, end in ((lo, cut), (cut, hi)):
+            if end <= start:
+                continue
+            kept = self._head.get(start == lo)
+            if kept is not None and kept[:3] == (start, end, check) and busy_for <= kept[3].busy_for:
+                spans.append(kept[3])
+                continue
+            span = scan(store, start, end, busy_for)
+            if start == cut:
+                with self._lock:
+                    self.scanned_days += 1
+            self._head[start == lo] = (start, end, check, span)
+            spans.append(span)
+        return spans
 
     def _read_tail(self, store: Store, lo: float, hi: float, busy_for: frozenset[str]) -> list[Span]:
-        """Today so far (``lo`` its midnight): the rows written since the last read added to what was read,
-        when a count over the ``ts`` index says nothing else changed; else read again."""
-        count, last = store.fetch("SELECT COUNT(*), MAX(id) FROM requests WHERE ts >= ? AND ts < ?", (lo, hi))[0]
-        count, last = int(count or 0), int(last or 0)
+        """Today so far (``lo`` its midnight): the rows written since the last read added to what was read.
+
+        A count over the ``ts`` index checks that nothing else changed (else today is read again). SQLite hands
+        out ids in commit order, so between counts (every ``RECHECK_S``) no row can appear below the last id
+        read: there the check is the newest id and ts alone (two index lookups, whatever today holds), as long
+        as no row anywhere is stamped at or after ``hi`` (a replica's clock ahead: then the count decides)."""
         kept = self._tail
-        if kept is not None and kept[0] == lo and kept[1] <= hi and kept[2] <= last and busy_for <= kept[4][0].busy_for:
-            _, _, first, rows, parts = kept
-            new = scan(store, lo, hi, busy_for, (first, last)) if last > first else None
-            if rows + (new.rows if new is not None else 0) == count:
-                parts = parts + [new] if new is not None else parts
-                if len(parts) > MAX_TAIL_PARTS:
-                    parts = [merged(parts)]
-                self.tail_rows_read += new.rows if new is not None else 0
-                self._tail = (lo, hi, last, count, parts)
-                return list(parts)
+        usable = (kept is not None and kept.lo == lo and kept.hi <= hi and busy_for <= kept.parts[0].busy_for)
+        if usable and kept.complete and store.dialect == "sqlite" and time.monotonic() - kept.counted_s < RECHECK_S:
+            last, newest = store.fetch("SELECT (SELECT MAX(id) FROM requests), (SELECT MAX(ts) FROM requests)")[0]
+            if last is not None and last >= kept.last and newest < hi:
+                new = scan(store, lo, hi, busy_for, (kept.last, last)) if last > kept.last else None
+                return self._extend(kept, new, int(last), hi, kept.rows + (new.rows if new is not None else 0),
+                                    kept.counted_s, True)
+        count, last, newest = store.fetch("SELECT COUNT(*), MAX(id), (SELECT MAX(ts) FROM requests) FROM requests "
+                                          "WHERE ts >= ? AND ts < ?", (lo, hi))[0]
+        count, last = int(count or 0), int(last or 0)
+        complete = newest is None or newest < hi  # no row with an id up to ``last`` lies beyond this read
+        counted_s = time.monotonic()
+        if usable and kept.last <= last:
+            new = scan(store, lo, hi, busy_for, (kept.last, last)) if last > kept.last else None
+            if kept.rows + (new.rows if new is not None else 0) == count:
+                return self._extend(kept, new, last, hi, count, counted_s, complete)
         span = scan(store, lo, hi, busy_for, (0, last))  # rows written after the count wait for the next read
         self.tail_rows_read += span.rows
-        self._tail = (lo, hi, last, span.rows, [span])
+        self._tail = Tail(lo, hi, last, span.rows, [span], counted_s, complete)
         return [span]
+
+    def _extend(self, kept: Tail, new: Span | None, last: int, hi: float, rows: int, counted_s: float,
+                complete: bool) -> list[Span]:
+        parts = kept.parts + [new] if new is not None else kept.parts
+        if len(parts) > MAX_TAIL_PARTS:
+            parts = [merged(parts)]
+        self.tail_rows_read += new.rows if new is not None else 0
+        self._tail = Tail(kept.lo, hi, last, rows, parts, counted_s, complete)
+        return list(parts)
 
     @staticmethod
     def _read(store: Store, ranges: list[tuple[float, float]], busy_for: frozenset[str]) -> list[Span]:
@@ -310,40 +374,43 @@ def sums_by(spans: Iterable[Span], part: int) -> dict[object, list[float]]:
     """``report.SUMS`` per provider (``part`` 0), key (1) or tag set (2), over the spans."""
     out: dict[object, list[float]] = {}
     for span in spans:
-        for row in span.sums:
-            _add(out, row[part], row[3:])
+        for key, sums in span.sums_by(part).items():
+            _add(out, key, sums)
     return out
 
 
-def _percentiles(arrays: list[np.ndarray]) -> tuple[float | None, float | None]:
-    """Exact nearest-rank p50 and p95 of the union of sorted arrays (``report.percentile``'s rank)."""
-    values = np.concatenate(arrays) if arrays else _EMPTY
-    if not len(values):
-        return None, None
-    ranks = [percentile_rank(len(values), q) for q in (0.50, 0.95)]
-    chosen = np.partition(values, ranks)
-    return float(chosen[ranks[0]]), float(chosen[ranks[1]])
+_UNIONS = Unions()
+
+
+def _percentiles(spans: list[Span], pick: Callable[[Span], Iterable[np.ndarray]]) -> tuple[float | None, ...]:
+    """Exact nearest-rank p50 and p95 (``report.percentile``'s rank) of the values ``pick`` takes from each span:
+    finished days' pieces are kept sorted together (``ranks.Unions``), the others sorted at each call."""
+    stable: list[np.ndarray] = []
+    changing: list[np.ndarray] = []
+    for span in spans:
+        whole_day = span.lo % DAY_S == 0 and span.hi - span.lo == DAY_S
+        (stable if whole_day else changing).extend(pick(span))
+    return percentiles(_UNIONS, stable, changing)
 
 
 def ttft(spans: list[Span]) -> dict[str, float | int | None]:
     """Time to first token over the spans, and how many requests had one."""
-    arrays = [s.ttft_ms for s in spans]
-    p50, p95 = _percentiles(arrays)
-    return {"ttft_requests": sum(len(a) for a in arrays), "ttft_p50_ms": p50, "ttft_p95_ms": p95}
+    p50, p95 = _percentiles(spans, lambda s: (s.ttft_ms,))
+    return {"ttft_requests": sum(len(s.ttft_ms) for s in spans), "ttft_p50_ms": p50, "ttft_p95_ms": p95}
 
 
 def total(spans: list[Span], baseline: PriceRow | None) -> ReportRow:
     """The report's total row over the spans."""
     providers = sums_by(spans, 0)
     return report_row("total", [sum(p[i] for p in providers.values()) for i in range(10)],
-                      *_percentiles([a for s in spans for a in s.latency_ms.values()]), baseline)
+                      *_percentiles(spans, lambda s: s.latency_ms.values()), baseline)
 
 
 def report(store: Store, spans: list[Span], lo: float, hi: float, baseline: PriceRow | None,
            prices: dict[str, PriceRow], measurement: bool = True) -> Report:
     """``report.build_report(store, "provider", lo, hi, ...)`` from spans covering the window."""
     providers = sums_by(spans, 0)
-    rows = [report_row(str(name), sums, *_percentiles([s.latency_ms[name] for s in spans if name in s.latency_ms]),
+    rows = [report_row(str(name), sums, *_percentiles(spans, lambda s, name=name: (s.latency_ms.get(name, _EMPTY),)),
                        baseline) for name, sums in sorted(providers.items(), key=lambda kv: str(kv[0]))]
     served = {str(n): (int(p[2]) + int(p[3]), p[5]) for n, p in providers.items() if n != "(none)"}
     built_prices = provider_prices(store, prices, lo, hi, served,
