@@ -16,6 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from .config.settings import BreakerSettings
 
@@ -26,6 +27,8 @@ log = logging.getLogger("llmroute")
 
 CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"
 STATE_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
+HISTORY_LEN = 20
+"""Changes of state a breaker keeps (wall time, state, reason): enough to see a flapping provider."""
 
 # Failures that say nothing about the provider's health: the request was at fault, or the caller left.
 NOT_HEALTH = frozenset({"bad_request", "context_length", "not_found", "unprocessable", "cancelled", "client_error"})
@@ -47,6 +50,8 @@ class CircuitBreaker:
         self._probes: deque[float] = deque()
         self._clock = clock
         self._on_change = on_change
+        self.history: deque[tuple[float, str, str]] = deque(maxlen=HISTORY_LEN)
+        """The latest changes of state, oldest first: (Unix time, state, reason)."""
 
     def allow(self) -> bool:
         """May a request go to this provider now? Counts a half-open probe when it says yes."""
@@ -68,6 +73,12 @@ class CircuitBreaker:
     def open_period_s(self) -> float:
         """How long the breaker stays open when it next opens (or stayed open this time)."""
         return self._open_s
+
+    def describe(self) -> dict[str, Any]:
+        """The breaker as ``/router/state`` and the dashboard show it (JSON-ready)."""
+        return {"state": self.state, "since_s": round(self._clock() - self.changed_at, 3), "reason": self.last_reason,
+                "retry_in_s": round(self.retry_in_s(), 3), "opened": self.opened,
+                "transitions": [{"ts": ts, "state": state, "reason": reason} for ts, state, reason in self.history]}
 
     def retry_in_s(self) -> float:
         """Seconds until this breaker lets a probe through (0 if it would now)."""
@@ -178,6 +189,7 @@ class CircuitBreaker:
         if state == self.state and state != OPEN:
             return
         self.state, self.changed_at, self.last_reason = state, now, reason
+        self.history.append((time.time(), state, reason))
         if self._on_change is not None:
             self._on_change(state, reason)
 

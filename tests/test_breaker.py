@@ -141,3 +141,20 @@ async def test_traffic_returns_when_the_probe_succeeds(seed_config: dict[str, An
                 await router.generate("hi", max_tokens=5)
             result = await router.generate("hi", max_tokens=5)
     assert result.provider == "runpod" and breaker.state == "closed"
+
+
+def test_keeps_its_latest_changes_of_state_for_the_dashboard() -> None:
+    from llmroute.breaker import HISTORY_LEN
+
+    b, clock, changes = breaker(failures=1, open_s=5, max_open_s=5)
+    for _ in range(HISTORY_LEN):  # open, then half-open and closed again by a probe: three changes per cycle
+        b.on_failure("server_error")
+        clock.t += 6
+        assert b.allow()
+        b.on_success()
+    described = b.describe()
+    assert len(described["transitions"]) == HISTORY_LEN < len(changes)  # bounded, the oldest dropped
+    assert [(t["state"], t["reason"]) for t in described["transitions"]] == changes[-HISTORY_LEN:]
+    stamps = [t["ts"] for t in described["transitions"]]
+    assert stamps == sorted(stamps) and abs(stamps[-1] - time.time()) < 60  # wall time, oldest first
+    assert described["state"] == "closed" and described["opened"] == HISTORY_LEN

@@ -41,12 +41,9 @@ class Live:
         for name, stats in state.snapshot().items():
             if name not in config.providers:
                 continue
-            breaker = state.breaker(name)
             limits = state.ratelimit(name)
             out[name] = {
-                "breaker": {"state": breaker.state, "since_s": round(clock - breaker.changed_at, 3),
-                            "reason": breaker.last_reason, "retry_in_s": round(breaker.retry_in_s(), 3),
-                            "opened": breaker.opened},
+                "breaker": state.breaker(name).describe(),
                 "latency_ms": round(stats.latency_ms, 3), "latency_samples": stats.samples,
                 "successes": stats.successes, "failures": stats.failures, "error_rate": round(stats.error_rate, 4),
                 "failures_by_kind": dict(stats.failures_by_kind),

@@ -477,7 +477,7 @@ class Gateway:
                 "failures_by_kind": stats.failures_by_kind,
                 "recent_failures": [{"at": t, "kind": k, "status": s} for t, k, s in stats.recent_failures],
                 "cooling_down_s": round(max(0.0, stats.cooldown_until - wall), 3),
-                "breaker": self._breaker_state(name),
+                "breaker": self.router.state.breaker(name).describe(),
                 "weight": weights.get(name, 0.0),
                 "quality": p.quality,
                 "price_per_m": p.price_per_m.model_dump(exclude_none=True) if p.price_per_m else None,
@@ -504,11 +504,6 @@ class Gateway:
         state = self.router.state
         return {"backend": backend, "reachable": bool(getattr(state, "up", False)),
                 "replicas": getattr(state, "replicas", None)}
-
-    def _breaker_state(self, provider: str) -> dict[str, Any]:
-        breaker = self.router.state.breaker(provider)
-        return {"state": breaker.state, "since_s": round(time.monotonic() - breaker.changed_at, 3),
-                "reason": breaker.last_reason, "retry_in_s": round(breaker.retry_in_s(), 3), "opened": breaker.opened}
 
     async def not_found(self, request: web.Request) -> web.Response:
         path = request.path

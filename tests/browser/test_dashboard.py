@@ -127,6 +127,26 @@ def test_without_a_ledger_the_page_says_so_and_shows_the_live_state(
     assert tab.errors == [] and tab.dialogs == []
 
 
+def test_a_breaker_that_opened_shows_its_changes(tab: Tab, dashboard_gateway: Callable[..., RunningGateway],
+                                                 emus: dict[str, Any]) -> None:
+    """The providers view lists a breaker's latest changes of state with their reasons, as /router/state has them."""
+    gateway = dashboard_gateway(retry_rounds=0, breaker={"failures": 2, "open_s": 60})
+    emus["runpod"].set_faults({"500": 1.0})
+    for _ in range(2):  # runpod fails twice (cerebras answers): its breaker opens
+        send(gateway.base_url, strategy="cost_optimized")
+    state = httpx.get(f"{gateway.base_url}/router/state", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()
+    changes = state["providers"]["runpod"]["breaker"]["transitions"]
+    assert [c["state"] for c in changes] == ["open"] and "2 failures" in changes[0]["reason"]
+    assert state["providers"]["cerebras"]["breaker"]["transitions"] == []
+    sign_in(tab, gateway.base_url)
+    tab.wait_ok()
+    tab.show("providers")
+    shown = tab.text('#p-table tbody tr[data-provider="runpod"] .transitions')
+    assert "open: " in shown and changes[0]["reason"] in shown
+    assert tab.page.query_selector('#p-table tbody tr[data-provider="cerebras"] .transitions') is None
+    assert tab.errors == [] and tab.dialogs == []
+
+
 def test_request_sent_while_open_appears_within_the_refresh(tab: Tab,
                                                           dashboard_gateway: Callable[..., RunningGateway]) -> None:
     gateway = dashboard_gateway()

@@ -188,7 +188,10 @@
         td([el("strong", {}, p.provider), el("div", {class: "muted"}, p.model || "")]),
         td(b ? [badge(b.state), el("div", {class: "muted"}, `for ${secs(b.since_s)}`
           + (b.retry_in_s ? `, probe in ${secs(b.retry_in_s)}` : "") + `; opened ${count(b.opened)}×`),
-        b.reason ? el("div", {class: "muted"}, b.reason) : null]
+        b.reason ? el("div", {class: "muted"}, b.reason) : null,
+        (b.transitions || []).length ? el("ol", {class: "transitions muted", title: "latest changes of state (UTC)"},
+          b.transitions.slice(-3).reverse().map((t) =>
+            el("li", {}, `${utc(t.ts).slice(11)} ${t.state.replace("_", "-")}: ${t.reason}`))) : null]
           : el("span", {class: "muted"}, "not live"), null),
         td([el("div", {}, `${ms(p.latency_ms)} now`), el("div", {class: "muted"},
           `p50 ${ms(p.latency_p50_ms)} · p95 ${ms(p.latency_p95_ms)}`),
