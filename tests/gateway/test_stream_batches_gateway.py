@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import orjson
 import pytest
-from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from llmroute import LLMRouter
 from llmroute.gateway.app import Gateway
@@ -29,14 +29,8 @@ async def one_read_gateway() -> AsyncIterator[tuple[Writes, str]]:
     server, url = await raw_server(upstream.handle)
     config = {"providers": {"only": provider(url, "cerebras")}, "strategy": "cost_optimized"}
     async with server, LLMRouter(config=config, ledger=False) as router:
-        runner = web.AppRunner(Gateway(router).app(), handler_cancellation=True)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        try:
-            yield upstream, f"http://127.0.0.1:{runner.addresses[0][1]}/v1/chat/completions"
-        finally:
-            await runner.cleanup()
+        async with TestServer(Gateway(router).app(), host="127.0.0.1") as gateway:
+            yield upstream, str(gateway.make_url("/v1/chat/completions"))
 
 
 @pytest.mark.parametrize("include_usage", [False, True])
