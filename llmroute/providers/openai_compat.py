@@ -97,6 +97,25 @@ def shape_problem(body: dict[str, Any], *, stream: bool) -> str | None:
     return None
 
 
+def chunk_problem(chunk: dict[str, Any]) -> str | None:
+    """``shape_problem(chunk, stream=True)``, written out for the one check every streamed event pays."""
+    choices = chunk.get("choices")
+    if type(choices) is list:
+        for choice in choices:
+            if type(choice) is not dict:
+                return "a choice is not an object"
+            delta = choice.get("delta")
+            if delta is not None and (type(delta) is not dict or not _text(delta.get("content"))):
+                return "a choice's delta is not an object with text content"
+            text, finish_reason = choice.get("text"), choice.get("finish_reason")
+            if (text is not None and type(text) is not str) or (finish_reason is not None
+                                                                  and type(finish_reason) is not str):
+                return "a choice's text or finish_reason is not a string"
+        if chunk.get("usage") is None:
+            return None
+    return shape_problem(chunk, stream=True)  # anything rarer: the full check says what is wrong
+
+
 def _text(value: Any) -> bool:
     return value is None or isinstance(value, str)
 
@@ -313,6 +332,12 @@ class OpenAICompatProvider:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:
             raise self._classify.malformed("stream event is not valid JSON") from None
+        if type(event) is dict and "error" not in event and "err" not in event and "status" not in event \
+                and event.get("object") != "error":  # none of the error shapes ``in_body`` knows: skip it
+            problem = chunk_problem(event)
+            if problem is not None:
+                raise self._classify.malformed(f"stream event has the wrong shape: {problem}")
+            return event
         error = self._classify.in_body(event)
         if error is not None:
             error.kind = "error_in_stream"
