@@ -27,7 +27,7 @@ STAGES = [
                                        r"Classifier\.in_body|error_fields|_text) \(|0x[0-9a-f]+ \(orjson")),
     ("per-event timeout (asyncio.timeout, timers)", (r"asyncio/timeouts\.py|TimerHandle|^timeout \(|uv_timer|"
                                                     r"heap_(insert|remove)|Loop__call_at|call_later|watchdog\.py")),
-    ("upstream response reading (http client)", r"providers/http\.py|httptools"),
+    ("upstream response reading (http client)", r"providers/(http|connection)\.py|httptools"),
     ("client write (re-encode, aiohttp StreamResponse/StreamWriter)", (r"^(_event|_relay|write_may_wait|_within) \(|"
                                                                        r"sse_writer\.py|web_response\.py|http_writer\.py")),
     ("RouteStream per-chunk bookkeeping", r"llmroute/stream\.py"),

@@ -61,7 +61,15 @@ class RouteStream:
         """How many times the answer moved to another provider mid-stream."""
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        return self._run()
+        return self._run(batched=False)
+
+    def batches(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """The same chunks as ``async for``, in lists: those that one network read brought (never empty).
+
+        For a relay that writes them to its client at once: one write for several events, one resume of
+        this iterator per read rather than per event. Everything else is as with ``async for``.
+        """
+        return self._run(batched=True)
 
     async def _discard(self, cascade: Cascade, opened: tuple[OpenAICompatProvider, tuple[Any, dict[str, Any]]]) -> None:
         """A hedged stream that also opened, too late: close it and bill its worker time or prompt."""
@@ -72,12 +80,12 @@ class RouteStream:
     def _opener(self, body: dict[str, Any], headers: dict[str, str], ratelimit: dict[str, str]) -> Any:
         async def open_stream(provider: OpenAICompatProvider, timeout_s: float) -> tuple[Any, dict[str, Any]]:
             ratelimit.clear()
-            upstream = provider.stream(
+            upstream = provider.stream_batches(
                 self._path, {**body, "model": provider.model}, timeout_s=timeout_s,
                 extra_headers=headers, ratelimit=ratelimit,
             )
             try:
-                first = await anext(upstream)
+                first = await anext(upstream)  # the first read's chunks: a list, never empty
             except StopAsyncIteration:
                 raise ProviderError(
                     message="stream ended with no chunk", provider=provider.name, kind="stream_cut",
@@ -97,7 +105,7 @@ class RouteStream:
                     {"role": "user", "content": RESUME_PROMPT}]
         return {**self._body, "messages": messages}
 
-    async def _run(self) -> AsyncIterator[dict[str, Any]]:
+    async def _run(self, batched: bool) -> AsyncIterator[Any]:
         dispatch = self._dispatch
         cascade, strategy_name, route = dispatch.plan(self._estimate, self._strategy)
         self.route = route
@@ -117,35 +125,40 @@ class RouteStream:
         usage: Mapping[str, Any] | None = None
         finish_reason: str | None = None
         ttft_ms: float | None = None
-        last: dict[str, Any] = first
+        last: dict[str, Any] = first[0]
         chat = self._path == CHAT_PATH
         earlier: list[Attempt] = []  # attempts of the segments before a resume
         tool_deltas: list[Any] = []  # streamed tool-call fragments, kept for shadow evaluation only
-        stream_id = first.get("id")
-        chunk: dict[str, Any] | None = first
+        stream_id = last.get("id")
+        batch: list[dict[str, Any]] | None = first
         while True:
             try:
-                while chunk is not None:
-                    if self.resumed and stream_id is not None:
-                        chunk["id"] = stream_id  # one stream, as the client sees it
-                    last = chunk
-                    for choice in chunk.get("choices") or ():
-                        delta = (choice.get("delta") or {}) if chat else choice
-                        content = delta.get("content") if chat else choice.get("text")
-                        if chat and delta.get("tool_calls") and dispatch.shadow is not None:
-                            tool_deltas.extend(delta["tool_calls"])
-                        if content:
-                            if ttft_ms is None:
-                                ttft_ms = (time.perf_counter() - started) * 1000
-                            parts.append(content)
-                        finish_reason = choice.get("finish_reason") or finish_reason
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
-                    yield chunk
+                while batch is not None:
+                    for chunk in batch:  # a batch came in one read: its chunks are counted as it arrives
+                        if self.resumed and stream_id is not None:
+                            chunk["id"] = stream_id  # one stream, as the client sees it
+                        for choice in chunk.get("choices") or ():
+                            delta = (choice.get("delta") or {}) if chat else choice
+                            content = delta.get("content") if chat else choice.get("text")
+                            if chat and delta.get("tool_calls") and dispatch.shadow is not None:
+                                tool_deltas.extend(delta["tool_calls"])
+                            if content:
+                                if ttft_ms is None:
+                                    ttft_ms = (time.perf_counter() - started) * 1000
+                                parts.append(content)
+                            finish_reason = choice.get("finish_reason") or finish_reason
+                        if chunk.get("usage"):
+                            usage = chunk["usage"]
+                    last = batch[-1]
+                    if batched:
+                        yield batch
+                    else:
+                        for chunk in batch:
+                            yield chunk
                     try:
-                        chunk = await upstream.__anext__()  # not anext(upstream, None): no wrapper per chunk
+                        batch = await upstream.__anext__()  # not anext(upstream, None): no wrapper per read
                     except StopAsyncIteration:
-                        chunk = None
+                        batch = None
                 break
             except ProviderError as exc:
                 dispatch.state.record_failure(provider.name, exc.kind, (time.perf_counter() - started) * 1000,
@@ -168,7 +181,7 @@ class RouteStream:
                 earlier = interrupted.attempts
                 cascade = dispatch.cascade(rest, self._estimate)
                 try:
-                    provider, (upstream, chunk) = await cascade.run(  # stream() bounds the first event
+                    provider, (upstream, batch) = await cascade.run(  # stream() bounds the first event
                         self._opener(self._continuation(parts.text()), headers, ratelimit), call_keeps_timeout=True)
                 except (ProviderError, AllProvidersFailed) as again:
                     interrupted.attempts = earlier + cascade.attempts

@@ -1,8 +1,9 @@
 """One keep-alive HTTP/1.1 connection to an upstream, parsed by llhttp (``httptools``).
 
 It writes a request in one ``write`` and reads the answer whole (``response()``), or piece by piece for a
-stream with back-pressure (``body_pieces()``): reading from the socket pauses when the pieces queued pass
-a bound, so a stream holds little more than that whatever the upstream sends. Answers are decoded (gzip,
+stream with back-pressure (``body_pieces()``, or ``take()``/``more()`` for a reader that wants everything
+received so far at once): reading from the socket pauses when the pieces queued pass a bound, so a stream
+holds little more than that whatever the upstream sends. Answers are decoded (gzip,
 deflate) as they arrive and counted after decoding, so a hostile upstream costs bounded memory and CPU.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import httptools
@@ -224,6 +225,58 @@ class Connection(asyncio.Protocol):
 
     async def response_head(self) -> None:
         await self._headers_done
+
+    def take(self) -> list[bytes]:
+        """The raw body pieces received since the last ``take()`` (none yet: an empty list), for ``decoded()``.
+
+        One call per network read, however many events the read carries; reading resumes if the queue had
+        paused it, so what a stream holds stays within twice the queue's bound.
+        """
+        queue = self._queue
+        assert queue is not None
+        if not queue:
+            return []
+        pieces = list(queue)
+        queue.clear()
+        self._queued_bytes = 0
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return pieces
+
+    def decoded(self, raw: bytes) -> Iterable[bytes]:
+        """``raw`` with its content encoding undone, in pieces of bounded size (``InvalidResponse`` if it is
+        not what the encoding says)."""
+        if self.decoder is None:
+            return (raw,)
+        return self._decoded(raw)
+
+    def _decoded(self, raw: bytes) -> Iterator[bytes]:
+        assert self.decoder is not None
+        try:
+            yield from self.decoder.pieces(raw, _DECODED_PIECE_BYTES)
+        except ContentDecodingError as exc:
+            raise InvalidResponse(str(exc)) from None
+
+    def more(self) -> asyncio.Future[None] | None:
+        """After an empty ``take()``: None if the body is complete, else a future done when more of it (or its
+        end, or a failure) arrives. Raises the answer's failure. The reader awaits the future itself: no
+        coroutine or generator per read between it and the socket."""
+        if self.complete:
+            return None
+        if self._done.done():
+            self._done.result()  # raises the failure
+        waiter = self._queue_waiter = self._loop.create_future()
+        return waiter
+
+    def expire_waiting(self) -> bool:
+        """A silence bound passed: if the reader is waiting in ``more()``, fail the answer with ``TimeoutError``
+        (the reader gets it, and hangs up) and say True; False while the reader holds what it took."""
+        waiter = self._queue_waiter
+        if waiter is None or waiter.done():
+            return False
+        self.expire()
+        return True
 
     async def body_pieces(self) -> AsyncIterator[bytes]:
         """Decoded body pieces (chunked and content encodings undone) as they arrive."""

@@ -294,7 +294,8 @@ class ConnectionPool:
 
 
 class StreamingResponse:
-    """Status and headers now, body pieces as they come. Always ``aclose()`` it."""
+    """Status and headers now, body pieces as they come (``async for``, or everything received so far with
+    ``take()``, then ``await more()`` when that was nothing). Always ``aclose()`` it."""
 
     def __init__(self, pool: ConnectionPool, conn: Connection) -> None:
         self._pool = pool
@@ -302,6 +303,11 @@ class StreamingResponse:
         self.status = conn.status
         self.headers = conn.headers
         self._open = True
+        # The batch interface (see ``Connection.take``): bound once, no call through this object per read.
+        self.take = conn.take
+        self.decoded = conn.decoded
+        self.more = conn.more
+        self.expire_waiting = conn.expire_waiting
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._conn.body_pieces()

@@ -32,6 +32,8 @@ from .tls import warn_unverified
 from .watchdog import SilenceWatchdog
 
 RATELIMIT_PREFIX = "x-ratelimit-"
+_BATCH_BYTES = 64 * 1024
+"""Event bytes per batch that ``stream_batches`` yields; more than one read of a plain stream ever carries."""
 _NOT_SECRET_HEADERS = frozenset({"content-type", "accept", "user-agent", "accept-encoding", "connection"})
 
 
@@ -93,6 +95,25 @@ def shape_problem(body: dict[str, Any], *, stream: bool) -> str | None:
     except InvalidUsage as exc:
         return str(exc)
     return None
+
+
+def chunk_problem(chunk: dict[str, Any]) -> str | None:
+    """``shape_problem(chunk, stream=True)``, written out for the one check every streamed event pays."""
+    choices = chunk.get("choices")
+    if type(choices) is list:
+        for choice in choices:
+            if type(choice) is not dict:
+                return "a choice is not an object"
+            delta = choice.get("delta")
+            if delta is not None and (type(delta) is not dict or not _text(delta.get("content"))):
+                return "a choice's delta is not an object with text content"
+            text, finish_reason = choice.get("text"), choice.get("finish_reason")
+            if (text is not None and type(text) is not str) or (finish_reason is not None
+                                                                  and type(finish_reason) is not str):
+                return "a choice's text or finish_reason is not a string"
+        if chunk.get("usage") is None:
+            return None
+    return shape_problem(chunk, stream=True)  # anything rarer: the full check says what is wrong
 
 
 def _text(value: Any) -> bool:
@@ -207,7 +228,26 @@ class OpenAICompatProvider:
         self, path: str, body: dict[str, Any], *, timeout_s: float,
         extra_headers: Mapping[str, str] | None = None, ratelimit: dict[str, str] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Yield each SSE event's JSON until ``data: [DONE]``.
+        """Yield each SSE event's JSON until ``data: [DONE]``, one at a time: ``stream_batches`` event by event."""
+        batches = self.stream_batches(path, body, timeout_s=timeout_s, extra_headers=extra_headers,
+                                      ratelimit=ratelimit)
+        try:
+            async for batch in batches:
+                for event in batch:
+                    yield event
+        finally:
+            await batches.aclose()
+
+    async def stream_batches(
+        self, path: str, body: dict[str, Any], *, timeout_s: float,
+        extra_headers: Mapping[str, str] | None = None, ratelimit: dict[str, str] | None = None,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Yield the SSE events' JSON until ``data: [DONE]``, in lists: the events of one network read.
+
+        One read often carries several events, and a stream's Python cost is per resume of this generator
+        (and of each layer above it), not per event. A list is never empty, and holds at most about
+        ``_BATCH_BYTES`` of events (a compressed read can inflate to many). Events that came before a broken
+        one are yielded before its error is raised.
 
         The first event must arrive within ``timeout_s`` (slot wait included); after it, ``timeout_s``
         bounds each silence. ``ratelimit``, if given, is filled with the response's rate-limit headers
@@ -231,23 +271,45 @@ class OpenAICompatProvider:
                 self._check(resp.status, raw, resp.headers, started)  # raises
             if ratelimit is not None:
                 ratelimit.update(ratelimit_headers(resp.headers))
-            pieces = resp.__aiter__()
             decoder = SSEDecoder(self.config.max_sse_line_bytes)
             # What must not happen is silence: no *event* for timeout_s, however many bytes dripped meanwhile.
-            # One watchdog per stream bounds it; per event only its deadline moves (see watchdog.py).
+            # One watchdog per stream bounds it; per batch only its deadline moves (see watchdog.py).
             loop = asyncio.get_running_loop()
-            watchdog = SilenceWatchdog(timeout_s, loop.time() + max(first_by - time.perf_counter(), 0.0))
+            watchdog = SilenceWatchdog(timeout_s, loop.time() + max(first_by - time.perf_counter(), 0.0),
+                                       resp.expire_waiting)
+            take, more, decoded, feed, parse = resp.take, resp.more, resp.decoded, decoder.feed, self._parse_event
             try:
                 while True:
+                    raws = take()
+                    if not raws:
+                        waiter = more()  # raises the read's failure (a silence past timeout_s: TimeoutError)
+                        if waiter is None:
+                            break
+                        await waiter
+                        continue
+                    batch: list[dict[str, Any]] = []
+                    size = 0
                     try:
-                        piece = await watchdog.wait(anext(pieces))
-                    except StopAsyncIteration:
-                        break
-                    for data in decoder.feed(piece):
-                        if data.strip() == b"[DONE]":
-                            return
-                        yield self._parse_event(data)
-                        watchdog.extend()  # the caller's time with the event does not count
+                        for raw in raws:
+                            for piece in decoded(raw):
+                                for data in feed(piece):
+                                    if data.strip() == b"[DONE]":
+                                        if batch:
+                                            yield batch
+                                        return
+                                    batch.append(parse(data))
+                                size += len(piece)
+                                if size >= _BATCH_BYTES and batch:
+                                    yield batch
+                                    watchdog.extend()
+                                    batch, size = [], 0
+                    except Exception:
+                        if batch:  # what came before the failure is the stream's, as if read one by one
+                            yield batch
+                        raise
+                    if batch:
+                        yield batch
+                        watchdog.extend()  # the caller's time with the events does not count
             finally:
                 watchdog.close()
             if [data.strip() for data in decoder.flush()] == [b"[DONE]"]:
@@ -270,6 +332,12 @@ class OpenAICompatProvider:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:
             raise self._classify.malformed("stream event is not valid JSON") from None
+        if type(event) is dict and "error" not in event and "err" not in event and "status" not in event \
+                and event.get("object") != "error":  # none of the error shapes ``in_body`` knows: skip it
+            problem = chunk_problem(event)
+            if problem is not None:
+                raise self._classify.malformed(f"stream event has the wrong shape: {problem}")
+            return event
         error = self._classify.in_body(event)
         if error is not None:
             error.kind = "error_in_stream"

@@ -35,6 +35,13 @@ class SSEDecoder:
     def feed(self, piece: bytes) -> list[bytes]:
         if self._skip:
             piece = self._drop_skip(piece)
+        elif not self._partial and not self._data and piece[:5] == b"data:" and piece.find(b"\n") == len(piece) - 2 \
+                and piece[-1:] == b"\n" and 13 not in piece:
+            # The usual piece: exactly one whole one-line event, "data: ...\n\n" (no "\r" anywhere).
+            line = piece[5:-2].lstrip(b" ")
+            if len(line) + 1 > self._max:
+                raise ResponseTooLarge(f"SSE event longer than {self._max} bytes")
+            return [line]
         if self._partial:
             self._partial.append(piece)
             self._partial_bytes += len(piece)
