@@ -47,7 +47,7 @@ async def stream_response(
         body, strategy=strategy, extra_headers=extra_headers, path=path, context=context,
         resume=resume, strong_share=strong_share, prompt_tokens=prompt_tokens,
     )
-    chunks = stream.__aiter__()
+    chunks = stream.batches()  # the chunks of one upstream read at a time: one write to the client for them
     settled = settle is None
     failed: list[Attempt] = []
 
@@ -100,23 +100,30 @@ async def _respond(
 
 
 async def _relay(
-    metrics: Metrics, request: web.Request, response: web.StreamResponse, chunks: Any, first: dict[str, Any],
+    metrics: Metrics, request: web.Request, response: web.StreamResponse, chunks: Any, first: list[dict[str, Any]],
     wants_usage: bool, strategy: str, timeout_s: float, end: Callable[[], None],
 ) -> None:
-    """The chunks to the client, then ``end()`` (the stream's result is known), then ``[DONE]``."""
+    """The chunks to the client, then ``end()`` (the stream's result is known), then ``[DONE]``.
+
+    The chunks come in batches, those of one upstream read; a batch's events go to the client in one write.
+    """
     await within(timeout_s, response.prepare(request))
     writer = EventWriter(request, response, timeout_s)
-    write, next_chunk = writer.write, chunks.__anext__
-    chunk = first
+    write, next_batch = writer.write, chunks.__anext__
+    batch = first
     try:
         while True:
-            if wants_usage or chunk.get("choices") or not chunk.get("usage"):
-                if not wants_usage and "usage" in chunk:
-                    chunk = {k: v for k, v in chunk.items() if k != "usage"}
-                data = encode_event(chunk)
+            events = []
+            for chunk in batch:
+                if wants_usage or chunk.get("choices") or not chunk.get("usage"):
+                    if not wants_usage and "usage" in chunk:
+                        chunk = {k: v for k, v in chunk.items() if k != "usage"}
+                    events.append(encode_event(chunk))
+            if events:
+                data = events[0] if len(events) == 1 else b"".join(events)
                 if not write(data):
                     await writer.send_bounded(data)
-            chunk = await next_chunk()
+            batch = await next_batch()
     except StopAsyncIteration:
         pass
     except StreamInterrupted as exc:
