@@ -1,8 +1,8 @@
 """The dashboard's JSON API (``/dashboard/api/<view>``) and the guard in front of every dashboard route.
 
 Read-only and for admin keys: ``Authorization: Bearer <key>`` or the page's sign-in cookie, checked against the
-same digests as the gateway's keys. Each view is computed in a thread (the ledger is read off the event loop)
-and its answer cached for a while: concurrent askers share one computation, and a cached answer lives at least
+same digests as the gateway's keys. Each view is computed off the event loop (in a thread; in a gateway, in a
+process of its own, ``worker.py``, so the requests it serves never wait on the ledger's reading) and its answer cached for a while: concurrent askers share one computation, and a cached answer lives at least
 ``MIN_CACHE_S`` and twice as long as it took to compute, so however many dashboards poll, a large ledger
 keeps at most about a third of one core busy.
 """
@@ -25,6 +25,7 @@ from ..gateway.errors import error_response
 from .context import DASHBOARD_KEY
 from .data import VIEWS, BadQuery, DashboardData
 from .pages import COOKIE, SECURITY_HEADERS, login_response, page_routes
+from .worker import ViewProcess
 
 log = logging.getLogger("llmroute.dashboard")
 
@@ -43,14 +44,17 @@ def security_headers() -> dict[str, str]:
 class Dashboard:
     """One dashboard over ``data``, guarded by ``keys``."""
 
-    def __init__(self, data: DashboardData, keys: KeyStore) -> None:
+    def __init__(self, data: DashboardData, keys: KeyStore, process: ViewProcess | None = None) -> None:
         self.data, self.keys = data, keys
+        self.process = process
+        """Where views over the ledger are computed when not in a thread (the gateway's: worker.ViewProcess)."""
         self._answers: OrderedDict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, dict[str, Any]]] = OrderedDict()
         self._running: dict[tuple[str, tuple[tuple[str, str], ...]], asyncio.Future[dict[str, Any]]] = {}
         self._headers = security_headers()
 
     async def view(self, name: str, params: Mapping[str, str]) -> dict[str, Any]:
-        """A view's answer: cached, or computed once in a thread however many ask at once."""
+        """A view's answer: cached, or computed once (in a thread, or the gateway's dashboard process) however
+        many ask at once."""
         query = tuple((k, params[k]) for k in _QUERY_KEYS if params.get(k))
         key = (name, query)
         cached = self._answers.get(key)
@@ -65,7 +69,10 @@ class Dashboard:
         try:
             snap = self.data.live.capture() if self.data.live is not None and name != "meta" else None
             began = time.monotonic()
-            answer = await asyncio.to_thread(self.data.compute, name, dict(query), snap)
+            if self.process is not None and name != "meta":
+                answer = await self.process.compute(name, dict(query), snap)
+            else:
+                answer = await asyncio.to_thread(self.data.compute, name, dict(query), snap)
             took = time.monotonic() - began
             self._answers[key] = (time.monotonic() + max(MIN_CACHE_S, 2 * took), answer)
             self._answers.move_to_end(key)

@@ -10,6 +10,7 @@ from ..gateway.auth import KeyStore, LedgerKeySource
 from .api import Dashboard, Handler
 from .data import DashboardData
 from .live import GatewayLike, Live
+from .worker import ViewProcess
 
 if TYPE_CHECKING:
     from ..config import RouterConfig
@@ -20,7 +21,8 @@ def gateway_routes(gateway: GatewayLike) -> list[tuple[str, str, Handler]]:
     and the ledger's, as the gateway holds them)."""
     router = gateway.router
     data = DashboardData.for_gateway(router.config, Live(gateway), ledger_on=router.ledger is not None)
-    return Dashboard(data, gateway.keys).routes()  # type: ignore[attr-defined]
+    process = ViewProcess(data.location, data.config, data.source) if data.location is not None else None
+    return Dashboard(data, gateway.keys, process).routes()  # type: ignore[attr-defined]
 
 
 def ledger_app(location: str, config: RouterConfig | None, keys: KeyStore, *,

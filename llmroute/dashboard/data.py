@@ -45,8 +45,11 @@ class DashboardData:
     """The views over one ledger (and, in the gateway, its live state). Thread-safe: each call takes a read-only
     store from a small pool, so concurrent views never share a connection."""
 
-    def __init__(self, location: str | None, config: RouterConfig | None, live: Live | None = None) -> None:
+    def __init__(self, location: str | None, config: RouterConfig | None, live: Live | None = None,
+                 source: str | None = None) -> None:
         self.location, self.config, self.live = location, config, live
+        self.source = source or ("gateway" if live is not None else "ledger")
+        """Whose figures: a running gateway's (live state with them) or a ledger's alone."""
         self._idle: list[Store] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -62,10 +65,6 @@ class DashboardData:
     @classmethod
     def for_gateway(cls, config: RouterConfig, live: Live, ledger_on: bool) -> DashboardData:
         return cls(ledger_location(config) if ledger_on else None, config, live)
-
-    @property
-    def source(self) -> str:
-        return "gateway" if self.live is not None else "ledger"
 
     def compute(self, view: str, params: Mapping[str, str], snap: dict[str, Any] | None = None) -> dict[str, Any]:
         """One view's answer. ``snap``: the live state captured on the event loop (``Live.capture``); captured

@@ -25,6 +25,9 @@ class BadQuery(ValueError):
         super().__init__(message)
         self.message, self.param = message, param
 
+    def __reduce__(self) -> tuple[type[BadQuery], tuple[str, str]]:  # raised in the dashboard's process, re-raised here
+        return BadQuery, (self.message, self.param)
+
 
 @dataclass(frozen=True, slots=True)
 class Query:
