@@ -11,7 +11,7 @@ from aiohttp import web
 from ..errors import StreamInterrupted
 from ..result import Attempt, RouteResult
 from .errors import WARNING_HEADER, attempts_header, decision_headers, error_body
-from .sse_writer import ClientTooSlow, EventWriter, encode_event, within
+from .sse_writer import ClientTooSlow, EventWriter, encode_event, frame_event, within
 
 if TYPE_CHECKING:
     from ..ledger import RequestContext
@@ -47,7 +47,7 @@ async def stream_response(
         body, strategy=strategy, extra_headers=extra_headers, path=path, context=context,
         resume=resume, strong_share=strong_share, prompt_tokens=prompt_tokens,
     )
-    chunks = stream.batches()  # the chunks of one upstream read at a time: one write to the client for them
+    chunks = stream.raw_batches()  # the chunks of one upstream read at a time: one write to the client for them
     settled = settle is None
     failed: list[Attempt] = []
 
@@ -100,30 +100,33 @@ async def _respond(
 
 
 async def _relay(
-    metrics: Metrics, request: web.Request, response: web.StreamResponse, chunks: Any, first: list[dict[str, Any]],
+    metrics: Metrics, request: web.Request, response: web.StreamResponse, chunks: Any, first: Any,
     wants_usage: bool, strategy: str, timeout_s: float, end: Callable[[], None],
 ) -> None:
     """The chunks to the client, then ``end()`` (the stream's result is known), then ``[DONE]``.
 
     The chunks come in batches, those of one upstream read; a batch's events go to the client in one write.
+    A chunk that goes out as it came (it has its payload bytes, and no ``usage`` to hide) is those bytes, not
+    encoded again; the others are encoded.
     """
     await within(timeout_s, response.prepare(request))
     writer = EventWriter(request, response, timeout_s)
     write, next_batch = writer.write, chunks.__anext__
-    batch = first
+    batch, payloads = first
     try:
         while True:
             events = []
-            for chunk in batch:
+            for chunk, payload in zip(batch, payloads):
                 if wants_usage or chunk.get("choices") or not chunk.get("usage"):
-                    if not wants_usage and "usage" in chunk:
-                        chunk = {k: v for k, v in chunk.items() if k != "usage"}
-                    events.append(encode_event(chunk))
+                    if wants_usage or "usage" not in chunk:
+                        events.append(encode_event(chunk) if payload is None else frame_event(payload))
+                    else:
+                        events.append(encode_event({k: v for k, v in chunk.items() if k != "usage"}))
             if events:
                 data = events[0] if len(events) == 1 else b"".join(events)
                 if not write(data):
                     await writer.send_bounded(data)
-            batch = await next_batch()
+            batch, payloads = await next_batch()
     except StopAsyncIteration:
         pass
     except StreamInterrupted as exc:
