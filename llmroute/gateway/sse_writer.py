@@ -30,12 +30,6 @@ def encode_event(payload: Any) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-def frame_event(payload: bytes) -> bytes:
-    """An event of JSON bytes already encoded, as received: one line (no CR or LF, the caller's to ensure),
-    or it would end the event early or start another the upstream chose."""
-    return b"data: " + payload + b"\n\n"
-
-
 async def within(timeout_s: float, pending: Awaitable[Any]) -> None:
     """Await a write to the client. ``write`` waits while the client's socket is full, and a client that stops
     reading must not hold the provider's stream, and its connection, forever."""

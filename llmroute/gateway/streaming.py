@@ -11,7 +11,7 @@ from aiohttp import web
 from ..errors import StreamInterrupted
 from ..result import Attempt, RouteResult
 from .errors import WARNING_HEADER, attempts_header, decision_headers, error_body
-from .sse_writer import ClientTooSlow, EventWriter, encode_event, frame_event, within
+from .sse_writer import ClientTooSlow, EventWriter, encode_event, within
 
 if TYPE_CHECKING:
     from ..ledger import RequestContext
@@ -117,11 +117,12 @@ async def _relay(
         while True:
             events = []
             for chunk, payload in zip(batch, payloads):
-                if wants_usage or chunk.get("choices") or not chunk.get("usage"):
-                    if wants_usage or "usage" not in chunk:
-                        events.append(encode_event(chunk) if payload is None else frame_event(payload))
-                    else:
-                        events.append(encode_event({k: v for k, v in chunk.items() if k != "usage"}))
+                if payload is not None and (wants_usage or "usage" not in chunk):
+                    events.append(b"data: " + payload + b"\n\n")  # one line (stream_reads): framing intact
+                elif wants_usage or chunk.get("choices") or not chunk.get("usage"):
+                    if not wants_usage and "usage" in chunk:
+                        chunk = {k: v for k, v in chunk.items() if k != "usage"}
+                    events.append(encode_event(chunk))
             if events:
                 data = events[0] if len(events) == 1 else b"".join(events)
                 if not write(data):
