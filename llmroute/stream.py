@@ -125,7 +125,7 @@ class RouteStream:
         started = time.perf_counter()
         ratelimit: dict[str, str] = {}
         try:  # hedged or not: the first provider to send a chunk wins
-            provider, (upstream, first) = await dispatch.attempt(
+            provider, (upstream, read) = await dispatch.attempt(
                 cascade, strategy_name, self._estimate, self._opener(self._body, headers, ratelimit), self._discard)
         except (ProviderError, AllProvidersFailed, asyncio.CancelledError) as exc:
             dispatch.record_failure(cascade, strategy_name, request_id, started, exc, self._context, route=route)
@@ -136,12 +136,11 @@ class RouteStream:
         usage: Mapping[str, Any] | None = None
         finish_reason: str | None = None
         ttft_ms: float | None = None
-        last: dict[str, Any] = first[0][0]
+        last: dict[str, Any] = read[0][0]
         chat = self._path == CHAT_PATH
         earlier: list[Attempt] = []  # attempts of the segments before a resume
         tool_deltas: list[Any] = []  # streamed tool-call fragments, kept for shadow evaluation only
         stream_id = last.get("id")
-        read: tuple[list[dict[str, Any]], list[bytes | None]] | None = first
         while True:
             try:
                 while read is not None:

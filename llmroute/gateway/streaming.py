@@ -64,14 +64,16 @@ async def stream_response(
             failed = getattr(exc, "attempts", None) or []  # no stream opened: the failed attempts are the bill
             await chunks.aclose()  # type: ignore[attr-defined]
             raise
-        return await _respond(metrics, request, stream, chunks, first, wants_usage, strategy, endpoint, warning,
+        held = [first]  # the first read, for the relay to take: no frame keeps it for the stream's life
+        del first
+        return await _respond(metrics, request, stream, chunks, held, wants_usage, strategy, endpoint, warning,
                               write_timeout_s, end)
     finally:
         end()
 
 
 async def _respond(
-    metrics: Metrics, request: web.Request, stream: Any, chunks: Any, first: Any, wants_usage: bool, strategy: str,
+    metrics: Metrics, request: web.Request, stream: Any, chunks: Any, held: list[Any], wants_usage: bool, strategy: str,
     endpoint: str, warning: str | None, timeout_s: float, end: Callable[[], None],
 ) -> web.StreamResponse:
     fallback = any(not a.ok for a in stream.attempts)
@@ -88,7 +90,7 @@ async def _respond(
         **({WARNING_HEADER: warning} if warning else {}),
     })
     try:
-        await _relay(metrics, request, response, chunks, first, wants_usage, strategy, timeout_s, end)
+        await _relay(metrics, request, response, chunks, held, wants_usage, strategy, timeout_s, end)
     except ClientTooSlow as exc:
         await _cut_off(metrics, request, chunks, exc, strategy)
         return response
@@ -100,7 +102,7 @@ async def _respond(
 
 
 async def _relay(
-    metrics: Metrics, request: web.Request, response: web.StreamResponse, chunks: Any, first: Any,
+    metrics: Metrics, request: web.Request, response: web.StreamResponse, chunks: Any, held: list[Any],
     wants_usage: bool, strategy: str, timeout_s: float, end: Callable[[], None],
 ) -> None:
     """The chunks to the client, then ``end()`` (the stream's result is known), then ``[DONE]``.
@@ -112,7 +114,7 @@ async def _relay(
     await within(timeout_s, response.prepare(request))
     writer = EventWriter(request, response, timeout_s)
     write, next_batch = writer.write, chunks.__anext__
-    batch, payloads = first
+    batch, payloads = held.pop()
     try:
         while True:
             events = []
