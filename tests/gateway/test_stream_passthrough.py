@@ -3,6 +3,8 @@ id rewritten after a resume) is encoded again; nothing an upstream sends can bre
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -132,3 +134,26 @@ async def test_an_upstream_cannot_break_the_clients_framing() -> None:
     assert chunk_x["choices"][0]["delta"]["content"] == "safe"
     assert chunk_x["x"] == '\n\ndata: {"injected": true}'  # stays a string's escaped text
 
+
+
+async def test_a_streams_first_read_is_not_kept_for_its_whole_life() -> None:
+    """Once the second read went out, nothing holds the first one's chunks (1000 open streams held 1000 of them)."""
+    marker = "c-first-read-only"
+    second, last = asyncio.Event(), asyncio.Event()
+    first = b'{"id": "%s", "choices": [{"index": 0, "delta": {"content": "Hello "}}]}' % marker.encode()
+    upstream = Writes(chunk(sse(first)), chunk(sse(PLAIN)), END, gates={1: second, 2: last})
+    async with gateway(upstream) as url, httpx.AsyncClient(timeout=30) as client, \
+            client.stream("POST", url + "/chat/completions", json=BODY) as response:
+        pieces, received = response.aiter_bytes(), b""
+        async for piece in pieces:
+            received += piece
+            second.set()  # the first read reached the client: the upstream sends the second on its own
+            if b"au lait" in received:  # the second read reached the client
+                break
+        gc.collect()
+        kept = [o for o in gc.get_objects() if type(o) is dict and o.get("id") == marker]
+        last.set()
+        async for piece in pieces:
+            received += piece
+    assert kept == []
+    assert received.endswith(b"data: [DONE]\n\n")
