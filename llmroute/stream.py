@@ -27,6 +27,8 @@ from .providers import OpenAICompatProvider
 from .result import Attempt, RouteResult, request_headers
 from .strategies import Route, RouteRequest, RoutingStrategy
 
+_CHUNKS, _BATCHES, _PAIRS = 0, 1, 2  # what ``_run`` yields: chunk by chunk, lists, (list, payloads)
+
 RESUME_PROMPT = ("Your previous reply was cut off. Continue it exactly where it stopped, without repeating "
                  "anything and without any preamble.")
 
@@ -61,7 +63,7 @@ class RouteStream:
         """How many times the answer moved to another provider mid-stream."""
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        return self._run(batched=False)
+        return self._run(_CHUNKS)
 
     def batches(self) -> AsyncIterator[list[dict[str, Any]]]:
         """The same chunks as ``async for``, in lists: those that one network read brought (never empty).
@@ -69,23 +71,32 @@ class RouteStream:
         For a relay that writes them to its client at once: one write for several events, one resume of
         this iterator per read rather than per event. Everything else is as with ``async for``.
         """
-        return self._run(batched=True)
+        return self._run(_BATCHES)
 
-    async def _discard(self, cascade: Cascade, opened: tuple[OpenAICompatProvider, tuple[Any, dict[str, Any]]]) -> None:
+    def raw_batches(self) -> AsyncIterator[tuple[list[dict[str, Any]], list[bytes | None]]]:
+        """``batches()``, each list with the upstream's ``data`` payload of each chunk beside it: its bytes as
+        received if this stream did not change the chunk and they are one line, else None.
+
+        For a relay that passes an unchanged chunk on as received instead of encoding it again (see
+        ``OpenAICompatProvider.stream_reads``). A chunk whose ``id`` was rewritten after a resume has None.
+        """
+        return self._run(_PAIRS)
+
+    async def _discard(self, cascade: Cascade, opened: tuple[OpenAICompatProvider, tuple[Any, Any]]) -> None:
         """A hedged stream that also opened, too late: close it and bill its worker time or prompt."""
         provider, (upstream, _) = opened
         await upstream.aclose()
         cascade.attempts[-1].cost_usd = self._dispatch.pricers[provider.name].end(cascade.open_mark)
 
     def _opener(self, body: dict[str, Any], headers: dict[str, str], ratelimit: dict[str, str]) -> Any:
-        async def open_stream(provider: OpenAICompatProvider, timeout_s: float) -> tuple[Any, dict[str, Any]]:
+        async def open_stream(provider: OpenAICompatProvider, timeout_s: float) -> tuple[Any, Any]:
             ratelimit.clear()
-            upstream = provider.stream_batches(
+            upstream = provider.stream_reads(
                 self._path, {**body, "model": provider.model}, timeout_s=timeout_s,
                 extra_headers=headers, ratelimit=ratelimit,
             )
             try:
-                first = await anext(upstream)  # the first read's chunks: a list, never empty
+                first = await anext(upstream)  # the first read's chunks (a list, never empty) and payloads
             except StopAsyncIteration:
                 raise ProviderError(
                     message="stream ended with no chunk", provider=provider.name, kind="stream_cut",
@@ -105,7 +116,7 @@ class RouteStream:
                     {"role": "user", "content": RESUME_PROMPT}]
         return {**self._body, "messages": messages}
 
-    async def _run(self, batched: bool) -> AsyncIterator[Any]:
+    async def _run(self, mode: int) -> AsyncIterator[Any]:
         dispatch = self._dispatch
         cascade, strategy_name, route = dispatch.plan(self._estimate, self._strategy)
         self.route = route
@@ -114,7 +125,7 @@ class RouteStream:
         started = time.perf_counter()
         ratelimit: dict[str, str] = {}
         try:  # hedged or not: the first provider to send a chunk wins
-            provider, (upstream, first) = await dispatch.attempt(
+            provider, (upstream, read) = await dispatch.attempt(
                 cascade, strategy_name, self._estimate, self._opener(self._body, headers, ratelimit), self._discard)
         except (ProviderError, AllProvidersFailed, asyncio.CancelledError) as exc:
             dispatch.record_failure(cascade, strategy_name, request_id, started, exc, self._context, route=route)
@@ -125,18 +136,21 @@ class RouteStream:
         usage: Mapping[str, Any] | None = None
         finish_reason: str | None = None
         ttft_ms: float | None = None
-        last: dict[str, Any] = first[0]
+        last: dict[str, Any] = read[0][0]
         chat = self._path == CHAT_PATH
         earlier: list[Attempt] = []  # attempts of the segments before a resume
         tool_deltas: list[Any] = []  # streamed tool-call fragments, kept for shadow evaluation only
         stream_id = last.get("id")
-        batch: list[dict[str, Any]] | None = first
         while True:
             try:
-                while batch is not None:
+                while read is not None:
+                    batch, payloads = read
+                    if self.resumed and stream_id is not None:
+                        for n, chunk in enumerate(batch):
+                            if chunk.get("id") != stream_id:
+                                chunk["id"] = stream_id  # one stream, as the client sees it
+                                payloads[n] = None  # changed: its bytes as received are no longer it
                     for chunk in batch:  # a batch came in one read: its chunks are counted as it arrives
-                        if self.resumed and stream_id is not None:
-                            chunk["id"] = stream_id  # one stream, as the client sees it
                         for choice in chunk.get("choices") or ():
                             delta = (choice.get("delta") or {}) if chat else choice
                             content = delta.get("content") if chat else choice.get("text")
@@ -150,15 +164,17 @@ class RouteStream:
                         if chunk.get("usage"):
                             usage = chunk["usage"]
                     last = batch[-1]
-                    if batched:
+                    if mode == _PAIRS:
+                        yield read
+                    elif mode == _BATCHES:
                         yield batch
                     else:
                         for chunk in batch:
                             yield chunk
                     try:
-                        batch = await upstream.__anext__()  # not anext(upstream, None): no wrapper per read
+                        read = await upstream.__anext__()  # not anext(upstream, None): no wrapper per read
                     except StopAsyncIteration:
-                        batch = None
+                        read = None
                 break
             except ProviderError as exc:
                 dispatch.state.record_failure(provider.name, exc.kind, (time.perf_counter() - started) * 1000,
@@ -181,7 +197,7 @@ class RouteStream:
                 earlier = interrupted.attempts
                 cascade = dispatch.cascade(rest, self._estimate)
                 try:
-                    provider, (upstream, batch) = await cascade.run(  # stream() bounds the first event
+                    provider, (upstream, read) = await cascade.run(  # stream() bounds the first event
                         self._opener(self._continuation(parts.text()), headers, ratelimit), call_keeps_timeout=True)
                 except (ProviderError, AllProvidersFailed) as again:
                     interrupted.attempts = earlier + cascade.attempts

@@ -47,7 +47,7 @@ async def stream_response(
         body, strategy=strategy, extra_headers=extra_headers, path=path, context=context,
         resume=resume, strong_share=strong_share, prompt_tokens=prompt_tokens,
     )
-    chunks = stream.batches()  # the chunks of one upstream read at a time: one write to the client for them
+    chunks = stream.raw_batches()  # the chunks of one upstream read at a time: one write to the client for them
     settled = settle is None
     failed: list[Attempt] = []
 
@@ -64,14 +64,16 @@ async def stream_response(
             failed = getattr(exc, "attempts", None) or []  # no stream opened: the failed attempts are the bill
             await chunks.aclose()  # type: ignore[attr-defined]
             raise
-        return await _respond(metrics, request, stream, chunks, first, wants_usage, strategy, endpoint, warning,
+        held = [first]  # the first read, for the relay to take: no frame keeps it for the stream's life
+        del first
+        return await _respond(metrics, request, stream, chunks, held, wants_usage, strategy, endpoint, warning,
                               write_timeout_s, end)
     finally:
         end()
 
 
 async def _respond(
-    metrics: Metrics, request: web.Request, stream: Any, chunks: Any, first: Any, wants_usage: bool, strategy: str,
+    metrics: Metrics, request: web.Request, stream: Any, chunks: Any, held: list[Any], wants_usage: bool, strategy: str,
     endpoint: str, warning: str | None, timeout_s: float, end: Callable[[], None],
 ) -> web.StreamResponse:
     fallback = any(not a.ok for a in stream.attempts)
@@ -88,7 +90,7 @@ async def _respond(
         **({WARNING_HEADER: warning} if warning else {}),
     })
     try:
-        await _relay(metrics, request, response, chunks, first, wants_usage, strategy, timeout_s, end)
+        await _relay(metrics, request, response, chunks, held, wants_usage, strategy, timeout_s, end)
     except ClientTooSlow as exc:
         await _cut_off(metrics, request, chunks, exc, strategy)
         return response
@@ -100,22 +102,26 @@ async def _respond(
 
 
 async def _relay(
-    metrics: Metrics, request: web.Request, response: web.StreamResponse, chunks: Any, first: list[dict[str, Any]],
+    metrics: Metrics, request: web.Request, response: web.StreamResponse, chunks: Any, held: list[Any],
     wants_usage: bool, strategy: str, timeout_s: float, end: Callable[[], None],
 ) -> None:
     """The chunks to the client, then ``end()`` (the stream's result is known), then ``[DONE]``.
 
     The chunks come in batches, those of one upstream read; a batch's events go to the client in one write.
+    A chunk that goes out as it came (it has its payload bytes, and no ``usage`` to hide) is those bytes, not
+    encoded again; the others are encoded.
     """
     await within(timeout_s, response.prepare(request))
     writer = EventWriter(request, response, timeout_s)
     write, next_batch = writer.write, chunks.__anext__
-    batch = first
+    batch, payloads = held.pop()
     try:
         while True:
             events = []
-            for chunk in batch:
-                if wants_usage or chunk.get("choices") or not chunk.get("usage"):
+            for chunk, payload in zip(batch, payloads):
+                if payload is not None and (wants_usage or "usage" not in chunk):
+                    events.append(b"data: " + payload + b"\n\n")  # one line (stream_reads): framing intact
+                elif wants_usage or chunk.get("choices") or not chunk.get("usage"):
                     if not wants_usage and "usage" in chunk:
                         chunk = {k: v for k, v in chunk.items() if k != "usage"}
                     events.append(encode_event(chunk))
@@ -123,7 +129,7 @@ async def _relay(
                 data = events[0] if len(events) == 1 else b"".join(events)
                 if not write(data):
                     await writer.send_bounded(data)
-            batch = await next_batch()
+            batch, payloads = await next_batch()
     except StopAsyncIteration:
         pass
     except StreamInterrupted as exc:

@@ -228,21 +228,38 @@ class OpenAICompatProvider:
         self, path: str, body: dict[str, Any], *, timeout_s: float,
         extra_headers: Mapping[str, str] | None = None, ratelimit: dict[str, str] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Yield each SSE event's JSON until ``data: [DONE]``, one at a time: ``stream_batches`` event by event."""
-        batches = self.stream_batches(path, body, timeout_s=timeout_s, extra_headers=extra_headers,
-                                      ratelimit=ratelimit)
+        """Yield each SSE event's JSON until ``data: [DONE]``, one at a time: ``stream_reads`` event by event."""
+        reads = self.stream_reads(path, body, timeout_s=timeout_s, extra_headers=extra_headers, ratelimit=ratelimit)
         try:
-            async for batch in batches:
+            async for batch, _ in reads:
                 for event in batch:
                     yield event
         finally:
-            await batches.aclose()
+            await reads.aclose()
 
     async def stream_batches(
         self, path: str, body: dict[str, Any], *, timeout_s: float,
         extra_headers: Mapping[str, str] | None = None, ratelimit: dict[str, str] | None = None,
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """Yield the SSE events' JSON until ``data: [DONE]``, in lists: the events of one network read.
+        """Yield the SSE events' JSON until ``data: [DONE]``, in lists: the events of one network read
+        (``stream_reads`` without the payloads)."""
+        reads = self.stream_reads(path, body, timeout_s=timeout_s, extra_headers=extra_headers, ratelimit=ratelimit)
+        try:
+            async for batch, _ in reads:
+                yield batch
+        finally:
+            await reads.aclose()
+
+    async def stream_reads(
+        self, path: str, body: dict[str, Any], *, timeout_s: float,
+        extra_headers: Mapping[str, str] | None = None, ratelimit: dict[str, str] | None = None,
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], list[bytes | None]]]:
+        """Yield the SSE events until ``data: [DONE]``, per network read: their JSON, and beside it each
+        event's ``data`` payload exactly as received when it is one line (no CR or LF; else None).
+
+        The payload lets a relay pass an event it does not change on as the upstream's bytes (valid JSON of the
+        right shape: each was parsed and checked) rather than encode it again; one with a line end in it, an
+        event of several ``data:`` lines, must be encoded again or it would break the client's framing.
 
         One read often carries several events, and a stream's Python cost is per resume of this generator
         (and of each layer above it), not per event. A list is never empty, and holds at most about
@@ -288,6 +305,7 @@ class OpenAICompatProvider:
                         await waiter
                         continue
                     batch: list[dict[str, Any]] = []
+                    payloads: list[bytes | None] = []
                     size = 0
                     try:
                         for raw in raws:
@@ -295,20 +313,21 @@ class OpenAICompatProvider:
                                 for data in feed(piece):
                                     if data.strip() == b"[DONE]":
                                         if batch:
-                                            yield batch
+                                            yield batch, payloads
                                         return
                                     batch.append(parse(data))
+                                    payloads.append(data if 10 not in data and 13 not in data else None)
                                 size += len(piece)
                                 if size >= _BATCH_BYTES and batch:
-                                    yield batch
+                                    yield batch, payloads
                                     watchdog.extend()
-                                    batch, size = [], 0
+                                    batch, payloads, size = [], [], 0
                     except Exception:
                         if batch:  # what came before the failure is the stream's, as if read one by one
-                            yield batch
+                            yield batch, payloads
                         raise
                     if batch:
-                        yield batch
+                        yield batch, payloads
                         watchdog.extend()  # the caller's time with the events does not count
             finally:
                 watchdog.close()
