@@ -10,8 +10,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import argparse
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 CHAT_BODY = ('{"model":"m","max_tokens":64,"messages":[{"role":"user",'
              '"content":"Qualify this lead: TechCorp, 500 employees, SaaS industry"}]}')
@@ -23,6 +25,30 @@ def print_rounds(first_column: str, unit: str, results: dict[str, list[float]]) 
     print("|---|---:|---|")
     for name, values in results.items():
         print(f"| {name} | {statistics.median(values):,.0f} | {', '.join(f'{v:,.0f}' for v in values)} |")
+
+
+def ledger_arguments() -> argparse.Namespace:
+    """``--rows``, ``--rounds`` and ``--keep`` of the benchmarks that time reads over a large ledger."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--keep", help="Ledger file to fill once and reuse across runs")
+    return parser.parse_args()
+
+
+@contextmanager
+def filled_ledger(args: argparse.Namespace, fill: Callable[[Path, int], float]) -> Iterator[Path]:
+    """The ledger to time: ``--keep``'s file (filled by ``fill`` the first time), else a filled temporary one.
+    Prints the machine, the fill's rate when it ran, and the file's size."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(args.keep) if args.keep else Path(tmp) / "ledger.sqlite3"
+        fill_s = fill(path, args.rows) if not path.exists() else 0.0
+        print(f"machine: {machine()}; load average before timing: {os.getloadavg()[0]:.2f}")
+        if fill_s:
+            print(f"filled {args.rows:,} rows through the ledger writer in {fill_s:.1f} s "
+                  f"({args.rows / fill_s:,.0f} rows/s)")
+        print(f"ledger file: {path.stat().st_size / 1e6:,.0f} MB\n")
+        yield path
 
 
 def machine() -> str:

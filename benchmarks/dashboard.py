@@ -16,17 +16,15 @@ function is timed as the API computes it, two ways:
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _util import machine
+from _util import filled_ledger, ledger_arguments
 
 from llmroute.config import parse_config
 from llmroute.dashboard.data import DashboardData
@@ -103,18 +101,8 @@ def fill(path: Path, rows: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--keep", help="Ledger file to fill once and reuse across runs")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(args.keep) if args.keep else Path(tmp) / "ledger.sqlite3"
-        fill_s = fill(path, args.rows) if not path.exists() else 0.0
-        print(f"machine: {machine()}; load average before timing: {os.getloadavg()[0]:.2f}")
-        if fill_s:
-            print(f"filled {args.rows:,} rows through the ledger writer in {fill_s:.1f} s")
-        print(f"ledger file: {path.stat().st_size / 1e6:,.0f} MB\n")
+    args = ledger_arguments()
+    with filled_ledger(args, fill) as path:
         print("| view | cold median s | cold rounds s | refresh median s | refresh rounds s |")
         print("|---|---:|---|---:|---|")
         config = parse_config(CONFIG)

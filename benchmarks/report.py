@@ -9,16 +9,14 @@ report, as the CLI runs it, for several groupings.
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from _util import machine
+from _util import filled_ledger, ledger_arguments
 
 from llmroute.config import parse_config
 from llmroute.ledger import Ledger, LedgerEntry, open_store, price_rows
@@ -59,19 +57,8 @@ def fill(path: Path, rows: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--keep", help="Ledger file to fill once and reuse across runs")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(args.keep) if args.keep else Path(tmp) / "ledger.sqlite3"
-        fill_s = fill(path, args.rows) if not path.exists() else 0.0
-        print(f"machine: {machine()}")
-        if fill_s:
-            print(f"filled {args.rows:,} rows through the ledger writer in {fill_s:.1f} s "
-                  f"({args.rows / fill_s:,.0f} rows/s)")
-        print(f"ledger file: {path.stat().st_size / 1e6:,.0f} MB\n")
+    args = ledger_arguments()
+    with filled_ledger(args, fill) as path:
         store = open_store(str(path), readonly=True)
         prices = store.prices()
         lo, hi = 0.0, time.time() + 1
