@@ -27,7 +27,7 @@ from .providers import OpenAICompatProvider
 from .result import Attempt, RouteResult, request_headers
 from .strategies import Route, RouteRequest, RoutingStrategy
 
-_CHUNKS, _BATCHES, _PAIRS = 0, 1, 2  # what ``_run`` yields: chunk by chunk, lists, (list, payloads)
+_CHUNKS, _PAIRS = 0, 1  # what ``_run`` yields: chunk by chunk, or (a read's chunks, their payloads)
 
 RESUME_PROMPT = ("Your previous reply was cut off. Continue it exactly where it stopped, without repeating "
                  "anything and without any preamble.")
@@ -65,19 +65,13 @@ class RouteStream:
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._run(_CHUNKS)
 
-    def batches(self) -> AsyncIterator[list[dict[str, Any]]]:
-        """The same chunks as ``async for``, in lists: those that one network read brought (never empty).
-
-        For a relay that writes them to its client at once: one write for several events, one resume of
-        this iterator per read rather than per event. Everything else is as with ``async for``.
-        """
-        return self._run(_BATCHES)
-
     def raw_batches(self) -> AsyncIterator[tuple[list[dict[str, Any]], list[bytes | None]]]:
-        """``batches()``, each list with the upstream's ``data`` payload of each chunk beside it: its bytes as
-        received if this stream did not change the chunk and they are one line, else None.
+        """The same chunks as ``async for``, in lists: those that one network read brought (never empty), each
+        list with the upstream's ``data`` payload of each chunk beside it: its bytes as received if this stream
+        did not change the chunk and they are one line, else None.
 
-        For a relay that passes an unchanged chunk on as received instead of encoding it again (see
+        For a relay that writes a read's chunks at once, passing an unchanged chunk on as received instead of
+        encoding it again (see
         ``OpenAICompatProvider.stream_reads``). A chunk whose ``id`` was rewritten after a resume has None.
         """
         return self._run(_PAIRS)
@@ -166,8 +160,6 @@ class RouteStream:
                     last = batch[-1]
                     if mode == _PAIRS:
                         yield read
-                    elif mode == _BATCHES:
-                        yield batch
                     else:
                         for chunk in batch:
                             yield chunk

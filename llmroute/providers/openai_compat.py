@@ -33,7 +33,7 @@ from .watchdog import SilenceWatchdog
 
 RATELIMIT_PREFIX = "x-ratelimit-"
 _BATCH_BYTES = 64 * 1024
-"""Event bytes per batch that ``stream_batches`` yields; more than one read of a plain stream ever carries."""
+"""Event bytes per batch that ``stream_reads`` yields; more than one read of a plain stream ever carries."""
 _NOT_SECRET_HEADERS = frozenset({"content-type", "accept", "user-agent", "accept-encoding", "connection"})
 
 
@@ -234,19 +234,6 @@ class OpenAICompatProvider:
             async for batch, _ in reads:
                 for event in batch:
                     yield event
-        finally:
-            await reads.aclose()
-
-    async def stream_batches(
-        self, path: str, body: dict[str, Any], *, timeout_s: float,
-        extra_headers: Mapping[str, str] | None = None, ratelimit: dict[str, str] | None = None,
-    ) -> AsyncIterator[list[dict[str, Any]]]:
-        """Yield the SSE events' JSON until ``data: [DONE]``, in lists: the events of one network read
-        (``stream_reads`` without the payloads)."""
-        reads = self.stream_reads(path, body, timeout_s=timeout_s, extra_headers=extra_headers, ratelimit=ratelimit)
-        try:
-            async for batch, _ in reads:
-                yield batch
         finally:
             await reads.aclose()
 

@@ -71,7 +71,7 @@ async def test_the_events_of_one_read_come_out_together_in_order_and_intact() ->
     server, url = await raw_server(upstream.handle)
     async with server:
         p = make_provider(url)
-        batches = [b async for b in p.stream_batches("/chat/completions", {"stream": True}, timeout_s=5)]
+        batches = [b async for b, _ in p.stream_reads("/chat/completions", {"stream": True}, timeout_s=5)]
         await p.aclose()
     assert [texts(b) for b in batches] == [[f"w{n} " for n in range(5)]]  # one read: one batch of five
 
@@ -85,7 +85,7 @@ async def test_a_read_that_splits_an_event_joins_it_with_the_next_read() -> None
     async with server:
         p = make_provider(url)
         batches = []
-        async for batch in p.stream_batches("/chat/completions", {"stream": True}, timeout_s=5):
+        async for batch, _ in p.stream_reads("/chat/completions", {"stream": True}, timeout_s=5):
             batches.append(texts(batch))
             seen_first.set()  # only now does the upstream send the rest of the split event
         await p.aclose()
@@ -101,7 +101,7 @@ async def test_route_stream_gives_a_reads_chunks_one_by_one_or_as_a_batch() -> N
         stream = router.stream(prompt="hi", max_tokens=8)
         one_by_one = [c async for c in stream]
         batched = router.stream(prompt="hi", max_tokens=8)
-        batches = [b async for b in batched.batches()]
+        batches = [b async for b, _ in batched.raw_batches()]
     assert texts(one_by_one) == [f"w{n} " for n in range(4)]
     assert [texts(b) for b in batches] == [[f"w{n} " for n in range(4)]]
     assert stream.result is not None and batched.result is not None
@@ -136,7 +136,7 @@ async def test_a_compressed_read_that_inflates_to_many_events_comes_in_bounded_b
     async with server:
         p = make_provider(url)
         sizes, got = [], []
-        async for batch in p.stream_batches("/chat/completions", {"stream": True}, timeout_s=5):
+        async for batch, _ in p.stream_reads("/chat/completions", {"stream": True}, timeout_s=5):
             sizes.append(sum(len(orjson.dumps(e)) for e in batch))
             got.extend(texts(batch))
         await p.aclose()
@@ -149,7 +149,7 @@ async def test_a_broken_event_alone_in_its_read_still_fails_the_stream() -> None
     async with server:
         p = make_provider(url)
         with pytest.raises(ProviderError) as caught:
-            async for _ in p.stream_batches("/chat/completions", {"stream": True}, timeout_s=5):
+            async for _ in p.stream_reads("/chat/completions", {"stream": True}, timeout_s=5):
                 pass
         await p.aclose()
     assert caught.value.kind == "error_in_stream"
