@@ -21,8 +21,8 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import rfc822_formatted_time
 
 # As aiohttp refuses in a header: a control character other than tab could end the header and inject another.
-_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_REASONS = {s.value: s.phrase for s in HTTPStatus}
+FORBIDDEN_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
 class JsonAnswer(web.StreamResponse):
@@ -34,7 +34,7 @@ class JsonAnswer(web.StreamResponse):
     def __init__(self, body: bytes, headers: Mapping[str, str], status: int = 200) -> None:
         super().__init__(status=status)
         self.body = body  # read by the connection to decide whether sending it can wait on the client
-        if _FORBIDDEN.search("".join(headers.values())):
+        if FORBIDDEN_IN_HEADER.search("".join(headers.values())):
             raise ValueError("a control character in a response header")
         self._lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         self._writer: AbstractStreamWriter | None = None
@@ -59,7 +59,7 @@ class JsonAnswer(web.StreamResponse):
         else:
             connection = "Connection: close\r\n" if version != HttpVersion10 else ""
         status = self.status
-        head = (f"HTTP/{version.major}.{version.minor} {status} {_REASONS.get(status, '')}\r\n{self._lines}"
+        head = (f"HTTP/{version.major}.{version.minor} {status} {REASONS.get(status, '')}\r\n{self._lines}"
                 f"Content-Type: application/json\r\nContent-Length: {len(self.body)}\r\n"
                 f"Date: {rfc822_formatted_time()}\r\n{connection}\r\n")
         writer = self._writer = request.writer
@@ -73,6 +73,16 @@ class JsonAnswer(web.StreamResponse):
         if writer is not None:
             await writer.write_eof(data)
             await writer.drain()
+
+    def encode(self, keep_alive: bool) -> bytes:
+        """The whole answer as HTTP/1.1 bytes, for a connection that frames its own (``gateway.hotpath``)."""
+        self._sent = True
+        self._keeps = keep_alive
+        status = self.status
+        connection = "" if keep_alive else "Connection: close\r\n"
+        return (f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n{self._lines}Content-Type: application/json\r\n"
+                f"Content-Length: {len(self.body)}\r\nDate: {rfc822_formatted_time()}\r\n{connection}\r\n"
+                ).encode() + self.body
 
     @property
     def prepared(self) -> bool:

@@ -154,6 +154,8 @@ class Gateway:
         self.metrics.watch_pools({name: provider.pool_stats for name, provider in router.providers.items()})
         self.budgeting = BudgetGate(router)
         self.pacing = PacingGate(router, self.budgeting.budgets)  # a config that cannot be paced fails here
+        self.handle_chat = self._guard(self.chat_completions)
+        self.handle_completions = self._guard(self.completions)
         self._keeps_context = (router.ledger is not None or router.shadow is not None or self.budgeting.needs_tags
                                or router.spend is not None)
 
@@ -180,8 +182,8 @@ class Gateway:
 
         app = web.Application(client_max_size=self.max_body_bytes)
         routes = (
-            ("POST", "/v1/chat/completions", self._guard(self.chat_completions)),
-            ("POST", "/v1/completions", self._guard(self.completions)),
+            ("POST", "/v1/chat/completions", self.handle_chat),
+            ("POST", "/v1/completions", self.handle_completions),
             ("GET", "/v1/models", self._guard(self.models)),
             ("GET", MODELS_PREFIX + "{model_id:[\\s\\S]+}", self._guard(self.model)),
             ("GET", "/health", self.health),
@@ -200,6 +202,10 @@ class Gateway:
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._close)
         return app
+
+    def hot_routes(self) -> dict[bytes, Handler]:
+        """The completion endpoints, for ``gateway.hotpath``: the same handlers as the app's routes."""
+        return {b"/v1/chat/completions": self.handle_chat, b"/v1/completions": self.handle_completions}
 
     async def _start(self, app: web.Application) -> None:
         self.router.health.ensure_started()  # health checks run from start-up, not from the first request

@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -43,6 +44,10 @@ class ConnectionLimits:
     max_connections: int
     write_timeout_s: float = 30.0
     """A whole (non-streamed) answer must be taken by the client within this; streams bound each write."""
+    keepalive_timeout_s: float = 75.0
+    max_header_bytes: int = 8190
+    max_headers: int = 128
+    max_body_bytes: int = 4 * 1024 * 1024
 
 
 def write_may_wait(protocol: Any, size: int) -> bool:
@@ -108,15 +113,27 @@ class _Throttled:
         log.warning(self.message, self.count, *self._args)
 
 
+class OwnConnection(Protocol):
+    """A connection served by another protocol than aiohttp's (the hot path): drained on shutdown too."""
+
+    def close(self) -> None: ...
+
+    async def shutdown(self, timeout_s: float | None) -> None: ...
+
+
 class GatewayServer(web.Server):
-    """aiohttp's ``Server`` for the app, making ``GatewayProtocol`` connections and counting them."""
+    """aiohttp's ``Server`` for the app, making ``GatewayProtocol`` connections (or, given a
+    ``connection_factory``, that factory's, which hand over to ``adopting_protocol()``) and counting them."""
 
     def __init__(self, app_server: web.Server, limits: ConnectionLimits, *, request_handler: Any = None,
+                 connection_factory: Callable[[GatewayServer], asyncio.Protocol] | None = None,
                  **handler_kwargs: Any) -> None:
         super().__init__(request_handler or app_server.request_handler, request_factory=app_server.request_factory,
                          handler_cancellation=app_server.handler_cancellation, **handler_kwargs)
         self.limits = limits
         self.open_connections = 0
+        self.connection_factory = connection_factory
+        self.own_connections: set[OwnConnection] = set()
         self._handler_kwargs = handler_kwargs
         self._event_loop = asyncio.get_running_loop()
         self.refused = _Throttled("gateway.max_connections reached: %d connections refused so far (limit %d); "
@@ -128,25 +145,43 @@ class GatewayServer(web.Server):
         self.slow_readers = _Throttled("closed %d connections so far whose client did not take its answer within "
                                        "gateway.write_timeout_s (%g s)")
 
-    def __call__(self) -> GatewayProtocol:
+    def __call__(self) -> asyncio.Protocol:
+        if self.connection_factory is not None:
+            return self.connection_factory(self)
         return GatewayProtocol(self, loop=self._event_loop, **self._handler_kwargs)
+
+    def adopting_protocol(self) -> GatewayProtocol:
+        """aiohttp's protocol for a connection another protocol accepted and counted (``GatewayProtocol.adopt``)."""
+        return GatewayProtocol(self, loop=self._event_loop, **self._handler_kwargs)
+
+    def pre_shutdown(self) -> None:
+        super().pre_shutdown()
+        for connection in list(self.own_connections):
+            connection.close()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        await asyncio.gather(super().shutdown(timeout),
+                             *(c.shutdown(timeout) for c in list(self.own_connections)))
 
 
 class GatewayRunner(web.AppRunner):
     """An ``AppRunner`` whose server is a ``GatewayServer``, dispatching the app's exact-path POST routes
-    directly (``dispatch.dispatcher``)."""
+    directly (``dispatch.dispatcher``); its connections are ``connection_factory``'s when given."""
 
     def __init__(self, app: web.Application, limits: ConnectionLimits, *, shutdown_timeout: float,
-                 handler_cancellation: bool = True, **handler_kwargs: Any) -> None:
+                 handler_cancellation: bool = True,
+                 connection_factory: Callable[[GatewayServer], asyncio.Protocol] | None = None,
+                 **handler_kwargs: Any) -> None:
         super().__init__(app, shutdown_timeout=shutdown_timeout, handler_cancellation=handler_cancellation,
                          **handler_kwargs)
         self._limits = limits
+        self._connection_factory = connection_factory
         self._handler_kwargs = handler_kwargs
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()  # the app is started and frozen: its routes are final
         return GatewayServer(server, self._limits, request_handler=dispatcher(self.app, server.request_handler),
-                             **self._handler_kwargs)
+                             connection_factory=self._connection_factory, **self._handler_kwargs)
 
 
 class GatewayProtocol(web.RequestHandler):
@@ -163,6 +198,16 @@ class GatewayProtocol(web.RequestHandler):
         self._body: Any = None
 
     # -- connection cap ---------------------------------------------------------------
+
+    def adopt(self, transport: asyncio.Transport, data: bytes, *, writing_paused: bool) -> None:
+        """Take over a connection another protocol accepted and counted, with the bytes it read and did not
+        answer (they start at a request's first byte)."""
+        self._counted = True
+        super().connection_made(transport)
+        if writing_paused:
+            self.pause_writing()
+        if data:
+            self.data_received(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)

@@ -25,6 +25,7 @@ from ..router import LLMRouter
 from ..spend import seed_from_ledger
 from .app import Gateway
 from .auth import KeyStore, LedgerKeySource, is_loopback
+from .hotpath import hot_connections
 from .metrics import Metrics, multiprocess_registry
 from .openfiles import prepare_open_files
 from .protocol import ConnectionLimits, GatewayRunner, default_max_connections
@@ -107,10 +108,13 @@ async def run_gateway(config: RouterConfig, host: str, port: int, *, reuse_port:
     settings = config.gateway
     limits = ConnectionLimits(header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
                               max_connections=settings.max_connections or default_max_connections(),
-                              write_timeout_s=settings.write_timeout_s)
+                              write_timeout_s=settings.write_timeout_s, keepalive_timeout_s=settings.keepalive_timeout_s,
+                              max_header_bytes=settings.max_header_bytes, max_headers=settings.max_headers,
+                              max_body_bytes=settings.max_body_bytes)
     # Request bodies are inflated by the app, a piece at a time up to the body limit, not by aiohttp in one go.
     runner = GatewayRunner(
         gateway.app(), limits, shutdown_timeout=settings.shutdown_grace_s, handler_cancellation=True,
+        connection_factory=hot_connections(gateway.hot_routes()),
         access_log=None, auto_decompress=False, keepalive_timeout=settings.keepalive_timeout_s,
         max_line_size=settings.max_header_bytes, max_field_size=settings.max_header_bytes,
         max_headers=settings.max_headers,

@@ -40,6 +40,13 @@ async def within(timeout_s: float, pending: Awaitable[Any]) -> None:
         raise ClientTooSlow(f"the client read nothing for {timeout_s:g} s (gateway.write_timeout_s)") from None
 
 
+async def open_stream(request: web.BaseRequest, headers: dict[str, str], timeout_s: float) -> EventWriter:
+    """Send an event stream's head (aiohttp holds it for the first write) and return its writer."""
+    response = web.StreamResponse(headers=headers)
+    await within(timeout_s, response.prepare(request))
+    return EventWriter(request, response, timeout_s)
+
+
 class EventWriter:
     """Writes a prepared ``StreamResponse``'s events: ``write(data)`` when it cannot wait (the usual case), else
     ``await send_bounded(data)``."""
@@ -58,6 +65,10 @@ class EventWriter:
         # never past a content encoding: then the framing is aiohttp's to do.
         self._transport: asyncio.Transport | None = None
         self._room = 0  # the client's high-water mark, less the chunk framing
+
+    @property
+    def response(self) -> web.StreamResponse:
+        return self._response
 
     def write(self, data: bytes) -> bool:
         """Hand ``data`` to the client's transport if that cannot wait; False (nothing written) if it could."""

@@ -11,7 +11,7 @@ from aiohttp import web
 from ..errors import StreamInterrupted
 from ..result import Attempt, RouteResult
 from .errors import WARNING_HEADER, attempts_header, decision_headers, error_body
-from .sse_writer import ClientTooSlow, EventWriter, encode_event, within
+from .sse_writer import ClientTooSlow, EventWriter, encode_event, open_stream
 
 if TYPE_CHECKING:
     from ..ledger import RequestContext
@@ -27,7 +27,7 @@ async def stream_response(
     context: RequestContext | None = None, warning: str | None = None,
     settle: Callable[[RouteResult | None, list[Attempt]], None] | None = None,
     strong_share: StrongShare | None = None, prompt_tokens: int | None = None,
-) -> web.StreamResponse:
+) -> web.StreamResponse | None:
     """Stream one completion to the client, routed by ``router`` and counted in ``metrics`` (``extra_headers``:
     forwarded upstream; ``write_timeout_s``: the most one write to the client may wait; ``warning``: an
     ``x-llmroute-warning`` for its headers; ``settle(result, attempts)``: told the stream's result (None when
@@ -75,9 +75,9 @@ async def stream_response(
 async def _respond(
     metrics: Metrics, request: web.Request, stream: Any, chunks: Any, held: list[Any], wants_usage: bool, strategy: str,
     endpoint: str, warning: str | None, timeout_s: float, end: Callable[[], None],
-) -> web.StreamResponse:
+) -> web.StreamResponse | None:
     fallback = any(not a.ok for a in stream.attempts)
-    response = web.StreamResponse(headers={
+    headers = {
         "Content-Type": "text/event-stream",
         "Cache-Control": "no-cache",
         "x-llmroute-provider": stream.provider or "",
@@ -88,22 +88,27 @@ async def _respond(
         "x-request-id": stream.request_id or "",
         **(decision_headers(stream.route.quality_score, stream.route.decision) if stream.route else {}),
         **({WARNING_HEADER: warning} if warning else {}),
-    })
+    }
+    writer: EventWriter | Any = None
     try:
-        await _relay(metrics, request, response, chunks, held, wants_usage, strategy, timeout_s, end)
+        # A request that frames its own answers (the hot path's) opens its own writer; else aiohttp's response.
+        open_events = getattr(request, "open_events", None)
+        writer = open_events(headers, timeout_s) if open_events is not None else \
+            await open_stream(request, headers, timeout_s)
+        await _relay(metrics, writer, chunks, held, wants_usage, strategy, end)
     except ClientTooSlow as exc:
         await _cut_off(metrics, request, chunks, exc, strategy)
-        return response
+        return writer.response if writer is not None else web.StreamResponse(status=499)
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
     if stream.result is not None:
         metrics.observe(stream.result, endpoint)
-    return response
+    return writer.response
 
 
 async def _relay(
-    metrics: Metrics, request: web.Request, response: web.StreamResponse, chunks: Any, held: list[Any],
-    wants_usage: bool, strategy: str, timeout_s: float, end: Callable[[], None],
+    metrics: Metrics, writer: Any, chunks: Any, held: list[Any], wants_usage: bool, strategy: str,
+    end: Callable[[], None],
 ) -> None:
     """The chunks to the client, then ``end()`` (the stream's result is known), then ``[DONE]``.
 
@@ -111,8 +116,6 @@ async def _relay(
     A chunk that goes out as it came (it has its payload bytes, and no ``usage`` to hide) is those bytes, not
     encoded again; the others are encoded.
     """
-    await within(timeout_s, response.prepare(request))
-    writer = EventWriter(request, response, timeout_s)
     write, next_batch = writer.write, chunks.__anext__
     batch, payloads = held.pop()
     try:

@@ -1,0 +1,527 @@
+"""The completion endpoints' own HTTP/1.1 connection: httptools parsing, one write per answer.
+
+aiohttp's server costs 25-44 µs of CPU a request over a bare httptools protocol
+(its request, response and writer objects, a task per request, URL dispatch):
+a fifth of a gateway request. Nearly every request a gateway sees is the same
+shape: ``POST /v1/chat/completions`` (or ``/v1/completions``), HTTP/1.1, a
+``Content-Length`` body under the limit, no ``Expect``, no content coding. Such
+requests are parsed here and handed to the gateway's handler as a
+``HotRequest``; the answer is framed in one string and sent in one write.
+
+Anything else goes to aiohttp, unchanged: at the first request of any other
+shape (another path or method, a chunked or compressed body, an ``Expect``,
+HTTP/1.0, a header section over ``gateway.max_header_bytes``, too many headers,
+a malformed request), the connection and every byte not yet answered are handed
+to ``GatewayProtocol``, which answers it and every later request exactly as
+before. The requests answered here keep the same limits: the connection cap
+(counted once, whichever protocol holds it), header and body deadlines (408),
+the body limit, the write deadline for a client that does not read, cancellation
+when the client leaves, keep-alive with an idle timeout, pipelining, and a
+graceful drain on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import httptools
+from aiohttp import HttpVersion11, web
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.tcp_helpers import tcp_keepalive
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from .answer import FORBIDDEN_IN_HEADER, REASONS, JsonAnswer
+from .protocol import raw_error, write_may_wait
+from .sse_writer import DONE, within
+
+if TYPE_CHECKING:
+    from .protocol import GatewayServer
+
+log = logging.getLogger("llmroute.gateway")
+
+HotHandler = Callable[["HotRequest"], Awaitable[Any]]
+
+_MAX_QUEUED = 4  # pipelined requests parsed ahead of the one being answered; past it, reading pauses
+_HEAD_END = b"\r\n\r\n"
+_NOT_HOT = frozenset((b"transfer-encoding", b"expect", b"content-encoding", b"upgrade"))
+
+
+class _HandOver(Exception):
+    """Raised from a parser callback: this request is not one for the hot path."""
+
+
+class HotRequest(dict[str, Any]):
+    """What the gateway's completion handlers read of a request, for one parsed here.
+
+    A dict, as aiohttp's request is a mapping for per-request values (the key, the prompt's token estimate).
+    Its body is complete before the handler runs: ``content`` is the request itself, always at its end."""
+
+    __slots__ = ("method", "path", "headers", "body", "content_length", "keep_alive", "answered", "_connection")
+    version = HttpVersion11
+
+    def __init__(self, connection: HotConnection, path: str, headers: CIMultiDictProxy[str], body: bytes,
+                 keep_alive: bool) -> None:
+        super().__init__()
+        self.method = "POST"
+        self.path = path
+        self.headers = headers
+        self.body = body
+        self.content_length = len(body)
+        self.keep_alive = keep_alive
+        self.answered = False  # a stream's head went out: the handler's answer is on the wire already
+        self._connection = connection
+
+    @property
+    def content(self) -> HotRequest:
+        return self
+
+    def is_eof(self) -> bool:
+        return True
+
+    def read_nowait(self) -> bytes:
+        return self.body
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self._connection.transport
+
+    def open_events(self, headers: Mapping[str, str], timeout_s: float) -> HotEvents:
+        """A stream's writer for this request: its head goes out with the first events."""
+        self.answered = True
+        self.keep_alive = self.keep_alive and not self._connection.closing
+        return HotEvents(self._connection, head(200, headers, self.keep_alive, "Transfer-Encoding: chunked\r\n"),
+                         timeout_s)
+
+
+def head(status: int, headers: Mapping[str, str], keep_alive: bool, framing: str) -> bytes:
+    """An HTTP/1.1 status line and header section; ``framing``: the Content-Type and length lines."""
+    if FORBIDDEN_IN_HEADER.search("".join(headers.values())):
+        raise ValueError("a control character in a response header")
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    connection = "" if keep_alive else "Connection: close\r\n"
+    return (f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n{lines}{framing}Date: {rfc822_formatted_time()}\r\n"
+            f"{connection}\r\n").encode()
+
+
+def encode_answer(response: web.StreamResponse, keep_alive: bool) -> bytes:
+    """A handler's whole answer (a ``JsonAnswer``, or an ``aiohttp`` ``Response`` such as an error) as bytes."""
+    if isinstance(response, JsonAnswer):
+        return response.encode(keep_alive)
+    if not isinstance(response, web.Response) or response.prepared:
+        raise TypeError(f"the hot path cannot send {response!r}")
+    body = response.body
+    if not isinstance(body, bytes):
+        body = b"" if body is None else bytes(body)  # type: ignore[arg-type]
+    headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "connection")}
+    keep_alive = keep_alive and response.keep_alive is not False
+    return head(response.status, headers, keep_alive, f"Content-Length: {len(body)}\r\n") + body
+
+
+class HotEvents:
+    """Writes a stream's events to a hot connection: ``write`` when that cannot wait, else ``send_bounded``."""
+
+    __slots__ = ("_connection", "_head", "_timeout_s")
+
+    def __init__(self, connection: HotConnection, head_bytes: bytes, timeout_s: float) -> None:
+        self._connection = connection
+        self._head = head_bytes  # sent with the first events: one write, as aiohttp does
+        self._timeout_s = timeout_s
+
+    @property
+    def response(self) -> None:
+        """Nothing for a handler to return: the answer is on the wire already."""
+        return None
+
+    def _framed(self, data: bytes) -> bytes:
+        framed = b"%x\r\n%s\r\n" % (len(data), data)
+        if self._head:
+            framed, self._head = self._head + framed, b""
+        return framed
+
+    def write(self, data: bytes) -> bool:
+        """Hand ``data`` to the client's transport if that cannot wait; False (nothing written) if it could."""
+        connection = self._connection
+        if write_may_wait(connection, len(data) + len(self._head)):
+            return False
+        transport = connection.transport
+        if transport is None or transport.is_closing():
+            return False
+        transport.write(self._framed(data))
+        return True
+
+    async def send_bounded(self, data: bytes) -> None:
+        """Write ``data``; when the client's buffer is full, wait for it to take enough, within the timeout."""
+        await self._send(self._framed(data))
+
+    async def close(self) -> None:
+        """``[DONE]``, then the end of the chunked body."""
+        await self._send(self._framed(DONE) + b"0\r\n\r\n")
+
+    async def _send(self, data: bytes) -> None:
+        connection = self._connection
+        waits = write_may_wait(connection, len(data))
+        transport = connection.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the client closed the connection")
+        transport.write(data)
+        if waits:
+            await within(self._timeout_s, connection.drain())
+
+
+class HotConnection(asyncio.Protocol):
+    """One client connection, served by the hot path until a request of another shape hands it to aiohttp."""
+
+    __slots__ = (
+        "transport", "writing_paused", "closing", "_server", "_routes", "_loop", "_parser", "_buffer", "_start",
+        "_url", "_headers", "_in_message", "_headers_done", "_length", "_keep_alive", "_queue", "_task",
+        "_handing_over", "_reading_paused", "_drain_waiter", "_header_timer", "_body_timer", "_idle_timer",
+        "_idle_since", "_counted",
+    )
+
+    def __init__(self, server: GatewayServer, routes: Mapping[bytes, HotHandler]) -> None:
+        self._server = server
+        self._routes = routes
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.writing_paused = False
+        self.closing = False  # shutting down: answer what is in flight, then close
+        self._parser = httptools.HttpRequestParser(self)
+        self._buffer = bytearray()  # bytes not yet answered, from the current message's first byte
+        self._start = 0
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._in_message = self._headers_done = False
+        self._length = 0
+        self._keep_alive = True
+        self._queue: list[tuple[HotHandler, HotRequest]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._handing_over = False
+        self._reading_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
+        self._counted = False
+
+    # -- the connection ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        server = self._server
+        if server.open_connections >= server.limits.max_connections:
+            server.refused.hit(server.limits.max_connections)
+            transport.write(raw_error(503, "the gateway has too many open connections; retry shortly",  # type: ignore[attr-defined]
+                                      "too_many_connections"))
+            transport.close()
+            return
+        server.open_connections += 1
+        self._counted = True
+        server.own_connections.add(self)
+        tcp_keepalive(transport)  # as aiohttp does: a peer that vanished is found
+        self._idle()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._release()
+        self.transport = None
+        if self._task is not None:
+            self._task.cancel()  # the client left: its handler stops, and the provider's stream is closed
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionResetError("the client closed the connection"))
+
+    def _release(self) -> None:
+        """This connection no longer counts as open here (closed, or handed to aiohttp, which counts it)."""
+        self._cancel_timers()
+        if self._counted:
+            self._counted = False
+            self._server.open_connections -= 1
+        self._server.own_connections.discard(self)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until the client's buffer is below its low-water mark."""
+        if self.transport is None:
+            raise ConnectionResetError("the client closed the connection")
+        if not self.writing_paused:
+            return
+        if self._drain_waiter is None:
+            self._drain_waiter = self._loop.create_future()
+        await asyncio.shield(self._drain_waiter)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if self._handing_over:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:  # malformed, or not for here (_HandOver): aiohttp answers it
+            self._hand_over()
+        else:
+            if self._in_message:
+                self._deadlines()
+        if self._queue and self._task is None and self.transport is not None:
+            self._next()
+
+    def _deadlines(self) -> None:
+        """A request has begun and is not all here: its headers, then its body, get their own deadline."""
+        limits = self._server.limits
+        if not self._headers_done:
+            if len(self._buffer) - self._start > limits.max_header_bytes:
+                self._hand_over()  # a header section this large: aiohttp's limits decide (431 or serve)
+            elif self._header_timer is None:
+                self._header_timer = self._loop.call_later(limits.header_timeout_s, self._header_timeout)
+        elif self._body_timer is None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+            self._body_timer = self._loop.call_later(limits.body_timeout_s, self._body_timeout)
+
+    def on_message_begin(self) -> None:
+        self._in_message = True
+        self._headers_done = False
+        self._url = b""
+        self._headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        """Whether the request is one for here; else ``_HandOver`` stops the parser (aiohttp takes it)."""
+        parser = self._parser
+        if (self._url not in self._routes or parser.get_method() != b"POST"
+                or parser.get_http_version() != "1.1" or len(self._headers) > self._server.limits.max_headers):
+            raise _HandOver
+        length = -1
+        for name, value in self._headers:
+            lower = name.lower()
+            if lower == b"content-length":
+                if length >= 0 or not value.isdigit():
+                    raise _HandOver
+                length = int(value)
+            elif lower in _NOT_HOT:
+                raise _HandOver
+        if length < 0 or length > self._server.limits.max_body_bytes:
+            raise _HandOver
+        self._length = length
+        self._keep_alive = parser.should_keep_alive()
+        self._headers_done = True
+
+    def on_message_complete(self) -> None:
+        buffer = self._buffer
+        end_of_head = buffer.find(_HEAD_END, self._start)
+        if end_of_head < 0:
+            raise _HandOver  # framing this module cannot find (bare LF line ends): aiohttp parses it
+        body_start = end_of_head + 4
+        end = body_start + self._length
+        body = bytes(buffer[body_start:end])
+        del buffer[:end]
+        self._start = 0
+        self._in_message = False
+        self._cancel_request_timers()
+        headers = CIMultiDictProxy(CIMultiDict(
+            (name.decode("latin-1"), value.decode("utf-8", "surrogateescape")) for name, value in self._headers))
+        self._queue.append((self._routes[self._url], HotRequest(self, self._url.decode("ascii"), headers, body,
+                                                                 self._keep_alive)))
+        if len(self._queue) >= _MAX_QUEUED and not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    # -- answering --------------------------------------------------------------------
+
+    def _next(self) -> None:
+        request = self._queue.pop(0)  # (handler, request)
+        if self._reading_paused and len(self._queue) < _MAX_QUEUED and not self._handing_over:
+            self._reading_paused = False
+            if self.transport is not None:
+                self.transport.resume_reading()
+        self._task = self._loop.create_task(self._serve(*request))
+
+    async def _serve(self, handler: HotHandler, request: HotRequest) -> None:
+        try:
+            response = await handler(request)
+            if not request.answered:
+                keep_alive = request.keep_alive and not self.closing
+                data = encode_answer(response, keep_alive)
+                if not await self._send_whole(data):
+                    return
+                request.keep_alive = keep_alive and (response.keep_alive is not False)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("unexpected error answering %s %s", request.method, request.path)
+            if not request.answered and self.transport is not None:
+                self.transport.write(raw_error(500, "internal error in llmroute", "internal_error"))
+            self._close(abort=request.answered)
+            return
+        finally:
+            self._task = None
+        self._finished(request.keep_alive)
+
+    async def _send_whole(self, data: bytes) -> bool:
+        """Send a whole answer; a client that does not take it within ``write_timeout_s`` is cut off."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        waits = write_may_wait(self, len(data))
+        transport.write(data)
+        if waits:
+            timeout_s = self._server.limits.write_timeout_s
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self.drain()
+            except TimeoutError:
+                self._server.slow_readers.hit(timeout_s)
+                transport.abort()  # what is buffered for the client is let go
+                return False
+            except ConnectionError:
+                return False
+        return True
+
+    def _finished(self, keep_alive: bool) -> None:
+        """The request's answer is sent: the next one, a hand-over waiting for it, or the connection's end."""
+        if self.transport is None:
+            return
+        if not keep_alive or (self.closing and not self._queue):
+            self._close()
+        elif self._queue:
+            self._next()
+        elif self._handing_over:
+            self._hand_over()
+        else:
+            self._idle()
+
+    def _idle(self) -> None:
+        self._idle_since = self._loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = self._loop.call_at(self._idle_since + self._server.limits.keepalive_timeout_s,
+                                                  self._idle_check)
+
+    def _idle_check(self) -> None:
+        """Close a keep-alive connection that sent nothing for ``keepalive_timeout_s``. One timer per idle spell,
+        moved on (not re-armed per request) while requests keep coming."""
+        self._idle_timer = None
+        if self._task is not None or self._queue or self._in_message or self.transport is None:
+            return
+        due = self._idle_since + self._server.limits.keepalive_timeout_s
+        if self._loop.time() >= due:
+            self._close()
+        else:
+            self._idle_timer = self._loop.call_at(due, self._idle_check)
+
+    def _close(self, abort: bool = False) -> None:
+        self._release()
+        transport = self.transport
+        if transport is not None:
+            transport.abort() if abort else transport.close()
+
+    # -- deadlines ----------------------------------------------------------------------
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self._task is not None or self._queue:  # a pipelined request trickling in behind one in flight
+            self.closing = True  # answer what is in flight, then close
+            return
+        limits = self._server.limits
+        self._server.slow_headers.hit(limits.header_timeout_s)
+        self._abort(raw_error(408, f"request headers not received within {limits.header_timeout_s:g} s",
+                              "header_timeout"))
+
+    def _body_timeout(self) -> None:
+        self._body_timer = None
+        limits = self._server.limits
+        self._server.slow_bodies.hit(limits.body_timeout_s)
+        answering = self._task is not None or bool(self._queue)  # an answer may be on the wire: no 408 into it
+        self._abort(None if answering else raw_error(
+            408, f"request body not received within {limits.body_timeout_s:g} s", "body_timeout"))
+
+    def _abort(self, response: bytes | None) -> None:
+        transport = self.transport
+        if transport is not None and response is not None and not transport.is_closing():
+            transport.write(response)
+        if self._task is not None:
+            self._task.cancel()
+        self._queue.clear()
+        self._close()
+
+    def _cancel_request_timers(self) -> None:
+        for timer in (self._header_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._header_timer = self._body_timer = None
+
+    def _cancel_timers(self) -> None:
+        self._cancel_request_timers()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    # -- handing the connection to aiohttp ----------------------------------------------
+
+    def _hand_over(self) -> None:
+        """Give the connection, and what it sent that is not answered, to aiohttp's protocol; once the
+        requests before it are answered (their answers must come first, in order)."""
+        self._handing_over = True
+        transport = self.transport
+        if transport is None:
+            return
+        if self._task is not None or self._queue:
+            if not self._reading_paused:
+                self._reading_paused = True
+                transport.pause_reading()
+            return
+        self._counted = False  # aiohttp's protocol counts it from here, and uncounts it when it closes
+        self._release()
+        self.transport = None
+        protocol = self._server.adopting_protocol()
+        transport.set_protocol(protocol)
+        protocol.adopt(transport, bytes(self._buffer[self._start:]), writing_paused=self.writing_paused)
+        self._buffer = bytearray()
+        if self._reading_paused:
+            transport.resume_reading()
+
+    # -- shutdown -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop taking requests: close now if idle, else once the request in flight is answered."""
+        self.closing = True
+        if self._task is None and not self._queue and not self._in_message:
+            self._close()
+
+    async def shutdown(self, timeout_s: float | None) -> None:
+        """Wait up to ``timeout_s`` for the request in flight, then cancel it and close."""
+        self.closing = True
+        task = self._task
+        if task is not None:
+            await asyncio.wait({task}, timeout=timeout_s)
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
+        self._queue.clear()
+        self._close()
+
+
+def hot_connections(routes: Mapping[bytes, HotHandler]) -> Callable[[GatewayServer], asyncio.Protocol]:
+    """A ``GatewayServer`` connection factory serving ``routes`` (exact path -> handler) on the hot path."""
+    table = dict(routes)
+
+    def connection(server: GatewayServer) -> asyncio.Protocol:
+        return HotConnection(server, table)
+
+    return connection
