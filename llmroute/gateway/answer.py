@@ -25,18 +25,24 @@ FORBIDDEN_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
+def header_lines(headers: Mapping[str, str]) -> str:
+    """``name: value\\r\\n`` lines; a ``ValueError`` for a control character that could end a line early."""
+    if FORBIDDEN_IN_HEADER.search("".join(headers.values())):
+        raise ValueError("a control character in a response header")
+    return "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+
+
 class JsonAnswer(web.StreamResponse):
     """``body`` (JSON bytes) with ``headers``, written whole by ``prepare``: no chunking, no compression.
 
     For the answer to a POST: a HEAD request, or a status without a body (204, 304), needs aiohttp's
     ``web.Response``."""
 
-    def __init__(self, body: bytes, headers: Mapping[str, str], status: int = 200) -> None:
+    def __init__(self, body: bytes, headers: Mapping[str, str] | str, status: int = 200) -> None:
+        """``headers``: a mapping, or header lines already rendered and checked (``header_lines``)."""
         super().__init__(status=status)
         self.body = body  # read by the connection to decide whether sending it can wait on the client
-        if FORBIDDEN_IN_HEADER.search("".join(headers.values())):
-            raise ValueError("a control character in a response header")
-        self._lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        self._lines = headers if isinstance(headers, str) else header_lines(headers)
         self._writer: AbstractStreamWriter | None = None
         self._sent = False
         self._keeps: bool | None = None

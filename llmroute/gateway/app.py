@@ -26,7 +26,7 @@ from ..router import CHAT_PATH, COMPLETIONS_PATH, LLMRouter
 from ..state import InMemoryState, now
 from ..strategies import RoutingStrategy
 from ..tokens import prompt_estimate
-from .answer import JsonAnswer
+from .answer import FORBIDDEN_IN_HEADER, JsonAnswer, header_lines
 from .auth import NO_HOLD, KeyHold, KeyIdentity, KeyLimiter, KeyStore, LedgerKeySource, OverLimit
 from .budgeting import BudgetGate, settle_request
 from .decoding import read_body
@@ -93,19 +93,20 @@ def _header_text(value: str) -> str:
     return value if value.isascii() else value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def result_headers(result: RouteResult) -> dict[str, str]:
-    headers = {
-        "x-llmroute-provider": result.provider,
-        "x-llmroute-strategy": result.strategy,
-        "x-llmroute-cost-usd": f"{result.cost_usd:.9f}",
-        "x-llmroute-latency-ms": f"{result.latency_ms:.2f}",
-        "x-llmroute-fallback": "true" if result.fallback else "false",
-        "x-llmroute-attempts": attempts_header(result.attempts),
-        "x-request-id": result.request_id or "",
-    }
+def result_lines(result: RouteResult, warning: str | None) -> str:
+    """An answer's metadata headers, as header lines (``answer.header_lines``), in one string."""
+    attempts = attempts_header(result.attempts)
+    if FORBIDDEN_IN_HEADER.search(f"{result.provider}{result.strategy}{attempts}{result.request_id}{warning or ''}"):
+        raise ValueError("a control character in a response header")
+    lines = (f"x-llmroute-provider: {result.provider}\r\nx-llmroute-strategy: {result.strategy}\r\n"
+             f"x-llmroute-cost-usd: {result.cost_usd:.9f}\r\nx-llmroute-latency-ms: {result.latency_ms:.2f}\r\n"
+             f"x-llmroute-fallback: {'true' if result.fallback else 'false'}\r\nx-llmroute-attempts: {attempts}\r\n"
+             f"x-request-id: {result.request_id or ''}\r\n")
     if result.quality_score is not None:
-        headers.update(decision_headers(result.quality_score, result.route_decision))
-    return headers
+        lines += header_lines(decision_headers(result.quality_score, result.route_decision))
+    if warning is not None:
+        lines += f"{WARNING_HEADER}: {warning}\r\n"
+    return lines
 
 
 async def expect_continue(request: web.Request) -> web.StreamResponse | None:
@@ -400,10 +401,7 @@ class Gateway:
             self.pacing.count(paced, result.attempts)
         self.metrics.observe(result, endpoint)
         body_json = result.raw_json if result.raw_json is not None else orjson.dumps(result.raw)
-        headers = result_headers(result)
-        if warning is not None:
-            headers[WARNING_HEADER] = warning
-        return JsonAnswer(body_json, headers)
+        return JsonAnswer(body_json, result_lines(result, warning))
 
     def _warning(self, request: web.Request, body: dict[str, Any], strategy: str) -> str | None:
         """Say so when ``model`` looks like a misspelt strategy that was not run (the default ran instead)."""

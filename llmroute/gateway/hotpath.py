@@ -33,7 +33,7 @@ from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.tcp_helpers import tcp_keepalive
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .answer import FORBIDDEN_IN_HEADER, REASONS, JsonAnswer
+from .answer import REASONS, JsonAnswer, header_lines
 from .protocol import raw_error, write_may_wait
 from .sse_writer import DONE, within
 
@@ -98,9 +98,7 @@ class HotRequest(dict[str, Any]):
 
 def head(status: int, headers: Mapping[str, str], keep_alive: bool, framing: str) -> bytes:
     """An HTTP/1.1 status line and header section; ``framing``: the Content-Type and length lines."""
-    if FORBIDDEN_IN_HEADER.search("".join(headers.values())):
-        raise ValueError("a control character in a response header")
-    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    lines = header_lines(headers)
     connection = "" if keep_alive else "Connection: close\r\n"
     return (f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n{lines}{framing}Date: {rfc822_formatted_time()}\r\n"
             f"{connection}\r\n").encode()
@@ -336,7 +334,7 @@ class HotConnection(asyncio.Protocol):
         self._in_message = False
         self._cancel_request_timers()
         headers = CIMultiDictProxy(CIMultiDict(
-            (name.decode("latin-1"), value.decode("utf-8", "surrogateescape")) for name, value in self._headers))
+            [(name.decode("latin-1"), value.decode("utf-8", "surrogateescape")) for name, value in self._headers]))
         self._queue.append((self._routes[self._url], HotRequest(self, self._url.decode("ascii"), headers, body,
                                                                  self._keep_alive)))
         if len(self._queue) >= _MAX_QUEUED and not self._reading_paused and self.transport is not None:
