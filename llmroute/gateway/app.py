@@ -34,6 +34,7 @@ from .errors import (
     WARNING_HEADER, BadRequest, all_failed_response, attempts_header, decision_headers, error_response,
     provider_error_response, quote_input,
 )
+from .hotpath import HotRequest
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import openapi_json
 from .pacing import PacingGate
@@ -258,7 +259,8 @@ class Gateway:
         return guarded
 
     async def _read_json(self, request: web.Request) -> dict[str, Any]:
-        raw = await read_body(request, self.max_body_bytes)
+        # The hot path's requests came whole, under the limit and not compressed: their body is read already.
+        raw = request.body if isinstance(request, HotRequest) else await read_body(request, self.max_body_bytes)
         if not raw:
             raise BadRequest(400, "request body is empty; send a JSON object")
         try:

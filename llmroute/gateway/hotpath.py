@@ -59,7 +59,7 @@ class HotRequest(dict[str, Any]):
     A dict, as aiohttp's request is a mapping for per-request values (the key, the prompt's token estimate).
     Its body is complete before the handler runs: ``content`` is the request itself, always at its end."""
 
-    __slots__ = ("method", "path", "headers", "body", "content_length", "keep_alive", "answered", "_connection")
+    __slots__ = ("_connection", "body", "content_length", "events", "headers", "keep_alive", "method", "path")
     version = HttpVersion11
 
     def __init__(self, connection: HotConnection, path: str, headers: CIMultiDictProxy[str], body: bytes,
@@ -71,7 +71,7 @@ class HotRequest(dict[str, Any]):
         self.body = body
         self.content_length = len(body)
         self.keep_alive = keep_alive
-        self.answered = False  # a stream's head went out: the handler's answer is on the wire already
+        self.events: HotEvents | None = None  # a stream's writer, once opened: the answer is its to send
         self._connection = connection
 
     @property
@@ -90,10 +90,10 @@ class HotRequest(dict[str, Any]):
 
     def open_events(self, headers: Mapping[str, str], timeout_s: float) -> HotEvents:
         """A stream's writer for this request: its head goes out with the first events."""
-        self.answered = True
         self.keep_alive = self.keep_alive and not self._connection.closing
-        return HotEvents(self._connection, head(200, headers, self.keep_alive, "Transfer-Encoding: chunked\r\n"),
-                         timeout_s)
+        self.events = HotEvents(self._connection, head(200, headers, self.keep_alive, "Transfer-Encoding: chunked\r\n"),
+                                timeout_s)
+        return self.events
 
 
 def head(status: int, headers: Mapping[str, str], keep_alive: bool, framing: str) -> bytes:
@@ -121,12 +121,16 @@ def encode_answer(response: web.StreamResponse, keep_alive: bool) -> bytes:
 class HotEvents:
     """Writes a stream's events to a hot connection: ``write`` when that cannot wait, else ``send_bounded``."""
 
-    __slots__ = ("_connection", "_head", "_timeout_s")
+    __slots__ = ("_connection", "_head", "_room", "_timeout_s", "ended")
 
     def __init__(self, connection: HotConnection, head_bytes: bytes, timeout_s: float) -> None:
         self._connection = connection
         self._head = head_bytes  # sent with the first events: one write, as aiohttp does
         self._timeout_s = timeout_s
+        self.ended = False  # the chunked body's end went out: the connection can take the next request
+        transport = connection.transport
+        # The client's high-water mark, less room for the head and chunk framing: read once, not per event.
+        self._room = (transport.get_write_buffer_limits()[1] if transport is not None else 0) - len(head_bytes) - 64
 
     @property
     def response(self) -> None:
@@ -142,10 +146,9 @@ class HotEvents:
     def write(self, data: bytes) -> bool:
         """Hand ``data`` to the client's transport if that cannot wait; False (nothing written) if it could."""
         connection = self._connection
-        if write_may_wait(connection, len(data) + len(self._head)):
-            return False
         transport = connection.transport
-        if transport is None or transport.is_closing():
+        if transport is None or connection.writing_paused or transport.is_closing() \
+                or transport.get_write_buffer_size() + len(data) >= self._room:
             return False
         transport.write(self._framed(data))
         return True
@@ -157,6 +160,7 @@ class HotEvents:
     async def close(self) -> None:
         """``[DONE]``, then the end of the chunked body."""
         await self._send(self._framed(DONE) + b"0\r\n\r\n")
+        self.ended = True
 
     async def _send(self, data: bytes) -> None:
         connection = self._connection
@@ -174,7 +178,8 @@ class HotConnection(asyncio.Protocol):
 
     __slots__ = (
         "transport", "writing_paused", "closing", "_server", "_routes", "_loop", "_parser", "_buffer", "_start",
-        "_url", "_headers", "_in_message", "_headers_done", "_length", "_keep_alive", "_queue", "_task",
+        "_url", "_headers", "_in_message", "_headers_done", "_length", "_body_start", "_keep_alive", "_queue",
+        "_worker", "_waiter", "busy",
         "_handing_over", "_reading_paused", "_drain_waiter", "_header_timer", "_body_timer", "_idle_timer",
         "_idle_since", "_counted",
     )
@@ -193,9 +198,12 @@ class HotConnection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._in_message = self._headers_done = False
         self._length = 0
+        self._body_start = 0
         self._keep_alive = True
         self._queue: list[tuple[HotHandler, HotRequest]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._worker: asyncio.Task[None] | None = None  # answers the queue, one request at a time
+        self._waiter: asyncio.Future[None] | None = None  # the idle worker waits on it
+        self.busy = False  # a request is being answered
         self._handing_over = False
         self._reading_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -225,8 +233,8 @@ class HotConnection(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._release()
         self.transport = None
-        if self._task is not None:
-            self._task.cancel()  # the client left: its handler stops, and the provider's stream is closed
+        if self._worker is not None:
+            self._worker.cancel()  # the client left: its handler stops, and the provider's stream is closed
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(ConnectionResetError("the client closed the connection"))
@@ -271,8 +279,8 @@ class HotConnection(asyncio.Protocol):
         else:
             if self._in_message:
                 self._deadlines()
-        if self._queue and self._task is None and self.transport is not None:
-            self._next()
+        if self._queue and not self.busy and self.transport is not None:
+            self._wake()
 
     def _deadlines(self) -> None:
         """A request has begun and is not all here: its headers, then its body, get their own deadline."""
@@ -317,16 +325,20 @@ class HotConnection(asyncio.Protocol):
                 raise _HandOver
         if length < 0 or length > self._server.limits.max_body_bytes:
             raise _HandOver
+        buffer, start = self._buffer, self._start
+        while buffer.startswith(b"\r\n", start):  # empty lines before a request line, which HTTP allows
+            start += 2
+        end_of_head = buffer.find(_HEAD_END, start)
+        if end_of_head < 0 or end_of_head - start > self._server.limits.max_header_bytes:
+            raise _HandOver  # bare LF line ends, or a header section this large: aiohttp's parser and limits
+        self._body_start = end_of_head + 4
         self._length = length
         self._keep_alive = parser.should_keep_alive()
         self._headers_done = True
 
     def on_message_complete(self) -> None:
         buffer = self._buffer
-        end_of_head = buffer.find(_HEAD_END, self._start)
-        if end_of_head < 0:
-            raise _HandOver  # framing this module cannot find (bare LF line ends): aiohttp parses it
-        body_start = end_of_head + 4
+        body_start = self._body_start
         end = body_start + self._length
         body = bytes(buffer[body_start:end])
         del buffer[:end]
@@ -343,67 +355,88 @@ class HotConnection(asyncio.Protocol):
 
     # -- answering --------------------------------------------------------------------
 
-    def _next(self) -> None:
-        request = self._queue.pop(0)  # (handler, request)
-        if self._reading_paused and len(self._queue) < _MAX_QUEUED and not self._handing_over:
-            self._reading_paused = False
-            if self.transport is not None:
-                self.transport.resume_reading()
-        self._task = self._loop.create_task(self._serve(*request))
+    def _wake(self) -> None:
+        """A request is queued: start the connection's worker, or wake it."""
+        if self._worker is None:
+            self._worker = self._loop.create_task(self._work())
+        elif self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
-    async def _serve(self, handler: HotHandler, request: HotRequest) -> None:
+    async def _work(self) -> None:
+        """Answer the queued requests in order, one at a time. One task for the connection's life: waking it
+        costs less than starting a task per request (0.9 against 2.2 µs on uvloop)."""
+        try:
+            while self.transport is not None:
+                if not self._queue:
+                    if self._handing_over:
+                        self._hand_over()
+                        return
+                    self._idle()
+                    self._waiter = self._loop.create_future()
+                    try:
+                        await self._waiter
+                    finally:
+                        self._waiter = None
+                    continue
+                handler, request = self._queue.pop(0)
+                if self._reading_paused and not self._handing_over and self.transport is not None:
+                    self._reading_paused = False
+                    self.transport.resume_reading()
+                self.busy = True
+                keep_alive = await self._serve(handler, request)
+                self.busy = False
+                if not keep_alive or (self.closing and not self._queue):
+                    self._close()
+                    return
+        finally:
+            self.busy = False
+            self._worker = None
+
+    async def _serve(self, handler: HotHandler, request: HotRequest) -> bool:
+        """Answer one request; whether the connection may go on to the next."""
         try:
             response = await handler(request)
-            if not request.answered:
-                keep_alive = request.keep_alive and not self.closing
-                data = encode_answer(response, keep_alive)
-                if not await self._send_whole(data):
-                    return
-                request.keep_alive = keep_alive and (response.keep_alive is not False)
+            if request.events is not None:  # a stream: its writer sent it, whole or not
+                if not request.events.ended:
+                    self._close(abort=True)  # a body cut short: the client must not wait for the rest
+                    return False
+                return request.keep_alive
+            keep_alive = request.keep_alive and not self.closing
+            data = encode_answer(response, keep_alive)
+            transport = self.transport
+            if transport is None or transport.is_closing():
+                return False
+            if write_may_wait(self, len(data)):
+                transport.write(data)
+                if not await self._drained():
+                    return False
+            else:  # the usual case: the answer fits the client's buffer, nothing to wait for
+                transport.write(data)
+            return keep_alive and response.keep_alive is not False
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("unexpected error answering %s %s", request.method, request.path)
-            if not request.answered and self.transport is not None:
+            started = request.events is not None
+            if not started and self.transport is not None:
                 self.transport.write(raw_error(500, "internal error in llmroute", "internal_error"))
-            self._close(abort=request.answered)
-            return
-        finally:
-            self._task = None
-        self._finished(request.keep_alive)
-
-    async def _send_whole(self, data: bytes) -> bool:
-        """Send a whole answer; a client that does not take it within ``write_timeout_s`` is cut off."""
-        transport = self.transport
-        if transport is None or transport.is_closing():
+            self._close(abort=started)
             return False
-        waits = write_may_wait(self, len(data))
-        transport.write(data)
-        if waits:
-            timeout_s = self._server.limits.write_timeout_s
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await self.drain()
-            except TimeoutError:
-                self._server.slow_readers.hit(timeout_s)
-                transport.abort()  # what is buffered for the client is let go
-                return False
-            except ConnectionError:
-                return False
-        return True
 
-    def _finished(self, keep_alive: bool) -> None:
-        """The request's answer is sent: the next one, a hand-over waiting for it, or the connection's end."""
-        if self.transport is None:
-            return
-        if not keep_alive or (self.closing and not self._queue):
-            self._close()
-        elif self._queue:
-            self._next()
-        elif self._handing_over:
-            self._hand_over()
-        else:
-            self._idle()
+    async def _drained(self) -> bool:
+        """Wait for the client to take a whole answer; one that does not within ``write_timeout_s`` is cut off."""
+        timeout_s = self._server.limits.write_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.drain()
+        except TimeoutError:
+            self._server.slow_readers.hit(timeout_s)
+            if self.transport is not None:
+                self.transport.abort()  # what is buffered for the client is let go
+            return False
+        except ConnectionError:
+            return False
+        return True
 
     def _idle(self) -> None:
         self._idle_since = self._loop.time()
@@ -415,7 +448,7 @@ class HotConnection(asyncio.Protocol):
         """Close a keep-alive connection that sent nothing for ``keepalive_timeout_s``. One timer per idle spell,
         moved on (not re-armed per request) while requests keep coming."""
         self._idle_timer = None
-        if self._task is not None or self._queue or self._in_message or self.transport is None:
+        if self.busy or self._queue or self._in_message or self.transport is None:
             return
         due = self._idle_since + self._server.limits.keepalive_timeout_s
         if self._loop.time() >= due:
@@ -433,7 +466,7 @@ class HotConnection(asyncio.Protocol):
 
     def _header_timeout(self) -> None:
         self._header_timer = None
-        if self._task is not None or self._queue:  # a pipelined request trickling in behind one in flight
+        if self.busy or self._queue:  # a pipelined request trickling in behind one in flight
             self.closing = True  # answer what is in flight, then close
             return
         limits = self._server.limits
@@ -445,7 +478,7 @@ class HotConnection(asyncio.Protocol):
         self._body_timer = None
         limits = self._server.limits
         self._server.slow_bodies.hit(limits.body_timeout_s)
-        answering = self._task is not None or bool(self._queue)  # an answer may be on the wire: no 408 into it
+        answering = self.busy or bool(self._queue)  # an answer may be on the wire: no 408 into it
         self._abort(None if answering else raw_error(
             408, f"request body not received within {limits.body_timeout_s:g} s", "body_timeout"))
 
@@ -453,8 +486,8 @@ class HotConnection(asyncio.Protocol):
         transport = self.transport
         if transport is not None and response is not None and not transport.is_closing():
             transport.write(response)
-        if self._task is not None:
-            self._task.cancel()
+        if self._worker is not None:
+            self._worker.cancel()
         self._queue.clear()
         self._close()
 
@@ -479,7 +512,7 @@ class HotConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        if self._task is not None or self._queue:
+        if self.busy or self._queue:
             if not self._reading_paused:
                 self._reading_paused = True
                 transport.pause_reading()
@@ -493,24 +526,26 @@ class HotConnection(asyncio.Protocol):
         self._buffer = bytearray()
         if self._reading_paused:
             transport.resume_reading()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)  # the idle worker finds the connection gone, and ends
 
     # -- shutdown -----------------------------------------------------------------------
 
     def close(self) -> None:
         """Stop taking requests: close now if idle, else once the request in flight is answered."""
         self.closing = True
-        if self._task is None and not self._queue and not self._in_message:
+        if not self.busy and not self._queue and not self._in_message:
             self._close()
 
     async def shutdown(self, timeout_s: float | None) -> None:
         """Wait up to ``timeout_s`` for the request in flight, then cancel it and close."""
         self.closing = True
-        task = self._task
-        if task is not None:
-            await asyncio.wait({task}, timeout=timeout_s)
-            if not task.done():
-                task.cancel()
-                await asyncio.wait({task}, timeout=1.0)
+        worker = self._worker
+        if worker is not None and self.busy:
+            await asyncio.wait({worker}, timeout=timeout_s)  # closing: it ends after its answer
+            if not worker.done():
+                worker.cancel()
+                await asyncio.wait({worker}, timeout=1.0)
         self._queue.clear()
         self._close()
 
