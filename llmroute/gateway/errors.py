@@ -72,9 +72,9 @@ def summarise(attempts: list[Attempt]) -> str:
 def attempts_header(attempts: list[Attempt]) -> str:
     """'runpod:503,cerebras:200': each provider tried, with its status, or its failure kind when the status
     says nothing (a malformed 200, a skip): 'runpod:malformed,cerebras:200'."""
-    return ",".join(
+    return ",".join([
         f"{a.provider}:{a.status if a.status is not None and (a.ok or a.status != 200) else a.kind}" for a in attempts
-    )
+    ])
 
 
 def decision_headers(quality_score: float | None, decision: str | None) -> dict[str, str]:

@@ -177,8 +177,8 @@ class HotConnection(asyncio.Protocol):
     """One client connection, served by the hot path until a request of another shape hands it to aiohttp."""
 
     __slots__ = (
-        "transport", "writing_paused", "closing", "_server", "_routes", "_loop", "_parser", "_buffer", "_start",
-        "_url", "_headers", "_in_message", "_headers_done", "_length", "_body_start", "_keep_alive", "_queue",
+        "transport", "writing_paused", "closing", "_server", "_routes", "_loop", "_parser", "_buffer",
+        "_url", "_headers", "_headers_done", "_high_water", "_length", "_body_start", "_keep_alive", "_queue",
         "_worker", "_waiter", "busy",
         "_handing_over", "_reading_paused", "_drain_waiter", "_header_timer", "_body_timer", "_idle_timer",
         "_idle_since", "_counted",
@@ -193,12 +193,12 @@ class HotConnection(asyncio.Protocol):
         self.closing = False  # shutting down: answer what is in flight, then close
         self._parser = httptools.HttpRequestParser(self)
         self._buffer = bytearray()  # bytes not yet answered, from the current message's first byte
-        self._start = 0
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._in_message = self._headers_done = False
+        self._headers_done = False
         self._length = 0
         self._body_start = 0
+        self._high_water = 0
         self._keep_alive = True
         self._queue: list[tuple[HotHandler, HotRequest]] = []
         self._worker: asyncio.Task[None] | None = None  # answers the queue, one request at a time
@@ -228,6 +228,8 @@ class HotConnection(asyncio.Protocol):
         self._counted = True
         server.own_connections.add(self)
         tcp_keepalive(transport)  # as aiohttp does: a peer that vanished is found
+        # Past this many unsent bytes an answer waits for the client (under the write deadline): read once.
+        self._high_water = transport.get_write_buffer_limits()[1]  # type: ignore[attr-defined]
         self._idle()
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -277,7 +279,7 @@ class HotConnection(asyncio.Protocol):
         except httptools.HttpParserError:  # malformed, or not for here (_HandOver): aiohttp answers it
             self._hand_over()
         else:
-            if self._in_message:
+            if self._buffer:  # a request has begun and is not all here
                 self._deadlines()
         if self._queue and not self.busy and self.transport is not None:
             self._wake()
@@ -286,7 +288,7 @@ class HotConnection(asyncio.Protocol):
         """A request has begun and is not all here: its headers, then its body, get their own deadline."""
         limits = self._server.limits
         if not self._headers_done:
-            if len(self._buffer) - self._start > limits.max_header_bytes:
+            if len(self._buffer) > limits.max_header_bytes:
                 self._hand_over()  # a header section this large: aiohttp's limits decide (431 or serve)
             elif self._header_timer is None:
                 self._header_timer = self._loop.call_later(limits.header_timeout_s, self._header_timeout)
@@ -295,12 +297,6 @@ class HotConnection(asyncio.Protocol):
                 self._header_timer.cancel()
                 self._header_timer = None
             self._body_timer = self._loop.call_later(limits.body_timeout_s, self._body_timeout)
-
-    def on_message_begin(self) -> None:
-        self._in_message = True
-        self._headers_done = False
-        self._url = b""
-        self._headers = []
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -325,7 +321,7 @@ class HotConnection(asyncio.Protocol):
                 raise _HandOver
         if length < 0 or length > self._server.limits.max_body_bytes:
             raise _HandOver
-        buffer, start = self._buffer, self._start
+        buffer, start = self._buffer, 0
         while buffer.startswith(b"\r\n", start):  # empty lines before a request line, which HTTP allows
             start += 2
         end_of_head = buffer.find(_HEAD_END, start)
@@ -341,14 +337,15 @@ class HotConnection(asyncio.Protocol):
         body_start = self._body_start
         end = body_start + self._length
         body = bytes(buffer[body_start:end])
-        del buffer[:end]
-        self._start = 0
-        self._in_message = False
-        self._cancel_request_timers()
+        del buffer[:end]  # what is left starts at the next request's first byte
+        self._headers_done = False
+        url, self._url = self._url, b""
+        raw_headers, self._headers = self._headers, []
+        if self._header_timer is not None or self._body_timer is not None:
+            self._cancel_request_timers()
         headers = CIMultiDictProxy(CIMultiDict(
-            [(name.decode("latin-1"), value.decode("utf-8", "surrogateescape")) for name, value in self._headers]))
-        self._queue.append((self._routes[self._url], HotRequest(self, self._url.decode("ascii"), headers, body,
-                                                                 self._keep_alive)))
+            [(name.decode("latin-1"), value.decode("utf-8", "surrogateescape")) for name, value in raw_headers]))
+        self._queue.append((self._routes[url], HotRequest(self, url.decode("ascii"), headers, body, self._keep_alive)))
         if len(self._queue) >= _MAX_QUEUED and not self._reading_paused and self.transport is not None:
             self._reading_paused = True
             self.transport.pause_reading()
@@ -383,7 +380,20 @@ class HotConnection(asyncio.Protocol):
                     self._reading_paused = False
                     self.transport.resume_reading()
                 self.busy = True
-                keep_alive = await self._serve(handler, request)
+                try:
+                    response = await handler(request)
+                    keep_alive, waits = self._send(request, response)
+                    if waits:  # the client has not taken it all: wait, within write_timeout_s
+                        keep_alive = await self._drained(keep_alive)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("unexpected error answering %s %s", request.method, request.path)
+                    started = request.events is not None
+                    if not started and self.transport is not None:
+                        self.transport.write(raw_error(500, "internal error in llmroute", "internal_error"))
+                    self._close(abort=started)
+                    return
                 self.busy = False
                 if not keep_alive or (self.closing and not self._queue):
                     self._close()
@@ -392,38 +402,24 @@ class HotConnection(asyncio.Protocol):
             self.busy = False
             self._worker = None
 
-    async def _serve(self, handler: HotHandler, request: HotRequest) -> bool:
-        """Answer one request; whether the connection may go on to the next."""
-        try:
-            response = await handler(request)
-            if request.events is not None:  # a stream: its writer sent it, whole or not
-                if not request.events.ended:
-                    self._close(abort=True)  # a body cut short: the client must not wait for the rest
-                    return False
-                return request.keep_alive
-            keep_alive = request.keep_alive and not self.closing
-            data = encode_answer(response, keep_alive)
-            transport = self.transport
-            if transport is None or transport.is_closing():
-                return False
-            if write_may_wait(self, len(data)):
-                transport.write(data)
-                if not await self._drained():
-                    return False
-            else:  # the usual case: the answer fits the client's buffer, nothing to wait for
-                transport.write(data)
-            return keep_alive and response.keep_alive is not False
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("unexpected error answering %s %s", request.method, request.path)
-            started = request.events is not None
-            if not started and self.transport is not None:
-                self.transport.write(raw_error(500, "internal error in llmroute", "internal_error"))
-            self._close(abort=started)
-            return False
+    def _send(self, request: HotRequest, response: Any) -> tuple[bool, bool]:
+        """Send a handler's answer: whether the connection may go on to the next request, and whether the
+        client must take the answer first (not a coroutine: the usual answer fits its buffer at once)."""
+        if request.events is not None:  # a stream: its writer sent it, whole or not
+            if not request.events.ended:
+                self._close(abort=True)  # a body cut short: the client must not wait for the rest
+                return False, False
+            return request.keep_alive, False
+        keep_alive = request.keep_alive and not self.closing
+        data = encode_answer(response, keep_alive)
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False, False
+        transport.write(data)
+        return (keep_alive and response.keep_alive is not False,
+                self.writing_paused or transport.get_write_buffer_size() >= self._high_water)
 
-    async def _drained(self) -> bool:
+    async def _drained(self, keep_alive: bool) -> bool:
         """Wait for the client to take a whole answer; one that does not within ``write_timeout_s`` is cut off."""
         timeout_s = self._server.limits.write_timeout_s
         try:
@@ -436,7 +432,7 @@ class HotConnection(asyncio.Protocol):
             return False
         except ConnectionError:
             return False
-        return True
+        return keep_alive
 
     def _idle(self) -> None:
         self._idle_since = self._loop.time()
@@ -448,7 +444,7 @@ class HotConnection(asyncio.Protocol):
         """Close a keep-alive connection that sent nothing for ``keepalive_timeout_s``. One timer per idle spell,
         moved on (not re-armed per request) while requests keep coming."""
         self._idle_timer = None
-        if self.busy or self._queue or self._in_message or self.transport is None:
+        if self.busy or self._queue or self._buffer or self.transport is None:
             return
         due = self._idle_since + self._server.limits.keepalive_timeout_s
         if self._loop.time() >= due:
@@ -522,7 +518,7 @@ class HotConnection(asyncio.Protocol):
         self.transport = None
         protocol = self._server.adopting_protocol()
         transport.set_protocol(protocol)
-        protocol.adopt(transport, bytes(self._buffer[self._start:]), writing_paused=self.writing_paused)
+        protocol.adopt(transport, bytes(self._buffer), writing_paused=self.writing_paused)
         self._buffer = bytearray()
         if self._reading_paused:
             transport.resume_reading()
@@ -534,7 +530,7 @@ class HotConnection(asyncio.Protocol):
     def close(self) -> None:
         """Stop taking requests: close now if idle, else once the request in flight is answered."""
         self.closing = True
-        if not self.busy and not self._queue and not self._in_message:
+        if not self.busy and not self._queue and not self._buffer:
             self._close()
 
     async def shutdown(self, timeout_s: float | None) -> None:
