@@ -13,7 +13,8 @@ connection's deadlines read it).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 from http import HTTPStatus
 
 from aiohttp import HttpVersion10, web
@@ -80,19 +81,39 @@ class JsonAnswer(web.StreamResponse):
             await writer.write_eof(data)
             await writer.drain()
 
-    def encode(self, keep_alive: bool) -> bytes:
-        """The whole answer as HTTP/1.1 bytes, for a connection that frames its own (``gateway.hotpath``)."""
-        self._sent = True
-        self._keeps = keep_alive
-        status = self.status
-        connection = "" if keep_alive else "Connection: close\r\n"
-        return (f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n{self._lines}Content-Type: application/json\r\n"
-                f"Content-Length: {len(self.body)}\r\nDate: {rfc822_formatted_time()}\r\n{connection}\r\n"
-                ).encode() + self.body
-
     @property
     def prepared(self) -> bool:
         return self._sent
 
     def __repr__(self) -> str:
         return f"<JsonAnswer {self.status} {len(self.body)} bytes>"
+
+
+class Answer:
+    """A completion's JSON answer as its handler made it: the body and its metadata header lines, no aiohttp
+    object. The hot path frames it itself (``encode``); aiohttp's routes send it as a ``JsonAnswer``
+    (``for_aiohttp``)."""
+
+    __slots__ = ("body", "lines", "status")
+    keep_alive = None  # the connection decides, as for an aiohttp response that was not force-closed
+
+    def __init__(self, body: bytes, lines: str, status: int = 200) -> None:
+        self.body, self.lines, self.status = body, lines, status
+
+    def encode(self, keep_alive: bool) -> bytes:
+        """The whole answer as HTTP/1.1 bytes."""
+        status = self.status
+        connection = "" if keep_alive else "Connection: close\r\n"
+        return (f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n{self.lines}Content-Type: application/json\r\n"
+                f"Content-Length: {len(self.body)}\r\nDate: {rfc822_formatted_time()}\r\n{connection}\r\n"
+                ).encode() + self.body
+
+
+def for_aiohttp(handler: Callable[[Any], Awaitable[Any]]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """``handler`` as an aiohttp route: an ``Answer`` it returns goes out as a ``JsonAnswer``."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        answer = await handler(request)
+        return JsonAnswer(answer.body, answer.lines, answer.status) if type(answer) is Answer else answer
+
+    return handle

@@ -26,7 +26,7 @@ from ..router import CHAT_PATH, COMPLETIONS_PATH, LLMRouter
 from ..state import InMemoryState, now
 from ..strategies import RoutingStrategy
 from ..tokens import prompt_estimate
-from .answer import FORBIDDEN_IN_HEADER, JsonAnswer, header_lines
+from .answer import FORBIDDEN_IN_HEADER, Answer, for_aiohttp, header_lines
 from .auth import NO_HOLD, KeyHold, KeyIdentity, KeyLimiter, KeyStore, LedgerKeySource, OverLimit
 from .budgeting import BudgetGate, settle_request
 from .decoding import read_body
@@ -53,7 +53,7 @@ MODELS_PREFIX = "/v1/models/"
 # A token as HTTP defines it: printable ASCII without separators, so it is safe in any header and log line.
 _TOKEN_CHARS = r"!#$%&'*+\-.^_`|~0-9A-Za-z"
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request], Awaitable["web.StreamResponse | Answer"]]
 _MAX_TAGS = 32  # as parse_tags keeps
 
 
@@ -184,8 +184,8 @@ class Gateway:
 
         app = web.Application(client_max_size=self.max_body_bytes)
         routes = (
-            ("POST", "/v1/chat/completions", self.handle_chat),
-            ("POST", "/v1/completions", self.handle_completions),
+            ("POST", "/v1/chat/completions", for_aiohttp(self.handle_chat)),
+            ("POST", "/v1/completions", for_aiohttp(self.handle_completions)),
             ("GET", "/v1/models", self._guard(self.models)),
             ("GET", MODELS_PREFIX + "{model_id:[\\s\\S]+}", self._guard(self.model)),
             ("GET", "/health", self.health),
@@ -230,7 +230,7 @@ class Gateway:
     def _guard(self, handler: Handler) -> Handler:
         """Auth first; then every failure leaves as an OpenAI-shaped error, never a traceback."""
 
-        async def guarded(request: web.Request) -> web.StreamResponse:
+        async def guarded(request: web.Request) -> web.StreamResponse | Answer:
             if self.keys:
                 key = self.keys.identify(request.headers.get("Authorization"))
                 if key is None:
@@ -322,12 +322,12 @@ class Gateway:
 
     # -- OpenAI endpoints -----------------------------------------------------------
 
-    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse | Answer:
         body = await self._read_json(request)
         chat_body(body, self.limits)
         return await self._complete(request, body, CHAT_PATH, "chat")
 
-    async def completions(self, request: web.Request) -> web.StreamResponse:
+    async def completions(self, request: web.Request) -> web.StreamResponse | Answer:
         body = await self._read_json(request)
         completions_body(body, self.limits)
         return await self._complete(request, body, COMPLETIONS_PATH, "completions")
@@ -348,7 +348,8 @@ class Gateway:
             key_id=key.key_id if key is not None else None, user=user if isinstance(user, str) else None, tags=tags,
         )
 
-    async def _complete(self, request: web.Request, body: dict[str, Any], path: str, endpoint: str) -> web.StreamResponse:
+    async def _complete(self, request: web.Request, body: dict[str, Any], path: str,
+                        endpoint: str) -> web.StreamResponse | Answer:
         key: KeyIdentity | None = request.get("key")
         strategy = self._strategy(request, body, key)
         limited = key if key is not None and key.rate_limited else None
@@ -403,7 +404,7 @@ class Gateway:
             self.pacing.count(paced, result.attempts)
         self.metrics.observe(result, endpoint)
         body_json = result.raw_json if result.raw_json is not None else orjson.dumps(result.raw)
-        return JsonAnswer(body_json, result_lines(result, warning))
+        return Answer(body_json, result_lines(result, warning))
 
     def _warning(self, request: web.Request, body: dict[str, Any], strategy: str) -> str | None:
         """Say so when ``model`` looks like a misspelt strategy that was not run (the default ran instead)."""

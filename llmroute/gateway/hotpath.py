@@ -33,7 +33,7 @@ from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.tcp_helpers import tcp_keepalive
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .answer import REASONS, JsonAnswer, header_lines
+from .answer import REASONS, Answer, header_lines
 from .protocol import raw_error, write_may_wait
 from .sse_writer import DONE, within
 
@@ -104,9 +104,9 @@ def head(status: int, headers: Mapping[str, str], keep_alive: bool, framing: str
             f"{connection}\r\n").encode()
 
 
-def encode_answer(response: web.StreamResponse, keep_alive: bool) -> bytes:
-    """A handler's whole answer (a ``JsonAnswer``, or an ``aiohttp`` ``Response`` such as an error) as bytes."""
-    if isinstance(response, JsonAnswer):
+def encode_answer(response: Answer | web.StreamResponse, keep_alive: bool) -> bytes:
+    """A handler's whole answer (an ``Answer``, or an ``aiohttp`` ``Response`` such as an error) as bytes."""
+    if type(response) is Answer:
         return response.encode(keep_alive)
     if not isinstance(response, web.Response) or response.prepared:
         raise TypeError(f"the hot path cannot send {response!r}")

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from llmroute.gateway.answer import JsonAnswer
+from llmroute.gateway.answer import Answer
 from llmroute.gateway.hotpath import HotRequest, hot_connections
 from llmroute.gateway.protocol import ConnectionLimits, GatewayRunner, GatewayServer
 
@@ -50,9 +50,9 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[Served]]]:
     async def start(hot: Callable[[HotRequest], Awaitable[Any]] | None = None, **limits: Any) -> Served:
         seen: list[tuple[str, Any]] = []
 
-        async def hot_chat(request: HotRequest) -> web.StreamResponse:
+        async def hot_chat(request: HotRequest) -> Answer:
             seen.append(("hot", request.body))
-            return JsonAnswer(orjson.dumps({"by": "hot", "body": request.body.decode()}), {"x-by": "hot"})
+            return Answer(orjson.dumps({"by": "hot", "body": request.body.decode()}), "x-by: hot\r\n")
 
         async def aiohttp_chat(request: web.Request) -> web.Response:
             body = await request.read()
@@ -213,10 +213,10 @@ async def test_a_client_that_leaves_cancels_its_handler(serve: Callable[..., Awa
 async def test_shutdown_lets_the_request_in_flight_finish(serve: Callable[..., Awaitable[Served]]) -> None:
     entered, release = asyncio.Event(), asyncio.Event()
 
-    async def slow(request: HotRequest) -> web.StreamResponse:
+    async def slow(request: HotRequest) -> Answer:
         entered.set()
         await release.wait()
-        return JsonAnswer(b'{"done": true}', {})
+        return Answer(b'{"done": true}', "")
 
     served = await serve(slow)
     reader, writer = await served.connect()
