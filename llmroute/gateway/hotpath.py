@@ -44,13 +44,18 @@ log = logging.getLogger("llmroute.gateway")
 
 HotHandler = Callable[["HotRequest"], Awaitable[Any]]
 
-_MAX_QUEUED = 4  # pipelined requests parsed ahead of the one being answered; past it, reading pauses
+_MAX_QUEUED = 4  # pipelined requests parsed ahead of the one being answered; then reading pauses until 2
 _HEAD_END = b"\r\n\r\n"
+_CR_LF = (10, 13)
 _NOT_HOT = frozenset((b"transfer-encoding", b"expect", b"content-encoding", b"upgrade"))
 
 
 class _HandOver(Exception):
     """Raised from a parser callback: this request is not one for the hot path."""
+
+
+class _QueueFull(Exception):
+    """Raised from a parser callback: enough requests are parsed ahead of the one being answered."""
 
 
 class HotRequest(dict[str, Any]):
@@ -213,6 +218,11 @@ class HotConnection(asyncio.Protocol):
         self._idle_since = 0.0
         self._counted = False
 
+    @property
+    def queued(self) -> int:
+        """Requests parsed and waiting behind the one being answered (at most ``_MAX_QUEUED``)."""
+        return len(self._queue)
+
     # -- the connection ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -271,18 +281,51 @@ class HotConnection(asyncio.Protocol):
     # -- reading ----------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        if self._handing_over:
-            return
+        buffer = self._buffer
+        buffer += data
+        if self._handing_over or self._reading_paused:
+            return  # kept for whoever reads on: aiohttp, or this parser once the queue has room
+        if buffer[0] in _CR_LF:
+            self._skip_empty_lines()
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        """Feed the parser ``data`` (the end of the buffer); answer, time or hand over what it found."""
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError:  # malformed, or not for here (_HandOver): aiohttp answers it
-            self._hand_over()
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, _QueueFull):
+                # The parser stopped after a request that filled the queue; reading is paused. What came after
+                # it stays in the buffer, from the next request's first byte, for a new parser once there is room.
+                self._parser = httptools.HttpRequestParser(self)
+            else:  # malformed, or not for here (_HandOver): aiohttp answers it
+                self._hand_over()
         else:
             if self._buffer:  # a request has begun and is not all here
                 self._deadlines()
         if self._queue and not self.busy and self.transport is not None:
             self._wake()
+
+    def _skip_empty_lines(self) -> None:
+        """Drop the CR and LF bytes before a request line (the parser skips them too): the buffer starts at a
+        request's first byte, which the body's offset is counted from."""
+        buffer = self._buffer
+        n = 1
+        while n < len(buffer) and buffer[n] in _CR_LF:
+            n += 1
+        del buffer[:n]
+
+    def _resume(self) -> None:
+        """The queue has room: read again, and parse what was read while it had none."""
+        self._reading_paused = False
+        if self.transport is not None:
+            self.transport.resume_reading()
+        buffer = self._buffer
+        if buffer:
+            if buffer[0] in _CR_LF:
+                self._skip_empty_lines()
+            if buffer:
+                self._parse(bytes(buffer))
 
     def _deadlines(self) -> None:
         """A request has begun and is not all here: its headers, then its body, get their own deadline."""
@@ -321,12 +364,11 @@ class HotConnection(asyncio.Protocol):
                 raise _HandOver
         if length < 0 or length > self._server.limits.max_body_bytes:
             raise _HandOver
-        buffer, start = self._buffer, 0
-        while buffer.startswith(b"\r\n", start):  # empty lines before a request line, which HTTP allows
-            start += 2
-        end_of_head = buffer.find(_HEAD_END, start)
-        if end_of_head < 0 or end_of_head - start > self._server.limits.max_header_bytes:
-            raise _HandOver  # bare LF line ends, or a header section this large: aiohttp's parser and limits
+        buffer = self._buffer  # it starts at this request's first byte (``_skip_empty_lines``)
+        end_of_head = buffer.find(_HEAD_END)
+        if end_of_head < 0 or end_of_head > self._server.limits.max_header_bytes \
+                or buffer.count(b"\n", 0, end_of_head) != buffer.count(b"\r\n", 0, end_of_head):
+            raise _HandOver  # a bare LF line end, or a header section this large: aiohttp's parser and limits
         self._body_start = end_of_head + 4
         self._length = length
         self._keep_alive = parser.should_keep_alive()
@@ -338,6 +380,8 @@ class HotConnection(asyncio.Protocol):
         end = body_start + self._length
         body = bytes(buffer[body_start:end])
         del buffer[:end]  # what is left starts at the next request's first byte
+        if buffer and buffer[0] in _CR_LF:
+            self._skip_empty_lines()
         self._headers_done = False
         url, self._url = self._url, b""
         raw_headers, self._headers = self._headers, []
@@ -346,9 +390,10 @@ class HotConnection(asyncio.Protocol):
         headers = CIMultiDictProxy(CIMultiDict(
             [(name.decode("latin-1"), value.decode("utf-8", "surrogateescape")) for name, value in raw_headers]))
         self._queue.append((self._routes[url], HotRequest(self, url.decode("ascii"), headers, body, self._keep_alive)))
-        if len(self._queue) >= _MAX_QUEUED and not self._reading_paused and self.transport is not None:
+        if len(self._queue) >= _MAX_QUEUED and self.transport is not None:  # parsed far enough ahead: stop
             self._reading_paused = True
             self.transport.pause_reading()
+            raise _QueueFull
 
     # -- answering --------------------------------------------------------------------
 
@@ -376,16 +421,16 @@ class HotConnection(asyncio.Protocol):
                         self._waiter = None
                     continue
                 handler, request = self._queue.pop(0)
-                if self._reading_paused and not self._handing_over and self.transport is not None:
-                    self._reading_paused = False
-                    self.transport.resume_reading()
-                self.busy = True
+                self.busy = True  # first: parsing on below must not hand the connection over under this request
+                if self._reading_paused and not self._handing_over and len(self._queue) < _MAX_QUEUED // 2:
+                    self._resume()
                 try:
                     response = await handler(request)
                     keep_alive, waits = self._send(request, response)
                     if waits:  # the client has not taken it all: wait, within write_timeout_s
                         keep_alive = await self._drained(keep_alive)
                 except asyncio.CancelledError:
+                    self._close()  # the client left, or a shutdown or deadline ended it: no answer follows
                     raise
                 except Exception:
                     log.exception("unexpected error answering %s %s", request.method, request.path)
@@ -453,7 +498,9 @@ class HotConnection(asyncio.Protocol):
             self._idle_timer = self._loop.call_at(due, self._idle_check)
 
     def _close(self, abort: bool = False) -> None:
-        self._release()
+        """Close (or abort) the transport. It still counts against the cap until it is lost: a socket closed
+        with unsent bytes for a client that does not read stays open until they go."""
+        self._cancel_timers()
         transport = self.transport
         if transport is not None:
             transport.abort() if abort else transport.close()
@@ -512,16 +559,18 @@ class HotConnection(asyncio.Protocol):
             if not self._reading_paused:
                 self._reading_paused = True
                 transport.pause_reading()
+            self._cancel_request_timers()  # the wait is for the answers before it, not the client's
             return
         self._counted = False  # aiohttp's protocol counts it from here, and uncounts it when it closes
         self._release()
         self.transport = None
         protocol = self._server.adopting_protocol()
         transport.set_protocol(protocol)
+        if self._reading_paused:  # before adopt: a pause aiohttp makes while it takes the bytes must hold
+            self._reading_paused = False
+            transport.resume_reading()
         protocol.adopt(transport, bytes(self._buffer), writing_paused=self.writing_paused)
         self._buffer = bytearray()
-        if self._reading_paused:
-            transport.resume_reading()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)  # the idle worker finds the connection gone, and ends
 

@@ -30,8 +30,8 @@ GET_HEALTH = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 class Served:
-    def __init__(self, runner: GatewayRunner, port: int, seen: list[tuple[str, Any]]) -> None:
-        self.runner, self.port, self.seen = runner, port, seen
+    def __init__(self, runner: GatewayRunner, port: int, seen: list[tuple[str, Any]], hold: asyncio.Event) -> None:
+        self.runner, self.port, self.seen, self.hold = runner, port, seen, hold
 
     @property
     def server(self) -> GatewayServer:
@@ -63,9 +63,16 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[Served]]]:
             seen.append(("aiohttp", "health"))
             return web.json_response({"by": "aiohttp", "status": "ok"})
 
+        hold = asyncio.Event()
+
+        async def held(request: web.Request) -> web.Response:  # aiohttp's answer waits for the test
+            await hold.wait()
+            return web.json_response({"by": "aiohttp", "held": True})
+
         app = web.Application(client_max_size=limits.get("max_body_bytes", 4 * 1024 * 1024))
         app.router.add_post("/v1/chat/completions", aiohttp_chat)
         app.router.add_get("/health", health)
+        app.router.add_get("/hold", held)
         settings = {"header_timeout_s": 5.0, "body_timeout_s": 5.0, "max_connections": 64, **limits}
         runner = GatewayRunner(app, ConnectionLimits(**settings), shutdown_timeout=5, access_log=None,
                                keepalive_timeout=settings.get("keepalive_timeout_s", 75.0),
@@ -74,7 +81,7 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[Served]]]:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         runners.append(runner)
-        return Served(runner, runner.addresses[0][1], seen)
+        return Served(runner, runner.addresses[0][1], seen, hold)
 
     yield start
     for runner in runners:
@@ -259,3 +266,133 @@ async def test_the_connection_cap_counts_hot_connections(serve: Callable[..., Aw
     reader, _ = await served.connect()
     refused = await asyncio.wait_for(reader.read(), 10)
     assert refused.startswith(b"HTTP/1.1 503") and b"too_many_connections" in refused
+
+
+async def test_empty_lines_before_a_request_do_not_move_its_body(serve: Callable[..., Awaitable[Served]]) -> None:
+    # The parser skips any CR and LF before a request line; so must the body's offset. Were it counted from an
+    # empty line, this POST's head would become its body, and its body a request of the client's choosing.
+    served = await serve()
+    smuggled = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Smuggled: 1\r\n\r\n"
+    reader, writer = await served.connect()
+    writer.write(b"\n\r\n\r\n" + post(smuggled) + b"\r\n" + post(b'{"second": 2}'))
+    first, second = await answers(reader, 2)
+    assert first["json"] == {"by": "hot", "body": smuggled.decode()}
+    assert second["json"] == {"by": "hot", "body": '{"second": 2}'}
+    assert [kind for kind, _ in served.seen] == ["hot", "hot"]
+
+
+async def test_an_empty_line_after_a_request_is_not_a_slow_request(serve: Callable[..., Awaitable[Served]]) -> None:
+    served = await serve(header_timeout_s=0.2)
+    reader, writer = await served.connect()
+    writer.write(post() + b"\r\n")  # the CRLF some old clients send after a body
+    await answers(reader, 1)
+    await asyncio.sleep(0.5)  # past the header deadline: what is measured is that no timer fires
+    writer.write(post(b'{"again": 1}'))
+    [answer] = await answers(reader, 1)  # a 408 sent meanwhile would be read here instead
+    assert answer["status"] == 200 and answer["json"]["body"] == '{"again": 1}'
+
+
+async def test_pipelined_requests_are_parsed_only_a_few_ahead(serve: Callable[..., Awaitable[Served]]) -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+    served_count = 0
+
+    async def gated(request: HotRequest) -> Answer:
+        nonlocal served_count
+        entered.set()
+        await release.wait()
+        served_count += 1
+        return Answer(request.body, "")
+
+    served = await serve(gated)
+    reader, writer = await served.connect()
+    writer.write(b"".join(post(b'{"i": %d}' % i) for i in range(300)))  # about 30 KB: one or two reads
+    await asyncio.wait_for(entered.wait(), 10)
+    [connection] = served.server.own_connections
+    assert 1 <= connection.queued <= 4  # the rest waits unparsed (and in the socket), not as parsed requests
+    release.set()
+    got = await answers(reader, 300)
+    assert [a["body"] for a in got] == [b'{"i": %d}' % i for i in range(300)]
+    assert served_count == 300
+
+
+async def test_requests_behind_a_hand_over_wait_for_the_answer_in_flight(
+        serve: Callable[..., Awaitable[Served]]) -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: HotRequest) -> Answer:
+        entered.set()
+        await release.wait()
+        return Answer(b'{"slow": true}', "")
+
+    served = await serve(slow, header_timeout_s=0.2)
+    reader, writer = await served.connect()
+    writer.write(post())
+    await asyncio.wait_for(entered.wait(), 10)
+    writer.write(b"GET /health HTTP/1.1\r\nHo")  # its headers come in two reads, while the POST is answered
+    await writer.drain()
+    await asyncio.sleep(0.05)  # no event says the server has read them: a moment for a read of their own
+    writer.write(b"st: x\r\n\r\n" + GET_HEALTH * 40)
+    await writer.drain()
+    await asyncio.sleep(0.4)  # past the header deadline: waiting for the answer ahead is not the client's delay
+    release.set()
+    got = await answers(reader, 42)
+    assert got[0]["json"] == {"slow": True} and "connection" not in got[0]["headers"]
+    assert all(a["json"] == {"by": "aiohttp", "status": "ok"} for a in got[1:])
+
+
+async def test_a_handler_cancelled_from_inside_closes_its_connection(
+        serve: Callable[..., Awaitable[Served]]) -> None:
+    async def cancelled(request: HotRequest) -> Any:
+        raise asyncio.CancelledError  # e.g. awaiting a task something else cancelled
+
+    served = await serve(cancelled)
+    reader, writer = await served.connect()
+    writer.write(post())
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # closed, not left hanging with no answer
+    assert served.server.open_connections == 0
+
+
+async def test_a_closed_connection_counts_against_the_cap_until_it_is_gone(
+        serve: Callable[..., Awaitable[Served]]) -> None:
+    # A connection closed while its client reads nothing keeps its socket (and its unsent bytes) until the
+    # bytes go: it must keep counting against max_connections until then, as aiohttp's connections do.
+    async def large(request: HotRequest) -> Answer:
+        return Answer(b'"' + b"x" * (32 * 1024 * 1024) + b'"', "")
+
+    served = await serve(large, max_connections=1, body_timeout_s=0.2)
+    reader, writer = await served.connect()
+    writer.write(post() + post()[:-4])  # an answer it will not read, then a request whose body never ends
+    await writer.drain()
+    await asyncio.sleep(0.5)  # past the body deadline, which closes the first connection: it lingers, unread
+    refused_reader, _ = await served.connect()
+    refused = await asyncio.wait_for(refused_reader.read(), 5)
+    assert refused.startswith(b"HTTP/1.1 503")
+    assert served.server.open_connections == 1
+    writer.transport.abort()
+
+
+async def test_after_a_hand_over_aiohttp_pauses_reading_as_it_would(serve: Callable[..., Awaitable[Served]]) -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: HotRequest) -> Answer:
+        entered.set()
+        await release.wait()
+        return Answer(b'{"slow": true}', "")
+
+    served = await serve(slow)
+    reader, writer = await served.connect()
+    writer.write(post())
+    await asyncio.wait_for(entered.wait(), 10)
+    # Behind it: a request aiohttp will hold, and more pipelined requests than aiohttp queues before it stops
+    # reading. They reach aiohttp at the hand-over, all at once.
+    writer.write(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n" + GET_HEALTH * 60)
+    await writer.drain()
+    release.set()
+    [first] = await answers(reader, 1)
+    assert first["json"] == {"slow": True}
+    [aiohttp_connection] = served.server.connections
+    assert not aiohttp_connection.transport.is_reading()  # aiohttp's pause held; the hand-over did not undo it
+    served.hold.set()
+    got = await answers(reader, 61)
+    assert got[0]["json"] == {"by": "aiohttp", "held": True}
+    assert all(a["json"]["status"] == "ok" for a in got[1:])
