@@ -155,7 +155,7 @@ class HotEvents:
         if transport is None or connection.writing_paused or transport.is_closing() \
                 or transport.get_write_buffer_size() + len(data) >= self._room:
             return False
-        transport.write(b"%x\r\n%s\r\n" % (len(data), data) if not self._head else self._framed(data))
+        transport.write(self._framed(data))
         return True
 
     async def send_bounded(self, data: bytes) -> None:

@@ -120,12 +120,6 @@ async def _relay(
     batch, payloads = held.pop()
     try:
         while True:
-            if len(batch) == 1 and payloads[0] is not None and (wants_usage or "usage" not in batch[0]):
-                data = b"data: " + payloads[0] + b"\n\n"  # the usual read: one chunk, passed on as it came
-                if not write(data):
-                    await writer.send_bounded(data)
-                batch, payloads = await next_batch()
-                continue
             events = []
             for chunk, payload in zip(batch, payloads):
                 if payload is not None and (wants_usage or "usage" not in chunk):

@@ -298,7 +298,7 @@ class OpenAICompatProvider:
                         for raw in raws:
                             for piece in decoded(raw):
                                 for data in feed(piece):
-                                    if data[:1] != b"{" and data.strip() == b"[DONE]":  # a chunk is not copied
+                                    if data.strip() == b"[DONE]":
                                         if batch:
                                             yield batch, payloads
                                         return
