@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
 from http import HTTPStatus
+from typing import Any
 
 from aiohttp import HttpVersion10, web
 from aiohttp.abc import AbstractStreamWriter

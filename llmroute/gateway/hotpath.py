@@ -102,7 +102,7 @@ class HotRequest(dict[str, Any]):
 
 
 def head(status: int, headers: Mapping[str, str], keep_alive: bool, framing: str) -> bytes:
-    """An HTTP/1.1 status line and header section; ``framing``: the Content-Type and length lines."""
+    """An HTTP/1.1 status line and header section; ``framing``: the Content-Length or Transfer-Encoding line."""
     lines = header_lines(headers)
     connection = "" if keep_alive else "Connection: close\r\n"
     return (f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n{lines}{framing}Date: {rfc822_formatted_time()}\r\n"
