@@ -7,7 +7,9 @@ completion has a fixed shape (a known body and a handful of headers llmroute
 wrote), so its head is one f-string here. Everything that is per connection
 still comes from aiohttp: keep-alive (``Connection: close`` when the client asks
 for it), the HTTP version, and the writer that counts what was sent (the
-connection's deadlines read it).
+connection's deadlines read it). A handler returns an ``Answer`` (body and
+header lines, no aiohttp object): the hot path (``gateway.hotpath``) frames it
+itself, and only aiohttp's routes turn it into a ``JsonAnswer``.
 """
 
 from __future__ import annotations
