@@ -561,6 +561,9 @@ class HotConnection(asyncio.Protocol):
                 transport.pause_reading()
             self._cancel_request_timers()  # the wait is for the answers before it, not the client's
             return
+        if self.closing:  # shutting down: aiohttp's drain may already have counted its connections
+            self._abort(raw_error(503, "the gateway is shutting down; retry the request", "shutting_down"))
+            return
         self._counted = False  # aiohttp's protocol counts it from here, and uncounts it when it closes
         self._release()
         self.transport = None

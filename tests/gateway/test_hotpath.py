@@ -396,3 +396,19 @@ async def test_after_a_hand_over_aiohttp_pauses_reading_as_it_would(serve: Calla
     got = await answers(reader, 61)
     assert got[0]["json"] == {"by": "aiohttp", "held": True}
     assert all(a["json"]["status"] == "ok" for a in got[1:])
+
+
+async def test_a_request_for_aiohttp_that_completes_during_shutdown_gets_a_503(
+        serve: Callable[..., Awaitable[Served]]) -> None:
+    served = await serve()
+    reader, writer = await served.connect()
+    writer.write(b"GET /health HTTP/1.1\r\nHo")  # its headers are not all here when the shutdown starts
+    await writer.drain()
+    await asyncio.sleep(0.05)  # no event says the server has read them: a moment for that read
+    [connection] = served.server.own_connections
+    served.server.pre_shutdown()
+    assert connection.closing
+    writer.write(b"st: x\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 10)
+    assert answer.startswith(b"HTTP/1.1 503") and b"shutting_down" in answer
+    assert not served.server.connections  # not handed to aiohttp, whose drain may have begun
