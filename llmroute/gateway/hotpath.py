@@ -186,7 +186,7 @@ class HotConnection(asyncio.Protocol):
         "_url", "_headers", "_headers_done", "_high_water", "_length", "_body_start", "_keep_alive", "_queue",
         "_worker", "_waiter", "busy",
         "_handing_over", "_reading_paused", "_drain_waiter", "_header_timer", "_body_timer", "_idle_timer",
-        "_idle_since", "_counted",
+        "_linger_timer", "_idle_since", "_counted",
     )
 
     def __init__(self, server: GatewayServer, routes: Mapping[bytes, HotHandler]) -> None:
@@ -215,6 +215,7 @@ class HotConnection(asyncio.Protocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None  # aborts a closed connection whose bytes do not go
         self._idle_since = 0.0
         self._counted = False
 
@@ -250,6 +251,7 @@ class HotConnection(asyncio.Protocol):
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(ConnectionResetError("the client closed the connection"))
+            waiter.exception()  # retrieved: a drain cancelled meanwhile (shielded) would never read it
 
     def _release(self) -> None:
         """This connection no longer counts as open here (closed, or handed to aiohttp, which counts it)."""
@@ -498,12 +500,18 @@ class HotConnection(asyncio.Protocol):
             self._idle_timer = self._loop.call_at(due, self._idle_check)
 
     def _close(self, abort: bool = False) -> None:
-        """Close (or abort) the transport. It still counts against the cap until it is lost: a socket closed
-        with unsent bytes for a client that does not read stays open until they go."""
+        """Close (or abort) the transport. It still counts against the cap until it is lost; one closed with
+        bytes unsent (the client is not reading) is aborted after ``write_timeout_s``, not held for good."""
         self._cancel_timers()
         transport = self.transport
-        if transport is not None:
-            transport.abort() if abort else transport.close()
+        if transport is None:
+            return
+        if abort:
+            transport.abort()
+            return
+        transport.close()
+        if transport.get_write_buffer_size():
+            self._linger_timer = self._loop.call_later(self._server.limits.write_timeout_s, transport.abort)
 
     # -- deadlines ----------------------------------------------------------------------
 
@@ -542,9 +550,10 @@ class HotConnection(asyncio.Protocol):
 
     def _cancel_timers(self) -> None:
         self._cancel_request_timers()
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        for timer in (self._idle_timer, self._linger_timer):
+            if timer is not None:
+                timer.cancel()
+        self._idle_timer = self._linger_timer = None
 
     # -- handing the connection to aiohttp ----------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -412,3 +413,37 @@ async def test_a_request_for_aiohttp_that_completes_during_shutdown_gets_a_503(
     answer = await asyncio.wait_for(reader.read(), 10)
     assert answer.startswith(b"HTTP/1.1 503") and b"shutting_down" in answer
     assert not served.server.connections  # not handed to aiohttp, whose drain may have begun
+
+
+async def test_a_closed_connection_whose_client_reads_nothing_is_let_go_after_the_write_deadline(
+        serve: Callable[..., Awaitable[Served]]) -> None:
+    async def endless(request: HotRequest) -> Any:
+        events = request.open_events({"Content-Type": "text/event-stream"}, 30.0)
+        while True:
+            await events.send_bounded(b"data: " + b"x" * 16000 + b"\n\n")
+
+    served = await serve(endless, body_timeout_s=0.3, write_timeout_s=0.5)
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that reads nothing, and holds little
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", served.port))
+        # A stream it never reads, then a request whose body never ends: the body deadline closes the connection
+        # with the stream's bytes unsent. They can never go; the socket must not hold its slot for good.
+        await loop.sock_sendall(sock, post() + b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 10"
+                                             b"\r\n\r\nab")
+        deadline = loop.time() + 10
+
+        async def until(condition: Callable[[], bool]) -> None:
+            while not condition() and loop.time() < deadline:
+                await asyncio.sleep(0.02)  # no event says what the server did with the socket: its state is read
+
+        await until(lambda: bool(served.server.own_connections))
+        [connection] = served.server.own_connections
+        await until(lambda: connection.transport is None or connection.transport.is_closing())
+        assert connection.transport is not None and connection.transport.get_write_buffer_size() > 0  # closed, unsent
+        await until(lambda: served.server.open_connections == 0)
+        assert served.server.open_connections == 0 and not served.server.own_connections
+    finally:
+        sock.close()
