@@ -35,6 +35,14 @@ def header_lines(headers: Mapping[str, str]) -> str:
     return "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
 
 
+def http11_head(status: int, lines: str, keep_alive: bool, framing: str) -> bytes:
+    """An HTTP/1.1 status line and header section for a connection that frames its own answers: ``lines``
+    from ``header_lines``, ``framing`` the Content-Length or Transfer-Encoding line."""
+    connection = "" if keep_alive else "Connection: close\r\n"
+    return (f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n{lines}{framing}Date: {rfc822_formatted_time()}\r\n"
+            f"{connection}\r\n").encode()
+
+
 class JsonAnswer(web.StreamResponse):
     """``body`` (JSON bytes) with ``headers``, written whole by ``prepare``: no chunking, no compression.
 
@@ -104,11 +112,9 @@ class Answer:
 
     def encode(self, keep_alive: bool) -> bytes:
         """The whole answer as HTTP/1.1 bytes."""
-        status = self.status
-        connection = "" if keep_alive else "Connection: close\r\n"
-        return (f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n{self.lines}Content-Type: application/json\r\n"
-                f"Content-Length: {len(self.body)}\r\nDate: {rfc822_formatted_time()}\r\n{connection}\r\n"
-                ).encode() + self.body
+        body = self.body
+        return http11_head(self.status, self.lines, keep_alive,
+                           f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n") + body
 
 
 def for_aiohttp(handler: Callable[[Any], Awaitable[Any]]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

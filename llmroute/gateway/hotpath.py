@@ -29,12 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 from aiohttp import HttpVersion11, web
-from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.tcp_helpers import tcp_keepalive
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .answer import REASONS, Answer, header_lines
-from .protocol import raw_error, write_may_wait
+from .answer import Answer, header_lines, http11_head
+from .protocol import TOO_MANY_CONNECTIONS, raw_error, write_may_wait
 from .sse_writer import DONE, within
 
 if TYPE_CHECKING:
@@ -96,17 +95,9 @@ class HotRequest(dict[str, Any]):
     def open_events(self, headers: Mapping[str, str], timeout_s: float) -> HotEvents:
         """A stream's writer for this request: its head goes out with the first events."""
         self.keep_alive = self.keep_alive and not self._connection.closing
-        self.events = HotEvents(self._connection, head(200, headers, self.keep_alive, "Transfer-Encoding: chunked\r\n"),
-                                timeout_s)
+        self.events = HotEvents(self._connection, http11_head(200, header_lines(headers), self.keep_alive,
+                                                              "Transfer-Encoding: chunked\r\n"), timeout_s)
         return self.events
-
-
-def head(status: int, headers: Mapping[str, str], keep_alive: bool, framing: str) -> bytes:
-    """An HTTP/1.1 status line and header section; ``framing``: the Content-Length or Transfer-Encoding line."""
-    lines = header_lines(headers)
-    connection = "" if keep_alive else "Connection: close\r\n"
-    return (f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n{lines}{framing}Date: {rfc822_formatted_time()}\r\n"
-            f"{connection}\r\n").encode()
 
 
 def encode_answer(response: Answer | web.StreamResponse, keep_alive: bool) -> bytes:
@@ -120,7 +111,7 @@ def encode_answer(response: Answer | web.StreamResponse, keep_alive: bool) -> by
         body = b"" if body is None else bytes(body)  # type: ignore[arg-type]
     headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "connection")}
     keep_alive = keep_alive and response.keep_alive is not False
-    return head(response.status, headers, keep_alive, f"Content-Length: {len(body)}\r\n") + body
+    return http11_head(response.status, header_lines(headers), keep_alive, f"Content-Length: {len(body)}\r\n") + body
 
 
 class HotEvents:
@@ -229,13 +220,10 @@ class HotConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         server = self._server
-        if server.open_connections >= server.limits.max_connections:
-            server.refused.hit(server.limits.max_connections)
-            transport.write(raw_error(503, "the gateway has too many open connections; retry shortly",  # type: ignore[attr-defined]
-                                      "too_many_connections"))
+        if not server.admit():
+            transport.write(TOO_MANY_CONNECTIONS)  # type: ignore[attr-defined]
             transport.close()
             return
-        server.open_connections += 1
         self._counted = True
         server.own_connections.add(self)
         tcp_keepalive(transport)  # as aiohttp does: a peer that vanished is found
@@ -258,7 +246,7 @@ class HotConnection(asyncio.Protocol):
         self._cancel_timers()
         if self._counted:
             self._counted = False
-            self._server.open_connections -= 1
+            self._server.release()
         self._server.own_connections.discard(self)
 
     def pause_writing(self) -> None:

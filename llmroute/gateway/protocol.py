@@ -80,6 +80,10 @@ def raw_error(status: int, message: str, code: str) -> bytes:
     return head.encode() + body
 
 
+TOO_MANY_CONNECTIONS = raw_error(503, "the gateway has too many open connections; retry shortly",
+                                 "too_many_connections")
+
+
 class _Throttled:
     """Log a recurring event at most once per interval, with how many happened so far: hits inside an
     interval are logged at its end, so a burst is reported whole, not as its first one."""
@@ -150,6 +154,19 @@ class GatewayServer(web.Server):
             return self.connection_factory(self)
         return GatewayProtocol(self, loop=self._event_loop, **self._handler_kwargs)
 
+    def admit(self) -> bool:
+        """Count a new connection, of either protocol; False (and logged, throttled) past max_connections: it
+        gets ``TOO_MANY_CONNECTIONS`` and is closed."""
+        if self.open_connections >= self.limits.max_connections:
+            self.refused.hit(self.limits.max_connections)
+            return False
+        self.open_connections += 1
+        return True
+
+    def release(self) -> None:
+        """An admitted connection is gone."""
+        self.open_connections -= 1
+
     def adopting_protocol(self) -> GatewayProtocol:
         """aiohttp's protocol for a connection another protocol accepted and counted (``GatewayProtocol.adopt``)."""
         return GatewayProtocol(self, loop=self._event_loop, **self._handler_kwargs)
@@ -211,19 +228,15 @@ class GatewayProtocol(web.RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        server = self._gateway_server
-        if server.open_connections >= server.limits.max_connections:
-            server.refused.hit(server.limits.max_connections)
-            self._abort(raw_error(503, "the gateway has too many open connections; retry "
-                                  "shortly", "too_many_connections"))
+        if not self._gateway_server.admit():
+            self._abort(TOO_MANY_CONNECTIONS)
             return
-        server.open_connections += 1
         self._counted = True
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._counted:
             self._counted = False
-            self._gateway_server.open_connections -= 1
+            self._gateway_server.release()
         self._cancel_timers()
         super().connection_lost(exc)
 

@@ -89,6 +89,19 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[Served]]]:
         await runner.cleanup()
 
 
+class Gate:
+    """A hot handler that answers ``body`` once the test opens the gate; ``entered`` is set when it waits."""
+
+    def __init__(self, body: bytes | None = None) -> None:
+        self.entered, self.release, self.body, self.count = asyncio.Event(), asyncio.Event(), body, 0
+
+    async def __call__(self, request: HotRequest) -> Answer:
+        self.entered.set()
+        await self.release.wait()
+        self.count += 1
+        return Answer(request.body if self.body is None else self.body, "")
+
+
 class _Answers:
     def __init__(self) -> None:
         self.done: list[dict[str, Any]] = []
@@ -219,13 +232,8 @@ async def test_a_client_that_leaves_cancels_its_handler(serve: Callable[..., Awa
 
 
 async def test_shutdown_lets_the_request_in_flight_finish(serve: Callable[..., Awaitable[Served]]) -> None:
-    entered, release = asyncio.Event(), asyncio.Event()
-
-    async def slow(request: HotRequest) -> Answer:
-        entered.set()
-        await release.wait()
-        return Answer(b'{"done": true}', "")
-
+    slow = Gate(b'{"done": true}')
+    entered, release = slow.entered, slow.release
     served = await serve(slow)
     reader, writer = await served.connect()
     idle_reader, _ = await served.connect()
@@ -294,16 +302,8 @@ async def test_an_empty_line_after_a_request_is_not_a_slow_request(serve: Callab
 
 
 async def test_pipelined_requests_are_parsed_only_a_few_ahead(serve: Callable[..., Awaitable[Served]]) -> None:
-    entered, release = asyncio.Event(), asyncio.Event()
-    served_count = 0
-
-    async def gated(request: HotRequest) -> Answer:
-        nonlocal served_count
-        entered.set()
-        await release.wait()
-        served_count += 1
-        return Answer(request.body, "")
-
+    gated = Gate()
+    entered, release = gated.entered, gated.release
     served = await serve(gated)
     reader, writer = await served.connect()
     writer.write(b"".join(post(b'{"i": %d}' % i) for i in range(300)))  # about 30 KB: one or two reads
@@ -313,17 +313,13 @@ async def test_pipelined_requests_are_parsed_only_a_few_ahead(serve: Callable[..
     release.set()
     got = await answers(reader, 300)
     assert [a["body"] for a in got] == [b'{"i": %d}' % i for i in range(300)]
-    assert served_count == 300
+    assert gated.count == 300
 
 
 async def test_requests_behind_a_hand_over_wait_for_the_answer_in_flight(
         serve: Callable[..., Awaitable[Served]]) -> None:
-    entered, release = asyncio.Event(), asyncio.Event()
-
-    async def slow(request: HotRequest) -> Answer:
-        entered.set()
-        await release.wait()
-        return Answer(b'{"slow": true}', "")
+    slow = Gate(b'{"slow": true}')
+    entered, release = slow.entered, slow.release
 
     served = await serve(slow, header_timeout_s=0.2)
     reader, writer = await served.connect()
@@ -373,12 +369,8 @@ async def test_a_closed_connection_counts_against_the_cap_until_it_is_gone(
 
 
 async def test_after_a_hand_over_aiohttp_pauses_reading_as_it_would(serve: Callable[..., Awaitable[Served]]) -> None:
-    entered, release = asyncio.Event(), asyncio.Event()
-
-    async def slow(request: HotRequest) -> Answer:
-        entered.set()
-        await release.wait()
-        return Answer(b'{"slow": true}', "")
+    slow = Gate(b'{"slow": true}')
+    entered, release = slow.entered, slow.release
 
     served = await serve(slow)
     reader, writer = await served.connect()
