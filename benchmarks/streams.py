@@ -148,11 +148,11 @@ class Sampler(threading.Thread):
 
 @contextmanager
 def process(args: list[str], env: dict[str, str] | None = None, log: Path | None = None,
-            cpu: int | None = None) -> Iterator[subprocess.Popen]:
+            cpu: int | None = None, cwd: Path | None = None) -> Iterator[subprocess.Popen]:
     with ExitStack() as files:
         out = files.enter_context(open(log, "w")) if log else subprocess.DEVNULL
         proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, cwd=cwd)
     if cpu is not None:  # before it starts serving; what it forks later inherits the affinity
         os.sched_setaffinity(proc.pid, {cpu})
     try:
@@ -308,8 +308,10 @@ class Bench:
                     continue
                 port = free_port()
                 cmd, env, headers = self.proxy_command(name, upstream, port, streams)
+                # Started in the temporary folder: `python -m` puts the current directory first on the path, so
+                # from a source tree's root it would shadow a variant's PYTHONPATH with that tree's llmroute.
                 proc = stack.enter_context(process(cmd, env, self.tmp / f"{slugify(name)}-{streams}.log",
-                                                   cpu=self.cpu(1)))
+                                                   cpu=self.cpu(1), cwd=self.tmp))
                 targets[name] = (f"http://127.0.0.1:{port}/v1/chat/completions", headers, proc)
             for name, (url, headers, proc) in targets.items():
                 if proc is not None:

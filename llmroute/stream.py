@@ -23,7 +23,7 @@ from .cascade import Cascade
 from .dispatch import CHAT_PATH, Dispatcher
 from .errors import AllProvidersFailed, ProviderError, StreamInterrupted
 from .ledger import RequestContext
-from .providers import OpenAICompatProvider
+from .providers import Deliver, OpenAICompatProvider
 from .result import Attempt, RouteResult, request_headers
 from .strategies import Route, RouteRequest, RoutingStrategy
 
@@ -126,45 +126,26 @@ class RouteStream:
             raise
         self.provider, self.strategy_name, self.attempts = provider.name, strategy_name, cascade.attempts
         self.first_chunk_ms = (time.perf_counter() - started) * 1000
-        parts = TextParts()
-        usage: Mapping[str, Any] | None = None
-        finish_reason: str | None = None
-        ttft_ms: float | None = None
-        last: dict[str, Any] = read[0][0]
-        chat = self._path == CHAT_PATH
+        tally = Tally(started, self._path == CHAT_PATH, dispatch.shadow is not None, read[0][0].get("id"))
         earlier: list[Attempt] = []  # attempts of the segments before a resume
-        tool_deltas: list[Any] = []  # streamed tool-call fragments, kept for shadow evaluation only
-        stream_id = last.get("id")
+        counted = False  # ``read`` went through ``tally.count`` already (it came back refused by ``deliver``)
+        sent: Deliver | None = None
         while True:
             try:
                 while read is not None:
-                    batch, payloads = read
-                    if self.resumed and stream_id is not None:
-                        for n, chunk in enumerate(batch):
-                            if chunk.get("id") != stream_id:
-                                chunk["id"] = stream_id  # one stream, as the client sees it
-                                payloads[n] = None  # changed: its bytes as received are no longer it
-                    for chunk in batch:  # a batch came in one read: its chunks are counted as it arrives
-                        for choice in chunk.get("choices") or ():
-                            delta = (choice.get("delta") or {}) if chat else choice
-                            content = delta.get("content") if chat else choice.get("text")
-                            if chat and delta.get("tool_calls") and dispatch.shadow is not None:
-                                tool_deltas.extend(delta["tool_calls"])
-                            if content:
-                                if ttft_ms is None:
-                                    ttft_ms = (time.perf_counter() - started) * 1000
-                                parts.append(content)
-                            finish_reason = choice.get("finish_reason") or finish_reason
-                        if chunk.get("usage"):
-                            usage = chunk["usage"]
-                    last = batch[-1]
+                    if not counted:
+                        tally.count(*read)
                     if mode == _PAIRS:
-                        yield read
+                        sent = yield read
                     else:
-                        for chunk in batch:
+                        for chunk in read[0]:
                             yield chunk
+                    read = None  # not held while the next is awaited: pushed, that is the stream's whole life
                     try:
-                        read = await upstream.__anext__()  # not anext(upstream, None): no wrapper per read
+                        if sent is None:
+                            read, counted = await upstream.__anext__(), False  # not anext(): no wrapper per read
+                        else:  # events the consumer can take at once go to it from the socket's callback
+                            read, counted = await upstream.asend(tally.counting(sent)), True
                     except StopAsyncIteration:
                         read = None
                 break
@@ -173,7 +154,7 @@ class RouteStream:
                                             started_at=cascade.open_started_at)
                 last_attempt = cascade.attempts[-1]
                 last_attempt.ok, last_attempt.kind, last_attempt.error = False, "stream_interrupted", exc.message
-                cascade.bill(usage, self._estimate.input_tokens, parts.segment())  # billed for what it generated
+                cascade.bill(tally.usage, self._estimate.input_tokens, tally.parts.segment())  # billed for what it generated
                 await upstream.aclose()
                 interrupted = StreamInterrupted(
                     message=f"stream failed after it started: {exc.message}", provider=provider.name,
@@ -184,27 +165,27 @@ class RouteStream:
                 rest = [n for n in cascade.order if n not in failed]
                 if not self._resume or not rest:
                     dispatch.record_failure(cascade, strategy_name, request_id, started, interrupted, self._context,
-                                           provider=provider.name, ttft_ms=ttft_ms, route=route)
+                                           provider=provider.name, ttft_ms=tally.ttft_ms, route=route)
                     raise interrupted from exc
                 earlier = interrupted.attempts
                 cascade = dispatch.cascade(rest, self._estimate)
                 try:
                     provider, (upstream, read) = await cascade.run(  # stream() bounds the first event
-                        self._opener(self._continuation(parts.text()), headers, ratelimit), call_keeps_timeout=True)
+                        self._opener(self._continuation(tally.parts.text()), headers, ratelimit), call_keeps_timeout=True)
                 except (ProviderError, AllProvidersFailed) as again:
                     interrupted.attempts = earlier + cascade.attempts
                     dispatch.record_failure(cascade, strategy_name, request_id, started, interrupted, self._context,
-                                           provider=provider.name, ttft_ms=ttft_ms, route=route)
+                                           provider=provider.name, ttft_ms=tally.ttft_ms, route=route)
                     raise interrupted from again
                 self.resumed += 1
-                usage = None
-                parts.new_segment()
+                tally.new_segment()
+                counted = False
                 continue
             except BaseException as exc:  # the consumer stopped early or was cancelled: the tokens so far were billed
-                cascade.bill(usage, self._estimate.input_tokens, parts.segment())  # billed for what it generated
+                cascade.bill(tally.usage, self._estimate.input_tokens, tally.parts.segment())  # billed for what it generated
                 await upstream.aclose()
                 dispatch.record_failure(cascade, strategy_name, request_id, started, exc, self._context,
-                                       provider=provider.name, ttft_ms=ttft_ms, route=route)
+                                       provider=provider.name, ttft_ms=tally.ttft_ms, route=route)
                 raise
         await upstream.aclose()
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -214,10 +195,10 @@ class RouteStream:
         cascade.attempts[:0] = earlier
         self.result = dispatch.result(
             provider, cascade, strategy_name, request_id, started,
-            text=parts.text(), usage=usage, finish_reason=finish_reason,
-            raw={k: v for k, v in last.items() if k != "choices"}, ratelimit=dict(ratelimit),
-            ttft_ms=ttft_ms if ttft_ms is not None else elapsed_ms, route=route,
-            estimate=self._estimate, billed_text=parts.segment() if earlier else None,
+            text=tally.parts.text(), usage=tally.usage, finish_reason=tally.finish_reason,
+            raw={k: v for k, v in tally.last.items() if k != "choices"}, ratelimit=dict(ratelimit),
+            ttft_ms=tally.ttft_ms if tally.ttft_ms is not None else elapsed_ms, route=route,
+            estimate=self._estimate, billed_text=tally.parts.segment() if earlier else None,
         )
         if earlier:  # a resumed answer: its tokens and cost are every segment's
             self.result.prompt_tokens = sum(a.prompt_tokens for a in self.result.attempts)
@@ -225,8 +206,82 @@ class RouteStream:
             self.result.cost_usd = sum(a.cost_usd for a in self.result.attempts)
         dispatch.record_result(self.result, self._context)
         if dispatch.shadow is not None and not earlier:  # a resumed answer has two authors: nothing to compare
+            tool_deltas = tally.tool_deltas
             message = {"content": self.result.text, "tool_calls": assemble_tool_calls(tool_deltas)} if tool_deltas else None
             dispatch.shadow.offer(self._path, self._body, self.result, self._context, message=message)
+
+
+class Tally:
+    """What a stream's events add up to, counted as each batch passes: the text, usage, finish reason, time to
+    the first token and the last chunk; after a resume, each chunk's ``id`` set to the stream's first one.
+
+    The routed stream counts the batches it pulls, and ``counting(deliver)`` counts those the socket's read
+    callback hands straight to a consumer (``providers/events.py``): one count, whichever way a batch went.
+    """
+
+    __slots__ = ("_chat", "_counting", "_deliver", "_keep_tools", "_started", "_stream_id", "finish_reason", "last",
+                 "parts", "resumed", "tool_deltas", "ttft_ms", "usage")
+
+    def __init__(self, started: float, chat: bool, keep_tools: bool, stream_id: Any) -> None:
+        self._started = started
+        self._chat = chat
+        self._keep_tools = keep_tools  # streamed tool-call fragments are kept for shadow evaluation only
+        self._stream_id = stream_id
+        self.resumed = False
+        self.parts = TextParts()
+        self.usage: Mapping[str, Any] | None = None
+        self.finish_reason: str | None = None
+        self.ttft_ms: float | None = None
+        self.last: dict[str, Any] = {}
+        self.tool_deltas: list[Any] = []
+        self._deliver: Deliver | None = None
+        self._counting: Deliver | None = None
+
+    def new_segment(self) -> None:
+        """The text from here on is another provider's (a resume): its usage is its own."""
+        self.resumed = True
+        self.usage = None
+        self.parts.new_segment()
+
+    def count(self, batch: list[dict[str, Any]], payloads: list[bytes | None]) -> None:
+        if self.resumed and self._stream_id is not None:
+            stream_id = self._stream_id
+            for n, chunk in enumerate(batch):
+                if chunk.get("id") != stream_id:
+                    chunk["id"] = stream_id  # one stream, as the client sees it
+                    payloads[n] = None  # changed: its bytes as received are no longer it
+        chat = self._chat
+        for chunk in batch:
+            for choice in chunk.get("choices") or ():
+                if chat:
+                    delta = choice.get("delta") or {}
+                    content = delta.get("content")
+                    if self._keep_tools and delta.get("tool_calls"):
+                        self.tool_deltas.extend(delta["tool_calls"])
+                else:
+                    content = choice.get("text")
+                if content:
+                    if self.ttft_ms is None:
+                        self.ttft_ms = (time.perf_counter() - self._started) * 1000
+                    self.parts.append(content)
+                finish_reason = choice.get("finish_reason")
+                if finish_reason:
+                    self.finish_reason = finish_reason
+            if chunk.get("usage"):
+                self.usage = chunk["usage"]
+        self.last = batch[-1]
+
+    def counting(self, deliver: Deliver) -> Deliver:
+        """``deliver``, counting each batch before it (made once per ``deliver``)."""
+        if self._deliver is not deliver:
+            count = self.count
+
+            def counting(batch: list[dict[str, Any]], payloads: list[bytes | None]) -> bool:
+                count(batch, payloads)
+                return deliver(batch, payloads)
+
+            self._deliver, self._counting = deliver, counting
+        return self._counting  # type: ignore[return-value]
 
 
 class TextParts:

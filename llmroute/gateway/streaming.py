@@ -113,26 +113,24 @@ async def _relay(
     """The chunks to the client, then ``end()`` (the stream's result is known), then ``[DONE]``.
 
     The chunks come in batches, those of one upstream read; a batch's events go to the client in one write.
-    A chunk that goes out as it came (it has its payload bytes, and no ``usage`` to hide) is those bytes, not
-    encoded again; the others are encoded.
+    After the first, batches go to the client from the upstream's read callback (``deliver``, sent into the
+    routed stream) while its socket has room; only a batch that could wait comes back here, to be sent within
+    the write deadline.
     """
-    write, next_batch = writer.write, chunks.__anext__
-    batch, payloads = held.pop()
+    write = writer.write
+
+    def deliver(batch: list[dict[str, Any]], payloads: list[bytes | None]) -> bool:
+        data = events_of(batch, payloads, wants_usage)
+        return not data or write(data)
+
+    send = chunks.asend
     try:
         while True:
-            events = []
-            for chunk, payload in zip(batch, payloads):
-                if payload is not None and (wants_usage or "usage" not in chunk):
-                    events.append(b"data: " + payload + b"\n\n")  # one line (stream_reads): framing intact
-                elif wants_usage or chunk.get("choices") or not chunk.get("usage"):
-                    if not wants_usage and "usage" in chunk:
-                        chunk = {k: v for k, v in chunk.items() if k != "usage"}
-                    events.append(encode_event(chunk))
-            if events:
-                data = events[0] if len(events) == 1 else b"".join(events)
-                if not write(data):
-                    await writer.send_bounded(data)
-            batch, payloads = await next_batch()
+            data = events_of(*held.pop(), wants_usage)  # popped: no frame keeps a batch while the next is awaited
+            if data and not write(data):
+                await writer.send_bounded(data)
+            del data
+            held.append(await send(deliver))
     except StopAsyncIteration:
         pass
     except StreamInterrupted as exc:
@@ -142,6 +140,24 @@ async def _relay(
         await writer.send_bounded(encode_event(error_body(message, "upstream_error", "stream_interrupted")))
     end()
     await writer.close()  # after an error event too: a clean end, not a dropped connection
+
+
+def events_of(batch: list[dict[str, Any]], payloads: list[bytes | None], wants_usage: bool) -> bytes:
+    """A batch's events as the client gets them. A chunk that goes out as it came (it has its payload bytes, and no
+    ``usage`` to hide) is those bytes, not encoded again; the others are encoded."""
+    if len(batch) == 1:  # the usual batch
+        chunk, payload = batch[0], payloads[0]
+        if payload is not None and (wants_usage or "usage" not in chunk):
+            return b"data: " + payload + b"\n\n"
+    events = []
+    for chunk, payload in zip(batch, payloads, strict=True):
+        if payload is not None and (wants_usage or "usage" not in chunk):
+            events.append(b"data: " + payload + b"\n\n")  # one line (stream_reads): framing intact
+        elif wants_usage or chunk.get("choices") or not chunk.get("usage"):
+            if not wants_usage and "usage" in chunk:
+                chunk = {k: v for k, v in chunk.items() if k != "usage"}
+            events.append(encode_event(chunk))
+    return b"".join(events)
 
 
 async def _cut_off(metrics: Metrics, request: web.Request, chunks: Any, slow: ClientTooSlow, strategy: str) -> None:

@@ -3,7 +3,9 @@
 It writes a request in one ``write`` and reads the answer whole (``response()``), or piece by piece for a
 stream with back-pressure (``body_pieces()``, or ``take()``/``more()`` for a reader that wants everything
 received so far at once): reading from the socket pauses when the pieces queued pass a bound, so a stream
-holds little more than that whatever the upstream sends. Answers are decoded (gzip,
+holds little more than that whatever the upstream sends. A reader that can take pieces at once sets a
+``sink``: each network read's body pieces are handed to it from the read callback, with no queue, future or
+task wake-up in between (see ``providers/events.py``). Answers are decoded (gzip,
 deflate) as they arrive and counted after decoding, so a hostile upstream costs bounded memory and CPU.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import httptools
@@ -99,6 +101,10 @@ class Connection(asyncio.Protocol):
         self._queued_bytes = 0
         self._queue_waiter: asyncio.Future[None] | None = None
         self._paused = False
+        self.sink: Callable[[list[bytes]], None] | None = None
+        """Set by a streaming reader: called with the body pieces of each network read instead of queueing
+        them (never with a content encoding: the pieces are as received). It must not raise."""
+        self._pushed: list[bytes] = []
 
     # -- asyncio.Protocol -----------------------------------------------------------
 
@@ -122,6 +128,13 @@ class Connection(asyncio.Protocol):
             self._fail(cause if isinstance(cause, (InvalidResponse, ProxyError))
                        else InvalidResponse(f"invalid HTTP response: {exc}"))
             self.close()
+        if self._pushed:  # the read's pieces in one call, as ``take()`` would have had them: one write downstream
+            pieces, self._pushed = self._pushed, []
+            if self.sink is not None:
+                self.sink(pieces)
+            else:
+                for piece in pieces:
+                    self._enqueue(piece)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -164,7 +177,13 @@ class Connection(asyncio.Protocol):
                     raise ResponseTooLarge(f"answer larger than {self.max_body_bytes} bytes")
                 self._body.append(piece)
             return
-        self._queue.append(data)
+        if self.sink is not None and self.decoder is None:
+            self._pushed.append(data)
+        else:
+            self._enqueue(data)
+
+    def _enqueue(self, data: bytes) -> None:
+        self._queue.append(data)  # type: ignore[union-attr]
         self._queued_bytes += len(data)
         self._wake()
         if (len(self._queue) > _QUEUE_HIGH or self._queued_bytes > _QUEUE_HIGH_BYTES) and not self._paused \

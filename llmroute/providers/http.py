@@ -23,7 +23,7 @@ import ssl
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from .connection import (DEFAULT_MAX_RESPONSE_BYTES, MAX_HEADER_LINES, Connection, InvalidHeader, InvalidResponse,
                          OpenFilesExhausted, PoolTimeout, Response, ResponseTooLarge, UpstreamClosed, encode_headers)
@@ -308,6 +308,15 @@ class StreamingResponse:
         self.decoded = conn.decoded
         self.more = conn.more
         self.expire_waiting = conn.expire_waiting
+
+    def push_to(self, sink: Callable[[list[bytes]], None] | None) -> bool:
+        """Hand each network read's body pieces to ``sink`` from the read callback, instead of queueing them for
+        ``take()``; None queues them again. False (and nothing changes) for a content-encoded body: its pieces
+        must be decoded with a bound on each, which is the reader's loop to do."""
+        if sink is not None and self._conn.decoder is not None:
+            return False
+        self._conn.sink = sink
+        return True
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._conn.body_pieces()

@@ -24,6 +24,7 @@ from ..config.loading import redact_url
 from ..errors import ClientRequestError, PoolExhausted, ProviderConnectionError, ProviderError, ProviderTimeout
 from ..pricing import InvalidUsage, usage_tokens
 from .errors import Classifier
+from .events import Deliver, EventParser, EventPush
 from .http import ConnectionPool, InvalidHeader, InvalidResponse, PoolTimeout, ResponseTooLarge, UpstreamClosed
 from .poolstats import PoolStats
 from .sse import SSEDecoder
@@ -253,6 +254,11 @@ class OpenAICompatProvider:
         ``_BATCH_BYTES`` of events (a compressed read can inflate to many). Events that came before a broken
         one are yielded before its error is raised.
 
+        A consumer that can take events at once sends a ``Deliver`` in (``asend``) instead of pulling: from then
+        on each read's events go to it from the socket's read callback (``events.EventPush``), and the generator
+        yields only a batch that ``deliver`` refused; the consumer sends ``deliver`` (or None, to pull) again with
+        its next ``asend``.
+
         The first event must arrive within ``timeout_s`` (slot wait included); after it, ``timeout_s``
         bounds each silence. ``ratelimit``, if given, is filled with the response's rate-limit headers
         before the first event. A stream that ends without ``[DONE]`` raises
@@ -265,6 +271,7 @@ class OpenAICompatProvider:
             left_s = await self._slot(pool, timeout_s, started)
             async with asyncio.timeout(left_s):
                 resp = await pool.post_stream(path, data, extra_headers, slot_held=True)
+            del data  # the request's bytes: not kept for the stream's life
         except BaseException as exc:
             raise self._transport_error(exc, started) from None
         first_by = started + timeout_s
@@ -281,7 +288,10 @@ class OpenAICompatProvider:
             loop = asyncio.get_running_loop()
             watchdog = SilenceWatchdog(timeout_s, loop.time() + max(first_by - time.perf_counter(), 0.0),
                                        resp.expire_waiting)
-            take, more, decoded, feed, parse = resp.take, resp.more, resp.decoded, decoder.feed, self._parse_event
+            take, more, decoded = resp.take, resp.more, resp.decoded
+            parser = EventParser(decoder.feed, self._parse_event)
+            parse_into = parser.parse_into
+            deliver: Deliver | None = None  # what the consumer sent in: events it can take at once
             try:
                 while True:
                     raws = take()
@@ -289,33 +299,57 @@ class OpenAICompatProvider:
                         waiter = more()  # raises the read's failure (a silence past timeout_s: TimeoutError)
                         if waiter is None:
                             break
-                        await waiter
+                        if deliver is None:
+                            await waiter
+                            continue
+                        push = EventPush(parser, deliver, watchdog.extend, waiter, lambda: resp.push_to(None))
+                        if not resp.push_to(push):  # a content-encoded body: pulled, batch by batch
+                            deliver = None
+                            await waiter
+                            continue
+                        try:
+                            await waiter  # woken when the stream needs this task (events.py)
+                        finally:
+                            resp.push_to(None)
+                        if push.pending is not None:
+                            pending, push.pending = push.pending, None
+                            deliver = yield pending
+                            del pending
+                            watchdog.extend()
+                        if push.failure is not None:
+                            raise push.failure
+                        if push.done:
+                            return
                         continue
                     batch: list[dict[str, Any]] = []
                     payloads: list[bytes | None] = []
                     size = 0
+                    done = False
                     try:
                         for raw in raws:
                             for piece in decoded(raw):
-                                for data in feed(piece):
-                                    if data.strip() == b"[DONE]":
-                                        if batch:
-                                            yield batch, payloads
-                                        return
-                                    batch.append(parse(data))
-                                    payloads.append(data if 10 not in data and 13 not in data else None)
+                                if parse_into(piece, batch, payloads):
+                                    done = True
+                                    break
                                 size += len(piece)
                                 if size >= _BATCH_BYTES and batch:
-                                    yield batch, payloads
+                                    if deliver is None or not deliver(batch, payloads):
+                                        deliver = yield batch, payloads
                                     watchdog.extend()
                                     batch, payloads, size = [], [], 0
+                            if done:
+                                break
                     except Exception:
                         if batch:  # what came before the failure is the stream's, as if read one by one
                             yield batch, payloads
                         raise
                     if batch:
-                        yield batch, payloads
+                        if deliver is None or not deliver(batch, payloads):
+                            deliver = yield batch, payloads
                         watchdog.extend()  # the caller's time with the events does not count
+                    if done:
+                        return
+                    del batch, payloads  # not held while the stream is pushed: that can be its whole life
             finally:
                 watchdog.close()
             if [data.strip() for data in decoder.flush()] == [b"[DONE]"]:
