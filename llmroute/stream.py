@@ -130,6 +130,8 @@ class RouteStream:
         earlier: list[Attempt] = []  # attempts of the segments before a resume
         counted = False  # ``read`` went through ``tally.count`` already (it came back refused by ``deliver``)
         sent: Deliver | None = None
+        counting_for: Deliver | None = None  # the consumer's deliver, and ``counting`` it wrapped (kept here, not
+        counting: Deliver | None = None  # in the tally: a closure over the tally held by the tally is a cycle)
         while True:
             try:
                 while read is not None:
@@ -145,7 +147,10 @@ class RouteStream:
                         if sent is None:
                             read, counted = await upstream.__anext__(), False  # not anext(): no wrapper per read
                         else:  # events the consumer can take at once go to it from the socket's callback
-                            read, counted = await upstream.asend(tally.counting(sent)), True
+                            if sent is not counting_for:
+                                counting_for, counting = sent, tally.counting(sent)
+                            # What comes back was offered to ``counting`` (stream_reads), so it is counted.
+                            read, counted = await upstream.asend(counting), True
                     except StopAsyncIteration:
                         read = None
                 break
@@ -219,8 +224,8 @@ class Tally:
     callback hands straight to a consumer (``providers/events.py``): one count, whichever way a batch went.
     """
 
-    __slots__ = ("_chat", "_counting", "_deliver", "_keep_tools", "_started", "_stream_id", "finish_reason", "last",
-                 "parts", "resumed", "tool_deltas", "ttft_ms", "usage")
+    __slots__ = ("_chat", "_keep_tools", "_started", "_stream_id", "finish_reason", "last", "parts", "resumed",
+                 "tool_deltas", "ttft_ms", "usage")
 
     def __init__(self, started: float, chat: bool, keep_tools: bool, stream_id: Any) -> None:
         self._started = started
@@ -234,8 +239,6 @@ class Tally:
         self.ttft_ms: float | None = None
         self.last: dict[str, Any] = {}
         self.tool_deltas: list[Any] = []
-        self._deliver: Deliver | None = None
-        self._counting: Deliver | None = None
 
     def new_segment(self) -> None:
         """The text from here on is another provider's (a resume): its usage is its own."""
@@ -272,16 +275,14 @@ class Tally:
         self.last = batch[-1]
 
     def counting(self, deliver: Deliver) -> Deliver:
-        """``deliver``, counting each batch before it (made once per ``deliver``)."""
-        if self._deliver is not deliver:
-            count = self.count
+        """``deliver``, counting each batch before it."""
+        count = self.count
 
-            def counting(batch: list[dict[str, Any]], payloads: list[bytes | None]) -> bool:
-                count(batch, payloads)
-                return deliver(batch, payloads)
+        def counting(batch: list[dict[str, Any]], payloads: list[bytes | None]) -> bool:
+            count(batch, payloads)
+            return deliver(batch, payloads)
 
-            self._deliver, self._counting = deliver, counting
-        return self._counting  # type: ignore[return-value]
+        return counting
 
 
 class TextParts:

@@ -26,6 +26,21 @@ Deliver = Callable[[list[dict[str, Any]], list[bytes | None]], bool]
 """Takes a batch at once and says True, or says False and takes nothing. Called from a read callback."""
 
 
+class DeliverFailed(Exception):
+    """``deliver`` raised (its exception is the cause): the consumer's failure, raised in its task as itself and
+    never taken for the provider's."""
+
+
+def offer(deliver: Deliver | None, batch: list[dict[str, Any]], payloads: list[bytes | None]) -> bool:
+    """True if ``deliver`` (None: there is none) took the batch; its failure raised as ``DeliverFailed``."""
+    if deliver is None:
+        return False
+    try:
+        return deliver(batch, payloads)
+    except Exception as exc:
+        raise DeliverFailed(str(exc)) from exc
+
+
 class EventParser:
     """SSE ``data`` payloads to checked event dicts, for one stream: ``feed`` the SSE decoder, ``parse`` one payload
     (raising the provider's error for a broken or error event)."""
@@ -81,8 +96,9 @@ class EventPush:
             try:
                 if not self._deliver(batch, payloads):
                     self.pending = (batch, payloads)
-            except Exception as exc:  # the reader's own failure, raised in its task
-                self.failure = exc
+            except Exception as exc:  # the consumer's own failure, raised in its task (over a broken event's)
+                failed = self.failure = DeliverFailed(str(exc))
+                failed.__cause__ = exc
         if self.done or self.failure is not None or self.pending is not None:
             self._stop()
             if not self._waiter.done():

@@ -309,14 +309,16 @@ class StreamingResponse:
         self.more = conn.more
         self.expire_waiting = conn.expire_waiting
 
-    def push_to(self, sink: Callable[[list[bytes]], None] | None) -> bool:
+    @property
+    def pushable(self) -> bool:
+        """Whether ``push_to`` may be used: not for a content-encoded body, whose pieces must be decoded with a
+        bound on each, which is the reader's loop to do."""
+        return self._conn.decoder is None
+
+    def push_to(self, sink: Callable[[list[bytes]], None] | None) -> None:
         """Hand each network read's body pieces to ``sink`` from the read callback, instead of queueing them for
-        ``take()``; None queues them again. False (and nothing changes) for a content-encoded body: its pieces
-        must be decoded with a bound on each, which is the reader's loop to do."""
-        if sink is not None and self._conn.decoder is not None:
-            return False
+        ``take()`` (only when ``pushable``); None queues them again."""
         self._conn.sink = sink
-        return True
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._conn.body_pieces()

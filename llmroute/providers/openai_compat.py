@@ -24,7 +24,7 @@ from ..config.loading import redact_url
 from ..errors import ClientRequestError, PoolExhausted, ProviderConnectionError, ProviderError, ProviderTimeout
 from ..pricing import InvalidUsage, usage_tokens
 from .errors import Classifier
-from .events import Deliver, EventParser, EventPush
+from .events import Deliver, DeliverFailed, EventParser, EventPush, offer
 from .http import ConnectionPool, InvalidHeader, InvalidResponse, PoolTimeout, ResponseTooLarge, UpstreamClosed
 from .poolstats import PoolStats
 from .sse import SSEDecoder
@@ -288,7 +288,7 @@ class OpenAICompatProvider:
             loop = asyncio.get_running_loop()
             watchdog = SilenceWatchdog(timeout_s, loop.time() + max(first_by - time.perf_counter(), 0.0),
                                        resp.expire_waiting)
-            take, more, decoded = resp.take, resp.more, resp.decoded
+            take, more, decoded, pushable = resp.take, resp.more, resp.decoded, resp.pushable
             parser = EventParser(decoder.feed, self._parse_event)
             parse_into = parser.parse_into
             deliver: Deliver | None = None  # what the consumer sent in: events it can take at once
@@ -299,14 +299,11 @@ class OpenAICompatProvider:
                         waiter = more()  # raises the read's failure (a silence past timeout_s: TimeoutError)
                         if waiter is None:
                             break
-                        if deliver is None:
+                        if deliver is None or not pushable:  # a content-encoded body is pulled, batch by batch
                             await waiter
                             continue
                         push = EventPush(parser, deliver, watchdog.extend, waiter, lambda: resp.push_to(None))
-                        if not resp.push_to(push):  # a content-encoded body: pulled, batch by batch
-                            deliver = None
-                            await waiter
-                            continue
+                        resp.push_to(push)
                         try:
                             await waiter  # woken when the stream needs this task (events.py)
                         finally:
@@ -321,6 +318,9 @@ class OpenAICompatProvider:
                         if push.done:
                             return
                         continue
+                    # Pulled. Once the consumer sent ``deliver`` in, every batch is offered to it first and only one
+                    # it refuses is yielded: so the consumer knows that what comes back from its ``asend`` was
+                    # offered (and counted, if its ``deliver`` counts), and what comes from ``__anext__`` was not.
                     batch: list[dict[str, Any]] = []
                     payloads: list[bytes | None] = []
                     size = 0
@@ -333,18 +333,21 @@ class OpenAICompatProvider:
                                     break
                                 size += len(piece)
                                 if size >= _BATCH_BYTES and batch:
-                                    if deliver is None or not deliver(batch, payloads):
+                                    if not offer(deliver, batch, payloads):
                                         deliver = yield batch, payloads
                                     watchdog.extend()
                                     batch, payloads, size = [], [], 0
                             if done:
                                 break
+                    except DeliverFailed:
+                        raise
                     except Exception:
-                        if batch:  # what came before the failure is the stream's, as if read one by one
+                        # What came before the failure is the stream's, as if read one by one.
+                        if batch and not offer(deliver, batch, payloads):
                             yield batch, payloads
                         raise
                     if batch:
-                        if deliver is None or not deliver(batch, payloads):
+                        if not offer(deliver, batch, payloads):
                             deliver = yield batch, payloads
                         watchdog.extend()  # the caller's time with the events does not count
                     if done:
@@ -357,6 +360,8 @@ class OpenAICompatProvider:
             raise ProviderConnectionError(
                 message="stream ended before data: [DONE]", provider=self.name, status=200, kind="stream_cut",
             )
+        except DeliverFailed as exc:  # the consumer's own failure: not the provider's, so not mapped to one
+            raise exc.__cause__ from None  # type: ignore[misc]
         except ProviderError as exc:
             exc.elapsed_ms = _elapsed_ms(started)
             raise
