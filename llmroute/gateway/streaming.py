@@ -145,10 +145,6 @@ async def _relay(
 def events_of(batch: list[dict[str, Any]], payloads: list[bytes | None], wants_usage: bool) -> bytes:
     """A batch's events as the client gets them. A chunk that goes out as it came (it has its payload bytes, and no
     ``usage`` to hide) is those bytes, not encoded again; the others are encoded."""
-    if len(batch) == 1:  # the usual batch
-        chunk, payload = batch[0], payloads[0]
-        if payload is not None and (wants_usage or "usage" not in chunk):
-            return b"data: " + payload + b"\n\n"
     events = []
     for chunk, payload in zip(batch, payloads, strict=True):
         if payload is not None and (wants_usage or "usage" not in chunk):
@@ -157,7 +153,7 @@ def events_of(batch: list[dict[str, Any]], payloads: list[bytes | None], wants_u
             if not wants_usage and "usage" in chunk:
                 chunk = {k: v for k, v in chunk.items() if k != "usage"}
             events.append(encode_event(chunk))
-    return b"".join(events)
+    return b"".join(events)  # one event: itself, not a copy
 
 
 async def _cut_off(metrics: Metrics, request: web.Request, chunks: Any, slow: ClientTooSlow, strategy: str) -> None:

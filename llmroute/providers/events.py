@@ -94,11 +94,10 @@ class EventPush:
         if batch:
             self._extend()
             try:
-                if not self._deliver(batch, payloads):
+                if not offer(self._deliver, batch, payloads):
                     self.pending = (batch, payloads)
-            except Exception as exc:  # the consumer's own failure, raised in its task (over a broken event's)
-                failed = self.failure = DeliverFailed(str(exc))
-                failed.__cause__ = exc
+            except DeliverFailed as exc:  # the consumer's own failure, raised in its task (over a broken event's)
+                self.failure = exc
         if self.done or self.failure is not None or self.pending is not None:
             self._stop()
             if not self._waiter.done():
